@@ -1,0 +1,444 @@
+"""relay.toml: the relay's configuration, loaded once into frozen dataclasses.
+
+Every key has a default (see DEFAULT_TOML), so a missing file means "run with defaults".
+A bad file raises ConfigError naming the file, the line, the key, what was expected and
+how to fix it; the relay refuses to start rather than guess.
+
+Resolution order for the file: explicit path (``--config``), ``$TUI_MAIL_RELAY_CONFIG``,
+``$XDG_CONFIG_HOME/tui-mail/relay.toml``. For the data dir: ``--data-dir``,
+``$TUI_MAIL_RELAY_DATA``, ``data_dir`` in the file, ``$XDG_DATA_HOME/tui-mail/relay``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from relay.errors import ConfigError
+
+DEFAULT_TOML = """\
+# relay.toml: configuration of the tui-mail relay. Every key is optional.
+hostname = "localhost"            # name used in EHLO, Received and bounces
+domains = ["localhost"]           # local domains: mail for them is delivered here
+# data_dir = "/var/lib/tui-mail"  # queue/, mail/, users, certs, log, pid
+
+[listen]                          # "host:port"; "" disables a listener
+smtp = "127.0.0.1:2525"           # inbound (MX) SMTP: local domains only, no AUTH
+submission = "127.0.0.1:2587"     # submission: AUTH required, relays anywhere
+imap = "127.0.0.1:1143"
+pop3 = "127.0.0.1:1110"
+
+[queue]
+first_retry = "1m"                # first retry after a temporary failure
+retry_interval = "30m"            # then every retry_interval
+max_lifetime = "5d"               # give up and bounce after this long
+delay_warning = "4h"              # tell the sender once after this long ("0" = never)
+max_message_size = 26214400       # bytes (25 MiB)
+max_recipients = 1000
+max_hops = 50                     # Received headers before a message is a loop
+max_line_length = 1000            # octets per line, CRLF included (RFC 5321 4.5.3.1.6)
+
+[delivery]
+max_messages_per_connection = 100
+max_connections_per_destination = 4
+connect_timeout = "30s"
+
+[auth]
+allow_plaintext_loopback = true   # AUTH/LOGIN without TLS, but only from 127.0.0.0/8 and ::1
+
+[tls]
+cert = ""                         # PEM files; empty: a self-signed pair is made on first start
+key = ""
+
+[routes]                          # static routes: "domain" = "host:port"
+# "hamburger.edu" = "127.0.0.1:2526"
+
+[dns]
+nameservers = []                  # e.g. ["127.0.0.1:5353"]; empty: the system resolver
+
+# [smarthost]                     # send all non-local mail through one server
+# host = "smtp.example.com"
+# port = 587
+# security = "starttls"           # tls | starttls | none
+# user = "me@example.com"
+# password = "..."
+"""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    smtp: Address | None = Address("127.0.0.1", 2525)
+    submission: Address | None = Address("127.0.0.1", 2587)
+    imap: Address | None = Address("127.0.0.1", 1143)
+    pop3: Address | None = Address("127.0.0.1", 1110)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    first_retry: float = 60.0
+    retry_interval: float = 1800.0
+    max_lifetime: float = 5 * 86400.0
+    delay_warning: float = 4 * 3600.0
+    max_message_size: int = 25 * 1024 * 1024
+    max_recipients: int = 1000
+    max_hops: int = 50
+    max_line_length: int = 1000
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    max_messages_per_connection: int = 100
+    max_connections_per_destination: int = 4
+    connect_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    allow_plaintext_loopback: bool = True
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    host: str
+    port: int
+    require_tls: bool = False
+
+
+@dataclass(frozen=True)
+class SmarthostConfig:
+    host: str
+    port: int = 587
+    security: str = "starttls"
+    user: str = ""
+    password: str = field(default="", repr=False)  # never in reprs, logs or dumps
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    nameservers: tuple[Address, ...] = ()
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    data_dir: Path
+    path: Path | None = None
+    hostname: str = "localhost"
+    domains: tuple[str, ...] = ("localhost",)
+    listen: ListenConfig = ListenConfig()
+    queue: QueueConfig = QueueConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    auth: AuthConfig = AuthConfig()
+    tls: TLSConfig = TLSConfig()
+    routes: dict[str, Route] = field(default_factory=dict)
+    smarthost: SmarthostConfig | None = None
+    dns: DNSConfig = DNSConfig()
+
+    # Paths inside the data dir, one place so every module agrees.
+    @property
+    def queue_dir(self) -> Path:
+        return self.data_dir / "queue"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def users_file(self) -> Path:
+        return self.data_dir / "users"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.data_dir / "certs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "relay.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "relay.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "relay.state.json"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.data_dir / "control.sock"
+
+    def is_local_domain(self, domain: str) -> bool:
+        return domain.lower().rstrip(".") in self.domains
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("TUI_MAIL_RELAY_CONFIG")
+    if env:
+        return Path(env)
+    return Path(platformdirs.user_config_dir("tui-mail")) / "relay.toml"
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("tui-mail")) / "relay"
+
+
+def load_config(path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None) -> RelayConfig:
+    """Load relay.toml (defaults when the file does not exist and no path was forced)."""
+    explicit = path is not None
+    cfg_path = Path(path) if explicit else default_config_path()
+    text = ""
+    if cfg_path.exists():
+        try:
+            text = cfg_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(str(cfg_path), None, None, f"cannot read the file: {e}") from None
+    elif explicit:
+        raise ConfigError(str(cfg_path), None, None, "the file does not exist",
+                          fix="check the path, or omit --config to use the defaults")
+    else:
+        cfg_path = None  # type: ignore[assignment]
+    return parse_config(text, cfg_path, data_dir)
+
+
+def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLike | None = None) -> RelayConfig:
+    """Parse the TOML text of a relay.toml; pure apart from the data-dir default."""
+    fname = str(path) if path else "<relay.toml>"
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        raise ConfigError(fname, int(m.group(1)) if m else None, None, f"not valid TOML: {e}",
+                          fix="see https://toml.io for the syntax") from None
+    v = _Validator(fname, text)
+    known_top = {"hostname", "domains", "data_dir", "listen", "queue", "delivery", "auth", "tls",
+                 "routes", "dns", "smarthost"}
+    v.unknown_keys(raw, known_top, "")
+
+    hostname = v.string(raw, "hostname", "localhost", "")
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", hostname):
+        v.fail("hostname", "expected a host name such as \"mail.example.org\"")
+    domains_raw = v.get(raw, "domains", ["localhost"], list, "a list of domain names, e.g. [\"example.org\"]", "")
+    domains = []
+    for d in domains_raw:
+        if not isinstance(d, str) or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\.?", d):
+            v.fail("domains", f"{d!r} is not a domain name")
+        domains.append(d.lower().rstrip("."))
+
+    if data_dir is None:
+        data_dir = os.environ.get("TUI_MAIL_RELAY_DATA") or None
+    if data_dir is None and "data_dir" in raw:
+        data_dir = v.string(raw, "data_dir", "", "")
+    ddir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+
+    t = v.table(raw, "listen")
+    v.unknown_keys(t, {"smtp", "submission", "imap", "pop3"}, "listen")
+    d = ListenConfig()
+    listen = ListenConfig(**{k: v.address(t, k, getattr(d, k), "listen") for k in ("smtp", "submission", "imap", "pop3")})
+
+    t = v.table(raw, "queue")
+    dq = QueueConfig()
+    v.unknown_keys(t, set(dq.__dataclass_fields__), "queue")
+    queue = QueueConfig(
+        first_retry=v.duration(t, "first_retry", dq.first_retry, "queue"),
+        retry_interval=v.duration(t, "retry_interval", dq.retry_interval, "queue", minimum=1),
+        max_lifetime=v.duration(t, "max_lifetime", dq.max_lifetime, "queue", minimum=1),
+        delay_warning=v.duration(t, "delay_warning", dq.delay_warning, "queue"),
+        max_message_size=v.integer(t, "max_message_size", dq.max_message_size, "queue", minimum=1024),
+        max_recipients=v.integer(t, "max_recipients", dq.max_recipients, "queue", minimum=1),
+        max_hops=v.integer(t, "max_hops", dq.max_hops, "queue", minimum=1),
+        max_line_length=v.integer(t, "max_line_length", dq.max_line_length, "queue", minimum=78),
+    )
+
+    t = v.table(raw, "delivery")
+    dd = DeliveryConfig()
+    v.unknown_keys(t, set(dd.__dataclass_fields__), "delivery")
+    delivery = DeliveryConfig(
+        max_messages_per_connection=v.integer(t, "max_messages_per_connection", dd.max_messages_per_connection, "delivery", minimum=1),
+        max_connections_per_destination=v.integer(t, "max_connections_per_destination", dd.max_connections_per_destination, "delivery", minimum=1),
+        connect_timeout=v.duration(t, "connect_timeout", dd.connect_timeout, "delivery", minimum=0.1),
+    )
+
+    t = v.table(raw, "auth")
+    v.unknown_keys(t, {"allow_plaintext_loopback"}, "auth")
+    auth = AuthConfig(allow_plaintext_loopback=v.get(t, "allow_plaintext_loopback", True, bool, "true or false", "auth"))
+
+    t = v.table(raw, "tls")
+    v.unknown_keys(t, {"cert", "key"}, "tls")
+    cert = v.string(t, "cert", "", "tls")
+    key = v.string(t, "key", "", "tls")
+    if bool(cert) != bool(key):
+        v.fail("tls.cert" if not cert else "tls.key", "cert and key must be given together (or both left empty)")
+    for k, p in (("cert", cert), ("key", key)):
+        if p and not Path(p).expanduser().is_file():
+            v.fail(f"tls.{k}", f"the file {p!r} does not exist", fix="give the path to a PEM file")
+    tls = TLSConfig(Path(cert).expanduser() if cert else None, Path(key).expanduser() if key else None)
+
+    t = v.table(raw, "routes")
+    routes: dict[str, Route] = {}
+    for dom, target in t.items():
+        key = f"routes.{dom}"
+        if isinstance(target, str):
+            a = _parse_address(target)
+            if a is None:
+                v.fail(key, f"{target!r} is not \"host:port\"", fix='write e.g. "127.0.0.1:2526"')
+            routes[dom.lower().rstrip(".")] = Route(a.host, a.port)
+        elif isinstance(target, dict):
+            v.unknown_keys(target, {"host", "port", "require_tls"}, key)
+            host = v.string(target, "host", "", key)
+            if not host:
+                v.fail(key + ".host", "a route table needs host")
+            routes[dom.lower().rstrip(".")] = Route(host, v.integer(target, "port", 25, key, minimum=1, maximum=65535),
+                                                    v.get(target, "require_tls", False, bool, "true or false", key))
+        else:
+            v.fail(key, "expected \"host:port\" or a table {host, port, require_tls}")
+
+    smarthost = None
+    if "smarthost" in raw:
+        t = v.table(raw, "smarthost")
+        v.unknown_keys(t, {"host", "port", "security", "user", "password"}, "smarthost")
+        host = v.string(t, "host", "", "smarthost")
+        if not host:
+            v.fail("smarthost.host", "expected the smarthost's host name")
+        sec = v.string(t, "security", "starttls", "smarthost")
+        if sec not in ("tls", "starttls", "none"):
+            v.fail("smarthost.security", f"{sec!r} is not one of tls, starttls, none")
+        smarthost = SmarthostConfig(host, v.integer(t, "port", 587, "smarthost", minimum=1, maximum=65535), sec,
+                                    v.string(t, "user", "", "smarthost"), v.string(t, "password", "", "smarthost"))
+
+    t = v.table(raw, "dns")
+    v.unknown_keys(t, {"nameservers"}, "dns")
+    ns = []
+    for item in v.get(t, "nameservers", [], list, "a list of \"host\" or \"host:port\" strings", "dns"):
+        a = _parse_address(item, default_port=53) if isinstance(item, str) else None
+        if a is None:
+            v.fail("dns.nameservers", f"{item!r} is not \"host\" or \"host:port\"")
+        ns.append(a)
+
+    return RelayConfig(data_dir=ddir, path=path, hostname=hostname, domains=tuple(domains), listen=listen,
+                       queue=queue, delivery=delivery, auth=auth, tls=tls, routes=routes, smarthost=smarthost,
+                       dns=DNSConfig(tuple(ns)))
+
+
+def parse_duration(value: Any) -> float | None:
+    """'30m' -> 1800.0; numbers are seconds. None when not a duration."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value >= 0 else None
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2)]
+    return None
+
+
+def _parse_address(text: str, default_port: int | None = None) -> Address | None:
+    text = text.strip()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)", text) or re.fullmatch(r"([^:\s\[\]]+):(\d+)", text)
+    if m:
+        port = int(m.group(2))
+        return Address(m.group(1), port) if 0 <= port <= 65535 else None
+    if default_port is not None and re.fullmatch(r"[^\s:\[\]]+|[0-9A-Fa-f:]+", text):
+        return Address(text, default_port)
+    return None
+
+
+class _Validator:
+    """Type checks that turn into ConfigErrors pointing at the right line."""
+
+    def __init__(self, fname: str, text: str):
+        self.fname = fname
+        self.lines = text.splitlines()
+
+    def line_of(self, dotted: str) -> int | None:
+        parts = dotted.split(".")
+        leaf = parts[-1]
+        section = ".".join(parts[:-1])
+        in_section = section == ""
+        for i, line in enumerate(self.lines, 1):
+            s = line.strip()
+            if s.startswith("["):
+                name = s.strip("[]").strip().strip('"')
+                in_section = name == section
+                if dotted == name:
+                    return i
+                continue
+            if in_section and re.match(rf'^"?{re.escape(leaf)}"?\s*=', s):
+                return i
+        return None
+
+    def fail(self, dotted: str, expected: str, fix: str | None = None):
+        raise ConfigError(self.fname, self.line_of(dotted), dotted, expected, fix=fix)
+
+    def unknown_keys(self, table: dict, known: set[str], prefix: str) -> None:
+        for k in table:
+            if k not in known:
+                dotted = f"{prefix}.{k}" if prefix else k
+                self.fail(dotted, "unknown key", fix=f"remove it; known keys here: {', '.join(sorted(known))}")
+
+    def table(self, raw: dict, name: str) -> dict:
+        t = raw.get(name, {})
+        if not isinstance(t, dict):
+            self.fail(name, f"[{name}] must be a table")
+        return t
+
+    def get(self, t: dict, key: str, default, typ, expected: str, prefix: str):
+        if key not in t:
+            return default
+        val = t[key]
+        if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
+            self.fail(f"{prefix}.{key}" if prefix else key, f"expected {expected}, got {val!r}")
+        return val
+
+    def string(self, t: dict, key: str, default: str, prefix: str) -> str:
+        return self.get(t, key, default, str, "a string", prefix)
+
+    def integer(self, t, key, default, prefix, minimum=None, maximum=None) -> int:
+        val = self.get(t, key, default, int, "a whole number", prefix)
+        if (minimum is not None and val < minimum) or (maximum is not None and val > maximum):
+            rng = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            self.fail(f"{prefix}.{key}", f"expected a number {rng}, got {val}")
+        return val
+
+    def duration(self, t, key, default, prefix, minimum=0.0) -> float:
+        if key not in t:
+            return default
+        d = parse_duration(t[key])
+        if d is None or d < minimum:
+            self.fail(f"{prefix}.{key}", f"expected a duration like \"30m\", \"4h\", \"5d\" or seconds, got {t[key]!r}")
+        return d
+
+    def address(self, t, key, default, prefix) -> Address | None:
+        if key not in t:
+            return default
+        val = t[key]
+        if val == "":
+            return None
+        a = _parse_address(val) if isinstance(val, str) else None
+        if a is None:
+            self.fail(f"{prefix}.{key}", f"expected \"host:port\" (or \"\" to disable), got {val!r}",
+                      fix='write e.g. "127.0.0.1:2525"')
+        return a
