@@ -1,0 +1,516 @@
+"""The onward SMTP client against real SMTP servers on loopback (aiosmtpd in the test's loop, or
+a scripted raw server where we need to see or control the exact bytes)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ssl
+
+import pytest
+from aiosmtpd.smtp import SMTP as SMTPServerProtocol
+
+from relay.config import parse_config
+from relay.remote import (
+    DeliveryResult,
+    OutboundMessage,
+    RemoteDelivery,
+    count_received,
+    needs_8bitmime,
+    needs_smtputf8,
+    result_from_reply,
+)
+from relay.routing import Router
+from tests.dnsserver import DNSServer
+
+MSG = (b"From: alice@crepes.fr\r\nTo: bob@hamburger.edu\r\nSubject: hi\r\n"
+       b"Message-ID: <1@crepes.fr>\r\n\r\nHello Bob.\r\n")
+
+
+# ---- receivers ---------------------------------------------------------------------------
+
+class Receiver:
+    """An aiosmtpd server on 127.0.0.1:0 in the running loop that records what arrives."""
+
+    def __init__(self, *, rcpt_replies: dict[str, str] | None = None, mail_reply: str | None = None,
+                 tls_context: ssl.SSLContext | None = None, smtputf8: bool = True, host: str = "127.0.0.1",
+                 data_size_limit: int = 33554432):
+        self.rcpt_replies = rcpt_replies or {}
+        self.mail_reply = mail_reply
+        self.tls_context = tls_context
+        self.smtputf8 = smtputf8
+        self.host = host
+        self.data_size_limit = data_size_limit
+        self.messages: list[dict] = []
+        self.connections = 0
+        self.protocols: list[SMTPServerProtocol] = []
+        self.server: asyncio.base_events.Server | None = None
+        self.port = 0
+
+    async def start(self, port: int = 0) -> Receiver:
+        loop = asyncio.get_running_loop()
+
+        def factory():
+            self.connections += 1
+            p = SMTPServerProtocol(self, hostname="hamburger.edu", enable_SMTPUTF8=self.smtputf8,
+                                   tls_context=self.tls_context, data_size_limit=self.data_size_limit)
+            self.protocols.append(p)
+            return p
+
+        self.server = await loop.create_server(factory, self.host, port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for p in self.protocols:
+                if p.transport is not None:
+                    p.transport.close()
+            await self.server.wait_closed()
+            await asyncio.sleep(0)  # let aiosmtpd's handler tasks see the close
+            self.server = None
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "data": envelope.original_content, "options": list(envelope.mail_options),
+                              "tls": session.ssl is not None, "peer_helo": session.host_name})
+        return "250 2.0.0 Ok: queued"
+
+
+class ScriptedServer:
+    """A raw SMTP server that answers from a script and keeps every byte it receives.
+
+    ``replies`` maps a verb (GREETING, EHLO, MAIL, RCPT, DATA, DOT) to the reply line; DATA
+    content is captured exactly as it came over the wire (still dot-stuffed)."""
+
+    def __init__(self, **replies: str):
+        self.replies = {"GREETING": "220 scripted ESMTP", "EHLO": "250-scripted\r\n250-8BITMIME\r\n250 SIZE 1000000",
+                        "MAIL": "250 OK", "RCPT": "250 OK", "DATA": "354 go", "DOT": "250 2.0.0 taken",
+                        "RSET": "250 OK", "QUIT": "221 bye", **replies}
+        self.wire_data: list[bytes] = []
+        self.commands: list[str] = []
+        self.connections = 0
+        self.server = None
+        self.port = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self, host: str = "127.0.0.1") -> ScriptedServer:
+        self.server = await asyncio.start_server(self._client, host, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        self.server.close()
+        for w in self._writers:
+            w.close()
+        await self.server.wait_closed()
+        await asyncio.sleep(0.01)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.connections += 1
+        self._writers.append(writer)
+
+        def say(line: str):
+            writer.write(line.encode() + b"\r\n")
+
+        try:
+            say(self.replies["GREETING"])
+            if not self.replies["GREETING"].startswith("220"):
+                await writer.drain()
+                return
+            while line := await reader.readline():
+                cmd = line.decode("utf-8", "replace").rstrip("\r\n")
+                self.commands.append(cmd)
+                verb = cmd.split(" ", 1)[0].split(":", 1)[0].upper()
+                if verb == "DATA":
+                    say(self.replies["DATA"])
+                    await writer.drain()
+                    if not self.replies["DATA"].startswith("354"):
+                        continue
+                    buf = b""
+                    while not buf.endswith(b"\r\n.\r\n"):
+                        chunk = await reader.read(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                    self.wire_data.append(buf)
+                    say(self.replies["DOT"])
+                elif verb in self.replies:
+                    say(self.replies[verb])
+                else:
+                    say("502 unknown")
+                await writer.drain()
+                if verb == "QUIT":
+                    break
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+def cfg_for(tmp_path, routes: dict[str, int] | None = None, extra: str = "", dns_port: int | None = None):
+    toml = 'hostname = "crepes.fr"\ndomains = ["crepes.fr"]\n' + extra
+    if dns_port:
+        toml += f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\n'
+    if routes:
+        toml += "[routes]\n" + "".join(f'"{d}" = "127.0.0.1:{p}"\n' for d, p in routes.items())
+    return parse_config(toml, None, tmp_path / "data")
+
+
+@pytest.fixture
+async def receiver():
+    r = await Receiver().start()
+    yield r
+    await r.stop()
+
+
+# ---- pure helpers --------------------------------------------------------------------------
+
+def test_reply_mapping():
+    assert result_from_reply(250, "2.0.0 Ok") == DeliveryResult("sent", 250, "2.0.0 Ok", "2.0.0")
+    r = result_from_reply(550, "5.1.1 <x@y>: no such\n user")
+    assert (r.status, r.enhanced, r.text) == ("failed", "5.1.1", "5.1.1 <x@y>: no such user")
+    assert r.diagnostic == "smtp; 550 5.1.1 <x@y>: no such user"
+    assert result_from_reply(451, "try later").enhanced == "4.0.0"
+    assert result_from_reply(421, "bye", "mx").status == "deferred"
+    assert result_from_reply(999, "??").status == "deferred"
+
+
+def test_received_count_only_looks_at_headers():
+    data = b"Received: a\r\nreceived : b\r\nRECEIVED:c\r\nX: y\r\n\r\nReceived: in the body\r\n"
+    assert count_received(data) == 3
+    assert count_received(b"Received: a\n\nReceived: b\n") == 1
+
+
+def test_extension_needs():
+    assert not needs_smtputf8("a@b.fr", ["c@d.fr"], MSG)
+    assert needs_smtputf8("", ["jos\u00e9@d.fr"], MSG)
+    assert needs_smtputf8("a@b.fr", ["c@d.fr"], "Subject: caf\u00e9\r\n\r\nx".encode())
+    assert not needs_smtputf8("a@b.fr", ["c@d.fr"], "Subject: x\r\n\r\ncaf\u00e9".encode())
+    assert needs_8bitmime("Subject: x\r\n\r\ncaf\u00e9".encode())
+    assert not needs_8bitmime(MSG)
+
+
+# ---- delivery against aiosmtpd -------------------------------------------------------------
+
+async def test_delivers_bytes_intact_with_ehlo_hostname(tmp_path, receiver):
+    cfg = cfg_for(tmp_path, {"hamburger.edu": receiver.port})
+    async with RemoteDelivery(cfg) as rd:
+        res = await rd.deliver_message(OutboundMessage("alice@crepes.fr", MSG), ["bob@hamburger.edu"])
+    assert res["bob@hamburger.edu"].status == "sent"
+    assert res["bob@hamburger.edu"].code == 250
+    (m,) = receiver.messages
+    assert m["data"] == MSG and m["from"] == "alice@crepes.fr" and m["to"] == ["bob@hamburger.edu"]
+    assert m["peer_helo"] == "crepes.fr"
+    assert "SIZE=%d" % len(MSG) in m["options"]
+
+
+async def test_per_recipient_results(tmp_path):
+    r = await Receiver(rcpt_replies={"nobody@hamburger.edu": "550 5.1.1 no such user",
+                                     "full@hamburger.edu": "452 4.2.2 mailbox full"}).start()
+    try:
+        cfg = cfg_for(tmp_path, {"hamburger.edu": r.port})
+        async with RemoteDelivery(cfg) as rd:
+            res = await rd.deliver_message(OutboundMessage("alice@crepes.fr", MSG),
+                                           ["bob@hamburger.edu", "nobody@hamburger.edu", "full@hamburger.edu"])
+        assert res["bob@hamburger.edu"].status == "sent"
+        assert (res["nobody@hamburger.edu"].status, res["nobody@hamburger.edu"].enhanced) == ("failed", "5.1.1")
+        assert (res["full@hamburger.edu"].status, res["full@hamburger.edu"].code) == ("deferred", 452)
+        assert res["nobody@hamburger.edu"].remote_mta == "127.0.0.1"
+        assert [m["to"] for m in r.messages] == [["bob@hamburger.edu"]]
+    finally:
+        await r.stop()
+
+
+async def test_all_recipients_refused_sends_no_data(tmp_path):
+    r = await Receiver(rcpt_replies={"x@hamburger.edu": "550 5.1.1 unknown"}).start()
+    try:
+        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": r.port})) as rd:
+            res = await rd.deliver_message(OutboundMessage("alice@crepes.fr", MSG), ["x@hamburger.edu"])
+            assert res["x@hamburger.edu"].status == "failed"
+            # the connection stays usable for the next message
+            res = await rd.deliver_message(OutboundMessage("alice@crepes.fr", MSG), ["bob@hamburger.edu"])
+            assert res["bob@hamburger.edu"].status == "sent"
+        assert len(r.messages) == 1 and r.connections == 1
+    finally:
+        await r.stop()
+
+
+async def test_sender_refused_permanently_fails_everyone(tmp_path):
+    r = await Receiver(mail_reply="553 5.7.1 sender rejected").start()
+    try:
+        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": r.port})) as rd:
+            res = await rd.deliver_message(OutboundMessage("alice@crepes.fr", MSG), ["a@hamburger.edu", "b@hamburger.edu"])
+        assert {v.status for v in res.values()} == {"failed"}
+        assert res["a@hamburger.edu"].enhanced == "5.7.1"
+    finally:
+        await r.stop()
+
+
+async def test_null_sender_is_sent_as_empty_path(tmp_path, receiver):
+    async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": receiver.port})) as rd:
+        res = await rd.deliver_message(OutboundMessage("", MSG), ["bob@hamburger.edu"])
+    assert res["bob@hamburger.edu"].status == "sent"
+    assert receiver.messages[0]["from"] == "<>"  # aiosmtpd reports the null path literally
+
+
+async def test_twenty_messages_share_one_connection(tmp_path, receiver):
+    async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": receiver.port})) as rd:
+        msgs = [OutboundMessage("alice@crepes.fr", MSG.replace(b"hi", b"hi %d" % i)) for i in range(20)]
+        results = await asyncio.gather(*(rd.deliver_message(m, ["bob@hamburger.edu"]) for m in msgs))
+        assert all(r["bob@hamburger.edu"].status == "sent" for r in results)
+        # a later message still reuses the idle connection
+        await rd.deliver_message(OutboundMessage("alice@crepes.fr", MSG), ["bob@hamburger.edu"])
+        assert rd.connections_opened == 1
+    assert receiver.connections == 1
+    assert len(receiver.messages) == 21
+    assert sorted(m["data"] for m in receiver.messages[:20]) == sorted(m.data for m in msgs)
+
+
+async def test_messages_per_connection_cap(tmp_path, receiver):
+    cfg = cfg_for(tmp_path, {"hamburger.edu": receiver.port}, "[delivery]\nmax_messages_per_connection = 5\n")
+    async with RemoteDelivery(cfg) as rd:
+        await asyncio.gather(*(rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+                               for _ in range(20)))
+    assert receiver.connections == 4 and len(receiver.messages) == 20
+
+
+async def test_parallel_connections_are_capped(tmp_path, receiver):
+    cfg = cfg_for(tmp_path, {"hamburger.edu": receiver.port}, "[delivery]\nmax_connections_per_destination = 3\n")
+    async with RemoteDelivery(cfg) as rd:
+        await asyncio.gather(*(rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+                               for _ in range(200)))
+    assert 1 < receiver.connections <= 3
+    assert len(receiver.messages) == 200
+
+
+async def test_idle_connection_closed_by_server_is_replaced(tmp_path, receiver):
+    async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": receiver.port})) as rd:
+        await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+        for p in receiver.protocols:  # the server hangs up on the idle connection
+            p.transport.close()
+        await asyncio.sleep(0.05)
+        res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+    assert res["bob@hamburger.edu"].status == "sent"
+    assert receiver.connections == 2 and len(receiver.messages) == 2
+
+
+async def test_idle_timeout_quits(tmp_path, receiver):
+    async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": receiver.port}), idle_timeout=0.1) as rd:
+        await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+        await asyncio.sleep(0.3)
+        assert not rd._tasks  # the worker said QUIT and ended
+        await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+    assert receiver.connections == 2
+
+
+async def test_connection_refused_is_deferred(tmp_path, port_factory):
+    cfg = cfg_for(tmp_path, {"hamburger.edu": port_factory()})
+    async with RemoteDelivery(cfg) as rd:
+        res = await asyncio.gather(*(rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+                                     for _ in range(3)))
+    for r in res:
+        r = r["bob@hamburger.edu"]
+        assert r.status == "deferred" and "connect to 127.0.0.1:" in r.text and r.enhanced == "4.4.1"
+
+
+async def test_loop_detection_fails_without_connecting(tmp_path, receiver):
+    cfg = cfg_for(tmp_path, {"hamburger.edu": receiver.port}, "[queue]\nmax_hops = 5\n")
+    looped = b"Received: from x by y\r\n" * 6 + MSG
+    async with RemoteDelivery(cfg) as rd:
+        res = await rd.deliver_message(OutboundMessage("a@crepes.fr", looped), ["bob@hamburger.edu"])
+        ok = await rd.deliver_message(OutboundMessage("a@crepes.fr", b"Received: x\r\n" * 5 + MSG), ["bob@hamburger.edu"])
+    r = res["bob@hamburger.edu"]
+    assert (r.status, r.code, r.enhanced) == ("failed", 554, "5.4.6") and "loop" in r.text
+    assert ok["bob@hamburger.edu"].status == "sent"
+    assert len(receiver.messages) == 1
+
+
+async def test_smtputf8_used_when_needed_and_offered(tmp_path, receiver):
+    data = "From: jos\u00e9@crepes.fr\r\nSubject: caf\u00e9\r\n\r\nol\u00e9\r\n".encode()
+    async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": receiver.port})) as rd:
+        res = await rd.deliver_message(OutboundMessage("jos\u00e9@crepes.fr", data), ["b\u00f6b@hamburger.edu"])
+    assert res["b\u00f6b@hamburger.edu"].status == "sent"
+    (m,) = receiver.messages
+    assert m["data"] == data and m["from"] == "jos\u00e9@crepes.fr"
+    assert "SMTPUTF8" in m["options"] and "BODY=8BITMIME" in m["options"]
+
+
+async def test_smtputf8_needed_but_not_offered_fails(tmp_path):
+    r = await Receiver(smtputf8=False).start()
+    try:
+        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": r.port})) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["b\u00f6b@hamburger.edu"])
+        assert (res["b\u00f6b@hamburger.edu"].status, res["b\u00f6b@hamburger.edu"].enhanced) == ("failed", "5.6.7")
+        assert not r.messages
+    finally:
+        await r.stop()
+
+
+async def test_size_limit_of_the_receiver_is_respected(tmp_path):
+    r = await Receiver(data_size_limit=2000).start()
+    try:
+        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": r.port})) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG + b"x" * 3000 + b"\r\n"), ["bob@hamburger.edu"])
+        assert (res["bob@hamburger.edu"].status, res["bob@hamburger.edu"].enhanced) == ("failed", "5.3.4")
+    finally:
+        await r.stop()
+
+
+# ---- the exact bytes on the wire -----------------------------------------------------------
+
+async def test_wire_is_crlf_and_dot_stuffed(tmp_path):
+    s = await ScriptedServer().start()
+    try:
+        body = b"Subject: dots\n\n.hidden line\r\n..two dots\rbare cr\nlast line without newline"
+        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": s.port})) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", body), ["bob@hamburger.edu"])
+        assert res["bob@hamburger.edu"].status == "sent"
+        (wire,) = s.wire_data
+        assert wire == (b"Subject: dots\r\n\r\n..hidden line\r\n...two dots\r\nbare cr\r\n"
+                        b"last line without newline\r\n.\r\n")
+        assert b"\r\n" not in wire.replace(b"\r\n", b"") and b"\n" not in wire.replace(b"\r\n", b"")
+        assert s.commands[0] == "EHLO crepes.fr"
+        assert s.commands[-1] == "QUIT"
+    finally:
+        await s.stop()
+
+
+async def test_greeting_421_tries_next_then_defers(tmp_path):
+    s = await ScriptedServer(GREETING="421 4.3.2 too busy").start()
+    try:
+        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": s.port})) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+        r = res["bob@hamburger.edu"]
+        assert (r.status, r.code, r.enhanced) == ("deferred", 421, "4.3.2")
+    finally:
+        await s.stop()
+
+
+async def test_data_rejection_applies_to_accepted_recipients(tmp_path):
+    s = await ScriptedServer(DOT="554 5.6.0 content rejected").start()
+    try:
+        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": s.port})) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["a@hamburger.edu", "b@hamburger.edu"])
+        assert {(r.status, r.enhanced) for r in res.values()} == {("failed", "5.6.0")}
+    finally:
+        await s.stop()
+
+
+# ---- MX path -------------------------------------------------------------------------------
+
+async def test_first_mx_down_delivers_via_second(tmp_path, receiver):
+    zone = ("hamburger.edu. 60 IN MX 10 mx1.hamburger.edu.\n"
+            "hamburger.edu. 60 IN MX 20 mx2.hamburger.edu.\n"
+            "mx1.hamburger.edu. 60 IN A 127.0.0.2\n"      # nothing listens there
+            "mx2.hamburger.edu. 60 IN A 127.0.0.1\n")
+    async with DNSServer(zone) as dns:
+        cfg = cfg_for(tmp_path, dns_port=dns.port)
+        async with RemoteDelivery(cfg, Router(cfg, mx_port=receiver.port)) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+    assert res["bob@hamburger.edu"].status == "sent"
+    assert res["bob@hamburger.edu"].remote_mta == "mx2.hamburger.edu"
+    assert len(receiver.messages) == 1
+
+
+async def test_mail_from_4xx_moves_on_to_the_next_mx(tmp_path):
+    busy = await ScriptedServer(MAIL="451 4.3.0 try again").start("127.0.0.1")
+    good = await Receiver(host="127.0.0.3").start(busy.port)
+    zone = ("hamburger.edu. 60 IN MX 10 mx1.hamburger.edu.\n"
+            "hamburger.edu. 60 IN MX 20 mx2.hamburger.edu.\n"
+            "mx1.hamburger.edu. 60 IN A 127.0.0.1\n"
+            "mx2.hamburger.edu. 60 IN A 127.0.0.3\n")
+    try:
+        async with DNSServer(zone) as dns:
+            cfg = cfg_for(tmp_path, dns_port=dns.port)
+            async with RemoteDelivery(cfg, Router(cfg, mx_port=busy.port)) as rd:
+                res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+        assert res["bob@hamburger.edu"].status == "sent"
+        assert len(good.messages) == 1 and busy.connections == 1
+    finally:
+        await good.stop()
+        await busy.stop()
+
+
+async def test_routing_errors_become_results(tmp_path):
+    zone = "nomail.example. 60 IN MX 0 .\n"
+    async with DNSServer(zone, servfail=("broken.example",)) as dns:
+        cfg = cfg_for(tmp_path, dns_port=dns.port)
+        async with RemoteDelivery(cfg) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG),
+                                           ["x@nomail.example", "y@broken.example", "not-an-address"])
+    assert (res["x@nomail.example"].status, res["x@nomail.example"].code) == ("failed", 556)
+    assert res["y@broken.example"].status == "deferred"
+    assert res["not-an-address"].status == "failed"
+
+
+# ---- TLS -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server_tls(tmp_path_factory):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hamburger.edu")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    d = tmp_path_factory.mktemp("tls")
+    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    return ctx
+
+
+async def test_opportunistic_starttls_with_self_signed_cert(tmp_path, server_tls):
+    r = await Receiver(tls_context=server_tls).start()
+    try:
+        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": r.port})) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+        assert res["bob@hamburger.edu"].status == "sent"
+        assert r.messages[0]["tls"] is True and r.messages[0]["data"] == MSG
+    finally:
+        await r.stop()
+
+
+async def test_require_tls_without_starttls_defers(tmp_path, receiver):
+    toml = f'[routes]\n"hamburger.edu" = {{ host = "127.0.0.1", port = {receiver.port}, require_tls = true }}\n'
+    cfg = parse_config('hostname = "crepes.fr"\n' + toml, None, tmp_path / "data")
+    async with RemoteDelivery(cfg) as rd:
+        res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+    r = res["bob@hamburger.edu"]
+    assert (r.status, r.enhanced) == ("deferred", "4.7.4") and "STARTTLS" in r.text
+    assert not receiver.messages
+
+
+async def test_require_tls_with_starttls_delivers(tmp_path, server_tls):
+    r = await Receiver(tls_context=server_tls).start()
+    try:
+        toml = f'[routes]\n"hamburger.edu" = {{ host = "127.0.0.1", port = {r.port}, require_tls = true }}\n'
+        cfg = parse_config('hostname = "crepes.fr"\n' + toml, None, tmp_path / "data")
+        async with RemoteDelivery(cfg) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+        assert res["bob@hamburger.edu"].status == "sent" and r.messages[0]["tls"]
+    finally:
+        await r.stop()
