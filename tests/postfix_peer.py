@@ -26,6 +26,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,11 +130,15 @@ class SmtpSink:
             ctx.load_cert_chain(cf, kf)
 
         def factory():
-            return AioSMTP(self, hostname="sink.test", loop=loop, enable_SMTPUTF8=True,
-                           decode_data=False,
-                           tls_context=ctx if self.tls == "starttls" else None,
-                           authenticator=self._authenticate if self.users else None,
-                           auth_require_tls=self.tls == "starttls", auth_required=bool(self.users))
+            with warnings.catch_warnings():
+                # implicit TLS: aiosmtpd cannot see the transport is already encrypted and warns
+                # that AUTH does not require (STARTTLS) TLS
+                warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)
+                return AioSMTP(self, hostname="sink.test", loop=loop, enable_SMTPUTF8=True,
+                               decode_data=False,
+                               tls_context=ctx if self.tls == "starttls" else None,
+                               authenticator=self._authenticate if self.users else None,
+                               auth_require_tls=self.tls == "starttls", auth_required=bool(self.users))
 
         self._server = await loop.create_server(factory, "127.0.0.1", 0,
                                                 ssl=ctx if self.tls == "tls" else None)
