@@ -96,8 +96,10 @@ class SmtpSink:
     rcpt_reply: str | None = None
     data_reply: str | None = None
     auth_attempts: list[str] = field(default_factory=list)
-    port: int = 0
+    port: int = 0                      # 0: any free port; else this one (server "back up")
     cafile: str | None = None
+    data_delay: float = 0.0            # seconds to sit on the end of DATA before answering
+    data_started: int = 0
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if self.rcpt_reply:
@@ -106,6 +108,9 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.data_started += 1
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         if self.data_reply:
             return self.data_reply
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
@@ -140,13 +145,15 @@ class SmtpSink:
                                authenticator=self._authenticate if self.users else None,
                                auth_require_tls=self.tls == "starttls", auth_required=bool(self.users))
 
-        self._server = await loop.create_server(factory, "127.0.0.1", 0,
+        self._server = await loop.create_server(factory, "127.0.0.1", self.port,
                                                 ssl=ctx if self.tls == "tls" else None)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:
         self._server.close()
+        if hasattr(self._server, "close_clients"):
+            self._server.close_clients()
         await self._server.wait_closed()
 
     async def __aenter__(self) -> "SmtpSink":

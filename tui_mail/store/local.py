@@ -393,6 +393,13 @@ class LocalStore(MailStore):
             uidvalidity = self._folder_row(folder)[0]
             return FolderState(folder=folder, uidvalidity=uidvalidity, uids=uids)
 
+    def keys(self, folder: str) -> dict[int, str]:
+        """uid → Maildir unique name (stable across index rebuilds, unlike the UID)."""
+        with self._lock:
+            folder = self._canonical(folder)
+            self._sync(folder)
+            return dict(self.db.execute("SELECT uid, key FROM messages WHERE folder=?", (folder,)))
+
     def uidvalidity(self, folder: str) -> int:
         with self._lock:
             self._existing(folder)
