@@ -274,3 +274,22 @@ async def test_second_process_is_locked_out(tmp_path, sent):
             a.close()
             b.close()
     assert sorted([len(first), len(second)]) == [0, 1] and len(sink.received) == 1
+
+
+async def test_enqueue_composed_keeps_hidden_recipients(tmp_path, sent):
+    compose_mod = pytest.importorskip("tui_mail.mail.compose")
+    Draft, build_message = compose_mod.Draft, compose_mod.build_message
+
+    composed = build_message(Draft(from_="Alice <alice@crepes.fr>", to="bob@example.org",
+                                   bcc="hidden@example.net", subject="From a Draft", body="hi\n"))
+    assert b"hidden@example.net" not in composed.data
+    async with SmtpSink() as sink:
+        ob = make_outbox(tmp_path, sink.port, sent)
+        try:
+            ob.enqueue(composed)
+            (o,) = await ob.process()
+        finally:
+            ob.close()
+    (got,) = sink.received
+    assert o.state == "filed" and got.recipients == ["bob@example.org", "hidden@example.net"]
+    assert b"hidden@example.net" not in got.data

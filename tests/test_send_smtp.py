@@ -11,7 +11,7 @@ import pytest
 
 from tests.postfix_peer import SmtpSink, free_port, postfix  # noqa: F401  (fixture)
 from tui_mail.errors import AuthError, SendError
-from tui_mail.send.smtp import SmtpSettings, SmtpSubmitter, envelope_of, prepare
+from tui_mail.send.smtp import SmtpSettings, SmtpSubmitter, envelope_of, prepare, strip_bcc
 
 
 def compose(bcc: str | None = "Hidden <hidden@example.net>", subject: str = "Hello") -> EmailMessage:
@@ -38,6 +38,16 @@ def test_prepare_strips_bcc_and_uses_crlf():
     assert b"Bcc" not in data and b"hidden@example.net" not in data
     assert b"\r\nSubject: Hello\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
     assert "hidden@example.net" in rcpts
+
+
+def test_strip_bcc_is_byte_exact_otherwise():
+    raw = (b"From: a@x.org\r\nBcc: one@x.org,\r\n two@x.org\r\nTo: b@x.org\r\n"
+           b"bcc: three@x.org\r\nSubject: s\r\n\r\nBcc: in the body stays\r\n")
+    assert strip_bcc(raw) == (b"From: a@x.org\r\nTo: b@x.org\r\nSubject: s\r\n\r\n"
+                              b"Bcc: in the body stays\r\n")
+    assert strip_bcc(b"From: a\nTo: b\n\nhi\n") == b"From: a\r\nTo: b\r\n\r\nhi\r\n"
+    sender, rcpts, data = prepare(raw)
+    assert rcpts == ["b@x.org", "one@x.org", "two@x.org", "three@x.org"] and data == strip_bcc(raw)
 
 
 def test_envelope_errors_are_permanent():

@@ -60,6 +60,14 @@ Send = Callable[[bytes], Awaitable[SendResult]]
 SentCopy = Callable[[bytes], None]
 
 
+def _has_recipients(data: bytes) -> bool:
+    try:
+        prepare(data)
+    except SendError:
+        return False
+    return True
+
+
 def backoff(attempts: int) -> float:
     """Seconds to wait after ``attempts`` failed tries: 30 s doubling, at most 30 minutes."""
     return float(min(30 * 2 ** max(attempts - 1, 0), 1800))
@@ -149,10 +157,24 @@ class Outbox:
                     "Sending was interrupted after the server was contacted; the message may have "
                     "been delivered. Check with a recipient or the server, then retry or delete it."))
 
-    def enqueue(self, message: bytes | EmailMessage) -> str:
-        """Store the message durably in the outbox (queued); returns its key. Validates the
-        envelope first, so a message without recipients never enters the queue."""
+    def enqueue(self, message, recipients: list[str] | tuple[str, ...] | None = None) -> str:
+        """Store the message durably in the outbox (queued); returns its key.
+
+        ``message``: bytes, an EmailMessage, or a composed message with ``data`` and
+        ``recipients`` (tui_mail.mail.compose.Composed). Envelope recipients that are not in
+        To/Cc/Bcc (the Bcc a composer already took out of the headers) are written into a Bcc
+        header of the stored copy, so the envelope can always be rebuilt from the file; Bcc is
+        stripped again on the wire. The envelope is checked first: a message without From or
+        recipients never enters the queue."""
+        if hasattr(message, "data") and hasattr(message, "recipients"):
+            recipients = list(message.recipients) if recipients is None else recipients
+            message = message.data
         data = message if isinstance(message, bytes) else message.as_bytes()
+        if recipients:
+            _, listed, _ = prepare(data) if _has_recipients(data) else ("", [], b"")
+            hidden = [r for r in recipients if r.lower() not in {x.lower() for x in listed}]
+            if hidden:
+                data = ("Bcc: " + ", ".join(hidden) + "\r\n").encode() + data
         prepare(data)  # raises SendError(permanent) for no From / no recipients
         uid = self.store.append(OUTBOX, data, flags=[SEEN])
         key = self.store.keys(OUTBOX)[uid]

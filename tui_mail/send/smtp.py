@@ -87,12 +87,34 @@ def wire_bytes(msg: Message) -> bytes:
     return out.as_bytes(policy=policy.SMTPUTF8)
 
 
+def strip_bcc(data: bytes) -> bytes:
+    """The message bytes with every Bcc header (and its folded lines) removed, all else
+    byte for byte as it was; bare LF line ends become CRLF."""
+    if b"\r\n" not in data or b"\n" in data.replace(b"\r\n", b""):
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        head, body = data, b""
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = line[:4].lower() == b"bcc:"
+        if not dropping:
+            kept.append(line)
+    return b"\r\n".join(kept) + (sep or b"\r\n\r\n") + body
+
+
 def prepare(message: bytes | EmailMessage) -> tuple[str, list[str], bytes]:
     """(sender, recipients, bytes to send) for a message given as bytes or EmailMessage."""
-    msg = message if isinstance(message, Message) else \
-        BytesParser(policy=policy.SMTPUTF8).parsebytes(message)
-    sender, rcpts = envelope_of(msg)
-    return sender, rcpts, wire_bytes(msg)
+    if isinstance(message, Message):
+        sender, rcpts = envelope_of(message)
+        return sender, rcpts, wire_bytes(message)
+    sender, rcpts = envelope_of(BytesParser(policy=policy.SMTPUTF8).parsebytes(message, headersonly=True))
+    return sender, rcpts, strip_bcc(message)
 
 
 def _first_line(text: str) -> str:
@@ -202,7 +224,7 @@ class SmtpSubmitter:
             sender = sender if sender is not None else env_from
             recipients = recipients if recipients is not None else env_to
         else:
-            data = message if isinstance(message, bytes) else wire_bytes(message)
+            data = strip_bcc(message) if isinstance(message, bytes) else wire_bytes(message)
 
         async def transaction(client: aiosmtplib.SMTP) -> SendResult:
             needs_utf8 = not (sender + "".join(recipients)).isascii()
