@@ -276,3 +276,21 @@ def test_threads_share_one_store(store):
     assert not errors
     assert store.folder_state("INBOX").uids == tuple(range(1, 31)) or \
         sorted(store.folder_state("INBOX").uids) == list(range(1, 31))
+
+
+def test_local_search_over_the_header_cache_schema(store):
+    pytest.importorskip("tui_mail.mail.search")
+    store.create_folder("Archive")
+    a = store.append("INBOX", msg(1, subject="ketchup recipe"))
+    b = store.append("INBOX", msg(2, subject="mustard"), flags=[SEEN])
+    c = store.append("Archive", msg(3, subject="more ketchup"))
+    assert store.search("INBOX", "subject:ketchup") == [a]
+    assert sorted(store.local_search(None, "ketchup")) == [("Archive", c), ("INBOX", a)]
+    assert store.search("INBOX", "is:unread") == [a]
+    store.set_flags("INBOX", [a], [SEEN])             # flags are refreshed before searching
+    assert store.search("INBOX", "is:unread") == []
+    assert store.search("INBOX", "body:\"body 2\"") == [b]
+    store.expunge("INBOX", [a])
+    assert store.search("INBOX", "ketchup") == []
+    store.rename_folder("Archive", "Old")
+    assert store.local_search(None, "ketchup") == [("Old", 1)]

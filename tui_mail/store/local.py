@@ -38,6 +38,8 @@ from tui_mail.store.base import (ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, Cancel
                                  FolderInfo, FolderState, MailStore, MessageSummary, Progress)
 
 INDEX_NAME = ".tui-mail-index.sqlite"
+SEARCH_INDEX_NAME = ".tui-mail-search.sqlite"
+SEARCH_ACCOUNT = "local"
 DELIMITER = "/"
 
 #: Maildir info letters (sorted as the spec wants them written) ↔ IMAP flags.
@@ -157,6 +159,7 @@ class LocalStore(MailStore):
         self._db: sqlite3.Connection | None = None
         self._watch_thread: threading.Thread | None = None
         self._watch_stop = threading.Event()
+        self._search = None
 
     # --- lifecycle ---------------------------------------------------------------------
     def connect(self) -> None:
@@ -179,6 +182,9 @@ class LocalStore(MailStore):
             db, self._db = self._db, None
             if db is not None:
                 db.close()
+            search, self._search = self._search, None
+            if search is not None:
+                search.close()
 
     def __enter__(self) -> "LocalStore":
         self.connect()
@@ -292,6 +298,8 @@ class LocalStore(MailStore):
                     target = new + name[len(old):]
                     db.execute("UPDATE folders SET name=? WHERE name=?", (target, name))
                     db.execute("UPDATE messages SET folder=? WHERE folder=?", (target, name))
+            for name in [old, *children]:
+                self._forget_search(name)
             fsync_dir(self.root)
 
     def delete_folder(self, name: str) -> None:
@@ -308,6 +316,7 @@ class LocalStore(MailStore):
             with self.db:
                 self.db.execute("DELETE FROM folders WHERE name=?", (name,))
                 self.db.execute("DELETE FROM messages WHERE folder=?", (name,))
+            self._forget_search(name)
 
     # --- index sync --------------------------------------------------------------------
     def _stamp(self, path: Path) -> str:
@@ -604,27 +613,60 @@ class LocalStore(MailStore):
             return uid
 
     # --- search ------------------------------------------------------------------------
+    # The search index is the IMAP header cache (tui_mail.store.cache) over this store's
+    # messages, so one compiler (tui_mail.mail.search → SQL + FTS5) serves both kinds of
+    # account. It is brought up to date lazily, before each search.
+    def _search_index(self):
+        if self._search is None:
+            from tui_mail.store.cache import HeaderCache
+
+            self._search = HeaderCache(self.root / SEARCH_INDEX_NAME)
+        return self._search
+
+    def _forget_search(self, folder: str) -> None:
+        if self._search is not None or (self.root / SEARCH_INDEX_NAME).exists():
+            self._search_index().drop_folder(SEARCH_ACCOUNT, folder)
+
+    def _refresh_search(self, folder: str) -> None:
+        from tui_mail.mail.parse import parse_message
+
+        cache = self._search_index()
+        state = self.folder_state(folder, sort="arrival")
+        cache.check_uidvalidity(SEARCH_ACCOUNT, folder, state.uidvalidity)
+        have = cache.cached_uids(SEARCH_ACCOUNT, folder)
+        now = set(state.uids)
+        if have - now:
+            cache.remove(SEARCH_ACCOUNT, folder, have - now)
+        summaries = self._summaries(folder, state.uids)
+        missing = sorted(now - have)
+        for i in range(0, len(missing), 500):
+            items = []
+            for uid in missing[i:i + 500]:
+                if uid not in summaries:
+                    continue
+                try:
+                    path, _, fn, _ = self._file_of(folder, uid)
+                    text = parse_message((path / fn).read_bytes()).text
+                except (MessageGone, OSError):
+                    continue
+                items.append((summaries[uid], text))
+            cache.put(SEARCH_ACCOUNT, folder, state.uidvalidity, items)
+        cache.update_flags(SEARCH_ACCOUNT, folder, {u: s.flags for u, s in summaries.items() if u in have})
+
     def search(self, folder: str, query: str) -> list[int]:
         return [uid for _, uid in self.local_search(folder, query)]
 
     def local_search(self, folder: str | None, query: str) -> list[tuple[str, int]]:
-        from tui_mail.mail.search import matches, parse_query
-
-        compiled = parse_query(query)
+        """Matches, newest first. Raises SearchSyntaxError for a bad query."""
         with self._lock:
-            folders = [self._canonical(folder)] if folder is not None else \
-                [f.name for f in self.list_folders(with_counts=False)]
-            hits = []
+            names = [f.name for f in self.list_folders(with_counts=False)]
+            folders = [self._canonical(folder)] if folder is not None else names
             for name in folders:
-                state = self.folder_state(name, sort="arrival")
-                summaries = self._summaries(name, state.uids)
-                for uid in state.uids:
-                    s = summaries.get(uid)
-                    if s is None:
-                        continue
-                    if matches(compiled, s, lambda n=name, u=uid: self.fetch_message(n, u, full=True)):
-                        hits.append((name, uid))
-            return hits
+                self._existing(name)
+                self._refresh_search(name)
+            hits = self._search_index().search(query, account=SEARCH_ACCOUNT,
+                                               folder=folders[0] if folder is not None else None)
+            return [(f, u) for f, u in hits if f in names]
 
     # --- new mail ----------------------------------------------------------------------
     def watch(self, folder: str, callback: Callable[[Change], None]) -> None:
