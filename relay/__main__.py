@@ -1,0 +1,7 @@
+"""``python -m relay …`` — the same commands as ``tui-mail relay …`` (used by the daemon launcher)."""
+
+import sys
+
+from relay.cli import main
+
+sys.exit(main(sys.argv[1:]))

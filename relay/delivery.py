@@ -1,0 +1,87 @@
+"""Local delivery: queued message → the recipient's Maildir++ INBOX, exactly once.
+
+Mailbox layout (shared with relay/store and the IMAP/POP3 servers): ``cfg.mail_dir /
+<address lowercased> /`` is a Maildir++ whose root is INBOX (``tmp/ new/ cur/``) and whose
+folders are ``.Name`` subdirectories.
+
+A delivery writes ``tmp/<name>``, fsyncs it, renames it to ``new/<name>`` and fsyncs ``new/``.
+``<name>`` is deterministic per (queue ID, recipient): ``<ID>.<sha1(rcpt)[:12]>.<hostname>``.
+So if the relay dies after the rename but before the queue records "sent", the retry finds
+``new/<name>`` (or ``cur/<name>:2,FLAGS`` once a reader has seen it) and does not deliver again.
+
+The delivered file is the queued message (our SMTP Received header already on top) with
+``Return-Path`` and ``Delivered-To`` prepended, byte for byte, CRLF line endings as on the wire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from relay.queue.spool import fsync_dir, write_durable
+from relay.remote import DeliveryResult
+
+_UNSAFE = re.compile(r"[/\x00]|^\.")
+
+
+def maildir_for(mail_dir: Path, address: str) -> Path:
+    name = address.strip().lower()
+    if not name or _UNSAFE.search(name) or name in (".", ".."):
+        raise ValueError(f"unsafe mailbox name {address!r}")
+    return mail_dir / name
+
+
+def ensure_maildir(root: Path) -> None:
+    for sub in ("tmp", "new", "cur"):
+        (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def unique_name(queue_id: str, recipient: str, hostname: str) -> str:
+    digest = hashlib.sha1(recipient.lower().encode("utf-8")).hexdigest()[:12]
+    host = hostname.replace("/", "\\057").replace(":", "\\072")
+    return f"{queue_id}.{digest}.{host}"
+
+
+def already_delivered(root: Path, name: str, *, look_in_cur: bool = True) -> bool:
+    """True if ``name`` is in new/ or (as ``name:2,FLAGS``) in cur/."""
+    if (root / "new" / name).exists():
+        return True
+    if not look_in_cur:
+        return False
+    cur = root / "cur"
+    if (cur / name).exists() or (cur / f"{name}:2,").exists():
+        return True
+    try:
+        with os.scandir(cur) as it:
+            return any(e.name.split(":", 1)[0] == name for e in it)
+    except FileNotFoundError:
+        return False
+
+
+def delivery_headers(sender: str, recipient: str) -> bytes:
+    return f"Return-Path: <{sender}>\r\nDelivered-To: {recipient}\r\n".encode("utf-8")
+
+
+def deliver_local(mail_dir: Path, queue_id: str, sender: str, recipient: str, message: bytes,
+                  hostname: str, *, recovering: bool = False) -> DeliveryResult:
+    """Deliver one message to one local mailbox (blocking; run it in a thread).
+
+    ``recovering``: the entry was found in the queue at start-up, so a previous run may have
+    delivered it already; look in cur/ too (new/ is always checked, it is one stat)."""
+    try:
+        root = maildir_for(mail_dir, recipient)
+    except ValueError as e:
+        return DeliveryResult("failed", 550, str(e), "5.1.3", "local")
+    name = unique_name(queue_id, recipient, hostname)
+    try:
+        ensure_maildir(root)
+        if already_delivered(root, name, look_in_cur=recovering):
+            return DeliveryResult("sent", 250, "delivered to maildir (found after restart)", "2.0.0", "local")
+        write_durable(root / "tmp" / name, root / "new" / name,
+                      delivery_headers(sender, recipient) + message)
+        fsync_dir(root / "new")
+    except OSError as e:
+        return DeliveryResult("deferred", 451, f"cannot write to the mailbox: {e.strerror or e}", "4.3.0", "local")
+    return DeliveryResult("sent", 250, "delivered to maildir", "2.0.0", "local")

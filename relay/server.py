@@ -1,0 +1,165 @@
+"""RelayServer: the relay's lifecycle — open listeners, run the queue, shut down gracefully.
+
+``await RelayServer(cfg).start()`` creates the data dir, loads users, makes the TLS context,
+recovers the queue, starts the queue runner and opens the SMTP listeners (port 0 allowed;
+the bound addresses land in ``server.addresses`` and in ``relay.state.json``). ``await stop()``
+closes the listeners, lets open SMTP transactions finish (up to ``grace`` seconds), stops the
+runner after its attempts in progress, and removes the state file.
+
+Other protocols (IMAP, POP3) add their ``asyncio.Server`` objects to ``self.extra_servers`` in
+the marked place in :meth:`start`; :meth:`stop` closes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from relay.config import Address, RelayConfig
+from relay.errors import RelayError
+from relay.events import ChangeBus
+from relay.queue.runner import QueueRunner
+from relay.queue.spool import Spool
+from relay.smtp.handlers import RelayHandler
+from relay.tls import server_context
+from relay.users import AuthThrottle, UserDB
+
+
+class ListenError(RelayError):
+    """A listener could not be opened (port in use, no permission)."""
+
+
+async def open_listener(name: str, addr: Address, factory) -> asyncio.Server:
+    try:
+        return await asyncio.get_running_loop().create_server(factory, addr.host, addr.port, reuse_address=True)
+    except OSError as e:
+        raise ListenError(f"cannot listen for {name} on {addr}: {e.strerror or e}"
+                          " (is another relay running? change [listen] " + name + " in relay.toml)") from None
+
+
+def bound_address(server: asyncio.Server) -> tuple[str, int]:
+    sock = server.sockets[0]
+    host, port = sock.getsockname()[:2]
+    return host, port
+
+
+class RelayServer:
+    def __init__(self, cfg: RelayConfig, *, throttle: AuthThrottle | None = None, grace: float = 10.0):
+        self.cfg = cfg
+        self.grace = grace
+        self.bus = ChangeBus()
+        self.throttle = throttle or AuthThrottle()
+        self.users: UserDB = UserDB(cfg.users_file)
+        self.spool: Spool | None = None
+        self.runner: QueueRunner | None = None
+        self.ssl_context = None
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.smtp_handlers: dict[str, RelayHandler] = {}
+        self.servers: dict[str, asyncio.Server] = {}
+        self.extra_servers: list[asyncio.Server] = []  # IMAP, POP3, … (closed on stop)
+        self.started = False
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        for d in (cfg.data_dir, cfg.queue_dir, cfg.mail_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.ssl_context = await asyncio.to_thread(server_context, cfg)
+        self.spool = Spool(cfg.queue_dir)
+        self.runner = QueueRunner(cfg, self.spool, self.bus, self.users)
+        await self.runner.start()
+        try:
+            for name, addr, submission in (("smtp", cfg.listen.smtp, False),
+                                           ("submission", cfg.listen.submission, True)):
+                if addr is None:
+                    continue
+                handler = RelayHandler(cfg, self.spool, self.users, self.throttle, submission=submission,
+                                       on_queued=self.runner.add)
+                self.smtp_handlers[name] = handler
+                srv = await open_listener(name, addr, handler.factory(self.ssl_context))
+                self.servers[name] = srv
+                self.addresses[name] = bound_address(srv)
+
+            # ---- other protocols: IMAP / POP3 listeners go here ---------------------------------
+            # e.g. srv = await start_imap_server(self, ...); self.extra_servers.append(srv)
+            #      self.addresses["imap"] = bound_address(srv)
+            # -------------------------------------------------------------------------------------
+        except BaseException:
+            await self.stop()
+            raise
+        self.started = True
+        self.write_state()
+
+    def write_state(self) -> None:
+        state = {"pid": os.getpid(), "started": time.time(), "hostname": self.cfg.hostname,
+                 "listeners": {k: list(v) for k, v in self.addresses.items()}}
+        path = self.cfg.state_file
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    async def stop(self) -> None:
+        """Graceful: stop accepting, finish open transactions, stop the runner, close all."""
+        for srv in list(self.servers.values()) + self.extra_servers:
+            srv.close()
+        await asyncio.gather(*(h.drain(self.grace) for h in self.smtp_handlers.values()))
+        for srv in list(self.servers.values()) + self.extra_servers:
+            await srv.wait_closed()
+        if self.runner is not None:
+            await self.runner.stop(self.grace)
+            self.runner = None
+        if self.spool is not None:
+            self.spool.close()
+        self.servers.clear()
+        self.extra_servers.clear()
+        if self.started:
+            try:
+                state = json.loads(self.cfg.state_file.read_text())
+                if state.get("pid") == os.getpid():
+                    self.cfg.state_file.unlink()
+            except (OSError, ValueError):
+                pass
+        self.started = False
+
+    async def __aenter__(self) -> RelayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+
+def read_state(cfg: RelayConfig) -> dict | None:
+    """The running relay's state file, or None if absent/unreadable."""
+    try:
+        return json.loads(Path(cfg.state_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def can_connect(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,202 @@
+"""The SMTP listeners' glue: aiosmtpd protocol + our handler hooks → policy → spool.
+
+Two flavours share one handler class:
+
+* *inbound* (MX, default :2525): mail for local domains only, no AUTH; anything else is
+  "554 5.7.1 Relay access denied".
+* *submission* (default :2587): MAIL needs AUTH (PLAIN/LOGIN, relay/smtp/auth.py); AUTH is
+  offered only after STARTTLS, or in plaintext from loopback when
+  ``[auth] allow_plaintext_loopback`` is true; authenticated senders may relay anywhere.
+
+What aiosmtpd already does for us: the wire parsing, PIPELINING, STARTTLS, SIZE, 8BITMIME,
+SMTPUTF8, ending DATA only on CRLF.CRLF, dot-unstuffing, line-length and size limits. What we
+add: ENHANCEDSTATUSCODES/PIPELINING in EHLO, the accept/reject rules (policy.py), refusing bare
+CR/LF in DATA (SMTP smuggling), the Received header, and the durable hand-off: 250 only after
+:meth:`Spool.store` has fsynced the queue file and directory, 451 4.3.0 if it failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable
+from email.utils import formatdate
+
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
+
+from relay.config import RelayConfig
+from relay.errors import QueueError
+from relay.log import maillog
+from relay.queue.spool import QueueEntry, Spool, new_queue_id
+from relay.smtp import policy
+from relay.smtp.auth import Authenticator
+from relay.users import AuthThrottle, UserDB
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's protocol with our limits and per-connection AUTH-over-plaintext decision."""
+
+    def __init__(self, handler: RelayHandler, *, cfg: RelayConfig, tls_context, loop):
+        # aiosmtpd sizes its line buffer from this attribute inside __init__.
+        self.line_length_limit = cfg.queue.max_line_length
+        super().__init__(handler, data_size_limit=cfg.queue.max_message_size, enable_SMTPUTF8=True,
+                         decode_data=False, hostname=cfg.hostname, ident="ESMTP tui-mail relay",
+                         tls_context=tls_context, require_starttls=False, auth_require_tls=True,
+                         timeout=300, loop=loop)
+        self.relay_handler = handler
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        peer = self.session.peer
+        host = peer[0] if isinstance(peer, tuple) and peer else ""
+        if self.relay_handler.cfg.auth.allow_plaintext_loopback and is_loopback(host):
+            self._auth_require_tls = False
+        if self._original_transport is None:  # a new connection, not the STARTTLS upgrade
+            self.relay_handler.connections.add(self)
+
+    def connection_lost(self, error) -> None:
+        self.relay_handler.connections.discard(self)
+        super().connection_lost(error)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.envelope is not None and self.envelope.mail_from is not None
+
+    def close_now(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class RelayHandler(Authenticator):
+    """Hooks for one listener. ``on_queued(entry)`` is called after each accepted message."""
+
+    def __init__(self, cfg: RelayConfig, spool: Spool, users: UserDB, throttle: AuthThrottle, *,
+                 submission: bool, on_queued: Callable[[QueueEntry], None] | None = None):
+        self.cfg, self.spool, self.users, self.throttle = cfg, spool, users, throttle
+        self.submission = submission
+        self.on_queued = on_queued
+        self.connections: set[RelaySMTP] = set()
+        self.in_data = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.listener = "submission" if submission else "smtp"
+
+    # ---- session hooks ---------------------------------------------------------------------
+
+    async def handle_EHLO(self, server: RelaySMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        lines = [r[4:] for r in responses]
+        keep = [lines[0]]
+        for ext in lines[1:]:
+            if ext == "HELP" or (ext.startswith("AUTH") and not self.submission):
+                continue
+            keep.append(ext)
+        keep[1:1] = ["PIPELINING"]
+        keep.append("ENHANCEDSTATUSCODES")
+        return [f"250-{x}" for x in keep[:-1]] + [f"250 {keep[-1]}"]
+
+    async def handle_AUTH(self, server, session, envelope, args):
+        if not self.submission:
+            return policy.AUTH_NOT_OFFERED
+        return MISSING  # let aiosmtpd run our auth_PLAIN / auth_LOGIN
+
+    async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        if self.submission and not session.authenticated:
+            return policy.AUTH_REQUIRED
+        smtputf8 = any(o.upper() == "SMTPUTF8" for o in mail_options)
+        reply = policy.check_sender(address, smtputf8=smtputf8)
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return policy.OK
+
+    async def handle_RCPT(self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        smtputf8 = any(o.upper() == "SMTPUTF8" for o in envelope.mail_options)
+        reply = policy.check_recipient(
+            address, count=len(envelope.rcpt_tos), max_recipients=self.cfg.queue.max_recipients,
+            authenticated=bool(session.authenticated), is_local_domain=self.cfg.is_local_domain,
+            user_exists=self.users.exists, smtputf8=smtputf8)
+        if reply:
+            maillog().info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=ESMTP helo=<%s>",
+                           self._client(session), reply, envelope.mail_from, address, session.host_name)
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return policy.OK_RCPT
+
+    async def handle_DATA(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or b""
+        client = self._client(session)
+        reply = policy.check_data(data, max_hops=self.cfg.queue.max_hops)
+        if reply:
+            maillog().info("NOQUEUE: reject: DATA from %s: %s; from=<%s>", client, reply, envelope.mail_from)
+            return reply
+        qid = new_queue_id()
+        rcpts = list(envelope.rcpt_tos)
+        peer = session.peer if isinstance(session.peer, tuple) else ("unknown", 0)
+        auth_login = getattr(session.auth_data, "login", None)
+        login = auth_login.decode() if isinstance(auth_login, bytes) else None
+        received = policy.received_header(
+            helo=session.host_name or "unknown", client_ip=peer[0], client_host=None, by=self.cfg.hostname,
+            protocol=policy.protocol_name(esmtp=session.extended_smtp, tls=session.ssl is not None,
+                                          authenticated=bool(session.authenticated)),
+            queue_id=qid, recipient=rcpts[0] if len(rcpts) == 1 else None, date=formatdate(localtime=True))
+        meta = {"client": peer[0], "helo": session.host_name, "listener": self.listener}
+        if login:
+            meta["auth"] = login
+        self.in_data += 1
+        self._idle.clear()
+        try:
+            entry = await self.spool.store(envelope.mail_from or "", rcpts, received + data, meta, qid=qid)
+        except (QueueError, OSError) as e:
+            maillog().error("%s: queue write failed: %s", qid, e)
+            return policy.QUEUE_FAILED
+        finally:
+            self.in_data -= 1
+            if not self.in_data:
+                self._idle.set()
+        maillog().info("%s: client=%s%s", qid, client, f", sasl_username={login}" if login else "")
+        maillog().info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", qid, entry.sender, entry.size, len(rcpts))
+        if self.on_queued is not None:
+            self.on_queued(entry)
+        return f"250 2.0.0 Ok: queued as {qid}"
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _client(session: Session) -> str:
+        peer = session.peer if isinstance(session.peer, tuple) else ("unknown",)
+        return f"{session.host_name or 'unknown'}[{peer[0]}]"
+
+    def factory(self, tls_context) -> Callable[[], RelaySMTP]:
+        loop = asyncio.get_running_loop()
+        return lambda: RelaySMTP(self, cfg=self.cfg, tls_context=tls_context, loop=loop)
+
+    async def drain(self, grace: float) -> None:
+        """Let open transactions finish (up to ``grace`` s), then close every connection."""
+        deadline = asyncio.get_running_loop().time() + grace
+        while asyncio.get_running_loop().time() < deadline:
+            if not self.in_data and not any(c.in_transaction for c in self.connections):
+                break
+            await asyncio.sleep(0.02)
+        for c in list(self.connections):
+            c.close_now()
+        # connection_lost runs on the next loop iterations; give the handler tasks a moment.
+        for _ in range(100):
+            if not self.connections:
+                break
+            await asyncio.sleep(0.01)

@@ -1,0 +1,226 @@
+"""The relay's user accounts and the throttle on failed logins.
+
+:class:`UserDB` keeps one small text file in the data dir (``cfg.users_file``), one account per
+line: ``address<TAB>scrypt$N$r$p$salt$hash`` (salt and hash base64). Passwords are hashed with
+hashlib.scrypt (memory-hard, in the standard library) and compared in constant time; they are
+never logged or kept in memory. Every change rewrites the whole file atomically (tmp + fsync +
+rename + dir fsync, mode 0600), and readers reload it when its mtime/size changes, so
+``tui-mail relay user add`` works while the relay is running.
+
+:class:`AuthThrottle` is shared by SMTP AUTH, IMAP LOGIN/AUTHENTICATE and POP3 USER/PASS: each
+failure from a client IP doubles the delay that IP waits before its next attempt (capped), a
+success clears it, and quiet IPs are forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from relay.errors import RelayError
+
+SCRYPT_N = 2 ** 14
+SCRYPT_R = 8
+SCRYPT_P = 1
+_ADDRESS = re.compile(r"^[^\s@<>()\[\]\\,;:\"]+@[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+class UserError(RelayError):
+    """A user command cannot be done (bad address, unknown user, exists already)."""
+
+
+def normalize_address(address: str) -> str:
+    """Mailbox names are case-insensitive here: we store and compare them lowercased."""
+    return address.strip().lower()
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=32,
+                            maxmem=128 * r * (n + p + 2) + 1024 * 1024)
+    b64 = base64.b64encode
+    return f"scrypt${n}${r}${p}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Constant-time check of ``password`` against a ``scrypt$…`` string; False if malformed."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        n_, r_, p_ = int(n), int(r), int(p)
+        expected = base64.b64decode(digest)
+        got = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=n_, r=r_, p=p_,
+                             dklen=len(expected), maxmem=128 * r_ * (n_ + p_ + 2) + 1024 * 1024)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+# A fixed hash to spend the same time on unknown users as on known ones.
+_DUMMY_HASH: str | None = None
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = hash_password("not a password")
+    return _DUMMY_HASH
+
+
+class UserDB:
+    """Accounts in one file; safe to share between threads and with other processes."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._stamp: tuple[int, int] | None = None
+        self._users: dict[str, str] = {}
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, str]:
+        with self._lock:
+            try:
+                st = self.path.stat()
+            except FileNotFoundError:
+                self._stamp, self._users = None, {}
+                return self._users
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                users: dict[str, str] = {}
+                for line in self.path.read_text(encoding="utf-8").splitlines():
+                    if not line.strip() or line.startswith("#"):
+                        continue
+                    addr, _, hashed = line.partition("\t")
+                    users[addr] = hashed
+                self._stamp, self._users = stamp, users
+            return self._users
+
+    def exists(self, address: str) -> bool:
+        return normalize_address(address) in self._load()
+
+    def list(self) -> list[str]:
+        return sorted(self._load())
+
+    def authenticate(self, address: str, password: str) -> bool:
+        """True when the password is right; unknown users cost the same time as wrong passwords."""
+        stored = self._load().get(normalize_address(address))
+        if stored is None:
+            verify_password(password, _dummy_hash())
+            return False
+        return verify_password(password, stored)
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def add(self, address: str, password: str) -> None:
+        addr = normalize_address(address)
+        if not _ADDRESS.match(addr):
+            raise UserError(f"{address!r} is not a mail address like user@example.org")
+        if not password:
+            raise UserError("the password must not be empty")
+        with self._lock:
+            users = dict(self._load())
+            if addr in users:
+                raise UserError(f"{addr} exists already (use 'user passwd' to change the password)")
+            users[addr] = hash_password(password)
+            self._save(users)
+
+    def set_password(self, address: str, password: str) -> None:
+        addr = normalize_address(address)
+        if not password:
+            raise UserError("the password must not be empty")
+        with self._lock:
+            users = dict(self._load())
+            if addr not in users:
+                raise UserError(f"no such user: {addr}")
+            users[addr] = hash_password(password)
+            self._save(users)
+
+    def remove(self, address: str) -> None:
+        addr = normalize_address(address)
+        with self._lock:
+            users = dict(self._load())
+            if addr not in users:
+                raise UserError(f"no such user: {addr}")
+            del users[addr]
+            self._save(users)
+
+    def _save(self, users: dict[str, str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        text = "".join(f"{a}\t{h}\n" for a, h in sorted(users.items()))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, text.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self._stamp = None  # force a reload (mtime granularity may hide quick rewrites)
+        self._users = users
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+
+
+class AuthThrottle:
+    """Growing delay per client IP after failed logins: base, 2×base, 4×base… up to ``maximum``.
+
+    ``await before_attempt(ip)`` sleeps for the IP's current delay; call ``failed(ip)`` or
+    ``succeeded(ip)`` after checking the credentials. State older than ``forget_after`` seconds
+    is dropped. Pure bookkeeping plus one ``asyncio.sleep``; the clock is injectable for tests.
+    """
+
+    def __init__(self, base: float = 0.5, maximum: float = 15.0, forget_after: float = 900.0,
+                 clock=time.monotonic):
+        self.base, self.maximum, self.forget_after = base, maximum, forget_after
+        self._clock = clock
+        self._ips: dict[str, _Failures] = {}
+        self._lock = threading.Lock()
+
+    def delay(self, ip: str) -> float:
+        now = self._clock()
+        with self._lock:
+            f = self._ips.get(ip)
+            if f is None:
+                return 0.0
+            if now - f.last > self.forget_after:
+                del self._ips[ip]
+                return 0.0
+            return min(self.maximum, self.base * 2 ** (f.count - 1)) if f.count else 0.0
+
+    async def before_attempt(self, ip: str) -> None:
+        d = self.delay(ip)
+        if d > 0:
+            await asyncio.sleep(d)
+
+    def failed(self, ip: str) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._ips) > 10000:  # keep memory bounded under a spray of addresses
+                for k in [k for k, v in self._ips.items() if now - v.last > self.forget_after]:
+                    del self._ips[k]
+            f = self._ips.setdefault(ip, _Failures())
+            f.count += 1
+            f.last = now
+
+    def succeeded(self, ip: str) -> None:
+        with self._lock:
+            self._ips.pop(ip, None)
