@@ -171,7 +171,8 @@ def postfix_available() -> bool:
 class Postfix:
     """One throwaway Postfix instance under ``root`` (see the module docstring)."""
 
-    def __init__(self, domain: str = "example.org", users: tuple[str, ...] = ("alice", "bob", "carol")):
+    def __init__(self, domain: str = "example.org", users: tuple[str, ...] = ("alice", "bob", "carol"),
+                 mail_root: str | os.PathLike | None = None):
         # Postfix's daemons run as "postfix" and "nobody": the whole tree lives in its own
         # world-traversable temp dir (pytest's tmp_path is private to root)
         self.root = Path(tempfile.mkdtemp(prefix="pf", dir="/tmp"))
@@ -182,7 +183,9 @@ class Postfix:
         self.queue_dir = self.root / "spool"
         self.data_dir = self.root / "data"
         # deliveries run as "nobody" when we are root; Maildirs must be theirs
-        self.mail_root = Path(tempfile.mkdtemp(prefix="pfm", dir="/tmp"))
+        # mail_root: deliver into another server's tree (e.g. a Dovecot's, user/Maildir layout)
+        self._own_mail_root = mail_root is None
+        self.mail_root = Path(mail_root) if mail_root else Path(tempfile.mkdtemp(prefix="pfm", dir="/tmp"))
         self.port = free_port()
         self.host = "127.0.0.1"
         self.started = False
@@ -282,9 +285,10 @@ import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C
             d.mkdir(parents=True, exist_ok=True)
         _, uid, gid = self._owner()
         os.chown(self.data_dir, uid, gid)
-        os.chmod(self.mail_root, 0o755)
         vu, vg = self._vuid(), self._vgid()
-        os.chown(self.mail_root, vu, vg)
+        if self._own_mail_root:
+            os.chmod(self.mail_root, 0o755)
+            os.chown(self.mail_root, vu, vg)
         (self.conf_dir / "main.cf").write_text(self._config())
         (self.conf_dir / "master.cf").write_text(self._master_cf())
         # one Maildir per known user; anything else @domain lands in "catchall"
@@ -342,7 +346,8 @@ import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C
 
     def cleanup(self) -> None:
         self.stop()
-        shutil.rmtree(self.mail_root, ignore_errors=True)
+        if self._own_mail_root:
+            shutil.rmtree(self.mail_root, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log_text(self) -> str:

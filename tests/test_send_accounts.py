@@ -119,3 +119,46 @@ def test_submit_rejects_message_without_recipients(tmp_path):
         m.set_content("x")
         result = submit_via(ob)(m.as_bytes(), "bob@example.org", [])
         assert result.permanent_failure and "recipients" in result.detail and ob.items() == []
+
+
+async def test_journey_postfix_to_dovecot_pop3(dovecot, tmp_path):  # noqa: F811
+    """Alice's account sends through a real Postfix, which delivers into the real Dovecot's
+    Maildirs; Bob's POP3 account downloads it. Alice's Sent copy lands in her local Sent."""
+    from tests.postfix_peer import Postfix, postfix_available
+
+    if not postfix_available():
+        pytest.skip("postfix not installed")
+    dovecot.add_user("bob", "pop pass")
+    dovecot.add_user("alice", "alice pass")
+    pf = Postfix(mail_root=dovecot.mail_root)
+    try:
+        await asyncio.to_thread(pf.start)
+        alice = account(dovecot.pop3_port, pf.port)
+        alice.name, alice.address, alice.pop3.user = "alice", "alice@example.org", "alice"
+        bob = account(dovecot.pop3_port, pf.port)
+        m = EmailMessage()
+        m["From"] = "Alice <alice@example.org>"
+        m["To"] = "Bob <bob@example.org>"
+        m["Subject"] = "Caf\u00e9 across the whole path"
+        m.set_content("Postfix → Maildir → Dovecot → POP3\n")
+        a_ui = open_account(alice, lambda acct, kind: "alice pass")
+        b_ui = open_account(bob, passwords)
+        try:
+            result = await asyncio.to_thread(a_ui.submit, m.as_bytes(), "alice@example.org", ["bob@example.org"])
+            assert result.sent, result.detail
+            assert len(a_ui.store.folder_state("Sent").uids) == 1
+            got = 0
+            for _ in range(100):
+                got = (await asyncio.to_thread(b_ui.store.sync)).downloaded
+                if got:
+                    break
+                await asyncio.sleep(0.1)
+            assert got == 1
+            (uid,) = b_ui.store.folder_state("INBOX").uids
+            assert b_ui.store.summaries("INBOX", [uid])[uid].subject == "Caf\u00e9 across the whole path"
+        finally:
+            for ui in (a_ui, b_ui):
+                ui.store.close()
+                ui.outbox.close()
+    finally:
+        await asyncio.to_thread(pf.cleanup)

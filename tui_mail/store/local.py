@@ -217,6 +217,8 @@ class LocalStore(MailStore):
         return self.root / ("." + ".".join(parts))
 
     def _existing(self, folder: str) -> Path:
+        if self._db is None:  # opened on first use, like a store the UI connected
+            self.connect()
         path = self.folder_path(folder)
         if not (path / "cur").is_dir():
             raise FolderError(f"There is no folder {folder!r} in {self.root}.")
@@ -238,6 +240,8 @@ class LocalStore(MailStore):
 
     def list_folders(self, with_counts: bool = True) -> list[FolderInfo]:
         with self._lock:
+            if self._db is None:
+                self.connect()
             names = [self.root_name]
             try:
                 entries = sorted(os.listdir(self.root))
@@ -261,6 +265,8 @@ class LocalStore(MailStore):
 
     def create_folder(self, name: str) -> None:
         with self._lock:
+            if self._db is None:
+                self.connect()
             path = self.folder_path(name)
             if self._is_root(name) or path.exists():
                 raise FolderError(f"The folder {name!r} already exists.")
