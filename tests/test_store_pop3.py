@@ -154,3 +154,44 @@ def test_dele_only_at_quit(dovecot, tmp_path):  # noqa: F811
     conn.close()
     with Pop3Store(tmp_path / "bob", settings(dovecot, mode="delete")) as store:
         assert store.sync().downloaded == 2
+
+
+def test_progress_cancel_and_resume(dovecot, tmp_path):  # noqa: F811
+    from tui_mail.store.base import Cancel, Cancelled
+
+    dovecot.add_user("bob", "pop pass")
+    dovecot.seed("bob", 6)
+    cancel = Cancel()
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if done == 2:
+            cancel.set()
+
+    with Pop3Store(tmp_path / "bob", settings(dovecot, mode="delete")) as store:
+        with pytest.raises(Cancelled):
+            store.sync(progress=progress, cancel=cancel)
+        assert seen == [(1, 6), (2, 6)]
+        assert len(store.folder_state("INBOX").uids) == 2
+        assert server_count(dovecot) == 6          # no QUIT, so no DELE applied
+        r = store.sync()
+        assert (r.downloaded, r.deleted) == (4, 6) and server_count(dovecot) == 0
+        assert len(store.folder_state("INBOX").uids) == 6
+
+
+def test_server_gone_mid_session_is_connect_error(dovecot, tmp_path):  # noqa: F811
+    dovecot.add_user("bob", "pop pass")
+    dovecot.seed("bob", 3)
+
+    with Pop3Store(tmp_path / "bob", settings(dovecot, mode="delete")) as store:
+        def progress(done: int, total: int) -> None:
+            if done == 1:
+                dovecot.stop()
+
+        with pytest.raises(ConnectError):
+            store.sync(progress=progress)
+        dovecot.start()
+        assert server_count(dovecot) == 3
+        r = store.sync()
+        assert r.downloaded == 2 and len(store.folder_state("INBOX").uids) == 3

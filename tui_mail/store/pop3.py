@@ -176,6 +176,8 @@ class Pop3Session:
         where = f"{self.settings.host}:{self.settings.port}"
         if isinstance(e, ssl.SSLError):
             return TLSError(f"TLS with {where} failed: {e.reason or e}")
+        if isinstance(e, poplib.error_proto) and _text(e) == "-ERR EOF":  # poplib's "closed"
+            return ConnectError(f"The connection to {where} dropped; try again later.")
         if isinstance(e, poplib.error_proto):
             return ProtocolError(f"The POP3 server {where} answered: {_text(e)}")
         if isinstance(e, (OSError, EOFError)):
