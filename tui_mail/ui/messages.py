@@ -1,0 +1,132 @@
+"""App-level messages: what thread workers report back to the UI, named in the past tense.
+
+Workers never touch widgets; they post one of these and a handler on the main screen applies
+it. ``can_replace`` lets floods (progress, new-mail bursts) collapse in the queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from tui_mail.mail.parse import MessageView
+from tui_mail.store.base import Change, FolderInfo, FolderState, MessageSummary
+from tui_mail.ui.undo import Entry
+
+
+@dataclass
+class FoldersListed(Message):
+    account: str
+    folders: list[FolderInfo]
+
+
+@dataclass
+class FolderLoaded(Message):
+    account: str
+    folder: str
+    state: FolderState
+    summaries: dict[int, MessageSummary]
+
+
+@dataclass
+class SummariesFetched(Message):
+    account: str
+    folder: str
+    summaries: dict[int, MessageSummary]
+
+
+@dataclass
+class CacheProgressed(Message):
+    account: str
+    folder: str
+    done: int
+    total: int
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, CacheProgressed) and message.folder == self.folder
+
+
+@dataclass
+class MessageFetched(Message):
+    account: str
+    folder: str
+    uid: int
+    view: MessageView
+    purpose: str = "preview"   # "preview" | "reply" | "reply_all" | "forward"
+
+
+@dataclass
+class FlagsChanged(Message):
+    account: str
+    folder: str
+    uids: tuple[int, ...]
+    flag: str
+    added: bool
+    undo: Entry | None = None
+
+
+@dataclass
+class MessagesRemoved(Message):
+    """Messages left ``folder`` (moved, deleted, expunged)."""
+
+    account: str
+    folder: str
+    uids: tuple[int, ...]
+    note: str
+    undo: Entry | None = None
+
+
+@dataclass
+class SearchFinished(Message):
+    account: str
+    folder: str
+    query: str
+    uids: list[int]
+    summaries: dict[int, MessageSummary]
+    source: str   # "local" | "server"
+
+
+@dataclass
+class MailChanged(Message):
+    """Reported by the store's watch thread (IDLE/polling)."""
+
+    account: str
+    change: Change
+
+
+@dataclass
+class MessageSent(Message):
+    account: str
+    subject: str
+    queued: bool          # True: waits in the Outbox (server unreachable or 4xx)
+    detail: str
+
+
+@dataclass
+class FolderChanged(Message):
+    """A folder was created, renamed or deleted; the tree needs relisting."""
+
+    account: str
+    note: str
+    select: str | None = None
+
+
+@dataclass
+class UndoFinished(Message):
+    account: str
+    note: str
+    refresh: tuple[str, ...]
+
+
+@dataclass
+class DraftSaved(Message):
+    account: str
+    folder: str
+
+
+@dataclass
+class ConnectionChanged(Message):
+    account: str
+    state: str            # "connecting" | "online" | "offline"
+    detail: str = ""

@@ -1,0 +1,86 @@
+"""MessageView → Rich Text for the preview pane and the reader.
+
+Headers are decoded by ``tui_mail.mail.parse``; here they are laid out, links in the body are
+highlighted (and made clickable where the terminal supports OSC 8), and the problems the parser
+recorded are shown instead of hidden. All header and body text goes through a control-character
+filter: mail comes from strangers and must not drive the terminal.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from rich.style import Style
+from rich.text import Text
+
+from tui_mail.mail.parse import MessageView
+from tui_mail.ui.rows import size_cell
+
+_URL = re.compile(r"""(?:https?://|ftp://|mailto:|www\.)[^\s<>"'()\[\]{}]+[^\s<>"'()\[\]{}.,;:!?]""", re.I)
+_UNSAFE = {c: None for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0))}
+
+
+def clean(text: str) -> str:
+    """Drop terminal control characters (ESC, C1…), keep newlines and tabs."""
+    return text.translate(_UNSAFE).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _addrs(addrs) -> str:
+    return ", ".join(a.display() for a in addrs)
+
+
+def header_block(view: MessageView, full: bool = False) -> Text:
+    out = Text()
+    if full:
+        for name, value in view.headers:
+            out.append(f"{name}: ", style="bold")
+            out.append(clean(value).replace("\n", " ") + "\n")
+        return out
+    date = view.date.astimezone().strftime("%a, %d %b %Y %H:%M") if isinstance(view.date, datetime) else ""
+    for label, value in (("From", _addrs(view.from_)), ("To", _addrs(view.to)),
+                         ("Cc", _addrs(view.cc)), ("Date", date), ("Subject", view.subject)):
+        if value or label in ("From", "Subject"):
+            out.append(f"{label}: ", style="bold")
+            out.append(clean(value) + "\n", style="bold" if label == "Subject" else "")
+    return out
+
+
+def body_text(text: str) -> Text:
+    """The body with URLs underlined and linked; quoted lines (> …) dimmed."""
+    out = Text()
+    for line in clean(text).split("\n"):
+        start = len(out)
+        out.append(line + "\n")
+        if line.lstrip().startswith(">"):
+            out.stylize("italic dim", start, start + len(line))
+        for m in _URL.finditer(line):
+            url = m.group(0)
+            target = url if "://" in url or url.startswith("mailto:") else "http://" + url
+            out.stylize(Style(underline=True, bold=True, link=target), start + m.start(), start + m.end())
+    out.rstrip()
+    return out
+
+
+def attachment_lines(view: MessageView) -> Text:
+    out = Text()
+    for i, a in enumerate(view.attachments, 1):
+        out.append(f" [{i}] ", style="bold")
+        out.append(f"{clean(a.filename) or '(unnamed)'}  {a.content_type}  {size_cell(a.size)}\n")
+    return out
+
+
+def message_text(view: MessageView, full_headers: bool = False) -> Text:
+    out = header_block(view, full_headers)
+    if view.attachments:
+        out.append("Attachments:\n", style="bold")
+        out.append_text(attachment_lines(view))
+    for problem in view.problems:
+        out.append(f"⚠ {clean(problem)}\n", style="italic")
+    out.append("\n")
+    out.append_text(body_text(view.text) if view.text else Text("(no text to show)", style="dim italic"))
+    return out
+
+
+def raw_text(raw: bytes) -> Text:
+    return Text(clean(raw.decode("utf-8", "replace")))
