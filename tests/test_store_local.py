@@ -294,3 +294,12 @@ def test_local_search_over_the_header_cache_schema(store):
     assert store.search("INBOX", "ketchup") == []
     store.rename_folder("Archive", "Old")
     assert store.local_search(None, "ketchup") == [("Old", 1)]
+
+
+def test_configured_roles_override_names(tmp_path):
+    with LocalStore(tmp_path / "m", roles={"sent": "Outgoing"}) as s:
+        s.create_folder("Sent")
+        s.create_folder("Outgoing")
+        roles = {f.name: f.role for f in s.list_folders(False)}
+        assert roles == {"INBOX": "inbox", "Sent": None, "Outgoing": "sent"}
+        assert s.folder_for_role("sent") == "Outgoing"

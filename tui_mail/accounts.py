@@ -77,6 +77,31 @@ def local_store(account, password_for: PasswordFor) -> Pop3Store:
     return store
 
 
+def cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("tui-mail", appauthor=False))
+
+
+def imap_store(account, password: str | None):
+    """The IMAP account's store (tui_mail.store.imap) with its header cache on disk."""
+    from tui_mail.store.cache import HeaderCache
+    from tui_mail.store.imap import ImapStore
+
+    s = account.imap
+    cafile = getattr(s, "cafile", None)
+    ctx = None
+    if s.security != "none":
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=cafile)
+    safe = account_dir(account.name).name
+    cache = HeaderCache(cache_dir() / f"{safe}.sqlite")
+    return ImapStore(account.name, s.host, _server_port("imap", s), getattr(s, "user", None) or account.address,
+                     password or "", security=s.security, cache=cache, ssl_context=ctx,
+                     roles=dict(getattr(account, "roles", None) or {}))
+
+
 def open_outbox(account, submitter: SmtpSubmitter, sent_copy: Callable[[bytes], None] | None) -> Outbox:
     async def send(data: bytes):
         return await submitter.send(data)
@@ -127,16 +152,15 @@ def open_account(account, password_for: PasswordFor, imap_store_factory=None,
                  trace: TraceSink | None = None):
     """The UI's ``Account`` for one configured account (store not yet connected).
 
-    ``imap_store_factory(account, password)`` builds the IMAP store (tui_mail.store.imap);
+    ``imap_store_factory(account, password)`` builds the IMAP store (default ``imap_store``);
     POP3 accounts get a Pop3Store here."""
     from tui_mail.ui.services import Account
 
     if getattr(account, "pop3", None) is not None:
         store: MailStore = local_store(account, password_for)
     elif getattr(account, "imap", None) is not None:
-        if imap_store_factory is None:
-            raise MailError(f"Account {account.name!r}: no IMAP store available.")
-        store = imap_store_factory(account, password_for(account, "imap"))
+        factory = imap_store_factory or imap_store
+        store = factory(account, password_for(account, "imap"))
     else:
         raise MailError(f"Account {account.name!r} has neither [imap] nor [pop3].")
     store.trace = trace

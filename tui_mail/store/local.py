@@ -146,7 +146,8 @@ class LocalStore(MailStore):
     """Mail in a Maildir++ tree at ``root`` (see the module docstring).
 
     ``root_name`` is the name shown for the root folder ("INBOX"; the Outbox store uses
-    "Outbox"); ``roles`` maps folder names to roles and overrides the common-name guess."""
+    "Outbox"); ``roles`` maps roles to folder names (as in config) and overrides the
+    common-name guess."""
 
     def __init__(self, root: str | os.PathLike, *, root_name: str = "INBOX",
                  roles: dict[str, str] | None = None, poll_interval: float = 1.0):
@@ -232,11 +233,15 @@ class LocalStore(MailStore):
 
     # --- folders -----------------------------------------------------------------------
     def role_of(self, folder: str) -> str | None:
-        if folder in self.roles:
-            return self.roles[folder]
+        folder = self._canonical(folder)
+        for role, name in self.roles.items():
+            if self._canonical(name) == folder:
+                return role
         if self._is_root(folder):
-            return COMMON_ROLES.get(self.root_name.lower(), "inbox")
-        return COMMON_ROLES.get(folder.lower())
+            guess = COMMON_ROLES.get(self.root_name.lower(), "inbox")
+        else:
+            guess = COMMON_ROLES.get(folder.lower())
+        return None if guess in self.roles else guess   # a configured folder owns that role
 
     def list_folders(self, with_counts: bool = True) -> list[FolderInfo]:
         with self._lock:
