@@ -205,6 +205,7 @@ protocols = {protocols}
 listen = 127.0.0.1
 {ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
 first_valid_uid = 0
 first_valid_gid = 0
 mail_uid = {self.uid}

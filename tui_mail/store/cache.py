@@ -1,0 +1,338 @@
+"""The local header cache: SQLite (WAL) with an FTS5 index, so big folders paint instantly and
+local search needs no network.
+
+Rows are keyed by (account, folder, UIDVALIDITY, UID); when a folder's UIDVALIDITY changes every
+row of that folder is dropped (the server renumbered it). The schema of ``messages`` and
+``messages_fts`` is a contract with tui_mail.mail.search, which compiles queries to SQL over it:
+keep it exactly as below. The ``folders`` table holds per-folder sync state (UIDVALIDITY,
+HIGHESTMODSEQ, UIDNEXT) and the last known ordered UID list per sort key, so a warm start can
+show a window before asking the server anything.
+
+Thread safety: one connection (check_same_thread off) guarded by a lock; writes are batched in
+one transaction per call.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tui_mail.errors import MailError
+from tui_mail.store.base import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, MessageSummary
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    rowid INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    uidvalidity INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    date INTEGER,               -- unix seconds or NULL
+    from_name TEXT,
+    from_addr TEXT,
+    to_addrs TEXT,
+    cc_addrs TEXT,
+    subject TEXT,
+    flags TEXT,                 -- space-joined
+    seen INTEGER,
+    flagged INTEGER,
+    answered INTEGER,
+    deleted INTEGER,
+    draft INTEGER,
+    size INTEGER,
+    has_attachment INTEGER,
+    message_id TEXT,
+    in_reply_to TEXT,
+    refs TEXT,
+    UNIQUE(account, folder, uid)
+);
+CREATE INDEX IF NOT EXISTS messages_by_date ON messages(account, folder, date);
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(
+    subject, sender, recipients, body,
+    tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TABLE IF NOT EXISTS folders (
+    account TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    uidvalidity INTEGER,
+    highestmodseq INTEGER,
+    uidnext INTEGER,
+    PRIMARY KEY(account, folder)
+);
+CREATE TABLE IF NOT EXISTS folder_order (
+    account TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    sort TEXT NOT NULL,
+    uids BLOB NOT NULL,         -- array('q') of UIDs, oldest first
+    PRIMARY KEY(account, folder, sort)
+);
+"""
+
+_COLUMNS = ("account", "folder", "uidvalidity", "uid", "date", "from_name", "from_addr",
+            "to_addrs", "cc_addrs", "subject", "flags", "seen", "flagged", "answered",
+            "deleted", "draft", "size", "has_attachment", "message_id", "in_reply_to", "refs")
+_UPSERT = (f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+           "ON CONFLICT(account, folder, uid) DO UPDATE SET "
+           + ", ".join(f"{c}=excluded.{c}" for c in _COLUMNS[2:]))
+_SELECT = ("SELECT uid, date, from_name, from_addr, to_addrs, cc_addrs, subject, flags, size, "
+           "has_attachment, message_id, in_reply_to, refs FROM messages")
+_CHUNK = 500   # SQLite host parameters per IN (...) list stay well below the 32766 limit
+
+
+@dataclass(frozen=True)
+class FolderSync:
+    """What the cache knows of a folder's server state."""
+
+    uidvalidity: int | None
+    highestmodseq: int | None
+    uidnext: int | None
+
+
+class CacheError(MailError):
+    """The cache database cannot be opened or written (disk full, corrupt file…)."""
+
+
+def _flag_row(flags: frozenset[str]) -> tuple:
+    return (" ".join(sorted(flags)), int(SEEN in flags), int(FLAGGED in flags),
+            int(ANSWERED in flags), int(DELETED in flags), int(DRAFT in flags))
+
+
+def _chunks(seq: Sequence, n: int = _CHUNK):
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+class HeaderCache:
+    """SQLite header cache for every account; ``path`` may be ":memory:" for tests."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA temp_store=MEMORY")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise CacheError(f"cannot open the header cache {self.path}: {e}") from None
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "HeaderCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- folder sync state ------------------------------------------------------------
+    def folder_sync(self, account: str, folder: str) -> FolderSync | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT uidvalidity, highestmodseq, uidnext FROM folders WHERE account=? AND folder=?",
+                (account, folder)).fetchone()
+        return FolderSync(*row) if row else None
+
+    def check_uidvalidity(self, account: str, folder: str, uidvalidity: int) -> bool:
+        """Record the folder's UIDVALIDITY; when it differs from the cached one, drop every
+        cached row of the folder. Returns True when rows were dropped."""
+        with self._lock, self._tx():
+            row = self._db.execute("SELECT uidvalidity FROM folders WHERE account=? AND folder=?",
+                                   (account, folder)).fetchone()
+            dropped = False
+            stale = self._db.execute(
+                "SELECT 1 FROM messages WHERE account=? AND folder=? AND uidvalidity<>? LIMIT 1",
+                (account, folder, uidvalidity)).fetchone()
+            if (row and row[0] is not None and row[0] != uidvalidity) or stale:
+                self._drop_rows(account, folder)
+                dropped = True
+            if row is None:
+                self._db.execute("INSERT INTO folders(account, folder, uidvalidity) VALUES (?,?,?)",
+                                 (account, folder, uidvalidity))
+            elif row[0] != uidvalidity:
+                self._db.execute("UPDATE folders SET uidvalidity=?, highestmodseq=NULL, uidnext=NULL "
+                                 "WHERE account=? AND folder=?", (uidvalidity, account, folder))
+            return dropped
+
+    def set_sync(self, account: str, folder: str, *, highestmodseq: int | None = None,
+                 uidnext: int | None = None) -> None:
+        with self._lock:
+            self._db.execute("UPDATE folders SET highestmodseq=COALESCE(?, highestmodseq), "
+                             "uidnext=COALESCE(?, uidnext) WHERE account=? AND folder=?",
+                             (highestmodseq, uidnext, account, folder))
+
+    def drop_folder(self, account: str, folder: str) -> None:
+        """Forget a folder entirely (deleted or renamed on the server)."""
+        with self._lock, self._tx():
+            self._drop_rows(account, folder)
+            self._db.execute("DELETE FROM folders WHERE account=? AND folder=?", (account, folder))
+
+    def _drop_rows(self, account: str, folder: str) -> None:
+        self._db.execute("DELETE FROM messages_fts WHERE rowid IN "
+                         "(SELECT rowid FROM messages WHERE account=? AND folder=?)", (account, folder))
+        self._db.execute("DELETE FROM messages WHERE account=? AND folder=?", (account, folder))
+        self._db.execute("DELETE FROM folder_order WHERE account=? AND folder=?", (account, folder))
+
+    # --- the ordered UID list ---------------------------------------------------------
+    def save_order(self, account: str, folder: str, sort: str, uids: Sequence[int]) -> None:
+        blob = array("q", uids).tobytes()
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO folder_order VALUES (?,?,?,?)",
+                             (account, folder, sort, blob))
+
+    def load_order(self, account: str, folder: str, sort: str) -> tuple[int, ...] | None:
+        with self._lock:
+            row = self._db.execute("SELECT uids FROM folder_order WHERE account=? AND folder=? AND sort=?",
+                                   (account, folder, sort)).fetchone()
+        if row is None:
+            return None
+        a = array("q")
+        a.frombytes(row[0])
+        return tuple(a)
+
+    # --- summaries --------------------------------------------------------------------
+    def put(self, account: str, folder: str, uidvalidity: int,
+            items: Iterable[tuple[MessageSummary, str]]) -> int:
+        """Insert or update summaries with their indexed body text (may be ""), in one
+        transaction. Returns how many were written."""
+        rows, fts = [], []
+        for s, body in items:
+            ts = int(s.date.timestamp()) if s.date else None
+            rows.append((account, folder, uidvalidity, s.uid, ts, s.from_name, s.from_addr, s.to,
+                         s.cc, s.subject, *_flag_row(s.flags), s.size, int(s.has_attachment),
+                         s.message_id, s.in_reply_to, " ".join(s.references)))
+            fts.append((s.subject, f"{s.from_name} {s.from_addr}", f"{s.to} {s.cc}", body or ""))
+        if not rows:
+            return 0
+        with self._lock, self._tx():
+            self._db.executemany(_UPSERT, rows)
+            rowids: dict[int, int] = {}
+            uids = [r[3] for r in rows]
+            for part in _chunks(uids):
+                q = (f"SELECT uid, rowid FROM messages WHERE account=? AND folder=? AND uid IN "
+                     f"({','.join('?' * len(part))})")
+                rowids.update(self._db.execute(q, (account, folder, *part)).fetchall())
+            ids = [rowids[u] for u in uids]
+            for part in _chunks(ids):
+                self._db.execute(f"DELETE FROM messages_fts WHERE rowid IN ({','.join('?' * len(part))})",
+                                 part)
+            self._db.executemany(
+                "INSERT INTO messages_fts(rowid, subject, sender, recipients, body) VALUES (?,?,?,?,?)",
+                [(rid, *f) for rid, f in zip(ids, fts)])
+        return len(rows)
+
+    def set_body_text(self, account: str, folder: str, uid: int, body: str) -> None:
+        """Index a message's text once it has been fetched (for body: searches)."""
+        with self._lock:
+            self._db.execute("UPDATE messages_fts SET body=? WHERE rowid=(SELECT rowid FROM messages "
+                             "WHERE account=? AND folder=? AND uid=?)", (body, account, folder, uid))
+
+    def get(self, account: str, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
+        out: dict[int, MessageSummary] = {}
+        uids = list(uids)
+        with self._lock:
+            for part in _chunks(uids):
+                q = f"{_SELECT} WHERE account=? AND folder=? AND uid IN ({','.join('?' * len(part))})"
+                for row in self._db.execute(q, (account, folder, *part)):
+                    out[row[0]] = _summary(row)
+        return out
+
+    def cached_uids(self, account: str, folder: str) -> set[int]:
+        with self._lock:
+            return {r[0] for r in self._db.execute(
+                "SELECT uid FROM messages WHERE account=? AND folder=?", (account, folder))}
+
+    def count(self, account: str, folder: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM messages WHERE account=? AND folder=?",
+                                    (account, folder)).fetchone()[0]
+
+    def dates(self, account: str, folder: str) -> dict[int, int | None]:
+        """uid → unix date, for sorting when the server has no SORT."""
+        with self._lock:
+            return dict(self._db.execute("SELECT uid, date FROM messages WHERE account=? AND folder=?",
+                                         (account, folder)))
+
+    def update_flags(self, account: str, folder: str, flags: dict[int, frozenset[str]]) -> None:
+        with self._lock, self._tx():
+            self._db.executemany(
+                "UPDATE messages SET flags=?, seen=?, flagged=?, answered=?, deleted=?, draft=? "
+                "WHERE account=? AND folder=? AND uid=?",
+                [(*_flag_row(f), account, folder, uid) for uid, f in flags.items()])
+
+    def remove(self, account: str, folder: str, uids: Iterable[int]) -> None:
+        uids = list(uids)
+        with self._lock, self._tx():
+            for part in _chunks(uids):
+                marks = ",".join("?" * len(part))
+                self._db.execute(f"DELETE FROM messages_fts WHERE rowid IN (SELECT rowid FROM messages "
+                                 f"WHERE account=? AND folder=? AND uid IN ({marks}))",
+                                 (account, folder, *part))
+                self._db.execute(f"DELETE FROM messages WHERE account=? AND folder=? AND uid IN ({marks})",
+                                 (account, folder, *part))
+
+    # --- search -----------------------------------------------------------------------
+    def query(self, where: str, params: Sequence, account: str | None = None,
+              folder: str | None = None, limit: int | None = None) -> list[tuple[str, int]]:
+        """(folder, uid) of messages matching an SQL condition over ``messages`` (and
+        ``messages_fts`` through a subquery on rowid), newest first."""
+        conds, args = [f"({where})" if where.strip() else "1"], list(params)
+        if account is not None:
+            conds.append("messages.account=?")
+            args.append(account)
+        if folder is not None:
+            conds.append("messages.folder=?")
+            args.append(folder)
+        sql = (f"SELECT messages.folder, messages.uid FROM messages WHERE {' AND '.join(conds)} "
+               "ORDER BY messages.date DESC, messages.uid DESC")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            try:
+                return [(f, u) for f, u in self._db.execute(sql, args)]
+            except sqlite3.Error as e:
+                raise CacheError(f"local search failed: {e}") from None
+
+    def search(self, query: str, account: str | None = None, folder: str | None = None,
+               limit: int | None = None) -> list[tuple[str, int]]:
+        """Compile ``query`` (tui_mail.mail.search language) to SQL and run it."""
+        from tui_mail.mail.search import to_sql  # the search engineer's compiler
+
+        where, params = to_sql(query)
+        return self.query(where, params, account, folder, limit)
+
+    # --- helpers ----------------------------------------------------------------------
+    def _tx(self):
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN")
+
+    def __exit__(self, exc_type, *exc):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _summary(row) -> MessageSummary:
+    (uid, date, from_name, from_addr, to, cc, subject, flags, size, att, mid, irt, refs) = row
+    return MessageSummary(
+        uid=uid, date=datetime.fromtimestamp(date, timezone.utc) if date is not None else None,
+        from_name=from_name or "", from_addr=from_addr or "", to=to or "", cc=cc or "",
+        subject=subject or "", flags=frozenset(flags.split()) if flags else frozenset(),
+        size=size or 0, has_attachment=bool(att), message_id=mid or "", in_reply_to=irt or "",
+        references=tuple(refs.split()) if refs else ())

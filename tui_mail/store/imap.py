@@ -1,0 +1,965 @@
+"""The IMAP MailStore (imapclient), with the SQLite header cache in front of it.
+
+Big folders never load whole: ``folder_state`` gets the ordered UID list in one command (ESORT /
+UID SORT when offered, else UID SEARCH + cached dates), ``summaries`` serves the visible window
+from the cache and fetches only what is missing, and ``fill_cache`` fetches the rest in chunks
+(UID sets always sent as compressed ranges, never 100,000 numbers in one command). Flags are
+resynchronised with CONDSTORE CHANGEDSINCE when the server offers it.
+
+One connection per store, guarded by a lock; a dropped connection is reopened once, the folder
+reselected and the command retried, so the user keeps their place. ``watch`` runs a second
+connection in IDLE (NOOP polling without IDLE) on a thread. Every library error is converted
+here into a tui_mail.errors.MailError subclass with a plain message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.errors
+import email.header
+import imaplib
+import quopri
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+
+from imapclient import IMAPClient
+from imapclient import exceptions as imapx
+from imapclient.response_parser import parse_fetch_response
+
+from tui_mail.errors import (AuthError, ConnectError, FolderError, MailError, MessageGone,
+                             ProtocolError, TLSError)
+from tui_mail.store.base import (DELETED, Cancel, Change, FolderInfo, FolderState, MailStore,
+                                 MessageSummary, Progress)
+from tui_mail.store.cache import HeaderCache
+from tui_mail.store.trace import attach_imaplib
+
+# common names when the server has no SPECIAL-USE (compared case-insensitively, last segment)
+ROLE_NAMES = {
+    "sent": ("sent", "sent items", "sent messages", "sent mail"),
+    "drafts": ("drafts", "draft"),
+    "trash": ("trash", "deleted items", "deleted messages", "bin"),
+    "junk": ("junk", "spam", "junk e-mail", "bulk mail"),
+    "archive": ("archive", "archives", "all mail"),
+}
+SPECIAL_USE = {b"\\sent": "sent", b"\\drafts": "drafts", b"\\trash": "trash",
+               b"\\junk": "junk", b"\\archive": "archive", b"\\all": "archive"}
+SORT_KEYS = {"date": b"DATE", "arrival": b"ARRIVAL", "from": b"FROM", "subject": b"SUBJECT",
+             "size": b"SIZE"}
+SUMMARY_ITEMS = [b"UID", b"FLAGS", b"ENVELOPE", b"RFC822.SIZE", b"BODYSTRUCTURE",
+                 b"BODY.PEEK[HEADER.FIELDS (REFERENCES)]"]
+WHOLE_LIMIT = 512 * 1024      # messages up to this size are fetched whole by fetch_message
+PART_LIMIT = 256 * 1024       # bigger non-text parts are left out unless full=True
+RANGE_CHUNK = 1000            # UIDs per FETCH
+
+_DROPPED = (imapx.IMAPClientAbortError, ConnectionError, EOFError, socket.timeout, ssl.SSLEOFError)
+
+
+# --- pure helpers --------------------------------------------------------------------------
+
+def uid_ranges(uids: Iterable[int]) -> str:
+    """Compress UIDs into an IMAP sequence set: [1,2,3,7,9,10] → "1:3,7,9:10"."""
+    s = sorted(set(uids))
+    if not s:
+        raise ValueError("empty UID set")
+    out, start, prev = [], s[0], s[0]
+    for u in s[1:]:
+        if u == prev + 1:
+            prev = u
+            continue
+        out.append(f"{start}:{prev}" if prev != start else str(start))
+        start = prev = u
+    out.append(f"{start}:{prev}" if prev != start else str(start))
+    return ",".join(out)
+
+
+def parse_sequence_set(text: str | bytes) -> list[int]:
+    """Expand "1:3,7,10:8" in order (a descending range stays descending, as in ESORT)."""
+    if isinstance(text, bytes):
+        text = text.decode("ascii")
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if ":" in part:
+            a, b = (int(x) for x in part.split(":"))
+            out.extend(range(a, b + 1) if a <= b else range(a, b - 1, -1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def parse_copyuid(texts: Iterable[bytes | str]) -> dict[int, int]:
+    """old uid → new uid from a ``[COPYUID v src dst]`` response code (RFC 4315)."""
+    for t in texts:
+        if isinstance(t, bytes):
+            t = t.decode("ascii", "replace")
+        m = re.search(r"\[COPYUID \d+ ([\d:,]+) ([\d:,]+)\]", t, re.I)
+        if m:
+            src = sorted(parse_sequence_set(m.group(1)))
+            dst = parse_sequence_set(m.group(2))
+            if len(src) == len(dst):
+                return dict(zip(src, dst))
+    return {}
+
+
+def parse_appenduid(text: bytes | str) -> int | None:
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    m = re.search(r"\[APPENDUID \d+ (\d+)\]", text, re.I)
+    return int(m.group(1)) if m else None
+
+
+def decode_words(value: bytes | str | None) -> str:
+    """RFC 2047 encoded words (any charset) → str; raw 8-bit bytes read as UTF-8."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if "=?" not in value:
+        return value
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
+        return value
+
+
+def _address(a) -> tuple[str, str]:
+    mailbox = (a.mailbox or b"").decode("utf-8", "replace")
+    host = (a.host or b"").decode("utf-8", "replace")
+    addr = f"{mailbox}@{host}" if host else mailbox
+    return decode_words(a.name), addr
+
+
+def _addresses(lst) -> str:
+    out = []
+    for a in lst or ():
+        if a.mailbox is None or a.host is None:   # group syntax markers
+            continue
+        name, addr = _address(a)
+        out.append(f"{name} <{addr}>" if name else addr)
+    return ", ".join(out)
+
+
+def has_attachment(bs) -> bool:
+    """True when a BODYSTRUCTURE has a non-text leaf or a part with disposition attachment."""
+    if bs is None:
+        return False
+    if bs.is_multipart:
+        return any(has_attachment(p) for p in bs[0])
+    maintype = (bs[0] or b"").lower()
+    if maintype not in (b"text", b"multipart"):
+        return True
+    return any(isinstance(x, tuple) and x and isinstance(x[0], bytes) and x[0].lower() == b"attachment"
+               for x in bs[7:])
+
+
+def summary_from_fetch(uid: int, data: dict) -> MessageSummary:
+    env = data.get(b"ENVELOPE")
+    date = None
+    from_name = from_addr = subject = to = cc = message_id = in_reply_to = ""
+    if env is not None:
+        if env.date is not None:
+            date = env.date
+            date = date.astimezone(timezone.utc) if date.tzinfo else date.replace(tzinfo=timezone.utc)
+        subject = decode_words(env.subject)
+        if env.from_:
+            from_name, from_addr = _address(env.from_[0])
+        to, cc = _addresses(env.to), _addresses(env.cc)
+        message_id = (env.message_id or b"").decode("utf-8", "replace")
+        in_reply_to = (env.in_reply_to or b"").decode("utf-8", "replace")
+    refs_raw = data.get(b"BODY[HEADER.FIELDS (REFERENCES)]", b"") or b""
+    refs_text = refs_raw.decode("utf-8", "replace")
+    refs = tuple(re.findall(r"<[^<>\s]+>", refs_text))
+    flags = _flags(data)
+    return MessageSummary(
+        uid=uid, date=date, from_name=from_name or from_addr, from_addr=from_addr, to=to, cc=cc,
+        subject=subject, flags=flags, size=int(data.get(b"RFC822.SIZE", 0) or 0),
+        has_attachment=has_attachment(data.get(b"BODYSTRUCTURE")), message_id=message_id,
+        in_reply_to=in_reply_to, references=refs)
+
+
+def decode_payload(raw: bytes, encoding: str) -> bytes:
+    enc = (encoding or "").lower()
+    if enc == "base64":
+        cleaned = re.sub(rb"[^A-Za-z0-9+/=]", b"", raw)
+        cleaned = cleaned[: len(cleaned) - len(cleaned) % 4]
+        try:
+            return base64.b64decode(cleaned)
+        except binascii.Error:
+            return b""
+    if enc == "quoted-printable":
+        return quopri.decodestring(raw)
+    return raw
+
+
+def _part_encoding(mime_header: bytes) -> str:
+    m = re.search(rb"^content-transfer-encoding:\s*([^\s;]+)", mime_header, re.I | re.M)
+    return m.group(1).decode("ascii", "replace") if m else ""
+
+
+def _flag_bytes(flags: Iterable[str]) -> list[bytes]:
+    return [f.encode() if isinstance(f, str) else f for f in flags]
+
+
+# --- the store -----------------------------------------------------------------------------
+
+class ImapStore(MailStore):
+    """MailStore over IMAP for one account."""
+
+    def __init__(self, account: str, host: str, port: int, user: str,
+                 password: Callable[[], str] | str, *, security: str = "tls",
+                 cache: HeaderCache | None = None, roles: dict[str, str] | None = None,
+                 ssl_context: ssl.SSLContext | None = None, timeout: float = 30.0,
+                 body_index_bytes: int = 0, poll_interval: float = 60.0):
+        if security not in ("tls", "starttls", "none"):
+            raise ValueError(f"security must be tls, starttls or none, not {security!r}")
+        self.account, self.host, self.port, self.user = account, host, port, user
+        self._password = password if callable(password) else (lambda: password)
+        self.security, self.timeout = security, timeout
+        self.ssl_context = ssl_context
+        self.cache = cache if cache is not None else HeaderCache(":memory:")
+        self.roles = dict(roles or {})
+        self.body_index_bytes = body_index_bytes
+        self.poll_interval = poll_interval
+        self.trace = None
+        self._client: IMAPClient | None = None
+        self._caps: frozenset[bytes] = frozenset()
+        self._selected: str | None = None
+        self._select_info: dict = {}
+        self._lock = threading.RLock()
+        self._watcher: _Watcher | None = None
+        self._folders_cache: list[FolderInfo] | None = None
+
+    # --- connection ----------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _open(self) -> IMAPClient:
+        """A logged-in client (raises MailError subclasses)."""
+        try:
+            c = IMAPClient(self.host, self.port, ssl=self.security == "tls",
+                           ssl_context=self.ssl_context, timeout=self.timeout)
+        except ssl.SSLError as e:
+            raise TLSError(f"TLS with {self.where} failed: {e.reason or e}") from None
+        except (socket.timeout, TimeoutError):
+            raise ConnectError(f"{self.where} did not answer within {self.timeout:g} s") from None
+        except OSError as e:
+            raise ConnectError(f"cannot connect to {self.where}: {e.strerror or e}") from None
+        except imapx.IMAPClientError as e:
+            raise ConnectError(f"{self.where} is not an IMAP server we can use: {e}") from None
+        c._imap.debug = 0
+        attach_imaplib(c._imap, lambda: self.trace)
+        try:
+            if self.security == "starttls":
+                if b"STARTTLS" not in c.capabilities():
+                    raise TLSError(f"{self.where} does not offer STARTTLS; use security = \"tls\" "
+                                   "(port 993) or \"none\"")
+                c.starttls(self.ssl_context)
+            c.login(self.user, self._password())
+            self._caps = frozenset(x.upper() for x in c.capabilities())
+            if b"CONDSTORE" in self._caps and b"ENABLE" in self._caps:
+                c.enable("CONDSTORE")
+            return c
+        except BaseException as e:
+            try:
+                c.shutdown()
+            except OSError:
+                pass
+            if isinstance(e, MailError):
+                raise
+            if isinstance(e, imapx.LoginError):
+                raise AuthError(f"{self.where} refused the login for {self.user}: "
+                                f"{_server_text(e)}") from None
+            if isinstance(e, ssl.SSLError):
+                raise TLSError(f"TLS with {self.where} failed: {e.reason or e}") from None
+            if isinstance(e, _DROPPED + (OSError,)):
+                raise ConnectError(f"the connection to {self.where} dropped during login") from None
+            if isinstance(e, imapx.IMAPClientError) and not isinstance(e, MailError):
+                raise ProtocolError(f"{self.where}: {_server_text(e)}") from None
+            raise
+
+    def connect(self) -> None:
+        with self._lock:
+            if self._client is None:
+                self._client = self._open()
+                self._selected = None
+
+    def close(self) -> None:
+        self.stop_watch()
+        with self._lock:
+            c, self._client = self._client, None
+            self._selected = None
+            if c is not None:
+                try:
+                    c.logout()
+                except Exception:  # noqa: BLE001 - a dead connection cannot log out
+                    try:
+                        c.shutdown()
+                    except OSError:
+                        pass
+
+    def _discard(self) -> None:
+        c, self._client = self._client, None
+        self._selected = None
+        if c is not None:
+            try:
+                c.shutdown()
+            except OSError:
+                pass
+
+    def capabilities(self) -> frozenset[bytes]:
+        self._call(lambda c: None)
+        return self._caps
+
+    def _call(self, fn, folder: str | None = None, *, what: str = "", folder_error: bool = False):
+        """Run ``fn(client)`` (after selecting ``folder``), reconnecting once if the connection
+        dropped; convert errors."""
+        with self._lock:
+            for attempt in (0, 1):
+                try:
+                    if self._client is None:
+                        self._client = self._open()
+                        self._selected = None
+                    if folder is not None:
+                        self._select(folder)
+                    return fn(self._client)
+                except MailError:
+                    raise
+                except _DROPPED + (BrokenPipeError, ConnectionResetError) as e:
+                    self._discard()
+                    if attempt:
+                        raise ConnectError(f"lost the connection to {self.where} ({e or type(e).__name__})") from None
+                except ssl.SSLError as e:
+                    self._discard()
+                    raise TLSError(f"TLS with {self.where} failed: {e.reason or e}") from None
+                except OSError as e:
+                    self._discard()
+                    if attempt:
+                        raise ConnectError(f"lost the connection to {self.where}: {e.strerror or e}") from None
+                except imapx.IMAPClientError as e:
+                    text = _server_text(e)
+                    prefix = f"{what}: " if what else ""
+                    if folder_error or "NONEXISTENT" in text.upper() or "doesn't exist" in text:
+                        raise FolderError(prefix + text) from None
+                    raise ProtocolError(f"{prefix}{self.where} said: {text}") from None
+
+    def _select(self, folder: str) -> dict:
+        if self._selected == folder:
+            return self._select_info
+        try:
+            info = self._client.select_folder(folder)
+        except imapx.IMAPClientAbortError:
+            raise
+        except imapx.IMAPClientError as e:
+            self._selected = None
+            raise FolderError(f"cannot open folder {folder!r}: {_server_text(e)}") from None
+        self._selected, self._select_info = folder, info
+        self.cache.check_uidvalidity(self.account, folder, int(info[b"UIDVALIDITY"]))
+        return info
+
+    def _has(self, cap: bytes) -> bool:
+        return cap in self._caps
+
+    # --- folders ---------------------------------------------------------------------
+    def list_folders(self, with_counts: bool = True) -> list[FolderInfo]:
+        def run(c: IMAPClient):
+            listed = c.list_folders()
+            out = []
+            for flags, delim, name in listed:
+                name = name if isinstance(name, str) else name.decode("utf-8", "replace")
+                attrs = frozenset(f.decode() if isinstance(f, bytes) else str(f) for f in flags)
+                lower = {f.lower().encode() for f in attrs}
+                role = next((SPECIAL_USE[f] for f in lower if f in SPECIAL_USE), None)
+                if name.upper() == "INBOX":
+                    role = "inbox"
+                selectable = b"\\noselect" not in lower and b"\\nonexistent" not in lower
+                total = unread = None
+                if with_counts and selectable:
+                    try:
+                        st = c.folder_status(name, [b"MESSAGES", b"UNSEEN"])
+                        total, unread = int(st[b"MESSAGES"]), int(st[b"UNSEEN"])
+                    except imapx.IMAPClientAbortError:
+                        raise
+                    except imapx.IMAPClientError:
+                        pass
+                d = delim.decode() if isinstance(delim, bytes) else (delim or "")
+                out.append(FolderInfo(name=name, delimiter=d, role=role, attributes=attrs,
+                                      total=total, unread=unread, selectable=selectable))
+            return out
+
+        folders = self._call(run, what="listing folders")
+        folders = _assign_roles(folders, self.roles)
+        self._folders_cache = folders
+        return folders
+
+    def folder_for_role(self, role: str) -> str | None:
+        folders = self._folders_cache or self.list_folders(with_counts=False)
+        return next((f.name for f in folders if f.role == role), None)
+
+    def create_folder(self, name: str) -> None:
+        self._call(lambda c: c.create_folder(name), what=f"creating folder {name!r}", folder_error=True)
+        self._folders_cache = None
+
+    def rename_folder(self, old: str, new: str) -> None:
+        def run(c):
+            if self._selected == old:
+                c.unselect_folder() if self._has(b"UNSELECT") else c.close_folder()
+                self._selected = None
+            c.rename_folder(old, new)
+        self._call(run, what=f"renaming folder {old!r} to {new!r}", folder_error=True)
+        self.cache.drop_folder(self.account, old)
+        self._folders_cache = None
+
+    def delete_folder(self, name: str) -> None:
+        def run(c):
+            if self._selected == name:
+                c.unselect_folder() if self._has(b"UNSELECT") else c.close_folder()
+                self._selected = None
+            c.delete_folder(name)
+        self._call(run, what=f"deleting folder {name!r}", folder_error=True)
+        self.cache.drop_folder(self.account, name)
+        self._folders_cache = None
+
+    # --- message lists -----------------------------------------------------------------
+    def folder_state(self, folder: str, sort: str = "date") -> FolderState:
+        key = SORT_KEYS.get(sort)
+        if key is None:
+            raise ValueError(f"unknown sort {sort!r}")
+
+        def run(c: IMAPClient):
+            self._selected = None            # fresh SELECT: current UIDVALIDITY and counts
+            info = self._select(folder)
+            uv = int(info[b"UIDVALIDITY"])
+            if not info.get(b"EXISTS"):
+                uids: list[int] = []
+            elif sort == "arrival":
+                uids = self._all_uids(c)
+            elif self._has(b"ESORT"):
+                data = c._raw_command_untagged(b"SORT", [b"RETURN", b"(ALL)", b"(" + key + b")",
+                                                         b"UTF-8", b"ALL"],
+                                               response_name="ESEARCH", unpack=True)
+                uids = _esearch_all(data)
+            elif self._has(b"SORT"):
+                uids = list(c.sort([key.decode()], "ALL", "UTF-8"))
+            else:
+                uids = self._sort_by_cache(self._all_uids(c), sort)
+            hms = info.get(b"HIGHESTMODSEQ")
+            return FolderState(folder, uv, tuple(uids), int(hms) if hms is not None else None)
+
+        state = self._call(run, what=f"listing {folder!r}")
+        self.cache.save_order(self.account, folder, sort, state.uids)
+        return state
+
+    def cached_folder_state(self, folder: str, sort: str = "date") -> FolderState | None:
+        """The last known ordered UID list from the cache, without the network (warm start)."""
+        sync = self.cache.folder_sync(self.account, folder)
+        uids = self.cache.load_order(self.account, folder, sort)
+        if sync is None or uids is None or sync.uidvalidity is None:
+            return None
+        return FolderState(folder, sync.uidvalidity, uids, sync.highestmodseq)
+
+    def _all_uids(self, c: IMAPClient) -> list[int]:
+        if self._has(b"ESEARCH"):
+            data = c._raw_command_untagged(b"SEARCH", [b"RETURN", b"(ALL)", b"ALL"],
+                                           response_name="ESEARCH", unpack=True)
+            return sorted(_esearch_all(data))
+        return sorted(c.search("ALL"))
+
+    def _sort_by_cache(self, uids: list[int], sort: str) -> list[int]:
+        if sort != "date":
+            return uids  # only dates are cached for sorting; others fall back to arrival
+        dates = self.cache.dates(self.account, self._selected or "")
+        return sorted(uids, key=lambda u: (dates.get(u) or 0, u))
+
+    def cached_summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
+        return self.cache.get(self.account, folder, uids)
+
+    def summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
+        have = self.cache.get(self.account, folder, uids)
+        missing = [u for u in uids if u not in have]
+        if missing:
+            have.update(self._fetch_summaries(folder, missing))
+        return have
+
+    def _fetch_summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
+        items = list(SUMMARY_ITEMS)
+        body_key = None
+        if self.body_index_bytes:
+            items.append(f"BODY.PEEK[1]<0.{self.body_index_bytes}>".encode())
+            body_key = b"BODY[1]<0>"
+
+        def run(c: IMAPClient):
+            out: dict[int, MessageSummary] = {}
+            uv = int(self._select_info[b"UIDVALIDITY"])
+            for i in range(0, len(uids), RANGE_CHUNK):
+                part = uids[i:i + RANGE_CHUNK]
+                resp = uid_fetch(c, part, items)
+                rows = []
+                for uid, data in resp.items():
+                    s = summary_from_fetch(uid, data)
+                    out[uid] = s
+                    body = _body_text(data.get(body_key), data.get(b"BODYSTRUCTURE")) if body_key else ""
+                    rows.append((s, body))
+                self.cache.put(self.account, folder, uv, rows)
+            return out
+
+        return self._call(run, folder, what=f"fetching messages of {folder!r}")
+
+    def fill_cache(self, folder: str, progress: Callable[[Progress], None] | None = None,
+                   cancel: Cancel | None = None, chunk: int = 1000) -> None:
+        def server_uids(c):
+            self._selected = None
+            self._select(folder)
+            return self._all_uids(c)
+
+        uids = self._call(server_uids, what=f"listing {folder!r}")
+        cached = self.cache.cached_uids(self.account, folder)
+        gone = cached - set(uids)
+        if gone:
+            self.cache.remove(self.account, folder, gone)
+        missing = [u for u in reversed(uids) if u not in cached]   # newest first
+        prog = Progress(0, len(missing))
+        if progress:
+            progress(prog)
+        for i in range(0, len(missing), chunk):
+            if cancel is not None:
+                cancel.check()
+            part = missing[i:i + chunk]
+            self._fetch_summaries(folder, part)
+            prog.done += len(part)
+            if progress:
+                progress(Progress(prog.done, prog.total))
+        if cancel is not None:
+            cancel.check()
+        self.resync_flags(folder, known=cached - gone)
+
+    def resync_flags(self, folder: str, known: set[int] | None = None) -> int:
+        """Bring cached flags up to date: CHANGEDSINCE when CONDSTORE is offered and a modseq
+        is known, else all flags in chunks. Returns how many messages' flags were refreshed."""
+        sync = self.cache.folder_sync(self.account, folder)
+        known = self.cache.cached_uids(self.account, folder) if known is None else known
+        if not known:
+            hms = self._select_info.get(b"HIGHESTMODSEQ") if self._selected == folder else None
+            if hms is not None:
+                self.cache.set_sync(self.account, folder, highestmodseq=int(hms))
+            return 0
+
+        def run(c: IMAPClient):
+            info = self._select_info
+            hms = info.get(b"HIGHESTMODSEQ")
+            flags: dict[int, frozenset[str]] = {}
+            if hms is not None and sync is not None and sync.highestmodseq and self._has(b"CONDSTORE"):
+                if int(hms) != sync.highestmodseq:
+                    resp = uid_fetch(c, f"1:{max(known)}", [b"FLAGS"],
+                                     modifiers=[f"CHANGEDSINCE {sync.highestmodseq}".encode()])
+                    flags = {u: _flags(d) for u, d in resp.items() if u in known}
+            else:
+                ordered = sorted(known)
+                for i in range(0, len(ordered), 5000):
+                    resp = uid_fetch(c, ordered[i:i + 5000], [b"FLAGS"])
+                    flags.update({u: _flags(d) for u, d in resp.items()})
+            return flags, (int(hms) if hms is not None else None)
+
+        flags, hms = self._call(run, folder, what=f"syncing flags of {folder!r}")
+        if flags:
+            self.cache.update_flags(self.account, folder, flags)
+        if hms is not None:
+            self.cache.set_sync(self.account, folder, highestmodseq=hms)
+        return len(flags)
+
+    # --- one message -------------------------------------------------------------------
+    def fetch_message(self, folder: str, uid: int, full: bool = False) -> bytes:
+        def run(c: IMAPClient):
+            meta = c.fetch(str(uid), [b"RFC822.SIZE", b"BODYSTRUCTURE"]).get(uid)
+            if meta is None:
+                raise MessageGone(f"message {uid} is no longer in {folder!r}")
+            size = int(meta.get(b"RFC822.SIZE", 0))
+            bs = meta.get(b"BODYSTRUCTURE")
+            if full or size <= WHOLE_LIMIT or bs is None or not bs.is_multipart:
+                data = c.fetch(str(uid), [b"BODY.PEEK[]"]).get(uid, {}).get(b"BODY[]")
+                if data is None:
+                    raise MessageGone(f"message {uid} is no longer in {folder!r}")
+                return data
+            return _fetch_trimmed(c, uid, bs)
+
+        data = self._call(run, folder, what=f"fetching message {uid}")
+        return data
+
+    def fetch_part(self, folder: str, uid: int, part: str) -> bytes:
+        if not re.fullmatch(r"\d+(\.\d+)*", part):
+            raise ValueError(f"bad part number {part!r}")
+
+        def run(c: IMAPClient):
+            resp = c.fetch(str(uid), [f"BODY.PEEK[{part}.MIME]".encode(),
+                                      f"BODY.PEEK[{part}]".encode()]).get(uid)
+            if resp is None:
+                raise MessageGone(f"message {uid} is no longer in {folder!r}")
+            body = resp.get(f"BODY[{part}]".encode())
+            if body is None:
+                raise MessageGone(f"message {uid} has no part {part}")
+            mime = resp.get(f"BODY[{part}.MIME]".encode()) or b""
+            return decode_payload(body, _part_encoding(mime))
+
+        return self._call(run, folder, what=f"fetching part {part} of message {uid}")
+
+    # --- changes -----------------------------------------------------------------------
+    def set_flags(self, folder: str, uids: Iterable[int], flags: Iterable[str], add: bool = True) -> None:
+        uids, fl = sorted(set(uids)), _flag_bytes(flags)
+        if not uids:
+            return
+
+        def run(c: IMAPClient):
+            return uid_store(c, uid_ranges(uids), "+FLAGS" if add else "-FLAGS", fl)
+
+        result = self._call(run, folder, what="changing flags")
+        wanted = set(uids)
+        new = {u: v for u, v in result.items() if u in wanted}
+        if new:
+            self.cache.update_flags(self.account, folder, new)
+
+    def copy(self, folder: str, uids: Iterable[int], dest: str) -> dict[int, int]:
+        uids = sorted(set(uids))
+        if not uids:
+            return {}
+
+        def run(c: IMAPClient):
+            return parse_copyuid(uid_command(c, "COPY", uid_ranges(uids), dest))
+
+        return self._call(run, folder, what=f"copying to {dest!r}")
+
+    def move(self, folder: str, uids: Iterable[int], dest: str) -> dict[int, int]:
+        uids = sorted(set(uids))
+        if not uids:
+            return {}
+
+        def run(c: IMAPClient):
+            if self._has(b"MOVE"):
+                return parse_copyuid(uid_command(c, "MOVE", uid_ranges(uids), dest))
+            mapping = parse_copyuid(uid_command(c, "COPY", uid_ranges(uids), dest))
+            uid_store(c, uid_ranges(uids), "+FLAGS.SILENT", [DELETED.encode()])
+            self._expunge(c, uids)
+            return mapping
+
+        mapping = self._call(run, folder, what=f"moving to {dest!r}")
+        self.cache.remove(self.account, folder, uids)
+        return mapping
+
+    def delete(self, folder: str, uids: Iterable[int]) -> dict[int, int]:
+        trash = self.folder_for_role("trash")
+        if trash is None or trash == folder:
+            self.expunge(folder, uids)
+            return {}
+        return self.move(folder, uids, trash)
+
+    def expunge(self, folder: str, uids: Iterable[int]) -> None:
+        uids = sorted(set(uids))
+        if not uids:
+            return
+
+        def run(c: IMAPClient):
+            uid_store(c, uid_ranges(uids), "+FLAGS.SILENT", [DELETED.encode()])
+            self._expunge(c, uids)
+
+        self._call(run, folder, what="deleting messages")
+        self.cache.remove(self.account, folder, uids)
+
+    def _expunge(self, c: IMAPClient, uids: list[int]) -> None:
+        if self._has(b"UIDPLUS"):
+            c.uid_expunge(uid_ranges(uids))
+        else:
+            c.expunge()   # without UIDPLUS other \Deleted messages go too (RFC 3501)
+
+    def append(self, folder: str, data: bytes, flags: Iterable[str] = (),
+               date: datetime | None = None) -> int | None:
+        fl = _flag_bytes(flags)
+
+        def run(c: IMAPClient):
+            return c.append(folder, data, fl, date)
+
+        text = self._call(run, what=f"saving to {folder!r}")
+        return parse_appenduid(text or b"")
+
+    # --- search ------------------------------------------------------------------------
+    def search(self, folder: str, query: str) -> list[int]:
+        from tui_mail.mail.search import to_imap  # the search engineer's compiler
+
+        criteria = to_imap(query)
+
+        def run(c: IMAPClient):
+            return sorted(c.search(criteria, charset="UTF-8"))
+
+        return self._call(run, folder, what="searching")
+
+    def local_search(self, folder: str | None, query: str) -> list[tuple[str, int]]:
+        return self.cache.search(query, account=self.account, folder=folder)
+
+    # --- new mail ----------------------------------------------------------------------
+    def watch(self, folder: str, callback: Callable[[Change], None]) -> None:
+        self.stop_watch()
+        self._watcher = _Watcher(self, folder, callback)
+        self._watcher.start()
+
+    def stop_watch(self) -> None:
+        w, self._watcher = self._watcher, None
+        if w is not None:
+            w.stop()
+
+
+# --- watching ------------------------------------------------------------------------------
+
+class _Watcher:
+    """A second connection on a thread: IDLE (re-issued every few minutes), or NOOP polling."""
+
+    REIDLE = 25 * 60
+
+    def __init__(self, store: ImapStore, folder: str, callback: Callable[[Change], None]):
+        self.store, self.folder, self.callback = store, folder, callback
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"imap-watch-{folder}", daemon=True)
+        self._client: IMAPClient | None = None
+        self._max_uid = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        backoff, reconnected = 0.5, False
+        while not self._stop.is_set():
+            try:
+                self._client = self.store._open()
+                info = self._client.select_folder(self.folder, readonly=True)
+                self._max_uid = int(info.get(b"UIDNEXT", 1)) - 1
+                if reconnected:
+                    self.callback(Change(self.folder, "reconnected"))
+                backoff = 0.5
+                if b"IDLE" in self.store._caps:
+                    self._idle_loop()
+                else:
+                    self._poll_loop()
+            except (MailError, imapx.IMAPClientError, OSError, EOFError):
+                reconnected = True
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30)
+            finally:
+                c, self._client = self._client, None
+                if c is not None:
+                    try:
+                        c.shutdown()
+                    except OSError:
+                        pass
+
+    def _idle_loop(self) -> None:
+        c = self._client
+        while not self._stop.is_set():
+            c.idle()
+            started = time.monotonic()
+            responses: list = []
+            while not self._stop.is_set() and time.monotonic() - started < self.REIDLE:
+                responses = c.idle_check(timeout=0.2)
+                if responses:
+                    break
+            c.idle_done()
+            if responses:
+                self._report(c, responses)
+
+    def _poll_loop(self) -> None:
+        c = self._client
+        while not self._stop.wait(self.store.poll_interval):
+            _, responses = c.noop()
+            if responses:
+                self._report(c, responses)
+
+    def _report(self, c: IMAPClient, responses: list) -> None:
+        kinds = {r[1] for r in responses if isinstance(r, tuple) and len(r) > 1}
+        if b"EXPUNGE" in kinds:
+            self.callback(Change(self.folder, "expunge"))
+        if b"FETCH" in kinds:
+            uids = []
+            for r in responses:
+                if len(r) > 2 and r[1] == b"FETCH":
+                    data = r[2]
+                    for i in range(0, len(data) - 1, 2):
+                        if data[i] == b"UID":
+                            uids.append(int(data[i + 1]))
+            self.callback(Change(self.folder, "flags", tuple(uids)))
+        if b"EXISTS" in kinds:
+            new = [u for u in c.search(["UID", f"{self._max_uid + 1}:*"]) if u > self._max_uid]
+            if new:
+                self._max_uid = max(new)
+            self.callback(Change(self.folder, "exists", tuple(sorted(new))))
+
+
+# --- small helpers -------------------------------------------------------------------------
+
+def _paren(items: Sequence) -> str:
+    return "(" + " ".join((i.decode() if isinstance(i, bytes) else str(i)).upper() for i in items) + ")"
+
+
+def uid_fetch(c: IMAPClient, uids: str | Iterable[int], items: Sequence, modifiers=None) -> dict:
+    """UID FETCH with a sequence-set string (imapclient 4.1's fetch() only takes int lists and
+    drops the answers for ranges): returns uid → data like imapclient's fetch."""
+    seqset = uids if isinstance(uids, str) else uid_ranges(uids)
+    args = ["UID", "FETCH", seqset, _paren(items)]
+    if modifiers:
+        args.append(_paren(modifiers))
+    tag = c._imap._command(*args)
+    typ, data = c._imap._command_complete("FETCH", tag)
+    c._checkok("fetch", typ, data)
+    typ, data = c._imap._untagged_response(typ, data, "FETCH")
+    return parse_fetch_response(data, c.normalise_times, True)
+
+
+def uid_command(c: IMAPClient, verb: str, seqset: str, folder: str) -> list[bytes]:
+    """UID COPY/MOVE; returns the tagged and untagged OK texts (where COPYUID hides:
+    imaplib's uid() keeps neither for these verbs)."""
+    c._imap.untagged_responses.pop("OK", None)
+    tag = c._imap._command("UID", verb, seqset, c._normalise_folder(folder))
+    typ, data = c._imap._command_complete(verb, tag)
+    c._checkok(verb.lower(), typ, data)
+    extra = c._imap.untagged_responses.pop("OK", None) or []
+    return [d for d in [*data, *extra] if isinstance(d, bytes)]
+
+
+def uid_store(c: IMAPClient, uids: str, op: str, flags: Sequence[bytes]) -> dict[int, frozenset[str]]:
+    """UID STORE ``op`` (+FLAGS / -FLAGS) and return the new flags the server reported."""
+    flaglist = b"(" + b" ".join(flags) + b")"
+    typ, data = c._imap.uid("STORE", uids, op, flaglist.decode("utf-8"))
+    c._checkok("store", typ, data)
+    return {u: _flags(d) for u, d in parse_fetch_response(data, c.normalise_times, True).items()
+            if b"FLAGS" in d}
+
+
+def _server_text(e: Exception) -> str:
+    text = str(e.args[0] if e.args else e)
+    if text.startswith("b'") or text.startswith('b"'):
+        text = text[2:-1]
+    return text.strip() or type(e).__name__
+
+
+def _flags(data: dict) -> frozenset[str]:
+    """FLAGS as str, without the session-only \\Recent."""
+    return frozenset(x for x in (f.decode() if isinstance(f, bytes) else str(f)
+                                 for f in data.get(b"FLAGS", ())) if x != "\\Recent")
+
+
+def _esearch_all(data) -> list[int]:
+    """Parse ``(TAG "A5") UID ALL 1:3,7`` (ESEARCH/ESORT) → the ALL set in order."""
+    if isinstance(data, (list, tuple)):
+        data = b" ".join(d if isinstance(d, bytes) else str(d).encode() for d in data if d)
+    if not data:
+        return []
+    m = re.search(rb"\bALL ([\d:,]+)", data)
+    return parse_sequence_set(m.group(1)) if m else []
+
+
+def _assign_roles(folders: list[FolderInfo], overrides: dict[str, str]) -> list[FolderInfo]:
+    """SPECIAL-USE roles are kept; config overrides win; missing roles fall back to names."""
+    from dataclasses import replace
+
+    taken = {f.role for f in folders if f.role}
+    by_name = {f.name: f for f in folders}
+    for role, name in overrides.items():
+        for n, f in list(by_name.items()):
+            if f.role == role and n != name:
+                by_name[n] = replace(f, role=None)
+        if name in by_name:
+            by_name[name] = replace(by_name[name], role=role)
+            taken.add(role)
+    for role, names in ROLE_NAMES.items():
+        if role in taken:
+            continue
+        for n, f in by_name.items():
+            last = f.parts[-1].lower() if f.parts else n.lower()
+            if f.role is None and f.selectable and last in names:
+                by_name[n] = replace(f, role=role)
+                taken.add(role)
+                break
+    return [by_name[f.name] for f in folders]
+
+
+def _body_text(raw: bytes | None, bs) -> str:
+    """Best-effort text of a body start for the search index (decoded, charset applied)."""
+    if not raw:
+        return ""
+    enc, charset = "", "utf-8"
+    node = bs
+    while node is not None and node.is_multipart:
+        node = node[0][0] if node[0] else None
+    if node is not None and not node.is_multipart:
+        enc = (node[5] or b"").decode("ascii", "replace") if len(node) > 5 else ""
+        params = node[2] if len(node) > 2 and isinstance(node[2], tuple) else ()
+        for k, v in zip(params[::2], params[1::2]):
+            if isinstance(k, bytes) and k.lower() == b"charset" and v:
+                charset = v.decode("ascii", "replace")
+    if bs is not None and bs.is_multipart:
+        enc = ""  # BODY[1] of a multipart may itself be multipart; index it raw
+    data = decode_payload(raw, enc)
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
+
+
+def _fetch_trimmed(c: IMAPClient, uid: int, bs) -> bytes:
+    """Rebuild a big multipart message from its parts, leaving out large non-text bodies
+    (their MIME headers stay, so the parser still lists them as attachments)."""
+    sections: list[bytes] = [b"BODY.PEEK[HEADER]"]
+    plan: list = []
+
+    def walk(node, path: str):
+        if node.is_multipart:
+            kids = []
+            for i, child in enumerate(node[0], 1):
+                sub = f"{path}.{i}" if path else str(i)
+                kids.append(walk(child, sub))
+            boundary = None
+            params = node[2] if len(node) > 2 and isinstance(node[2], tuple) else ()
+            for k, v in zip(params[::2], params[1::2]):
+                if isinstance(k, bytes) and k.lower() == b"boundary":
+                    boundary = v
+            if path:
+                sections.append(f"BODY.PEEK[{path}.MIME]".encode())
+            return ("multi", path, boundary, kids)
+        sections.append(f"BODY.PEEK[{path}.MIME]".encode())
+        maintype = (node[0] or b"").lower()
+        size = int(node[6] or 0) if len(node) > 6 and isinstance(node[6], int) else 0
+        keep = maintype == b"text" or size <= PART_LIMIT
+        if keep:
+            sections.append(f"BODY.PEEK[{path}]".encode())
+        return ("leaf", path, keep)
+
+    tree = walk(bs, "")
+    data = c.fetch(str(uid), sections).get(uid)
+    if data is None:
+        raise MessageGone(f"message {uid} is gone")
+
+    def get(key: str) -> bytes:
+        return data.get(key.encode()) or b""
+
+    def render(node) -> bytes:
+        if node[0] == "leaf":
+            _, path, keep = node
+            return get(f"BODY[{path}.MIME]") + (get(f"BODY[{path}]") if keep else b"")
+        _, path, boundary, kids = node
+        head = get("BODY[HEADER]") if not path else get(f"BODY[{path}.MIME]")
+        if boundary is None:
+            return head
+        out = [head]
+        for k in kids:
+            out.append(b"--" + boundary + b"\r\n" + render(k) + b"\r\n")
+        out.append(b"--" + boundary + b"--\r\n")
+        return b"".join(out)
+
+    return render(tree)
