@@ -114,6 +114,7 @@ class HeaderCache:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = None
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -121,7 +122,10 @@ class HeaderCache:
             self._db.execute("PRAGMA temp_store=MEMORY")
             self._db.executescript(SCHEMA)
         except sqlite3.Error as e:
-            raise CacheError(f"cannot open the header cache {self.path}: {e}") from None
+            if self._db is not None:
+                self._db.close()
+            raise CacheError(f"cannot open the header cache {self.path}: {e} (delete the file to "
+                             "rebuild it)") from None
         self._lock = threading.RLock()
 
     def close(self) -> None:
