@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import ssl
 import time
@@ -168,7 +169,7 @@ class _Session:
             except aiosmtplib.SMTPResponseException as e:  # greeting was not 220
                 raise SessionFailed(result_from_reply(e.code, e.message, self.remote)) from None
             except (aiosmtplib.SMTPException, OSError) as e:
-                raise SessionFailed(deferred(f"connect to {d} failed: {_oneline(e)}", "4.4.1")) from None
+                raise SessionFailed(deferred(f"connect to {d} failed: {_connect_error(e)}", "4.4.1")) from None
             smtp.timeout = self.command_timeout
             self.encrypted = d.tls == "smtps"
             await self._ehlo()
@@ -295,6 +296,16 @@ async def open_session(dest: Destination, cfg: RelayConfig, command_timeout: flo
         s = _Session(dest, cfg, command_timeout)
         await s.open(allow_tls=False)
     return s
+
+
+def _connect_error(e: BaseException) -> str:
+    """'connection refused' rather than aiosmtplib's 'Error connecting to … Connect call failed …'."""
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    cause = e.__cause__ if isinstance(e.__cause__, OSError) else e if isinstance(e, OSError) else None
+    if cause is not None and cause.errno:
+        return os.strerror(cause.errno).lower()
+    return _oneline(e)
 
 
 def _oneline(e: BaseException) -> str:
@@ -505,6 +516,11 @@ class RemoteDelivery:
                 f.cancel()
             raise
         return {r: results[r] for r in rcpts}
+
+    async def deliver(self, entry, recipients: list[str]) -> dict[str, DeliveryResult]:
+        """The queue runner's hook: ``entry`` is a spool QueueEntry (sender, id, read_message())."""
+        data = await asyncio.to_thread(entry.read_message)
+        return await self.deliver_message(OutboundMessage(entry.sender, data, entry.id), recipients)
 
     async def aclose(self) -> None:
         """Stop taking work, let the workers finish their current message, QUIT everything."""

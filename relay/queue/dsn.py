@@ -14,13 +14,19 @@ and ``Auto-Submitted: auto-replied`` (RFC 3834). A message whose envelope sender
 itself a bounce: it never gets one (:func:`make_dsn` returns None), which is what stops
 bounce loops. The ``email`` package builds the MIME; its generator knows how to write a
 message/delivery-status body from a list of header blocks.
+
+Everything above :class:`DSNNotifier` is pure. The notifier is the thin edge the queue runner
+calls on permanent failure, expiry and delay: it reads the original's headers, builds the DSN
+and hands it to an ``enqueue`` coroutine that stores it in the spool like any other message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import email.policy
 import re
+import time
 import email.utils
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -150,3 +156,78 @@ def _original_header(original: bytes, name: str) -> str:
             if value and "\r" not in value and "\n" not in value:
                 return value
     return ""
+
+
+# ---- the I/O edge: turning queue events into queued DSNs --------------------------------
+
+_STATUS_IN_TEXT = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+EXPIRED_STATUS = "4.4.7"  # RFC 3463: delivery time expired
+
+
+def status_of(code: int, text: str, expired: bool = False) -> str:
+    """The RFC 3463 status for a recipient from its last reply (code and text)."""
+    m = _STATUS_IN_TEXT.match(text)
+    if m and not expired:
+        return m.group(1)
+    if expired:
+        return m.group(1) if m and m.group(1).startswith("5") else EXPIRED_STATUS
+    if 500 <= code < 600:
+        return "5.0.0"
+    return "4.0.0"
+
+
+def diagnostic_of(code: int, text: str) -> str:
+    return f"smtp; {code} {text}".rstrip() if code else (f"X-tui-mail; {text}" if text else "")
+
+
+class DSNNotifier:
+    """The queue runner's notifier: builds the DSN and queues it, from <>, to the sender.
+
+    ``enqueue(sender, recipients, data)`` stores a message in the spool and hands it to the
+    runner (the relay wires it up); bounces then travel like any other mail — into the
+    sender's Maildir when the sender is local, onward otherwise."""
+
+    def __init__(self, hostname: str, max_lifetime: float, enqueue, clock=time.time):
+        self.hostname = hostname
+        self.max_lifetime = max_lifetime
+        self.enqueue = enqueue
+        self.clock = clock
+        self.sent: list[tuple[str, str]] = []  # (queue id reported on, "failed"|"delayed")
+
+    def _statuses(self, entry, recipients, action: str) -> list[RecipientStatus]:
+        now = _dt(self.clock())
+        out = []
+        for r in recipients:
+            expired = r.text.startswith("message expired")
+            last = r.text.split("last error: ", 1)[1] if expired and "last error: " in r.text else r.text
+            out.append(RecipientStatus(
+                r.address, action, status_of(r.code, last, expired), diagnostic_of(r.code, last) if r.code or last else "",
+                last_attempt=_dt(r.updated) if r.updated else now,
+                will_retry_until=_dt(entry.arrival + self.max_lifetime) if action == "delayed" else None))
+        return out
+
+    async def _send(self, entry, recipients, action: str) -> None:
+        raw = make_dsn(hostname=self.hostname, sender=entry.sender, original=await _read(entry),
+                       recipients=self._statuses(entry, recipients, action), arrival=_dt(entry.arrival),
+                       now=_dt(self.clock()), queue_id=entry.id)
+        if raw is None:  # null sender: never bounce a bounce
+            return
+        await self.enqueue(BOUNCE_SENDER, [entry.sender], raw)
+        self.sent.append((entry.id, action))
+
+    async def bounce(self, entry, recipients) -> None:
+        await self._send(entry, recipients, "failed")
+
+    async def delay_warning(self, entry, recipients) -> None:
+        await self._send(entry, recipients, "delayed")
+
+
+def _dt(ts: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+
+
+async def _read(entry) -> bytes:
+    try:
+        return await asyncio.to_thread(entry.read_message)
+    except OSError:
+        return b""  # the queue file is gone (deleted meanwhile): report without headers

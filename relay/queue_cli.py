@@ -1,0 +1,155 @@
+"""`tui-mail relay queue …`: look at and steer the running relay's queue (like mailq/postqueue).
+
+    tui-mail relay queue [list] [--json]   ID, age, size, sender, recipients with their state,
+                                           next attempt and last error
+    tui-mail relay queue show ID [--json]  one message: envelope, per-recipient state, headers
+    tui-mail relay queue flush [ID]        retry now (everything, or one message)
+    tui-mail relay queue delete ID         drop a message without telling anyone
+    tui-mail relay queue bounce ID         give up now and send the sender a bounce
+
+Everything goes through the relay's control socket (relay/control.py): the running relay owns
+the queue, so this never edits queue files behind its back, and it refuses clearly (exit 3)
+when no relay is running. Exit codes: 0 done, 1 the relay refused, 2 usage, 3 not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from relay.config import RelayConfig
+from relay.control import ControlError, request
+from relay.errors import NotRunning
+
+STATE_MARK = {"pending": "pending", "deferred": "deferred", "sent": "sent", "failed": "FAILED"}
+
+
+def human_age(seconds: float) -> str:
+    """3s, 4m, 2h05m, 1d04h: compact like mailq, never negative."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "K", "M"):
+        if n < 1024 or unit == "M":
+            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tui-mail relay queue", description="Show and control the relay's queue.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="action")
+    ls = sub.add_parser("list", help="the queue as a table (the default)")
+    ls.add_argument("--json", action="store_true", dest="json_sub", help="machine-readable output")
+    show = sub.add_parser("show", help="one queued message")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true", dest="json_sub", help="machine-readable output")
+    fl = sub.add_parser("flush", help="retry now")
+    fl.add_argument("id", nargs="?")
+    for name, text in (("delete", "remove a message without a bounce"),
+                       ("bounce", "give up on a message and bounce it to its sender")):
+        sub.add_parser(name, help=text).add_argument("id")
+    return p
+
+
+def main(argv: list[str], cfg: RelayConfig) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return 2 if e.code else 0
+    as_json = args.json or getattr(args, "json_sub", False)
+    action = args.action or "list"
+    # a terminal gets its own width; a pipe or file gets long lines rather than folded ones
+    width = None if sys.stdout.isatty() else 200
+    out = Console(file=sys.stdout, highlight=False, markup=False, soft_wrap=False, width=width)
+    sock = cfg.control_socket
+    try:
+        if action == "list":
+            entries = request(sock, "queue.list")
+            if as_json:
+                print(json.dumps(entries, indent=2, ensure_ascii=False))
+            else:
+                render_list(out, entries)
+        elif action == "show":
+            entry = request(sock, "queue.show", id=args.id)
+            if as_json:
+                print(json.dumps(entry, indent=2, ensure_ascii=False))
+            else:
+                render_show(out, entry)
+        elif action == "flush":
+            n = request(sock, "queue.flush", id=args.id)
+            print(f"flushing {n} message{'s' if n != 1 else ''}" + (f" ({args.id})" if args.id else ""))
+        elif action == "delete":
+            request(sock, "queue.delete", id=args.id)
+            print(f"deleted {args.id}")
+        elif action == "bounce":
+            n = request(sock, "queue.bounce", id=args.id)
+            print(f"bounced {args.id}: {n} recipient{'s' if n != 1 else ''} returned to the sender")
+    except NotRunning as e:
+        print(f"tui-mail relay queue: {e}", file=sys.stderr)
+        return 3
+    except ControlError as e:
+        print(f"tui-mail relay queue: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def render_list(out: Console, entries: list[dict]) -> None:
+    """mailq-like: one row per recipient, the message's columns on its first row."""
+    if not entries:
+        out.print("Mail queue is empty")
+        return
+    now = time.time()
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("ID", "Age", "Size", "Sender", "Recipient", "State", "Next attempt"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("Last error", overflow="fold", min_width=20)
+    total = 0
+    for e in entries:
+        total += e["size"]
+        nxt = e.get("next_attempt") or 0
+        when = "now" if nxt <= now else "in " + human_age(nxt - now)
+        first = [e["id"], human_age(now - e["arrival"]), human_size(e["size"]), e["sender"] or "<>"]
+        for i, r in enumerate(e["recipients"]):
+            lead = first if i == 0 else ["", "", "", ""]
+            error = r.get("text", "") if r["status"] in ("deferred", "failed") else ""
+            table.add_row(*lead, r["address"], STATE_MARK.get(r["status"], r["status"]),
+                          when if i == 0 else "", error)
+    out.print(table)
+    out.print(f"-- {human_size(total)} in {len(entries)} message{'s' if len(entries) != 1 else ''}")
+
+
+def render_show(out: Console, e: dict) -> None:
+    now = time.time()
+    out.print(f"Queue ID:  {e['id']}")
+    out.print(f"Sender:    {e['sender'] or '<>'}")
+    out.print(f"Arrived:   {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['arrival']))} "
+              f"({human_age(now - e['arrival'])} ago)")
+    out.print(f"Size:      {e['size']} bytes; attempts: {e.get('attempts', 0)}")
+    nxt = e.get("next_attempt") or 0
+    out.print(f"Next try:  {'now' if nxt <= now else 'in ' + human_age(nxt - now)}")
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("Recipient", "State", "Attempts", "Last reply"):
+        table.add_column(col, overflow="fold")
+    for r in e["recipients"]:
+        reply = f"{r['code']} {r['text']}".strip() if r.get("code") else r.get("text", "")
+        table.add_row(r["address"], STATE_MARK.get(r["status"], r["status"]), str(r.get("attempts", 0)), reply)
+    out.print(table)
+    if e.get("headers"):
+        out.print()
+        out.print(e["headers"].rstrip(), markup=False)
