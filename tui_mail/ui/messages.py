@@ -100,7 +100,8 @@ class MessageSent(Message):
     account: str
     subject: str
     queued: bool          # True: waits in the Outbox (server unreachable or 4xx)
-    detail: str
+    detail: str           # the server's reply, or why it waits / failed
+    failed: bool = False  # permanent failure (5xx): not sent, not retried
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""The Textual application: holds the accounts and settings, pushes the main screen, and owns
+the cross-cutting pieces — the one worker-failure handler, the protocol trace buffer, the
+command palette entries, key remapping and themes.
+
+Screens receive what they need (accounts, settings) through the app; widgets receive data
+through attributes and report upwards with messages (Textual's "attributes down, messages up").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from tui_mail.errors import MailError
+from tui_mail.ui.keys import APP_KEYS, MAIN_KEYS, bindings, validate_keymap
+from tui_mail.ui.services import Account
+from tui_mail.ui.trace import TraceBuffer
+
+
+@dataclass(frozen=True)
+class UISettings:
+    mark_read: str = "open"            # "open" | "delay:N" | "never"
+    preview: bool = True
+    theme: str = "textual-dark"
+    keys: Mapping[str, str] = field(default_factory=dict)
+    ascii: bool = False                # ASCII flag glyphs instead of ● ★ ↩ ⊕
+    autosave_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (self.mark_read in ("open", "never") or self.mark_read.startswith("delay:")):
+            raise ValueError(f"mark_read must be open, never or delay:N, not {self.mark_read!r}")
+
+
+class MailApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "tui-mail"
+    BINDINGS = bindings(APP_KEYS)
+
+    def __init__(self, accounts: Iterable[Account], settings: UISettings | None = None,
+                 clock: Callable[[], datetime] | None = None, trace: TraceBuffer | None = None):
+        super().__init__()
+        self.accounts = list(accounts)
+        self.settings = settings or UISettings()
+        self.clock = clock or (lambda: datetime.now().astimezone())
+        self.trace_buffer = trace or TraceBuffer()
+        for account in self.accounts:
+            sink = self.trace_buffer.sink(account.name)
+            if account.store.trace is None:
+                account.store.trace = sink
+        self.errors: list[str] = []
+
+    def on_mount(self) -> None:
+        if self.settings.theme in self.available_themes:
+            self.theme = self.settings.theme
+        if self.settings.keys:
+            self.set_keymap(validate_keymap(self.settings.keys))
+        from tui_mail.ui.screens.main import MainScreen
+
+        self.main_screen = MainScreen(self.accounts)
+        self.push_screen(self.main_screen)
+
+    def on_unmount(self) -> None:
+        for account in self.accounts:
+            for store in (account.store, account.outbox):
+                if store is None:
+                    continue
+                try:
+                    store.stop_watch()
+                    store.close()
+                except MailError:
+                    pass
+
+    # --- the one error handler ----------------------------------------------------------
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR:
+            return
+        worker = event.worker
+        error = worker.error
+        hook = getattr(worker.node, "worker_failed", None)
+        if hook is not None:
+            hook(worker, error)
+        if isinstance(error, MailError):
+            text = str(error)
+        else:
+            text = f"{type(error).__name__}: {error}"
+        self.errors.append(text)
+        self.notify(text, title="Error", severity="error", timeout=8)
+
+    # --- actions reachable from every screen ------------------------------------------------
+    def action_help(self) -> None:
+        from tui_mail.ui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen(self.settings.keys))
+
+    def action_trace(self) -> None:
+        from tui_mail.ui.screens.trace import TraceScreen
+
+        if not isinstance(self.screen, TraceScreen):
+            self.push_screen(TraceScreen(self.trace_buffer))
+
+    def open_composer_for(self, account: Account | None, purpose: str, view) -> None:
+        from tui_mail.ui.screens.compose import ComposeScreen, draft_for
+
+        if account is None:
+            return
+        known = self.known_addresses()
+        self.push_screen(ComposeScreen(account, draft_for(account, purpose, view), known))
+
+    def known_addresses(self) -> list[str]:
+        """Addresses seen in loaded summaries, for To/Cc/Bcc completion."""
+        seen: dict[str, str] = {}
+        screen = getattr(self, "main_screen", None)
+        if screen is not None and screen.is_mounted:
+            for s in list(screen.message_list.summaries.values())[:20000]:
+                if s.from_addr and s.from_addr.lower() not in seen:
+                    name = s.from_name if s.from_name and s.from_name != s.from_addr else ""
+                    seen[s.from_addr.lower()] = f"{name} <{s.from_addr}>" if name else s.from_addr
+        return sorted(seen.values(), key=str.lower)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Protocol trace", "Show the live SMTP/IMAP/POP3 dialogue (F2)", self.action_trace)
+        yield SystemCommand("Keys", "Every key and what it does (?)", self.action_help)
+        main = getattr(self, "main_screen", None)
+        if main is None or screen is not main:
+            return
+        for spec in MAIN_KEYS:
+            if main.check_action(spec.action, ()) is True:
+                yield SystemCommand(spec.description, f"{spec.group} — key {spec.keys}",
+                                    getattr(main, f"action_{spec.action}"))

@@ -1,0 +1,372 @@
+"""The composer: From, To/Cc/Bcc (completion from known addresses, bad entries marked inline as
+you type), Subject, body (TextArea; Ctrl+E edits it in $EDITOR), attachments (add by path with
+completion, remove), send with progress, save draft (also autosaved), discard with confirmation.
+
+Building and checking the message is ``tui_mail.mail.compose``; sending is the account's
+``submit`` (durable outbox first), run in a thread worker.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.suggester import Suggester
+from textual.widgets import Footer, Input, Label, OptionList, Static, TextArea
+from textual.widgets.option_list import Option
+
+from tui_mail.mail import compose as mc
+from tui_mail.mail.addresses import check_addresses
+from tui_mail.mail.parse import MessageView
+from tui_mail.store.base import DRAFT, SEEN
+from tui_mail.ui.messages import DraftSaved, MessageSent
+from tui_mail.ui.screens.dialogs import ConfirmScreen
+from tui_mail.ui.services import Account
+
+ADDRESS_FIELDS = ("to", "cc", "bcc")
+
+
+def draft_for(account: Account, purpose: str, view: MessageView | None) -> mc.Draft:
+    """The starting draft for compose/reply/reply-all/forward."""
+    ident = dict(identity=account.name, signature=account.signature)
+    if purpose == "reply" and view is not None:
+        return mc.reply(view, [account.identity], from_=account.identity, **ident)
+    if purpose == "reply_all" and view is not None:
+        return mc.reply_all(view, [account.identity], from_=account.identity, **ident)
+    if purpose == "forward" and view is not None:
+        return mc.forward(view, from_=account.identity, **ident)
+    if purpose == "draft" and view is not None:
+        draft = mc.draft_from_bytes(view.raw)
+        draft.from_ = draft.from_ or account.identity
+        return draft
+    sig = ("\n\n-- \n" + account.signature.rstrip("\n") + "\n") if account.signature else ""
+    return mc.Draft(from_=account.identity, body=sig, identity=account.name)
+
+
+class AddressSuggester(Suggester):
+    """Completes the entry after the last comma from known addresses (case-insensitive)."""
+
+    def __init__(self, known: list[str]):
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.known = known
+
+    async def get_suggestion(self, value: str) -> str | None:
+        head, sep, last = value.rpartition(",")
+        typed = last.lstrip()
+        if len(typed) < 2:
+            return None
+        low = typed.lower()
+        for entry in self.known:
+            if entry.lower().startswith(low) or _addr_part(entry).lower().startswith(low):
+                prefix = value[: len(value) - len(typed)]
+                return prefix + entry if entry.lower().startswith(low) else None
+        return None
+
+
+def _addr_part(entry: str) -> str:
+    return entry.rpartition("<")[2].rstrip(">") if "<" in entry else entry
+
+
+class PathSuggester(Suggester):
+    """Completes file system paths (~ expanded), directories ending in /."""
+
+    def __init__(self):
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value:
+            return None
+        expanded = os.path.expanduser(value)
+        directory, _, stem = expanded.rpartition("/")
+        directory = directory or ("/" if expanded.startswith("/") else ".")
+        try:
+            names = sorted(n for n in os.listdir(directory) if n.startswith(stem) and not
+                           (n.startswith(".") and not stem.startswith(".")))
+        except OSError:
+            return None
+        if not names:
+            return None
+        name = names[0]
+        full = os.path.join(directory, name)
+        done = value[: len(value) - len(stem)] + name
+        return done + "/" if os.path.isdir(full) else done
+
+
+class ComposeScreen(Screen[None]):
+    DEFAULT_CSS = """
+    ComposeScreen #fields { height: auto; padding: 0 1; }
+    ComposeScreen .row { height: auto; }
+    ComposeScreen .row > Label { width: 9; padding: 1 1 0 0; text-align: right; }
+    ComposeScreen .row > Input { width: 1fr; }
+    ComposeScreen Input.-invalid { border: tall $error; }
+    ComposeScreen .problem { color: $error; height: auto; padding-left: 10; }
+    ComposeScreen #body { height: 1fr; border: tall $primary 40%; }
+    ComposeScreen #attachments { height: auto; max-height: 6; }
+    ComposeScreen #attach-path { display: none; }
+    ComposeScreen #progress { height: 1; padding-left: 1; color: $accent; }
+    """
+    BINDINGS = [
+        Binding("ctrl+s", "send", "Send", priority=True),
+        Binding("ctrl+d", "save_draft", "Save draft", priority=True),
+        Binding("ctrl+e", "edit_body", "$EDITOR", priority=True),
+        Binding("ctrl+t", "add_attachment", "Attach", priority=True),
+        Binding("ctrl+x", "remove_attachment", "Remove attachment", priority=True),
+        Binding("escape", "discard", "Discard", priority=True),
+    ]
+
+    def __init__(self, account: Account, draft: mc.Draft, known: list[str]):
+        super().__init__()
+        self.account, self.draft, self.known = account, draft, known
+        self.attachments: list[str] = list(draft.attachments)
+        self.dirty = False
+        self.sending = False
+        self.saved_uid: int | None = None
+        self.sent = False
+
+    def compose(self) -> ComposeResult:
+        d = self.draft
+        suggest = AddressSuggester(self.known)
+        with Vertical(id="fields"):
+            with Horizontal(classes="row"):
+                yield Label("From")
+                yield Input(d.from_, id="from")
+            for name, value in (("to", d.to), ("cc", d.cc), ("bcc", d.bcc)):
+                with Horizontal(classes="row"):
+                    yield Label(name.capitalize())
+                    yield Input(value, id=name, suggester=suggest, placeholder="name <address>, …")
+                yield Static("", id=f"{name}-problem", classes="problem")
+            with Horizontal(classes="row"):
+                yield Label("Subject")
+                yield Input(d.subject, id="subject")
+        yield TextArea(d.body, id="body", soft_wrap=True, show_line_numbers=False)
+        yield OptionList(id="attachments")
+        yield Input(placeholder="path of the file to attach (Tab completes, Enter adds, Esc cancels)",
+                    id="attach-path", suggester=PathSuggester())
+        yield Static("", id="progress")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_attachments()
+        for name in ADDRESS_FIELDS:
+            self.query_one(f"#{name}-problem").display = False
+        first_empty = "to" if not self.draft.to else "body"
+        self.query_one(f"#{first_empty}").focus()
+        if isinstance(self.query_one("#body"), TextArea) and first_empty == "body":
+            self.query_one(TextArea).move_cursor((0, 0))
+        interval = self.app.settings.autosave_seconds
+        if interval > 0:
+            self.set_interval(interval, self.autosave)
+
+    # --- editing ------------------------------------------------------------------------
+    def current_draft(self) -> mc.Draft:
+        value = lambda name: self.query_one(f"#{name}", Input).value  # noqa: E731
+        d = self.draft
+        return mc.Draft(from_=value("from"), to=value("to"), cc=value("cc"), bcc=value("bcc"),
+                        subject=value("subject"), body=self.query_one(TextArea).text,
+                        attachments=list(self.attachments), parts=list(d.parts),
+                        in_reply_to=d.in_reply_to, references=d.references, identity=d.identity)
+
+    @on(Input.Changed)
+    def input_changed(self, event: Input.Changed) -> None:
+        if event.input.id in ADDRESS_FIELDS:
+            self.dirty = True
+            self.mark_addresses(event.input.id)
+        elif event.input.id in ("from", "subject"):
+            self.dirty = True
+
+    @on(TextArea.Changed)
+    def body_changed(self) -> None:
+        self.dirty = True
+
+    def mark_addresses(self, name: str) -> bool:
+        """Mark bad entries of one address field inline; True when the field is valid."""
+        field = self.query_one(f"#{name}", Input)
+        problem = self.query_one(f"#{name}-problem", Static)
+        _, bad = check_addresses(field.value)
+        # An entry still being typed at the end is not an error yet.
+        if bad and self.focused is field and not self.sending and bad[-1].position + len(bad[-1].text) >= len(field.value.rstrip()) and len(bad) == 1 and not field.value.rstrip().endswith(","):
+            bad_shown = []
+        else:
+            bad_shown = bad
+        field.set_class(bool(bad_shown), "-invalid")
+        problem.display = bool(bad_shown)
+        problem.update("; ".join(f"✗ {b.text!r}: {b.reason}" for b in bad_shown))
+        return not bad
+
+    @on(Input.Blurred)
+    def blurred(self, event: Input.Blurred) -> None:
+        if event.input.id in ADDRESS_FIELDS:
+            self.mark_addresses(event.input.id)
+
+    # --- attachments --------------------------------------------------------------------
+    def refresh_attachments(self) -> None:
+        options = self.query_one("#attachments", OptionList)
+        options.clear_options()
+        labels = [f"📎 {Path(p).name}  ({p})" for p in self.attachments]
+        labels += [f"📎 {part.filename}  ({part.content_type}, {len(part.data):,} bytes)" for part in self.draft.parts]
+        options.add_options([Option(label) for label in labels])
+        options.display = bool(labels)
+
+    def action_add_attachment(self) -> None:
+        box = self.query_one("#attach-path", Input)
+        box.display = True
+        box.value = str(Path.cwd()) + "/"
+        box.focus()
+
+    @on(Input.Submitted, "#attach-path")
+    def attach_submitted(self, event: Input.Submitted) -> None:
+        path = os.path.expanduser(event.value.strip())
+        if not os.path.isfile(path):
+            self.app.notify(f"Not a file: {path}", severity="warning")
+            return
+        self.attachments.append(os.path.abspath(path))
+        self.dirty = True
+        event.input.display = False
+        self.refresh_attachments()
+        self.query_one(TextArea).focus()
+
+    def action_remove_attachment(self) -> None:
+        options = self.query_one("#attachments", OptionList)
+        index = options.highlighted if options.highlighted is not None else options.option_count - 1
+        if index < 0:
+            return
+        if index < len(self.attachments):
+            del self.attachments[index]
+        else:
+            del self.draft.parts[index - len(self.attachments)]
+        self.dirty = True
+        self.refresh_attachments()
+
+    # --- $EDITOR ------------------------------------------------------------------------
+    def action_edit_body(self) -> None:
+        area = self.query_one(TextArea)
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        with tempfile.NamedTemporaryFile("w", suffix=".eml.txt", delete=False, encoding="utf-8") as fh:
+            fh.write(area.text)
+            path = fh.name
+        try:
+            with self.app.suspend():
+                subprocess.run([*shlex.split(editor), path], check=False)
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        finally:
+            os.unlink(path)
+        if text != area.text:
+            area.load_text(text)
+            self.dirty = True
+
+    # --- sending ------------------------------------------------------------------------
+    def action_send(self) -> None:
+        if self.sending:
+            return
+        if self.account.submit is None:
+            self.app.notify(f"Account {self.account.name} has no [smtp] server", severity="error")
+            return
+        valid = all(self.mark_addresses_final(n) for n in ADDRESS_FIELDS)
+        if not valid:
+            self.app.notify("Fix the addresses marked in red first", severity="error")
+            return
+        draft = self.current_draft()
+        try:
+            composed = mc.build_message(draft)
+        except mc.ComposeError as e:
+            self.app.notify(str(e), severity="error")
+            target = self.query(f"#{e.field}")
+            if target:
+                target.first().focus()
+            return
+        self.sending = True
+        self.query_one("#progress", Static).update(f"Sending to {', '.join(composed.recipients)}…")
+        self.submit(composed, draft.subject)
+
+    def mark_addresses_final(self, name: str) -> bool:
+        self.sending = True
+        try:
+            return self.mark_addresses(name)
+        finally:
+            self.sending = False
+
+    @work(thread=True, exclusive=True, group="send", exit_on_error=False)
+    def submit(self, composed: mc.Composed, subject: str) -> None:
+        result = self.account.submit(composed.data, composed.sender, list(composed.recipients))
+        self.post_message(MessageSent(self.account.name, subject, queued=not result.sent,
+                                      detail=result.detail, failed=result.permanent_failure))
+        if result.permanent_failure:
+            return
+        if self.saved_uid is not None:
+            drafts = self._drafts_folder()
+            self.account.store.expunge(drafts, [self.saved_uid])
+
+    def on_message_sent(self, event: MessageSent) -> None:
+        self.sending = False
+        if event.failed:
+            self.query_one("#progress", Static).update(f"Not sent: {event.detail}")
+            self.app.notify(f"Not sent — the server said: {event.detail}", severity="error", timeout=10)
+            return
+        self.sent = True
+        if event.queued:
+            self.app.notify(f"Waiting in the Outbox: {event.detail}", severity="warning", timeout=6)
+        else:
+            self.app.notify(f"Sent: {event.subject or '(no subject)'}", timeout=3)
+        self.app.pop_screen()
+
+    def worker_failed(self, worker, error) -> None:
+        if worker.group == "send":
+            self.sending = False
+            self.query_one("#progress", Static).update(f"Not sent: {error}")
+
+    # --- drafts -------------------------------------------------------------------------
+    def _drafts_folder(self) -> str:
+        return self.account.roles.get("drafts") or self.account.store.folder_for_role("drafts") or "Drafts"
+
+    def action_save_draft(self) -> None:
+        self.save_draft(self.current_draft(), quiet=False)
+
+    def autosave(self) -> None:
+        if self.dirty and not self.sending and not self.sent:
+            self.save_draft(self.current_draft(), quiet=True)
+
+    @work(thread=True, exclusive=True, group="draft", exit_on_error=False)
+    def save_draft(self, draft: mc.Draft, quiet: bool) -> None:
+        data = mc.draft_to_bytes(draft)
+        folder = self._drafts_folder()
+        store = self.account.store
+        uid = store.append(folder, data, flags=[SEEN, DRAFT])
+        if self.saved_uid is not None:
+            store.expunge(folder, [self.saved_uid])
+        self.saved_uid = uid
+        self.post_message(DraftSaved(self.account.name, folder) if not quiet else DraftSaved(self.account.name, ""))
+
+    def on_draft_saved(self, event: DraftSaved) -> None:
+        self.dirty = False
+        if event.folder:
+            self.app.notify(f"Draft saved in {event.folder}", timeout=2)
+
+    def action_discard(self) -> None:
+        box = self.query_one("#attach-path", Input)
+        if box.display:
+            box.display = False
+            self.query_one(TextArea).focus()
+            return
+        if not self.dirty and self.saved_uid is None:
+            self.app.pop_screen()
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                if self.saved_uid is not None:
+                    self.drop_draft(self.saved_uid)
+                self.app.pop_screen()
+
+        self.app.push_screen(ConfirmScreen("Discard this message?", yes="Discard"), answer)
+
+    @work(thread=True, group="draft-drop", exit_on_error=False)
+    def drop_draft(self, uid: int) -> None:
+        self.account.store.expunge(self._drafts_folder(), [uid])

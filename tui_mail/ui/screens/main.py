@@ -1,0 +1,720 @@
+"""The main screen: folders | message list | preview, with a status bar and a footer.
+
+All store calls run in thread workers (``@work(thread=True, …, exit_on_error=False)``) that
+post past-tense messages (tui_mail.ui.messages); the ``on_*`` handlers here are the only code
+that changes widgets. A failed worker is turned into an error notification by the app's one
+``Worker.StateChanged`` handler, after calling ``worker_failed`` here to undo optimistic
+changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Input
+from textual.worker import Worker, get_current_worker
+
+from tui_mail.errors import MailError
+from tui_mail.mail.parse import parse_message
+from tui_mail.store.base import (FLAGGED, SEEN, Cancel, Cancelled, Change, FolderInfo, MailStore,
+                                 MessageSummary, Progress)
+from tui_mail.ui.keys import MAIN_KEYS, bindings
+from tui_mail.ui.messages import (CacheProgressed, ConnectionChanged, FlagsChanged, FolderChanged,
+                                  FolderLoaded, FoldersListed, MailChanged, MessageFetched,
+                                  MessagesRemoved, SearchFinished, SummariesFetched, UndoFinished)
+from tui_mail.ui.rows import next_sort
+from tui_mail.ui.screens.dialogs import ConfirmScreen, FolderPicker, PromptScreen
+from tui_mail.ui.services import OUTBOX, Account
+from tui_mail.ui.undo import CannotUndo, FlagChange, Relocation, UndoFlags, UndoJournal
+from tui_mail.ui.widgets.folder_tree import FolderTree
+from tui_mail.ui.widgets.message_list import MessageList
+from tui_mail.ui.widgets.preview import Preview
+from tui_mail.ui.widgets.status_bar import StatusBar
+
+FIRST_WINDOW = 120
+MESSAGE_ACTIONS = {"open_message", "reply", "reply_all", "forward", "delete", "move", "copy",
+                   "archive", "toggle_flag", "toggle_read", "toggle_select"}
+FOLDER_ACTIONS = {"rename_folder", "delete_folder"}
+
+
+class MainScreen(Screen[None]):
+    BINDINGS = bindings(MAIN_KEYS)
+
+    def __init__(self, accounts: list[Account]):
+        super().__init__()
+        self.accounts = {a.name: a for a in accounts}
+        self.account: Account | None = accounts[0] if accounts else None
+        self.folder: str | None = None
+        self.sort = "date"
+        self.threaded = False
+        self.search_query: str | None = None
+        self.folder_rows: tuple[int, ...] = ()
+        self.journal = UndoJournal()
+        self._preview_timer: Timer | None = None
+        self._read_timer: Timer | None = None
+
+    # --- layout -------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="panes"):
+            yield FolderTree(id="folders")
+            with Vertical(id="center"):
+                yield Input(placeholder="search: from:alice subject:ketchup is:unread since:2026-01-01",
+                            id="search")
+                yield MessageList(id="messages", clock=self.app.clock, ascii_only=self.app.settings.ascii)
+            yield Preview(id="preview")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    @property
+    def message_list(self) -> MessageList:
+        return self.query_one(MessageList)
+
+    @property
+    def tree(self) -> FolderTree:
+        return self.query_one(FolderTree)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one(StatusBar)
+
+    @property
+    def preview(self) -> Preview:
+        return self.query_one(Preview)
+
+    def on_mount(self) -> None:
+        self.query_one("#search").display = False
+        self.preview.display = self.app.settings.preview
+        for account in self.accounts.values():
+            self.tree.add_account(account.name)
+            self.connect_account(account)
+        self.message_list.focus()
+        self.set_interval(60, self.message_list.tick_clock)
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < 110, "-narrow")
+
+    # --- store resolution -----------------------------------------------------------------
+    def store_for(self, account: Account, folder: str) -> tuple[MailStore, str]:
+        """The Outbox folder lives in the account's outbox store, everything else in its store."""
+        if folder == OUTBOX and account.outbox is not None:
+            return account.outbox, OUTBOX
+        return account.store, folder
+
+    # --- connecting and folders -------------------------------------------------------------
+    @work(thread=True, group="connect", exit_on_error=False)
+    def connect_account(self, account: Account) -> None:
+        self.post_message(ConnectionChanged(account.name, "connecting"))
+        try:
+            account.store.connect()
+            if account.outbox is not None:
+                account.outbox.connect()
+        except MailError as e:
+            self.post_message(ConnectionChanged(account.name, "offline", str(e)))
+            raise
+        self.post_message(ConnectionChanged(account.name, "online"))
+        self._list_folders(account)
+
+    def _list_folders(self, account: Account) -> None:
+        folders = account.store.list_folders(with_counts=True)
+        if account.outbox is not None:
+            for info in account.outbox.list_folders(with_counts=True):
+                if info.name == OUTBOX:
+                    folders.append(FolderInfo(OUTBOX, "/", "outbox", info.attributes, info.total, info.total))
+        self.post_message(FoldersListed(account.name, folders))
+
+    @work(thread=True, group="folders", exit_on_error=False)
+    def list_folders(self, account: Account) -> None:
+        self._list_folders(account)
+
+    def on_connection_changed(self, event: ConnectionChanged) -> None:
+        if self.account and event.account == self.account.name:
+            self.status.connection = event.state
+        if event.state == "offline" and event.detail:
+            self.status.note = event.detail
+
+    def on_folders_listed(self, event: FoldersListed) -> None:
+        self.tree.set_folders(event.account, event.folders)
+        if self.folder is None and self.account and event.account == self.account.name:
+            inbox = next((f.name for f in event.folders if f.role == "inbox"), None)
+            inbox = inbox or (event.folders[0].name if event.folders else None)
+            if inbox:
+                self.tree.select_folder(event.account, inbox, announce=False)
+                self.open_folder(self.account, inbox)
+        elif self.folder and self.account and event.account == self.account.name:
+            self._show_counts()
+
+    @on(FolderTree.FolderChosen)
+    def folder_chosen(self, event: FolderTree.FolderChosen) -> None:
+        account = self.accounts[event.account]
+        if account is self.account and event.folder == self.folder and self.search_query is None:
+            self.message_list.focus()
+            return
+        self.open_folder(account, event.folder)
+        self.message_list.focus()
+
+    def open_folder(self, account: Account, folder: str, keep: int | None = None) -> None:
+        if self.account is not account or self.folder != folder:
+            keep = None
+            self.message_list.selection.clear()
+        self.account, self.folder = account, folder
+        self.search_query = None
+        self.status.account, self.status.folder, self.status.note = account.name, folder, ""
+        self.status.connection = self.status.connection
+        self.load_folder(account, folder, self.sort, keep)
+
+    @work(thread=True, exclusive=True, group="folder", exit_on_error=False)
+    def load_folder(self, account: Account, folder: str, sort: str, keep: int | None) -> None:
+        store, real = self.store_for(account, folder)
+        state = store.folder_state(real, sort)
+        window = state.uids[-FIRST_WINDOW:]
+        cached = store.cached_summaries(real, window)
+        if not get_current_worker().is_cancelled:
+            self.post_message(FolderLoaded(account.name, folder, state, cached))
+            self._keep = keep
+
+    def on_folder_loaded(self, event: FolderLoaded) -> None:
+        if not self._is_current(event.account, event.folder):
+            return
+        rows = event.state.uids[::-1]              # newest first
+        self.folder_rows = rows
+        keep = getattr(self, "_keep", None) or self.message_list.current_uid
+        self.message_list.set_rows(rows, event.summaries, keep=keep)
+        if self.threaded:
+            self.thread_rows()
+        self._show_counts()
+        self.refresh_bindings()
+        account = self.accounts[event.account]
+        self.watch_folder(account, event.folder)
+        self.fill_cache(account, event.folder)
+        if not rows:
+            self.preview.show_text("This folder is empty")
+
+    @work(thread=True, exclusive=True, group="fill", exit_on_error=False)
+    def fill_cache(self, account: Account, folder: str) -> None:
+        worker = get_current_worker()
+        store, real = self.store_for(account, folder)
+        cancel = Cancel()
+
+        def progress(p: Progress) -> None:
+            if worker.is_cancelled:
+                cancel.set()
+            self.post_message(CacheProgressed(account.name, folder, p.done, p.total))
+
+        try:
+            store.fill_cache(real, progress=progress, cancel=cancel)
+        except Cancelled:
+            return
+        self.post_message(CacheProgressed(account.name, folder, 1, 1))
+
+    def on_cache_progressed(self, event: CacheProgressed) -> None:
+        if self._is_current(event.account, event.folder):
+            done = event.done >= event.total
+            self.status.progress = "" if done else f"caching {event.done:,}/{event.total:,}"
+
+    @work(thread=True, exclusive=True, group="watch", exit_on_error=False)
+    def watch_folder(self, account: Account, folder: str) -> None:
+        store, real = self.store_for(account, folder)
+
+        def changed(change: Change) -> None:
+            self.post_message(MailChanged(account.name, change))
+
+        store.watch(real, changed)
+
+    def on_mail_changed(self, event: MailChanged) -> None:
+        account = self.accounts.get(event.account)
+        if account is None:
+            return
+        change = event.change
+        if change.kind == "exists" and change.uids:
+            n = len(change.uids)
+            self.app.notify(f"{n} new message{'s' if n != 1 else ''} in {change.folder}",
+                            title=account.name)
+        if self._is_current(event.account, change.folder) and self.search_query is None:
+            self.load_folder(account, change.folder, self.sort, self.message_list.current_uid)
+        self.list_folders(account)
+
+    def _is_current(self, account: str, folder: str) -> bool:
+        return self.account is not None and self.account.name == account and self.folder == folder
+
+    def _show_counts(self) -> None:
+        ml = self.message_list
+        self.status.total = len(ml.rows)
+        info = self.tree.info(self.account.name, self.folder) if self.account and self.folder else None
+        known = [s for u, s in ml.summaries.items()]
+        if info is not None and info.unread is not None and self.search_query is None:
+            self.status.unread = info.unread
+        else:
+            self.status.unread = sum(1 for s in known if s.unread)
+        self.status.selected = len(ml.selection)
+
+    # --- summaries for the visible window ---------------------------------------------------
+    @on(MessageList.WindowNeeded)
+    def window_needed(self, event: MessageList.WindowNeeded) -> None:
+        if self.account and self.folder:
+            self.fetch_window(self.account, self.folder, event.uids)
+
+    @work(thread=True, group="window", exit_on_error=False)
+    def fetch_window(self, account: Account, folder: str, uids: tuple[int, ...]) -> None:
+        store, real = self.store_for(account, folder)
+        try:
+            cached = store.cached_summaries(real, uids)
+            if cached:
+                self.post_message(SummariesFetched(account.name, folder, cached))
+            missing = [u for u in uids if u not in cached]
+            if missing:
+                self.post_message(SummariesFetched(account.name, folder, store.summaries(real, missing)))
+        except Exception:
+            self.app.call_from_thread(self.message_list.request_failed, uids)
+            raise
+
+    def on_summaries_fetched(self, event: SummariesFetched) -> None:
+        if self._is_current(event.account, event.folder):
+            self.message_list.add_summaries(event.summaries)
+            self._show_counts()
+            pending = getattr(self, "_read_pending", None)
+            if pending is not None and pending in event.summaries:
+                self.apply_read_policy(pending)
+
+    # --- preview ------------------------------------------------------------------------
+    @on(MessageList.Highlighted)
+    def highlighted(self, event: MessageList.Highlighted) -> None:
+        self.refresh_bindings()
+        if self._preview_timer is not None:
+            self._preview_timer.stop()
+        if self._read_timer is not None:
+            self._read_timer.stop()
+        if event.uid is None or not self.preview.display or event.uid == self.preview.uid:
+            return
+        self._preview_timer = self.set_timer(0.06, lambda: self._load_preview(event.uid))
+
+    def _load_preview(self, uid: int) -> None:
+        if self.account and self.folder and uid == self.message_list.current_uid:
+            self.fetch_message(self.account, self.folder, uid, "preview")
+
+    @on(MessageList.Opened)
+    def opened(self, event: MessageList.Opened) -> None:
+        self.action_open_message()
+
+    @work(thread=True, exclusive=True, group="message", exit_on_error=False)
+    def fetch_message(self, account: Account, folder: str, uid: int, purpose: str) -> None:
+        store, real = self.store_for(account, folder)
+        raw = store.fetch_message(real, uid)
+        view = parse_message(raw)
+        if not get_current_worker().is_cancelled:
+            self.post_message(MessageFetched(account.name, folder, uid, view, purpose))
+
+    def on_message_fetched(self, event: MessageFetched) -> None:
+        if not self._is_current(event.account, event.folder):
+            return
+        if event.purpose == "preview":
+            if event.uid == self.message_list.current_uid:
+                self.preview.show(event.uid, event.view)
+                self.apply_read_policy(event.uid)
+            return
+        self.app.open_composer_for(self.account, event.purpose, event.view)
+
+    def apply_read_policy(self, uid: int) -> None:
+        summary = self.message_list.summaries.get(uid)
+        self._read_pending = uid if summary is None else None
+        if summary is None or not summary.unread:
+            return
+        policy = self.app.settings.mark_read
+        if policy == "open":
+            self.mark_seen(uid)
+        elif policy.startswith("delay:"):
+            delay = float(policy.split(":", 1)[1] or 0)
+            self._read_timer = self.set_timer(
+                delay, lambda: self.mark_seen(uid) if uid == self.message_list.current_uid else None)
+
+    def mark_seen(self, uid: int) -> None:
+        if self.account and self.folder:
+            self._apply_flag((uid,), SEEN, True, record=False)
+
+    # --- flags (optimistic, confirmed by FlagsChanged) ----------------------------------------
+    def _apply_flag(self, uids: tuple[int, ...], flag: str, add: bool, record: bool = True,
+                    label: str = "flag") -> None:
+        ml = self.message_list
+        changed = {}
+        for uid in uids:
+            s = ml.summaries.get(uid)
+            if s is not None:
+                flags = s.flags | {flag} if add else s.flags - {flag}
+                changed[uid] = _with_flags(s, flags)
+        ml.summaries.update(changed)
+        ml.refresh_uids(uids)
+        self._adjust_unread(flag, add, len(changed))
+        undo = FlagChange(self.folder, uids, flag, add, label) if record else None
+        self.store_flags(self.account, self.folder, uids, flag, add, undo)
+
+    def _adjust_unread(self, flag: str, add: bool, n: int) -> None:
+        if flag != SEEN or not n or not self.account or not self.folder:
+            return
+        info = self.tree.info(self.account.name, self.folder)
+        if info is not None and info.unread is not None:
+            unread = max(0, info.unread - n if add else info.unread + n)
+            self.tree.update_counts(self.account.name, self.folder, info.total, unread)
+        self._show_counts()
+
+    @work(thread=True, group="changes", exit_on_error=False)
+    def store_flags(self, account: Account, folder: str, uids: tuple[int, ...], flag: str,
+                    add: bool, undo: FlagChange | None) -> None:
+        store, real = self.store_for(account, folder)
+        store.set_flags(real, uids, [flag], add=add)
+        self.post_message(FlagsChanged(account.name, folder, uids, flag, add, undo))
+
+    def on_flags_changed(self, event: FlagsChanged) -> None:
+        if event.undo is not None:
+            self.journal.record(event.undo)
+            self.refresh_bindings()
+
+    def action_toggle_flag(self) -> None:
+        uids = self.message_list.targets()
+        current = self.message_list.current_summary
+        add = not (current.flagged if current else False)
+        self._apply_flag(uids, FLAGGED, add, label="flag" if add else "unflag")
+
+    def action_toggle_read(self) -> None:
+        uids = self.message_list.targets()
+        current = self.message_list.current_summary
+        add = current.unread if current else True
+        self._apply_flag(uids, SEEN, add, label="mark read" if add else "mark unread")
+
+    def action_toggle_select(self) -> None:
+        self.message_list.toggle_selected()
+        self.status.selected = len(self.message_list.selection)
+
+    # --- moving things ------------------------------------------------------------------
+    def folder_names(self) -> list[str]:
+        if not self.account:
+            return []
+        infos = self.tree.folders.get(self.account.name, {})
+        return [n for n, f in infos.items() if f.selectable and f.role != "outbox" and n != self.folder]
+
+    def role_folder(self, role: str) -> str | None:
+        if not self.account:
+            return None
+        if role in self.account.roles:
+            return self.account.roles[role]
+        infos = self.tree.folders.get(self.account.name, {})
+        return next((n for n, f in infos.items() if f.role == role), None)
+
+    def action_delete(self) -> None:
+        uids = self.message_list.targets()
+        if not uids:
+            return
+        if self.folder == self.role_folder("trash") or self.folder == OUTBOX:
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self.relocate(self.account, self.folder, uids, None, "expunge")
+            n = len(uids)
+            self.app.push_screen(ConfirmScreen(
+                f"Delete {n} message{'s' if n != 1 else ''} for good? This cannot be undone.",
+                yes="Delete"), answer)
+            return
+        self.relocate(self.account, self.folder, uids, self.role_folder("trash"), "delete")
+
+    def action_archive(self) -> None:
+        dest = self.role_folder("archive")
+        if dest is None:
+            self.app.notify("This account has no Archive folder; create one (N) named Archive",
+                            severity="warning")
+            return
+        self.relocate(self.account, self.folder, self.message_list.targets(), dest, "archive")
+
+    def action_move(self) -> None:
+        self._pick_then("move")
+
+    def action_copy(self) -> None:
+        self._pick_then("copy")
+
+    def _pick_then(self, kind: str) -> None:
+        uids = self.message_list.targets()
+        n = len(uids)
+
+        def chosen(dest: str | None) -> None:
+            if dest:
+                self.relocate(self.account, self.folder, uids, dest, kind)
+
+        self.app.push_screen(FolderPicker(f"{kind.capitalize()} {n} message{'s' if n != 1 else ''} to…",
+                                          self.folder_names()), chosen)
+
+    @work(thread=True, group="changes", exit_on_error=False)
+    def relocate(self, account: Account, folder: str, uids: tuple[int, ...], dest: str | None,
+                 kind: str) -> None:
+        store, real = self.store_for(account, folder)
+        if kind == "expunge":
+            store.expunge(real, uids)
+            self.post_message(MessagesRemoved(account.name, folder, uids, f"Deleted {len(uids)} for good"))
+            return
+        if kind == "copy":
+            store.copy(real, uids, dest)
+            self.post_message(MessagesRemoved(account.name, folder, (), f"Copied {len(uids)} to {dest}"))
+            return
+        uid_map = store.delete(real, uids) if kind == "delete" else store.move(real, uids, dest)
+        dest = dest or store.folder_for_role("trash") or "Trash"
+        undo = Relocation(folder, dest, uid_map, uids, kind)
+        verb = {"delete": "Deleted", "archive": "Archived", "move": "Moved"}[kind]
+        self.post_message(MessagesRemoved(account.name, folder, uids,
+                                          f"{verb} {len(uids)} message{'s' if len(uids) != 1 else ''}"
+                                          + (f" to {dest}" if kind == "move" else "") + " (z to undo)", undo))
+
+    def on_messages_removed(self, event: MessagesRemoved) -> None:
+        if event.undo is not None:
+            self.journal.record(event.undo)
+        if self._is_current(event.account, event.folder) and event.uids:
+            self.message_list.remove(event.uids)
+            self.folder_rows = tuple(u for u in self.folder_rows if u not in set(event.uids))
+            self.preview.uid = None
+            self.message_list.post_message(MessageList.Highlighted(self.message_list.current_uid))
+        self.app.notify(event.note, timeout=3)
+        self.list_folders(self.accounts[event.account])
+        self._show_counts()
+        self.refresh_bindings()
+
+    # --- undo ---------------------------------------------------------------------------
+    def action_undo(self) -> None:
+        try:
+            entry = self.journal.pop()
+            op = UndoJournal.inverse(entry)
+        except CannotUndo as e:
+            self.app.notify(str(e), severity="warning")
+            self.refresh_bindings()
+            return
+        self.run_undo(self.account, op, UndoJournal.describe(entry))
+        self.refresh_bindings()
+
+    @work(thread=True, group="changes", exit_on_error=False)
+    def run_undo(self, account: Account, op, what: str) -> None:
+        if isinstance(op, UndoFlags):
+            store, real = self.store_for(account, op.folder)
+            store.set_flags(real, op.uids, [op.flag], add=op.add)
+            self.post_message(UndoFinished(account.name, f"Undid {what}", (op.folder,)))
+        else:
+            store, real = self.store_for(account, op.folder)
+            store.move(real, op.uids, op.dest)
+            self.post_message(UndoFinished(account.name, f"Undid {what}", (op.folder, op.dest)))
+
+    def on_undo_finished(self, event: UndoFinished) -> None:
+        self.app.notify(event.note, timeout=3)
+        if self.account and self.account.name == event.account and self.folder in event.refresh:
+            if self.search_query is None:
+                self.load_folder(self.account, self.folder, self.sort, self.message_list.current_uid)
+            else:
+                self.run_search(self.account, self.folder, self.search_query)
+        self.list_folders(self.accounts[event.account])
+
+    # --- folders ------------------------------------------------------------------------
+    def action_refresh(self) -> None:
+        if self.account:
+            self.list_folders(self.account)
+            if self.folder:
+                self.load_folder(self.account, self.folder, self.sort, self.message_list.current_uid)
+
+    def action_new_folder(self) -> None:
+        def named(name: str | None) -> None:
+            if name:
+                self.folder_op(self.account, "create", name, None)
+        self.app.push_screen(PromptScreen("Name of the new folder (use / for a subfolder):"), named)
+
+    def action_rename_folder(self) -> None:
+        old = self.folder
+
+        def named(name: str | None) -> None:
+            if name and name != old:
+                self.folder_op(self.account, "rename", old, name)
+        self.app.push_screen(PromptScreen(f"Rename folder {old!r} to:", value=old), named)
+
+    def action_delete_folder(self) -> None:
+        name = self.folder
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.folder_op(self.account, "delete", name, None)
+        self.app.push_screen(ConfirmScreen(
+            f"Delete folder {name!r} and every message in it? This cannot be undone.", yes="Delete"),
+            answer)
+
+    @work(thread=True, group="changes", exit_on_error=False)
+    def folder_op(self, account: Account, op: str, name: str, new: str | None) -> None:
+        store = account.store
+        if op == "create":
+            store.create_folder(name)
+            self.post_message(FolderChanged(account.name, f"Created folder {name}", select=name))
+        elif op == "rename":
+            store.rename_folder(name, new)
+            self.post_message(FolderChanged(account.name, f"Renamed {name} to {new}", select=new))
+        else:
+            store.delete_folder(name)
+            self.post_message(FolderChanged(account.name, f"Deleted folder {name}",
+                                            select=store.folder_for_role("inbox") or "INBOX"))
+
+    def on_folder_changed(self, event: FolderChanged) -> None:
+        self.app.notify(event.note, timeout=3)
+        account = self.accounts[event.account]
+        if event.select and (event.note.startswith(("Renamed", "Deleted"))):
+            self.open_folder(account, event.select)
+        self.list_folders(account)
+
+    # --- search -------------------------------------------------------------------------
+    def action_search(self) -> None:
+        bar = self.query_one("#search", Input)
+        bar.display = True
+        bar.focus()
+
+    @on(Input.Submitted, "#search")
+    def search_submitted(self, event: Input.Submitted) -> None:
+        query = event.value.strip()
+        if not query:
+            self.end_search()
+            return
+        self.search_query = query
+        self.status.note = f"searching {query!r}…"
+        self.message_list.focus()
+        self.run_search(self.account, self.folder, query)
+
+    @work(thread=True, exclusive=True, group="search", exit_on_error=False)
+    def run_search(self, account: Account, folder: str, query: str) -> None:
+        store, real = self.store_for(account, folder)
+        local = [uid for f, uid in store.local_search(real, query) if f == real]
+        sums = store.cached_summaries(real, local[:FIRST_WINDOW])
+        self.post_message(SearchFinished(account.name, folder, query, local, sums, "local"))
+        if get_current_worker().is_cancelled:
+            return
+        server = store.search(real, query)
+        self.post_message(SearchFinished(account.name, folder, query, server, {}, "server"))
+
+    def on_search_finished(self, event: SearchFinished) -> None:
+        if not self._is_current(event.account, event.folder) or event.query != self.search_query:
+            return
+        ml = self.message_list
+        if event.source == "local":
+            self._hits = set(event.uids)
+        else:
+            self._hits = getattr(self, "_hits", set()) | set(event.uids)
+        hits = self._hits
+        order = [u for u in self.folder_rows if u in hits]
+        order += sorted(hits.difference(order), reverse=True)
+        ml.summaries.update(event.summaries)
+        ml.set_rows(tuple(order), keep=ml.current_uid)
+        where = "cache" if event.source == "local" else "server"
+        self.status.note = f"search {event.query!r}: {len(order)} found ({where}) — q/Esc to leave"
+        self._show_counts()
+        self.refresh_bindings()
+
+    def end_search(self) -> None:
+        bar = self.query_one("#search", Input)
+        bar.display = False
+        if self.search_query is not None and self.account and self.folder:
+            self.search_query = None
+            self.status.note = ""
+            self.message_list.set_rows(self.folder_rows, keep=self.message_list.current_uid)
+            self._show_counts()
+        self.message_list.focus()
+
+    def on_key(self, event) -> None:
+        if event.key == "escape" and (self.search_query is not None or self.query_one("#search").display):
+            event.stop()
+            self.end_search()
+
+    # --- view options -------------------------------------------------------------------
+    def action_toggle_preview(self) -> None:
+        self.preview.display = not self.preview.display
+        if self.preview.display:
+            self.highlighted(MessageList.Highlighted(self.message_list.current_uid))
+
+    def action_cycle_sort(self) -> None:
+        self.sort = next_sort(self.sort)
+        self.app.notify(f"Sorted by {self.sort}", timeout=2)
+        if self.account and self.folder:
+            self.load_folder(self.account, self.folder, self.sort, self.message_list.current_uid)
+
+    def action_toggle_threads(self) -> None:
+        self.threaded = not self.threaded
+        if self.threaded:
+            self.thread_rows()
+        else:
+            self.message_list.set_rows(self.folder_rows, keep=self.message_list.current_uid)
+        self.app.notify("Threads on" if self.threaded else "Threads off", timeout=2)
+
+    def thread_rows(self) -> None:
+        from tui_mail.ui.threads import thread_order
+
+        ml = self.message_list
+        rows, depth = thread_order(self.folder_rows, ml.summaries)
+        ml.set_rows(rows, keep=ml.current_uid, depth=depth)
+
+    # --- reading and writing ------------------------------------------------------------
+    def action_open_message(self) -> None:
+        uid = self.message_list.current_uid
+        if uid is not None:
+            from tui_mail.ui.screens.reader import ReaderScreen
+            self.app.push_screen(ReaderScreen(self, self.account, self.folder, uid))
+
+    def neighbour(self, uid: int, step: int) -> int | None:
+        ml = self.message_list
+        row = ml.row_of(uid)
+        if row is None:
+            return None
+        target = row + step
+        if 0 <= target < len(ml.rows):
+            ml.set_cursor(target)
+            return ml.rows[target]
+        return None
+
+    def action_compose(self) -> None:
+        self.app.open_composer_for(self.account, "new", None)
+
+    def action_reply(self) -> None:
+        self._fetch_for("reply")
+
+    def action_reply_all(self) -> None:
+        self._fetch_for("reply_all")
+
+    def action_forward(self) -> None:
+        self._fetch_for("forward")
+
+    def _fetch_for(self, purpose: str) -> None:
+        uid = self.message_list.current_uid
+        if uid is not None:
+            self.fetch_message(self.account, self.folder, uid, purpose)
+
+    def action_back(self) -> None:
+        if self.search_query is not None:
+            self.end_search()
+        else:
+            self.app.exit()
+
+    # --- what can run now -----------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MESSAGE_ACTIONS:
+            if not self.is_mounted or self.message_list.current_uid is None:
+                return None
+            if action in ("reply", "reply_all", "forward") and self.account and self.account.submit is None:
+                return None
+        if action == "undo" and not len(self.journal):
+            return None
+        if action in FOLDER_ACTIONS:
+            info = self.tree.info(self.account.name, self.folder) if self.account and self.folder else None
+            if info is None or info.role in ("inbox", "outbox"):
+                return None
+        if action == "compose" and (self.account is None or self.account.submit is None):
+            return None
+        return True
+
+    def worker_failed(self, worker: Worker, error: BaseException) -> None:
+        """Called by the app's error handler: put optimistic changes right by reloading."""
+        if worker.group in ("changes", "search") and self.account and self.folder:
+            self.load_folder(self.account, self.folder, self.sort, self.message_list.current_uid)
+        if worker.group == "search":
+            self.status.note = ""
+
+
+def _with_flags(s: MessageSummary, flags: Iterable[str]) -> MessageSummary:
+    from dataclasses import replace
+    return replace(s, flags=frozenset(flags))
+

@@ -1,0 +1,229 @@
+"""The full reader: decoded headers, body with links, attachments (save, open), full headers
+and raw source toggles, next/previous message. Marks read following the [ui] mark_read
+setting through the main screen, so flags and counts stay in one place."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, OptionList, Static
+from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
+
+from tui_mail.mail.parse import MessageView, parse_message, save_attachment
+from tui_mail.ui.messages import MessageFetched
+from tui_mail.ui.render import message_text, raw_text
+from tui_mail.ui.rows import size_cell
+from tui_mail.ui.services import Account
+
+
+def downloads_dir() -> Path:
+    d = Path(os.environ.get("XDG_DOWNLOAD_DIR") or Path.home() / "Downloads")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def mailcap_files() -> list[Path]:
+    env = os.environ.get("MAILCAPS")
+    if env:
+        return [Path(p) for p in env.split(":")]
+    return [Path.home() / ".mailcap", Path("/etc/mailcap")]
+
+
+def mailcap_command(content_type: str, files: list[Path]) -> str | None:
+    """The first mailcap (RFC 1524) view command for ``content_type`` that runs without a
+    terminal. Hand-written: the stdlib ``mailcap`` module is deprecated (removed in 3.13)."""
+    ctype = content_type.lower()
+    wildcard = ctype.split("/")[0] + "/*"
+    for file in files:
+        try:
+            lines = file.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            fields = [f.strip() for f in line.split(";")]
+            if len(fields) < 2 or fields[0].lower() not in (ctype, wildcard):
+                continue
+            flags = {f.split("=")[0].strip().lower() for f in fields[2:]}
+            if flags & {"needsterminal", "copiousoutput", "test"}:
+                continue
+            return fields[1]
+    return None
+
+
+def opener_command(path: Path, content_type: str) -> list[str] | None:
+    """The system opener: a mailcap entry for the type, else xdg-open/open; None if neither."""
+    import shlex
+
+    entry = mailcap_command(content_type, mailcap_files())
+    if entry:
+        quoted = shlex.quote(str(path))
+        return ["/bin/sh", "-c", entry.replace("%s", quoted) if "%s" in entry else f"{entry} < {quoted}"]
+    for opener in ("xdg-open", "open"):
+        found = shutil.which(opener)
+        if found:
+            return [found, str(path)]
+    return None
+
+
+class ReaderScreen(Screen[None]):
+    DEFAULT_CSS = """
+    ReaderScreen #body { background: $surface; padding: 0 1; }
+    ReaderScreen #attachments { height: auto; max-height: 8; border-top: solid $primary 30%; }
+    """
+    BINDINGS = [
+        Binding("q,escape", "close", "Back"),
+        Binding("n,J", "step(1)", "Next"),
+        Binding("N,K", "step(-1)", "Previous"),
+        Binding("h", "toggle_headers", "Headers"),
+        Binding("v", "toggle_raw", "Raw"),
+        Binding("a", "save_attachment", "Save attachment"),
+        Binding("O", "open_attachment", "Open attachment"),
+        Binding("r", "reply", "Reply"),
+        Binding("R", "reply_all", "Reply all", show=False),
+        Binding("f", "forward", "Forward", show=False),
+        Binding("d", "delete", "Delete"),
+        Binding("j,down", "scroll(1)", show=False),
+        Binding("k,up", "scroll(-1)", show=False),
+        Binding("space", "page", show=False),
+    ]
+
+    def __init__(self, main, account: Account, folder: str, uid: int):
+        super().__init__()
+        self.main, self.account, self.folder, self.uid = main, account, folder, uid
+        self.view: MessageView | None = None
+        self.full_headers = False
+        self.raw = False
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="scroller"):
+            yield Static("Loading…", id="body", markup=False)
+        yield OptionList(id="attachments")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#attachments").display = False
+        self.query_one("#scroller").focus()
+        self.load(self.uid)
+
+    def load(self, uid: int) -> None:
+        self.uid = uid
+        self.fetch(self.account, self.folder, uid)
+
+    @work(thread=True, exclusive=True, group="reader", exit_on_error=False)
+    def fetch(self, account: Account, folder: str, uid: int) -> None:
+        store, real = self.main.store_for(account, folder)
+        view = parse_message(store.fetch_message(real, uid, full=True))
+        if not get_current_worker().is_cancelled:
+            self.post_message(MessageFetched(account.name, folder, uid, view, "reader"))
+
+    def on_message_fetched(self, event: MessageFetched) -> None:
+        event.stop()
+        if event.uid != self.uid:
+            return
+        self.view = event.view
+        self.render_view()
+        self.main.apply_read_policy(event.uid)
+
+    def render_view(self) -> None:
+        view = self.view
+        if view is None:
+            return
+        body = self.query_one("#body", Static)
+        body.update(raw_text(view.raw) if self.raw else message_text(view, self.full_headers))
+        atts = self.query_one("#attachments", OptionList)
+        atts.clear_options()
+        atts.add_options([Option(f"{a.filename or '(unnamed)'}  {a.content_type}  {size_cell(a.size)}",
+                                 id=a.part_id) for a in view.attachments])
+        atts.display = bool(view.attachments)
+        if view.attachments:
+            atts.highlighted = 0
+        self.query_one("#scroller", VerticalScroll).scroll_home(animate=False)
+
+    # --- actions ------------------------------------------------------------------------
+    def action_close(self) -> None:
+        self.app.pop_screen()
+
+    def action_step(self, step: int) -> None:
+        uid = self.main.neighbour(self.uid, step)
+        if uid is None:
+            self.app.notify("No more messages" if step > 0 else "This is the first message", timeout=2)
+        else:
+            self.load(uid)
+
+    def action_toggle_headers(self) -> None:
+        self.full_headers = not self.full_headers
+        self.raw = False
+        self.render_view()
+
+    def action_toggle_raw(self) -> None:
+        self.raw = not self.raw
+        self.render_view()
+
+    def action_scroll(self, lines: int) -> None:
+        self.query_one("#scroller", VerticalScroll).scroll_relative(y=lines, animate=False)
+
+    def action_page(self) -> None:
+        self.query_one("#scroller", VerticalScroll).scroll_page_down(animate=False)
+
+    def _attachment(self):
+        if self.view is None or not self.view.attachments:
+            self.app.notify("This message has no attachments", timeout=2)
+            return None
+        atts = self.query_one("#attachments", OptionList)
+        index = atts.highlighted or 0
+        return self.view.attachments[index]
+
+    def action_save_attachment(self) -> None:
+        att = self._attachment()
+        if att is not None:
+            path = save_attachment(self.view, att.part_id, downloads_dir())
+            self.app.notify(f"Saved {path}", timeout=4)
+
+    def action_open_attachment(self) -> None:
+        att = self._attachment()
+        if att is None:
+            return
+        folder = Path(tempfile.mkdtemp(prefix="tui-mail-"))
+        path = save_attachment(self.view, att.part_id, folder)
+        command = opener_command(path, att.content_type)
+        if command is None:
+            self.app.notify(f"No program to open {att.content_type}; saved as {path}", severity="warning")
+            return
+        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        self.app.notify(f"Opening {path.name} with {command[0]}", timeout=3)
+
+    def action_reply(self) -> None:
+        if self.view is not None:
+            self.app.open_composer_for(self.account, "reply", self.view)
+
+    def action_reply_all(self) -> None:
+        if self.view is not None:
+            self.app.open_composer_for(self.account, "reply_all", self.view)
+
+    def action_forward(self) -> None:
+        if self.view is not None:
+            self.app.open_composer_for(self.account, "forward", self.view)
+
+    def action_delete(self) -> None:
+        uid = self.uid
+        nxt = self.main.neighbour(uid, 1)
+        self.main.message_list.set_cursor(self.main.message_list.row_of(uid) or 0)
+        self.main.action_delete()
+        if nxt is None:
+            self.app.pop_screen()
+        else:
+            self.load(nxt)
