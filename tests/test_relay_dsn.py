@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime
 import email
 import email.policy
+import email.utils
+from dataclasses import dataclass, field
 
 import pytest
 
-from relay.queue.dsn import RecipientStatus, make_dsn, mailer_daemon
+from relay.queue.dsn import DSNNotifier, RecipientStatus, diagnostic_of, make_dsn, mailer_daemon, status_of
 
 UTC = datetime.timezone.utc
 ARRIVAL = datetime.datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -122,3 +124,70 @@ def test_bounce_headers_cannot_be_injected_from_the_original():
     # A folded, multi-line Message-ID is ignored rather than copied with its line break.
     raw = bounce(FAILED, original=b"Message-ID:\r\n <a@b>\r\n\r\n")
     assert parse(raw)["References"] is None
+
+
+# ---- the notifier the queue runner calls ---------------------------------------------------
+
+
+def test_status_from_last_reply():
+    assert status_of(550, "5.1.1 no such user") == "5.1.1"
+    assert status_of(550, "user unknown") == "5.0.0"
+    assert status_of(451, "connect to x failed: connection refused") == "4.0.0"
+    assert status_of(451, "4.4.1 connect failed", expired=True) == "4.4.7"
+    assert status_of(0, "", expired=True) == "4.4.7"
+    assert diagnostic_of(550, "5.1.1 no such user") == "smtp; 550 5.1.1 no such user"
+    assert diagnostic_of(0, "no route") == "X-tui-mail; no route"
+
+
+@dataclass
+class _Rcpt:
+    address: str
+    code: int
+    text: str
+    updated: float = 0.0
+
+
+@dataclass
+class _Entry:
+    id: str
+    sender: str
+    arrival: float
+    data: bytes = ORIGINAL
+    recipients: list = field(default_factory=list)
+
+    def read_message(self) -> bytes:
+        return self.data
+
+
+async def test_notifier_queues_a_bounce_from_the_null_sender():
+    queued = []
+
+    async def enqueue(sender, recipients, data):
+        queued.append((sender, recipients, data))
+
+    n = DSNNotifier("crepes.fr", 5 * 86400, enqueue, clock=lambda: NOW.timestamp())
+    entry = _Entry("Q1", "alice@crepes.fr", ARRIVAL.timestamp())
+    await n.bounce(entry, [_Rcpt("bob@hamburger.edu", 451,
+                                "message expired in the queue; last error: connect to x failed: connection refused",
+                                NOW.timestamp())])
+    await n.delay_warning(entry, [_Rcpt("carol@hamburger.edu", 451, "4.4.1 connection refused")])
+    (s1, r1, d1), (s2, r2, d2) = queued
+    assert (s1, r1, s2, r2) == ("", ["alice@crepes.fr"], "", ["alice@crepes.fr"])
+    rcpt = list(parse(d1).iter_parts())[1].get_payload()[1]
+    assert rcpt["Status"] == "4.4.7" and rcpt["Action"] == "failed"
+    assert rcpt["Diagnostic-Code"] == "smtp; 451 connect to x failed: connection refused"
+    rcpt = list(parse(d2).iter_parts())[1].get_payload()[1]
+    assert rcpt["Action"] == "delayed" and rcpt["Status"] == "4.4.1"
+    assert email.utils.parsedate_to_datetime(rcpt["Will-Retry-Until"]) == ARRIVAL + datetime.timedelta(days=5)
+    assert n.sent == [("Q1", "failed"), ("Q1", "delayed")]
+
+
+async def test_notifier_never_bounces_a_bounce():
+    queued = []
+
+    async def enqueue(*args):
+        queued.append(args)
+
+    n = DSNNotifier("crepes.fr", 3600, enqueue)
+    await n.bounce(_Entry("Q2", "", ARRIVAL.timestamp()), [_Rcpt("x@y.example", 550, "5.1.1 unknown")])
+    assert queued == [] and n.sent == []
