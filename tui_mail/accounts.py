@@ -12,11 +12,11 @@ Outbox Maildir with its state). The account's config is read by attribute (``nam
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
+from tui_mail.config import cache_dir, data_dir
 from tui_mail.errors import MailError, SendError
 from tui_mail.send.outbox import Outbox
 from tui_mail.send.smtp import SmtpSettings, SmtpSubmitter
@@ -30,15 +30,6 @@ PasswordFor = Callable[[object, str], str | None]
 DEFAULT_PORTS = {("imap", "tls"): 993, ("imap", "starttls"): 143, ("imap", "none"): 143,
                  ("pop3", "tls"): 995, ("pop3", "starttls"): 110, ("pop3", "none"): 110,
                  ("smtp", "tls"): 465, ("smtp", "starttls"): 587, ("smtp", "none"): 25}
-
-
-def data_dir() -> Path:
-    env = os.environ.get("TUI_MAIL_DATA")
-    if env:
-        return Path(env)
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("tui-mail", appauthor=False))
 
 
 def account_dir(name: str) -> Path:
@@ -75,12 +66,6 @@ def local_store(account, password_for: PasswordFor) -> Pop3Store:
     store = Pop3Store(account_dir(account.name) / "mail", settings,
                       roles=dict(getattr(account, "roles", None) or {}))
     return store
-
-
-def cache_dir() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("tui-mail", appauthor=False))
 
 
 def imap_store(account, password: str | None):

@@ -1,0 +1,427 @@
+"""The script-facing commands: ``tui-mail account add|list|test`` and ``tui-mail send``.
+
+    tui-mail account add [--name N --address A --imap HOST | --pop3 HOST ... --smtp HOST ...]
+    tui-mail account list
+    tui-mail account test NAME
+    tui-mail send --account NAME --to ADDR [--cc … --bcc … --subject … --attach FILE …] < body
+
+Output goes through rich; every failure is one clear line on stderr, never a traceback.
+Exit codes: 0 done; 1 the server or network said no (nothing lost: a message that could not be
+sent waits in the account's Outbox); 2 the command line or the configuration is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import ssl
+import sys
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from tui_mail.errors import MailError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: exit 2."""
+
+
+@dataclass
+class Io:
+    """Where the commands read and write (tests pass their own)."""
+
+    out: Console
+    err: Console
+    stdin: object = None
+    interactive: bool = False
+
+
+# --- parsing ---------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump on stderr
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _server_arg(text: str) -> tuple[str, int | None]:
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit() and host and not host.endswith(":"):
+        return host.strip("[]"), int(port)
+    return text.strip("[]"), None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tui-mail", add_help=True)
+    p.add_argument("--config", help="config.toml to use (default: $TUI_MAIL_CONFIG or the XDG one)")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    send = sub.add_parser("send", help="send a message; the body is read from stdin")
+    send.add_argument("--account", required=True)
+    send.add_argument("--to", action="append", default=[], metavar="ADDR")
+    send.add_argument("--cc", action="append", default=[], metavar="ADDR")
+    send.add_argument("--bcc", action="append", default=[], metavar="ADDR")
+    send.add_argument("--subject", default="")
+    send.add_argument("--attach", action="append", default=[], metavar="FILE")
+    send.add_argument("--from", dest="from_", help="override the account's From")
+    send.add_argument("--queue-only", action="store_true",
+                      help="only put the message in the Outbox; do not contact the server")
+
+    acc = sub.add_parser("account", help="manage accounts")
+    acc_sub = acc.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    acc_sub.add_parser("list", help="list configured accounts")
+    test = acc_sub.add_parser("test", help="log in to the account's servers and report")
+    test.add_argument("name")
+    add = acc_sub.add_parser("add", help="add an account (prompts for what is missing)")
+    add.add_argument("--name")
+    add.add_argument("--address")
+    add.add_argument("--display-name", default=None)
+    kind = add.add_mutually_exclusive_group()
+    kind.add_argument("--imap", metavar="HOST[:PORT]")
+    kind.add_argument("--pop3", metavar="HOST[:PORT]")
+    add.add_argument("--security", choices=("tls", "starttls", "none"), default=None,
+                     help="for the IMAP/POP3 server (default tls)")
+    add.add_argument("--user", help="login for the IMAP/POP3 server (default: the address)")
+    add.add_argument("--smtp", metavar="HOST[:PORT]")
+    add.add_argument("--smtp-security", choices=("tls", "starttls", "none"), default=None,
+                     help="default starttls")
+    add.add_argument("--smtp-user", help="login for SMTP (default: the IMAP/POP3 login)")
+    add.add_argument("--pop3-mode", choices=("keep", "delete", "leave"), default="keep")
+    add.add_argument("--leave-days", type=int, default=14)
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from the first line of stdin")
+    add.add_argument("--password-command", help="get the password by running this command "
+                     "instead of storing it in the keyring")
+    add.add_argument("--cafile", help="a CA certificate to trust for these servers")
+    add.add_argument("--no-test", action="store_true", help="save without testing the connection")
+    return p
+
+
+# --- entry -----------------------------------------------------------------------------------
+def main(argv: list[str], io: Io | None = None) -> int:
+    if io is None:
+        io = Io(out=Console(), err=Console(stderr=True), stdin=sys.stdin,
+                interactive=sys.stdin.isatty())
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        io.err.print(f"[bold red]error:[/] {e}", highlight=False)
+        return EXIT_USAGE
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    args._interactive = io.interactive
+    try:
+        if args.command == "send":
+            return cmd_send(args, io)
+        return {"list": cmd_account_list, "test": cmd_account_test,
+                "add": cmd_account_add}[args.action](args, io)
+    except UsageError as e:
+        io.err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        return EXIT_USAGE
+    except MailError as e:
+        io.err.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False)
+        return EXIT_USAGE if _is_config_error(e) else EXIT_FAIL
+    except KeyboardInterrupt:
+        io.err.print("interrupted")
+        return EXIT_FAIL
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _is_config_error(e: MailError) -> bool:
+    from tui_mail.errors import ConfigError, SecretError
+
+    return isinstance(e, (ConfigError, SecretError))
+
+
+# --- connection checks (account add / account test) -----------------------------------------
+def check_imap(host: str, port: int, security: str, user: str, password: str | None,
+               cafile: str | None = None) -> list[str]:
+    """Log in to an IMAP server (with the IMAP store's own error conversion) and out again;
+    the capabilities it offers after login."""
+    from tui_mail.store.imap import ImapStore
+
+    ctx = ssl.create_default_context(cafile=cafile) if security != "none" else None
+    store = ImapStore("account-test", host, port, user, password or "", security=security,
+                      ssl_context=ctx, timeout=20)
+    try:
+        store.connect()
+        caps = store.capabilities()
+    finally:
+        store.close()
+    return sorted(c.decode() if isinstance(c, bytes) else str(c) for c in caps)
+
+
+def check_smtp(settings) -> list[str]:
+    from tui_mail.send.smtp import SmtpSubmitter
+
+    caps = asyncio.run(SmtpSubmitter(settings).check())
+    return sorted(f"{k} {v}".strip() for k, v in caps.items())
+
+
+# --- send ------------------------------------------------------------------------------------
+def cmd_send(args, io: Io) -> int:
+    from tui_mail.accounts import open_outbox, sent_copy_to, smtp_settings
+    from tui_mail.mail.compose import ComposeError, Draft, build_message
+    from tui_mail.send.smtp import SmtpSubmitter
+
+    if not (args.to or args.cc or args.bcc):
+        raise UsageError("send: give at least one --to, --cc or --bcc")
+    account = find_account(args, args.account)
+    if getattr(account, "smtp", None) is None:
+        raise UsageError(f"account {account.name!r} has no [smtp] server configured")
+    body = (io.stdin.read() if io.stdin is not None else "")
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    draft = Draft(from_=args.from_ or _identity(account), to=", ".join(args.to),
+                  cc=", ".join(args.cc), bcc=", ".join(args.bcc), subject=args.subject,
+                  body=body, attachments=list(args.attach), identity=account.name)
+    try:
+        composed = build_message(draft)
+    except ComposeError as e:
+        raise UsageError(f"send: {e.field}: {e}") from None
+    smtp_pw = password_for(args, account, "smtp") if getattr(account.smtp, "user", None) else None
+    submitter = SmtpSubmitter(smtp_settings(account, smtp_pw))
+    store = sent_store(args, account)
+    outbox = open_outbox(account, submitter, sent_copy_to(store) if store is not None else None)
+    try:
+        key = outbox.enqueue(composed)
+        if args.queue_only:
+            io.out.print(f"Queued in the Outbox of {account.name} ({len(composed.recipients)} recipients).")
+            return EXIT_OK
+        outcomes = {o.key: o for o in asyncio.run(outbox.process())}
+    finally:
+        outbox.close()
+        if store is not None:
+            store.close()
+    o = outcomes.get(key)
+    if o is None:
+        io.err.print("Queued in the Outbox; another tui-mail is sending right now and will send it.")
+        return EXIT_FAIL
+    if o.state in ("filed", "sent"):
+        n = len(composed.recipients)
+        io.out.print(f"Sent to {n} recipient{'s' if n != 1 else ''}: {_escape(o.detail)}", highlight=False)
+        if o.state == "sent":
+            io.err.print(f"[yellow]warning:[/] the copy to Sent failed and will be retried: {_escape(o.detail)}")
+        return EXIT_OK
+    if o.state == "failed":
+        io.err.print(f"[bold red]error:[/] not sent: {_escape(o.detail)} (the message stays in the Outbox, "
+                     "marked failed)", highlight=False)
+        return EXIT_FAIL
+    io.err.print(f"[yellow]not sent yet:[/] {_escape(o.detail)}", highlight=False)
+    return EXIT_FAIL
+
+
+def _identity(account) -> str:
+    name = getattr(account, "display_name", "") or ""
+    if not name:
+        return account.address
+    from email.headerregistry import Address
+
+    local, _, domain = account.address.partition("@")
+    try:
+        return str(Address(name, local, domain))
+    except (ValueError, IndexError):
+        return account.address
+
+
+# --- account list / test ---------------------------------------------------------------------
+def _describe(kind: str, server) -> str:
+    if server is None:
+        return "-"
+    from tui_mail.accounts import _server_port
+
+    user = getattr(server, "user", None)
+    return (f"{kind.upper()} {server.host}:{_server_port(kind, server)} {server.security}"
+            + (f" as {user}" if user else ""))
+
+
+def cmd_account_list(args, io: Io) -> int:
+    accounts = load_accounts(args)
+    if not accounts:
+        io.out.print("No accounts yet. Add one with: tui-mail account add")
+        return EXIT_OK
+    table = Table("name", "address", "reading", "sending", box=None, pad_edge=False)
+    for a in accounts:
+        reading = _describe("imap", getattr(a, "imap", None)) if getattr(a, "imap", None) \
+            else _describe("pop3", getattr(a, "pop3", None))
+        table.add_row(a.name, a.address, reading, _describe("smtp", getattr(a, "smtp", None)))
+    io.out.print(table)
+    return EXIT_OK
+
+
+def check_servers(args, account, io: Io, passwords: dict[str, str | None] | None = None) -> bool:
+    """Log in to each of the account's servers; print capabilities or the failure. True if all
+    ok. ``passwords`` (kind → password) are used instead of the keyring (account add)."""
+    from tui_mail.accounts import _server_port, pop3_settings, smtp_settings
+    from tui_mail.store.pop3 import check_pop3
+
+    def password(kind: str) -> str | None:
+        if passwords is not None:
+            return passwords.get(kind)
+        return password_for(args, account, kind)
+
+    ok = True
+    checks = []
+    if getattr(account, "imap", None) is not None:
+        s = account.imap
+
+        def imap():
+            return check_imap(s.host, _server_port("imap", s), s.security, s.user or account.address,
+                              password("imap"), getattr(s, "cafile", None))
+        checks.append(("IMAP", imap))
+    if getattr(account, "pop3", None) is not None:
+        def pop3():
+            caps = check_pop3(pop3_settings(account, password("pop3")))
+            return sorted(" ".join([k, *v]) for k, v in caps.items())
+        checks.append(("POP3", pop3))
+    if getattr(account, "smtp", None) is not None:
+        def smtp():
+            pw = password("smtp") if getattr(account.smtp, "user", None) else None
+            return check_smtp(smtp_settings(account, pw))
+        checks.append(("SMTP", smtp))
+    for label, run in checks:
+        try:
+            caps = run()
+        except MailError as e:
+            ok = False
+            io.out.print(f"[red]✗[/] {label}: {_escape(str(e))}", highlight=False)
+            continue
+        io.out.print(f"[green]✓[/] {label}: logged in; offers {_escape(', '.join(caps) or 'nothing special')}",
+                     highlight=False)
+    return ok
+
+
+def cmd_account_test(args, io: Io) -> int:
+    account = find_account(args, args.name)
+    return EXIT_OK if check_servers(args, account, io) else EXIT_FAIL
+
+
+# --- config and secrets glue -----------------------------------------------------------------
+def load_accounts(args) -> tuple:
+    from tui_mail.config import load_config
+
+    return load_config(args.config).accounts
+
+
+def find_account(args, name: str):
+    from tui_mail.config import load_config
+
+    return load_config(args.config).account(name)
+
+
+def password_for(args, account, kind: str) -> str | None:
+    from tui_mail import secrets
+
+    prompt = getpass.getpass if getattr(args, "_interactive", False) else None
+    return secrets.password_for(account, kind, prompt=prompt)
+
+
+def sent_store(args, account):
+    """Where `send` files its Sent copy: the POP3 account's local store or the IMAP store."""
+    from tui_mail.accounts import imap_store, local_store
+
+    if getattr(account, "pop3", None) is not None:
+        return local_store(account, lambda acct, kind: None)  # local: no login needed
+    if getattr(account, "imap", None) is not None:
+        return imap_store(account, password_for(args, account, "imap"))
+    return None
+
+
+# --- account add -----------------------------------------------------------------------------
+def _ask(io: Io, question: str, default: str | None = None, password: bool = False) -> str:
+    from rich.prompt import Prompt
+
+    stream = None if io.stdin is sys.stdin else io.stdin
+    if password and stream is not None:  # not a terminal: nothing to hide the echo of
+        io.out.print(f"{question}: ", end="")
+        return stream.readline().strip()
+    answer = Prompt.ask(question, console=io.out, default=default, password=password, stream=stream)
+    return (answer or "").strip()
+
+
+def _need(io: Io, value, flag: str, question: str, default: str | None = None) -> str:
+    if value:
+        return value
+    if io.interactive:
+        answer = _ask(io, question, default)
+        if answer:
+            return answer
+    if default is not None and not io.interactive:
+        return default
+    raise UsageError(f"account add: {flag} is required (or run it in a terminal to be asked)")
+
+
+def cmd_account_add(args, io: Io) -> int:
+    from tui_mail import config, secrets
+
+    name = _need(io, args.name, "--name", "Account name (e.g. work)")
+    address = _need(io, args.address, "--address", "E-mail address")
+    if "@" not in address:
+        raise UsageError(f"account add: {address!r} is not an e-mail address")
+    display = args.display_name if args.display_name is not None else (
+        _ask(io, "Display name", default="") if io.interactive else "")
+    kind = "imap" if args.imap else "pop3" if args.pop3 else None
+    if kind is None:
+        kind = _need(io, None, "--imap or --pop3", "Read mail with imap or pop3", default="imap").lower()
+        if kind not in ("imap", "pop3"):
+            raise UsageError("account add: choose imap or pop3")
+    incoming = args.imap or args.pop3 or _need(io, None, f"--{kind}", f"{kind.upper()} server (host[:port])")
+    host, port = _server_arg(incoming)
+    security = args.security or (_ask(io, "Security (tls/starttls/none)", default="tls")
+                                 if io.interactive else "tls")
+    smtp = args.smtp or _need(io, None, "--smtp", "SMTP server for sending (host[:port])")
+    shost, sport = _server_arg(smtp)
+    ssec = args.smtp_security or (_ask(io, "SMTP security (tls/starttls/none)", default="starttls")
+                                  if io.interactive else "starttls")
+    for sec in (security, ssec):
+        if sec not in config.SECURITY:
+            raise UsageError(f"account add: security must be tls, starttls or none, not {sec!r}")
+    user = args.user or address
+    smtp_user = user if args.smtp_user is None else (args.smtp_user or None)
+    cmd = args.password_command or None
+    common = dict(security=security, user=user, password_command=cmd, cafile=args.cafile)
+    if kind == "imap":
+        server_in = dict(imap=config.Server(host, port, **common))
+    else:
+        server_in = dict(pop3=config.Pop3Server(host, port, **common, mode=args.pop3_mode,
+                                                leave_days=args.leave_days))
+    account = config.Account(
+        name=name, address=address, display_name=display or "", **server_in,
+        smtp=config.Server(shost, sport, security=ssec, user=smtp_user, password_command=cmd,
+                           cafile=args.cafile))
+
+    password = None
+    if cmd is None:
+        if args.password_stdin:
+            line = io.stdin.readline() if io.stdin is not None else ""
+            password = line.rstrip("\r\n")
+        elif io.interactive:
+            password = _ask(io, f"Password for {user}", password=True)
+        if not password:
+            raise UsageError("account add: no password: use --password-stdin, --password-command, "
+                             "or run it in a terminal to be asked")
+    else:
+        password = secrets.run_password_command(cmd, name)
+
+    if not args.no_test:
+        io.out.print(f"Testing the connection for {name}…")
+        if not check_servers(args, account, io, passwords={"imap": password, "pop3": password,
+                                                           "smtp": password}):
+            io.err.print("[bold red]error:[/] not saved: fix the settings above and try again "
+                         "(or add --no-test to save anyway)", highlight=False)
+            return EXIT_FAIL
+    if cmd is None:
+        secrets.set_password(name, password)   # SecretError names the alternatives
+    existed = any(a.name == name for a in config.load_config(args.config).accounts)
+    path = config.save_account(account, args.config)
+    io.out.print(f"{'Updated' if existed else 'Saved'} account [bold]{_escape(name)}[/] in {_escape(str(path))}"
+                 + ("" if cmd else "; the password is in the keyring"), highlight=False)
+    return EXIT_OK
