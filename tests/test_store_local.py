@@ -303,3 +303,16 @@ def test_configured_roles_override_names(tmp_path):
         roles = {f.name: f.role for f in s.list_folders(False)}
         assert roles == {"INBOX": "inbox", "Sent": None, "Outgoing": "sent"}
         assert s.folder_for_role("sent") == "Outgoing"
+
+
+def test_summary_fields_decode_encoded_words_from_headers_only():
+    raw = (b"From: =?utf-8?q?Ren=C3=A9e?= <renee@example.fr>\r\nTo: =?iso-8859-1?q?J=FCrgen?= <j@x.de>\r\n"
+           b"Subject: =?utf-8?b?w6l0w6kgYXUgY2Fmw6k=?=\r\nDate: Tue, 06 Jan 2026 09:30:00 -0500\r\n"
+           b"Content-Type: text/plain\r\n\r\nbody")
+    f = summary_fields(raw)
+    assert f["from_name"] == "Ren\u00e9e" and f["from_addr"] == "renee@example.fr"
+    assert f["to_"] == "J\u00fcrgen <j@x.de>" and f["subject"] == "\u00e9t\u00e9 au caf\u00e9"
+    assert f["date"] == datetime(2026, 1, 6, 14, 30, tzinfo=timezone.utc).timestamp()
+    assert f["has_attachment"] == 0
+    pdf = b"From: a@b\r\nContent-Type: application/pdf\r\n\r\n%PDF"
+    assert summary_fields(pdf)["has_attachment"] == 1
