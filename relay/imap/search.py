@@ -1,0 +1,207 @@
+"""Pure evaluation of parsed IMAP SEARCH keys (see parser.parse_search) over messages.
+
+A message is anything with the :class:`SearchTarget` attributes: UID, flags, size, INTERNALDATE
+and modseq come from the mailbox index; header values come from a ``header(name)`` lookup the
+caller backs with cached columns, so SUBJECT/FROM over 100,000 messages never opens a file; only
+BODY and TEXT (and headers that are not cached) read the message bytes, through ``read()``.
+Matching is case-insensitive substring over RFC 2047-decoded headers and transfer-decoded text
+parts, as RFC 3501 describes and Dovecot does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import quopri
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+from relay.imap.fetch import header_value, parse_headers, parse_structure, split_header
+
+
+class SearchTarget(Protocol):
+    uid: int
+    flags: frozenset[str] | set[str]
+    size: int
+    internaldate: _dt.datetime
+    modseq: int
+
+    def header(self, name: str) -> bytes | None: ...
+
+    def read(self) -> bytes: ...
+
+
+@dataclass
+class SearchContext:
+    count: int            # messages in the mailbox (for sequence sets with *)
+    max_uid: int          # largest UID in use
+    recent: frozenset[int] = frozenset()   # UIDs with \Recent in this session
+
+
+def decode_text(raw: bytes | None) -> str:
+    """An RFC 2047-encoded header value as text (8-bit taken as UTF-8)."""
+    if raw is None:
+        return ""
+    text = raw.decode("utf-8", "replace")
+    if "=?" not in text:
+        return text
+    try:
+        return str(make_header(decode_header(text)))
+    except (ValueError, LookupError, UnicodeError, binascii.Error):
+        return text
+
+
+def _fold(s: str) -> str:
+    return s.casefold()
+
+
+def body_text(data: bytes) -> str:
+    """Transfer-decoded, charset-decoded text of every text/* leaf (for BODY/TEXT searches)."""
+    root = parse_structure(data)
+    out: list[str] = []
+    stack = [root]
+    while stack:
+        p = stack.pop()
+        if p.children:
+            stack.extend(reversed(p.children))
+            continue
+        if p.message is not None:
+            stack.append(p.message)
+            out.append(decode_text(data[p.message.hs:p.message.he]))
+            continue
+        if p.ctype != "text":
+            continue
+        raw = data[p.bs:p.be]
+        enc = (header_value(p.headers, "CONTENT-TRANSFER-ENCODING") or b"").strip().lower()
+        try:
+            if enc == b"base64":
+                raw = base64.b64decode(raw, validate=False)
+            elif enc == b"quoted-printable":
+                raw = quopri.decodestring(raw)
+        except (ValueError, binascii.Error):
+            pass
+        charset = p.params.get("charset", "utf-8")
+        try:
+            out.append(raw.decode(charset, "replace"))
+        except LookupError:
+            out.append(raw.decode("utf-8", "replace"))
+    return "\n".join(out)
+
+
+def sent_date(target: SearchTarget) -> _dt.date | None:
+    raw = target.header("DATE")
+    if not raw:
+        return None
+    try:
+        return parsedate_to_datetime(raw.decode("ascii", "replace")).date()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+class Evaluator:
+    """Evaluates a key list (ANDed) against one message at a time."""
+
+    def __init__(self, keys: list, ctx: SearchContext) -> None:
+        self.keys, self.ctx = keys, ctx
+        self._lower_cache: dict[int, str] = {}
+
+    def matches(self, seq: int, msg: SearchTarget) -> bool:
+        self._body: str | None = None
+        self._text: str | None = None
+        return all(self._eval(k, seq, msg) for k in self.keys)
+
+    def _eval(self, key, seq: int, msg: SearchTarget) -> bool:
+        op = key[0]
+        if op == "all":
+            return True
+        if op == "and":
+            return all(self._eval(k, seq, msg) for k in key[1])
+        if op == "or":
+            return self._eval(key[1], seq, msg) or self._eval(key[2], seq, msg)
+        if op == "not":
+            return not self._eval(key[1], seq, msg)
+        if op == "flag":
+            return (key[1] in msg.flags) == key[2]
+        if op == "recent":
+            return msg.uid in self.ctx.recent
+        if op == "new":
+            return msg.uid in self.ctx.recent and "\\Seen" not in msg.flags
+        if op == "old":
+            return msg.uid not in self.ctx.recent
+        if op == "seq":
+            return any(lo <= seq <= hi for lo, hi in key[1]._bounds(self.ctx.count))
+        if op == "uid":
+            return key[1].contains_uid(msg.uid, self.ctx.max_uid)
+        if op == "size":
+            return msg.size > key[2] if key[1] == "larger" else msg.size < key[2]
+        if op == "modseq":
+            return msg.modseq >= key[1]
+        if op == "date":
+            _, which, cmp, day = key
+            if which == "internal":
+                d = msg.internaldate.date()
+            else:
+                d = sent_date(msg)
+                if d is None:
+                    return False
+            return d < day if cmp == "before" else (d == day if cmp == "on" else d >= day)
+        if op == "header":
+            needle = _fold(key[2])
+            raw = msg.header(key[1])
+            if raw is None:
+                return False
+            if not needle:
+                return True
+            return needle in _fold(decode_text(raw))
+        if op == "body":
+            return _fold(key[1]) in self._body_of(msg)
+        if op == "text":
+            if self._text is None:
+                data = msg.read()
+                he, _ = split_header(data)
+                self._text = _fold(decode_text(data[:he])) + "\n" + self._body_of(msg)
+            return _fold(key[1]) in self._text
+        raise ValueError(f"unknown search key {op}")
+
+    def _body_of(self, msg: SearchTarget) -> str:
+        if self._body is None:
+            self._body = _fold(body_text(msg.read()))
+        return self._body
+
+
+def needs_body(keys: list) -> bool:
+    for k in keys:
+        op = k[0]
+        if op in ("body", "text"):
+            return True
+        if op == "and" and needs_body(k[1]):
+            return True
+        if op == "or" and needs_body([k[1], k[2]]):
+            return True
+        if op == "not" and needs_body([k[1]]):
+            return True
+    return False
+
+
+class BytesTarget:
+    """A SearchTarget over raw message bytes (headers parsed once); for tests and for stores
+    without cached header columns."""
+
+    def __init__(self, data: bytes, *, uid: int = 1, flags=frozenset(), internaldate=None,
+                 modseq: int = 1, reader: Callable[[], bytes] | None = None) -> None:
+        self._data = data
+        self.uid, self.flags, self.modseq = uid, frozenset(flags), modseq
+        self.size = len(data)
+        self.internaldate = internaldate or _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc)
+        he, _ = split_header(data)
+        self._headers = parse_headers(data[:he])
+
+    def header(self, name: str) -> bytes | None:
+        return header_value(self._headers, name.upper())
+
+    def read(self) -> bytes:
+        return self._data
