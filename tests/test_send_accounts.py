@@ -90,6 +90,11 @@ async def test_submit_waits_when_server_down(tmp_path):
         assert f.total == 1
         data = ui.outbox.fetch_message("Outbox", ui.outbox.folder_state("Outbox").uids[0])
         assert b"Bcc: hidden@example.net" in data   # the hidden recipient survives in the queue
+        assert await asyncio.to_thread(ui.submit.flush) == []      # backoff: not due yet
+        async with SmtpSink(port=acct.smtp.port) as sink:         # the server comes back
+            (o,) = await asyncio.to_thread(ui.submit.flush, True)  # "send now"
+        assert o.state == "filed" and sink.received[0].recipients == ["alice@crepes.fr", "hidden@example.net"]
+        assert ui.outbox.folder_state("Outbox").uids == ()
     finally:
         ui.store.close()
         ui.outbox.close()

@@ -108,7 +108,9 @@ def sent_copy_to(store: MailStore, fallback: str = "Sent") -> Callable[[bytes], 
 
 def submit_via(outbox: Outbox):
     """A blocking ``submit(data, envelope_from, recipients)`` for the UI (thread workers):
-    durably queue, try at once, report whether it went out or waits."""
+    durably queue, try at once (sending anything else that is due too), report whether it went
+    out or waits. ``submit.flush(now=False)`` sends what is due (``now``: everything queued,
+    ignoring backoff) and returns the outcomes: call it periodically or on "send now"."""
     from tui_mail.ui.services import SubmitResult
 
     def submit(data: bytes, envelope_from: str, recipients: list[str]) -> SubmitResult:
@@ -130,6 +132,13 @@ def submit_via(outbox: Outbox):
             return SubmitResult(False, o.detail, permanent_failure=True)
         return SubmitResult(False, f"Waiting in the Outbox, will retry: {o.detail}")
 
+    def flush(now: bool = False):
+        if now:
+            outbox.wake()
+        return asyncio.run(outbox.process())
+
+    submit.flush = flush
+    submit.outbox = outbox
     return submit
 
 

@@ -205,6 +205,10 @@ class Outbox:
         if uid is not None:
             self.store.set_flags(OUTBOX, [uid], [FLAGGED], add=False)
 
+    def wake(self) -> None:
+        """Make every queued message due now (the user pressed "send now", or the network came back)."""
+        self.db.execute("UPDATE items SET next_try=0 WHERE state='queued'")
+
     def remove(self, key: str) -> None:
         """Delete a message from the outbox without sending it."""
         uid = {k: u for u, k in self.store.keys(OUTBOX).items()}.get(key)
