@@ -77,9 +77,10 @@ class MailApp(App[None]):
 
     # --- the one error handler ----------------------------------------------------------
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.state != WorkerState.ERROR:
-            return
-        worker = event.worker
+        if event.state == WorkerState.ERROR:
+            self.report_worker_failure(event.worker)
+
+    def report_worker_failure(self, worker: Worker) -> None:
         error = worker.error
         hook = getattr(worker.node, "worker_failed", None)
         if hook is not None:

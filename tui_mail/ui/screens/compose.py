@@ -29,6 +29,7 @@ from tui_mail.mail.parse import MessageView
 from tui_mail.store.base import DRAFT, SEEN
 from tui_mail.ui.messages import DraftSaved, MessageSent
 from tui_mail.ui.screens.dialogs import ConfirmScreen
+from tui_mail.ui.failures import ReportsWorkerFailures
 from tui_mail.ui.services import Account
 
 ADDRESS_FIELDS = ("to", "cc", "bcc")
@@ -100,7 +101,7 @@ class PathSuggester(Suggester):
         return done + "/" if os.path.isdir(full) else done
 
 
-class ComposeScreen(Screen[None]):
+class ComposeScreen(ReportsWorkerFailures, Screen[None]):
     DEFAULT_CSS = """
     ComposeScreen #fields { height: auto; padding: 0 1; }
     ComposeScreen .row { height: auto; }

@@ -29,6 +29,7 @@ from tui_mail.ui.messages import (CacheProgressed, ConnectionChanged, FlagsChang
                                   MessagesRemoved, SearchFinished, SummariesFetched, UndoFinished)
 from tui_mail.ui.rows import next_sort
 from tui_mail.ui.screens.dialogs import ConfirmScreen, FolderPicker, PromptScreen
+from tui_mail.ui.failures import ReportsWorkerFailures
 from tui_mail.ui.services import OUTBOX, Account
 from tui_mail.ui.undo import CannotUndo, FlagChange, Relocation, UndoFlags, UndoJournal
 from tui_mail.ui.widgets.folder_tree import FolderTree
@@ -42,7 +43,7 @@ MESSAGE_ACTIONS = {"open_message", "reply", "reply_all", "forward", "delete", "m
 FOLDER_ACTIONS = {"rename_folder", "delete_folder"}
 
 
-class MainScreen(Screen[None]):
+class MainScreen(ReportsWorkerFailures, Screen[None]):
     BINDINGS = bindings(MAIN_KEYS)
 
     def __init__(self, accounts: list[Account]):

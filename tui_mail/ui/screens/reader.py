@@ -23,6 +23,7 @@ from tui_mail.mail.parse import MessageView, parse_message, save_attachment
 from tui_mail.ui.messages import MessageFetched
 from tui_mail.ui.render import message_text, raw_text
 from tui_mail.ui.rows import size_cell
+from tui_mail.ui.failures import ReportsWorkerFailures
 from tui_mail.ui.services import Account
 
 
@@ -78,7 +79,7 @@ def opener_command(path: Path, content_type: str) -> list[str] | None:
     return None
 
 
-class ReaderScreen(Screen[None]):
+class ReaderScreen(ReportsWorkerFailures, Screen[None]):
     DEFAULT_CSS = """
     ReaderScreen #body { background: $surface; padding: 0 1; }
     ReaderScreen #attachments { height: auto; max-height: 8; border-top: solid $primary 30%; }
