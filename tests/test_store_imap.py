@@ -382,3 +382,46 @@ def test_watch_polls_with_noop_without_idle_and_survives_a_restart(dovecot, bob)
     bob.stop_watch()
     kinds = [c.kind for c in got]
     assert "reconnected" in kinds and "exists" in kinds
+
+
+def test_without_sort_the_order_comes_from_cached_dates(dovecot, bob):
+    # UIDs arrive in reverse date order: message 0 (oldest) gets the highest UID
+    def make(i):
+        return make_message(9 - i)
+    dovecot.seed("bob", 10, make=make)
+    assert bob.folder_state("INBOX").uids == tuple(range(10, 0, -1))      # server SORT by date
+    bob.fill_cache("INBOX")
+    bob._caps = bob._caps - {b"SORT", b"ESORT"}
+    assert bob.folder_state("INBOX").uids == tuple(range(10, 0, -1))      # from cached dates
+    assert bob.folder_state("INBOX", sort="arrival").uids == tuple(range(1, 11))
+
+
+def test_non_ascii_folder_names_round_trip(dovecot, bob):
+    bob.create_folder("Entwürfe/Größe")
+    dovecot.seed("bob", 2)
+    bob.folder_state("INBOX")
+    assert bob.copy("INBOX", [1], "Entwürfe/Größe") == {1: 1}
+    folders = {f.name: f for f in bob.list_folders()}
+    assert folders["Entwürfe/Größe"].total == 1
+    assert folders["Entwürfe/Größe"].parts == ["Entwürfe", "Größe"]
+
+
+def test_a_failing_watch_callback_does_not_end_the_watch(dovecot, bob, caplog):
+    got = []
+    arrived = threading.Event()
+
+    def cb(change):
+        got.append(change)
+        if len(got) == 1:
+            raise RuntimeError("UI went away")
+        arrived.set()
+
+    bob.watch("INBOX", cb)
+    time.sleep(0.3)
+    dovecot.deliver("bob", make_message(1))
+    time.sleep(0.5)
+    dovecot.deliver("bob", make_message(2))
+    assert arrived.wait(3)
+    bob.stop_watch()
+    assert [c.uids for c in got[:2]] == [(1,), (2,)]
+    assert "watch callback failed" in caplog.text

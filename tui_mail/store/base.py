@@ -167,6 +167,11 @@ class MailStore(abc.ABC):
     def folder_state(self, folder: str, sort: str = "date") -> FolderState:
         """The ordered UID list (sort: date|arrival|from|subject|size), oldest first."""
 
+    def cached_folder_state(self, folder: str, sort: str = "date") -> FolderState | None:
+        """The last known ordered UID list from a local cache, without the network, so a warm
+        start can paint before ``folder_state`` answers; None when the store keeps none."""
+        return None
+
     @abc.abstractmethod
     def cached_summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
         """Summaries already in the local cache (no network); missing UIDs are absent."""

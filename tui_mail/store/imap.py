@@ -19,7 +19,7 @@ import binascii
 import email.errors
 import email.header
 import email.utils
-import imaplib
+import logging
 import quopri
 import re
 import socket
@@ -62,6 +62,7 @@ WHOLE_LIMIT = 512 * 1024      # messages up to this size are fetched whole by fe
 PART_LIMIT = 256 * 1024       # bigger non-text parts are left out unless full=True
 RANGE_CHUNK = 1000            # UIDs per FETCH
 
+log = logging.getLogger(__name__)
 _DROPPED = (imapx.IMAPClientAbortError, ConnectionError, EOFError, socket.timeout, ssl.SSLEOFError)
 
 
@@ -766,7 +767,7 @@ class _Watcher:
                 info = self._client.select_folder(self.folder, readonly=True)
                 self._max_uid = int(info.get(b"UIDNEXT", 1)) - 1
                 if reconnected:
-                    self.callback(Change(self.folder, "reconnected"))
+                    self._emit(Change(self.folder, "reconnected"))
                 backoff = 0.5
                 if b"IDLE" in self.store._caps:
                     self._idle_loop()
@@ -805,10 +806,16 @@ class _Watcher:
             if responses:
                 self._report(c, responses)
 
+    def _emit(self, change: Change) -> None:
+        try:
+            self.callback(change)
+        except Exception:  # noqa: BLE001 - a failing callback must not end the watch
+            log.exception("watch callback failed for %s", change)
+
     def _report(self, c: IMAPClient, responses: list) -> None:
         kinds = {r[1] for r in responses if isinstance(r, tuple) and len(r) > 1}
         if b"EXPUNGE" in kinds:
-            self.callback(Change(self.folder, "expunge"))
+            self._emit(Change(self.folder, "expunge"))
         if b"FETCH" in kinds:
             uids = []
             for r in responses:
@@ -817,12 +824,12 @@ class _Watcher:
                     for i in range(0, len(data) - 1, 2):
                         if data[i] == b"UID":
                             uids.append(int(data[i + 1]))
-            self.callback(Change(self.folder, "flags", tuple(uids)))
+            self._emit(Change(self.folder, "flags", tuple(uids)))
         if b"EXISTS" in kinds:
             new = [u for u in c.search(["UID", f"{self._max_uid + 1}:*"]) if u > self._max_uid]
             if new:
                 self._max_uid = max(new)
-            self.callback(Change(self.folder, "exists", tuple(sorted(new))))
+            self._emit(Change(self.folder, "exists", tuple(sorted(new))))
 
 
 # --- small helpers -------------------------------------------------------------------------
