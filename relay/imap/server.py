@@ -1,0 +1,218 @@
+"""Thin asyncio glue around the sans-I/O IMAP core: sockets, TLS upgrade, IDLE wake-ups, timeouts.
+
+Per connection: bytes from the socket go into a parser.CommandReader; each Command is run by a
+session.Session whose output is written back. IDLE waits on the relay's ChangeBus (delivery,
+APPEND, COPY/MOVE, EXPUNGE publish ``(user, folder)``), so a delivery reaches an idling client
+in milliseconds instead of after a poll interval; a slow timer also catches files dropped into
+the Maildir from outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+
+from relay.events import ChangeBus
+from relay.imap.parser import BadInput, Command, CommandReader, ContinuationNeeded, RawLine
+from relay.imap.session import Session
+
+log = logging.getLogger("relay.imap")
+
+IDLE_RECHECK = 5.0       # seconds between cheap checks for outside changes while idling
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, store, authenticate,
+                 ssl_context, bus: ChangeBus | None, throttle, allow_plaintext, hostname: str,
+                 idle_timeout: float, implicit_tls: bool) -> None:
+        self.reader, self.writer = reader, writer
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.peer = str(peer[0])
+        plaintext_ok = allow_plaintext if allow_plaintext != "loopback" else _is_loopback(self.peer)
+        self.bus, self.idle_timeout = bus, idle_timeout
+        self.ssl_context = ssl_context
+        self.session = Session(open_mailbox=store, authenticate=authenticate, hostname=hostname,
+                               tls_active=implicit_tls, tls_available=ssl_context is not None and not implicit_tls,
+                               allow_plaintext=bool(plaintext_ok), throttle=throttle, peer=self.peer)
+        self.session.flush = self.flush
+        self.protocol = CommandReader()
+        self.wake = asyncio.Event()
+        self._unsub: Callable[[], None] | None = None
+
+    async def flush(self) -> None:
+        data = self.session.take_output()
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    def _on_change(self, user: str, folder: str) -> None:
+        loop = self._loop
+        loop.call_soon_threadsafe(self.wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            self.writer.write(self.session.greeting())
+            await self.writer.drain()
+            await self._serve()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+            pass
+        finally:
+            if self._unsub:
+                self._unsub()
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+    async def _read(self) -> bytes:
+        return await asyncio.wait_for(self.reader.read(65536), self.idle_timeout)
+
+    async def _serve(self) -> None:
+        s = self.session
+        while s.state != "logout":
+            ev = self.protocol.next_event()
+            if ev is None:
+                data = await self._read()
+                if not data:
+                    return
+                self.protocol.receive_data(data)
+                continue
+            if isinstance(ev, ContinuationNeeded):
+                self.writer.write(b"+ Ready for literal data\r\n")
+                await self.writer.drain()
+                continue
+            if isinstance(ev, BadInput):
+                self.writer.write(f"{ev.tag} BAD {ev.message}\r\n".encode())
+                await self.writer.drain()
+                continue
+            if isinstance(ev, RawLine):
+                if s.auth_tag is not None:
+                    self.protocol.raw_lines = False
+                    await s.auth_continue(ev.line)
+                    await self._after_login()
+                    await self.flush()
+                continue
+            assert isinstance(ev, Command)
+            await s.handle(ev)
+            await self.flush()
+            if s.auth_tag is not None:
+                self.protocol.raw_lines = True
+            await self._after_login()
+            if s.want_starttls:
+                s.want_starttls = False
+                await self._starttls()
+            if s.idle_tag is not None:
+                await self._idle()
+
+    async def _after_login(self) -> None:
+        s = self.session
+        if s.user is not None and self._unsub is None and self.bus is not None:
+            self._unsub = self.bus.subscribe(s.user, self._on_change)
+
+    async def _starttls(self) -> None:
+        if self.protocol._buf:
+            # data pipelined after STARTTLS is a plaintext injection attempt (CVE-2011-0411 class)
+            raise ConnectionError("data after STARTTLS")
+        await self.writer.start_tls(self.ssl_context)
+        self.session.tls_active = True
+        self.session.tls_available = False
+
+    async def _idle(self) -> None:
+        s = self.session
+        self.protocol.raw_lines = True
+        read_task: asyncio.Task | None = None
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.idle_timeout
+            while s.idle_tag is not None:
+                ev = self.protocol.next_event()
+                if ev is not None:
+                    if isinstance(ev, RawLine):
+                        s.idle_done(ev.line)
+                        await self.flush()
+                        break
+                    continue
+                if read_task is None:
+                    read_task = asyncio.ensure_future(self.reader.read(65536))
+                wake_task = asyncio.ensure_future(self.wake.wait())
+                timeout = min(IDLE_RECHECK, max(0.0, deadline - loop.time()))
+                done, _ = await asyncio.wait({read_task, wake_task}, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                wake_task.cancel()
+                if read_task in done:
+                    data = read_task.result()
+                    read_task = None
+                    if not data:
+                        raise ConnectionError("client went away while idling")
+                    self.protocol.receive_data(data)
+                    deadline = loop.time() + self.idle_timeout
+                    continue
+                if loop.time() >= deadline:
+                    self.writer.write(b"* BYE Idle timeout\r\n")
+                    await self.writer.drain()
+                    raise ConnectionError("idle timeout")
+                self.wake.clear()
+                s.sync(expunge=True)
+                await self.flush()
+        finally:
+            self.protocol.raw_lines = False
+            if read_task is not None and not read_task.done():
+                read_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await read_task
+
+
+async def start_imap_server(host: str, port: int, *, store: Callable, authenticate: Callable[[str, str], Awaitable[bool]],
+                            ssl_context: ssl.SSLContext | None = None, bus: ChangeBus | None = None,
+                            throttle=None, allow_plaintext: bool | str = "loopback",
+                            hostname: str = "localhost", idle_timeout: float = 1800,
+                            implicit_tls: bool = False) -> asyncio.Server:
+    """Listen for IMAP on host:port (0 = any free port).
+
+    ``store(user) -> backend.Mailbox`` opens a user's mail; ``authenticate(user, password)``
+    checks a login. ``allow_plaintext``: True, False, or "loopback" (LOGIN without TLS only from
+    127.0.0.0/8 and ::1). With ``implicit_tls`` the listener speaks TLS from the first byte (993).
+    """
+    conns: set[asyncio.Task] = set()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(reader, writer, store=store, authenticate=authenticate, ssl_context=ssl_context,
+                          bus=bus, throttle=throttle, allow_plaintext=allow_plaintext, hostname=hostname,
+                          idle_timeout=idle_timeout, implicit_tls=implicit_tls)
+        task = asyncio.current_task()
+        if task is not None:
+            conns.add(task)
+        try:
+            await conn.run()
+        except Exception:  # a bug in one session must not take the listener down
+            log.exception("IMAP session from %s failed", conn.peer)
+        finally:
+            if task is not None:
+                conns.discard(task)
+
+    server = await asyncio.start_server(on_client, host, port,
+                                        ssl=ssl_context if implicit_tls else None, limit=1 << 20)
+    server.imap_connections = conns  # type: ignore[attr-defined]
+    return server
+
+
+async def stop_imap_server(server: asyncio.Server, grace: float = 2.0) -> None:
+    """Close the listener and end open sessions (they get a BYE by losing the socket)."""
+    server.close()
+    conns: set[asyncio.Task] = getattr(server, "imap_connections", set())
+    for t in list(conns):
+        t.cancel()
+    if conns:
+        await asyncio.wait(list(conns), timeout=grace)
+    await server.wait_closed()

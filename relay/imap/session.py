@@ -1,0 +1,881 @@
+"""The IMAP4rev1 session state machine: one object per connection, commands in, response bytes out.
+
+States (RFC 3501 3): not-authenticated → authenticated → selected → logout. Each ``cmd_*``
+method checks its state, parses its arguments (relay.imap.parser), talks to the user's
+:class:`relay.imap.backend.Mailbox` and appends response lines to ``self.out``; the asyncio glue
+in relay/imap/server.py writes them, upgrades TLS, runs IDLE and owns the socket.
+
+Rules kept here:
+- The client's view of a selected mailbox is ``self.uids`` (sequence number n is
+  ``self.uids[n-1]``). It changes only when we tell the client: ``EXPUNGE`` is never sent
+  during FETCH, STORE or SEARCH (RFC 3501 7.4.1), so sequence numbers stay right when another
+  session expunges; new mail is announced with ``EXISTS``; flag changes made by others with an
+  unsolicited ``FETCH (FLAGS …)``.
+- Checking for changes is O(1) while nothing changed (``Mailbox.version``), so NOOP and IDLE do
+  not rescan large mailboxes.
+- EXAMINE is read-only: no flag changes (not even implicit \\Seen), no EXPUNGE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import bisect
+import datetime as _dt
+import re
+from collections.abc import Awaitable, Callable
+
+from relay.imap import fetch as F
+from relay.imap.backend import BackendError, Mailbox, MessageRecord
+from relay.imap.parser import (
+    Atom, BadCharset, Command, FetchAtt, Literal, ParseError, Raw, SequenceSet, astring, decode_mailbox,
+    encode, format_uid_set, mutf7_encode, number, parse_datetime, parse_fetch_items, parse_flags,
+    parse_search,
+)
+from relay.imap.search import Evaluator, SearchContext
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+CAPS_ANY = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
+CAPS_AUTH = ("IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE CHILDREN SPECIAL-USE ENABLE ID "
+             "UNSELECT CONDSTORE")
+SEP = "/"
+_MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+FLUSH_EVERY = 500
+
+Authenticator = Callable[[str, str], Awaitable[bool]]
+
+
+class Bad(Exception):
+    """Tagged BAD (syntax / wrong state)."""
+
+
+class No(Exception):
+    """Tagged NO (the command was valid but failed)."""
+
+
+def imap_date(d: _dt.datetime) -> str:
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=_dt.timezone.utc)
+    off = d.utcoffset() or _dt.timedelta(0)
+    mins = int(off.total_seconds() // 60)
+    sign = "+" if mins >= 0 else "-"
+    mins = abs(mins)
+    return (f"{d.day:02d}-{_MONTHS[d.month - 1]}-{d.year:04d} {d.hour:02d}:{d.minute:02d}:{d.second:02d} "
+            f"{sign}{mins // 60:02d}{mins % 60:02d}")
+
+
+def flag_list(flags) -> Raw:
+    order = {f: i for i, f in enumerate(SYSTEM_FLAGS)}
+    return Raw(("(" + " ".join(sorted(flags, key=lambda f: (order.get(f, 99), f))) + ")").encode())
+
+
+def mbox_name(name: str) -> bytes:
+    return encode(mutf7_encode(name))
+
+
+class list_pattern:
+    """LIST wildcards: * matches anything, % anything but the separator; the INBOX part of a
+    name matches case-insensitively (RFC 3501 5.1)."""
+
+    def __init__(self, ref: str, pattern: str) -> None:
+        full = ref + pattern if ref and not pattern.startswith(SEP) else pattern
+        rx = ""
+        for ch in full:
+            rx += ".*" if ch == "*" else (f"[^{re.escape(SEP)}]*" if ch == "%" else re.escape(ch))
+        self._rx = re.compile("^" + rx + "$", re.S)
+        self._rx_ci = re.compile("^" + rx + "$", re.S | re.I)
+
+    def match(self, name: str) -> bool:
+        if self._rx.match(name):
+            return True
+        if name == "INBOX" or name.startswith("INBOX" + SEP):
+            return bool(self._rx_ci.match(name)) and bool(self._rx_ci.match("INBOX" + name[5:]))
+        return False
+
+
+class Session:
+    def __init__(self, *, open_mailbox: Callable[[str], Mailbox], authenticate: Authenticator,
+                 hostname: str = "localhost", tls_active: bool = False, tls_available: bool = False,
+                 allow_plaintext: bool = True, throttle=None, peer: str = "127.0.0.1") -> None:
+        self.open_mailbox, self.authenticate = open_mailbox, authenticate
+        self.hostname, self.tls_active, self.tls_available = hostname, tls_active, tls_available
+        self.allow_plaintext, self.throttle, self.peer = allow_plaintext, throttle, peer
+        self.state = "notauth"
+        self.user: str | None = None
+        self.mailbox: Mailbox | None = None
+        self.folder: str | None = None
+        self.readonly = False
+        self.uids: list[int] = []
+        self.version: object = None
+        self.modseq_seen = 0
+        self.own_modseqs: set[int] = set()
+        self.recent: frozenset[int] = frozenset()
+        self.condstore = False
+        self.out: list[bytes] = []
+        self.flush: Callable[[], Awaitable[None]] | None = None
+        self.idle_tag: str | None = None
+        self.auth_tag: str | None = None
+        self.want_starttls = False
+
+    # ------------------------------------------------------------------ output
+    def untagged(self, text: str | bytes) -> None:
+        self.out.append((b"* " + (text if isinstance(text, bytes) else text.encode()) + b"\r\n"))
+
+    def tagged(self, tag: str, status: str, text: str) -> None:
+        self.out.append(f"{tag} {status} {text}\r\n".encode())
+
+    def greeting(self) -> bytes:
+        return f"* OK [CAPABILITY {self.capabilities()}] {self.hostname} IMAP4rev1 ready\r\n".encode()
+
+    def take_output(self) -> bytes:
+        data = b"".join(self.out)
+        self.out.clear()
+        return data
+
+    async def _maybe_flush(self) -> None:
+        if self.flush is not None:
+            await self.flush()
+
+    def capabilities(self) -> str:
+        if self.state != "notauth":
+            return CAPS_AUTH
+        caps = CAPS_ANY
+        if self.tls_available and not self.tls_active:
+            caps += " STARTTLS"
+        if self.login_allowed():
+            caps += " AUTH=PLAIN"
+        else:
+            caps += " LOGINDISABLED"
+        return caps
+
+    def login_allowed(self) -> bool:
+        return self.tls_active or self.allow_plaintext
+
+    # ------------------------------------------------------------------ dispatch
+    async def handle(self, cmd: Command) -> None:
+        """Run one command; responses accumulate in ``self.out``."""
+        name = cmd.name.replace(" ", "_")
+        handler = getattr(self, "cmd_" + name, None)
+        try:
+            if handler is None:
+                raise Bad(f"Unknown command {cmd.name[:30]}")
+            await handler(cmd.tag, cmd.args)
+        except (Bad, ParseError) as e:
+            self.tagged(cmd.tag, "BAD", str(e) or "Invalid arguments")
+        except BadCharset as e:  # pragma: no cover - BadCharset is a ParseError subclass handled above
+            self.tagged(cmd.tag, "NO", f"[BADCHARSET (UTF-8 US-ASCII)] {e}")
+        except No as e:
+            self.tagged(cmd.tag, "NO", str(e))
+        except BackendError as e:
+            code = f"[{e.code}] " if e.code else ""
+            self.tagged(cmd.tag, "NO", code + str(e))
+
+    def _need(self, *states: str) -> None:
+        if self.state not in states:
+            raise Bad({"notauth": "Log in first", "auth": "Select a mailbox first",
+                       "selected": "Already authenticated", "logout": "Logging out"}[self.state]
+                      if self.state != "selected" or "auth" not in states else "Wrong state")
+
+    @staticmethod
+    def _nargs(args: list, lo: int, hi: int | None = None) -> None:
+        hi = lo if hi is None else hi
+        if not lo <= len(args) <= hi:
+            raise Bad("Wrong number of arguments")
+
+    # ------------------------------------------------------------------ any state
+    async def cmd_CAPABILITY(self, tag, args):
+        self._nargs(args, 0)
+        self.untagged("CAPABILITY " + self.capabilities())
+        self.tagged(tag, "OK", "Capability completed")
+
+    async def cmd_NOOP(self, tag, args):
+        self._nargs(args, 0)
+        if self.state == "selected":
+            self.sync(expunge=True)
+        self.tagged(tag, "OK", "NOOP completed")
+
+    async def cmd_LOGOUT(self, tag, args):
+        self._nargs(args, 0)
+        self.untagged("BYE Logging out")
+        self.tagged(tag, "OK", "Logout completed")
+        self.state = "logout"
+
+    async def cmd_ID(self, tag, args):
+        self._nargs(args, 1)
+        self.untagged(b"ID " + encode(["name", "tui-mail relay", "vendor", "tui-mail"]))
+        self.tagged(tag, "OK", "ID completed")
+
+    async def cmd_ENABLE(self, tag, args):
+        self._need("auth", "selected")
+        if not args:
+            raise Bad("ENABLE needs a capability")
+        enabled = []
+        for a in args:
+            if astring(a).upper() == "CONDSTORE":
+                self.condstore = True
+                enabled.append("CONDSTORE")
+        self.untagged("ENABLED" + "".join(" " + e for e in enabled))
+        self.tagged(tag, "OK", "Enabled")
+
+    # ------------------------------------------------------------------ not authenticated
+    async def cmd_STARTTLS(self, tag, args):
+        self._need("notauth")
+        self._nargs(args, 0)
+        if not self.tls_available or self.tls_active:
+            raise Bad("STARTTLS not available")
+        self.tagged(tag, "OK", "Begin TLS negotiation now")
+        self.want_starttls = True
+
+    async def cmd_LOGIN(self, tag, args):
+        self._need("notauth")
+        self._nargs(args, 2)
+        if not self.login_allowed():
+            raise No("[PRIVACYREQUIRED] LOGIN is disabled without TLS")
+        await self._login(tag, astring(args[0]), astring(args[1]))
+
+    async def cmd_AUTHENTICATE(self, tag, args):
+        self._need("notauth")
+        self._nargs(args, 1, 2)
+        if astring(args[0]).upper() != "PLAIN":
+            raise No("Unsupported authentication mechanism")
+        if not self.login_allowed():
+            raise No("[PRIVACYREQUIRED] Authentication is disabled without TLS")
+        if len(args) == 2:
+            await self._auth_plain(tag, astring(args[1]).encode("ascii", "replace"))
+        else:
+            self.auth_tag = tag
+            self.out.append(b"+ \r\n")
+
+    async def auth_continue(self, line: bytes) -> None:
+        tag, self.auth_tag = self.auth_tag, None
+        if line.strip() == b"*":
+            self.tagged(tag, "BAD", "Authentication cancelled")
+            return
+        await self._auth_plain(tag, line.strip())
+
+    async def _auth_plain(self, tag: str, b64: bytes) -> None:
+        try:
+            raw = base64.b64decode(b64, validate=True) if b64 != b"=" else b""
+            _authz, user, password = raw.split(b"\0")
+            await self._login(tag, user.decode("utf-8"), password.decode("utf-8"))
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            self.tagged(tag, "BAD", "Invalid SASL PLAIN response")
+
+    async def _login(self, tag: str, user: str, password: str) -> None:
+        if self.throttle is not None:
+            await self.throttle.before_attempt(self.peer)
+        ok = await self.authenticate(user, password)
+        if not ok:
+            if self.throttle is not None:
+                self.throttle.failed(self.peer)
+            self.tagged(tag, "NO", "[AUTHENTICATIONFAILED] Authentication failed")
+            return
+        if self.throttle is not None:
+            self.throttle.succeeded(self.peer)
+        self.user = user
+        self.mailbox = await asyncio.to_thread(self.open_mailbox, user)
+        self.state = "auth"
+        self.tagged(tag, "OK", f"[CAPABILITY {CAPS_AUTH}] Logged in")
+
+    # ------------------------------------------------------------------ authenticated
+    def _mb(self) -> Mailbox:
+        assert self.mailbox is not None
+        return self.mailbox
+
+    def _folder_names(self) -> dict[str, object]:
+        return {f.name: f for f in self._mb().folders()}
+
+    async def cmd_SELECT(self, tag, args, readonly: bool = False):
+        self._need("auth", "selected")
+        self._nargs(args, 1, 2)
+        name = decode_mailbox(args[0])
+        if len(args) == 2:
+            params = args[1] if isinstance(args[1], list) else [args[1]]
+            if any(astring(p).upper() != "CONDSTORE" for p in params):
+                raise Bad("Unknown SELECT parameter")
+            self.condstore = True
+        if self.state == "selected":
+            self._close_view()
+            self.state = "auth"
+        if name not in self._folder_names():
+            raise No("[NONEXISTENT] Mailbox does not exist")
+        mb = self._mb()
+        st = mb.state(name)
+        self.folder, self.readonly, self.state = name, readonly, "selected"
+        self.uids = list(st.uids)
+        self.version = mb.version(name)
+        self.modseq_seen = st.highestmodseq
+        self.own_modseqs.clear()
+        self.recent = frozenset(mb.recent(name)) if not readonly else frozenset()
+        keywords = set()
+        self.untagged("FLAGS " + flag_list(list(SYSTEM_FLAGS) + sorted(keywords)).decode())
+        self.untagged("OK [PERMANENTFLAGS " + ("()" if readonly else flag_list(
+            list(SYSTEM_FLAGS) + ["\\*"]).decode()) + "] Flags permitted")
+        self.untagged(f"{len(self.uids)} EXISTS")
+        self.untagged(f"{len(self.recent)} RECENT")
+        unseen = self._first_unseen()
+        if unseen:
+            self.untagged(f"OK [UNSEEN {unseen}] First unseen")
+        self.untagged(f"OK [UIDVALIDITY {st.uidvalidity}] UIDs valid")
+        self.untagged(f"OK [UIDNEXT {st.uidnext}] Predicted next UID")
+        self.untagged(f"OK [HIGHESTMODSEQ {st.highestmodseq}] Highest")
+        mode = "READ-ONLY" if readonly else "READ-WRITE"
+        self.tagged(tag, "OK", f"[{mode}] {'EXAMINE' if readonly else 'SELECT'} completed")
+
+    def _first_unseen(self) -> int | None:
+        mb, folder = self._mb(), self.folder
+        first = getattr(mb, "first_unseen", None)
+        if first is not None:
+            uid = first(folder)
+            if uid is None:
+                return None
+            i = bisect.bisect_left(self.uids, uid)
+            return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+        for i in range(0, len(self.uids), 5000):
+            for j, rec in enumerate(mb.records(folder, self.uids[i:i + 5000])):
+                if rec is not None and "\\Seen" not in rec.flags:
+                    return i + j + 1
+        return None
+
+    async def cmd_EXAMINE(self, tag, args):
+        await self.cmd_SELECT(tag, args, readonly=True)
+
+    def _check_name(self, name: str) -> str:
+        if not name or len(name) > 512 or any(ord(c) < 0x20 for c in name):
+            raise No("[CANNOT] Invalid mailbox name")
+        parts = name.split(SEP)
+        if any(p in ("", ".", "..") for p in parts) or "\\" in name or name.startswith("."):
+            raise No("[CANNOT] Invalid mailbox name")
+        return name
+
+    async def cmd_CREATE(self, tag, args):
+        self._need("auth", "selected")
+        self._nargs(args, 1)
+        name = decode_mailbox(args[0]).rstrip(SEP)
+        if name == "INBOX":
+            raise No("[ALREADYEXISTS] INBOX always exists")
+        self._mb().create(self._check_name(name))
+        self.tagged(tag, "OK", "CREATE completed")
+
+    async def cmd_DELETE(self, tag, args):
+        self._need("auth", "selected")
+        self._nargs(args, 1)
+        name = decode_mailbox(args[0])
+        if name == "INBOX":
+            raise No("[CANNOT] INBOX cannot be deleted")
+        if name not in self._folder_names():
+            raise No("[NONEXISTENT] Mailbox does not exist")
+        if self.state == "selected" and name == self.folder:
+            self._close_view()
+            self.state = "auth"
+        self._mb().delete(name)
+        self.tagged(tag, "OK", "DELETE completed")
+
+    async def cmd_RENAME(self, tag, args):
+        self._need("auth", "selected")
+        self._nargs(args, 2)
+        old, new = decode_mailbox(args[0]), decode_mailbox(args[1]).rstrip(SEP)
+        names = self._folder_names()
+        if old not in names:
+            raise No("[NONEXISTENT] Mailbox does not exist")
+        if new in names or new == "INBOX":
+            raise No("[ALREADYEXISTS] Target mailbox exists")
+        self._mb().rename(old, self._check_name(new))
+        self.tagged(tag, "OK", "RENAME completed")
+
+    async def cmd_SUBSCRIBE(self, tag, args, on: bool = True):
+        self._need("auth", "selected")
+        self._nargs(args, 1)
+        name = decode_mailbox(args[0])
+        if on and name not in self._folder_names():
+            raise No("[NONEXISTENT] Mailbox does not exist")
+        self._mb().subscribe(name, on)
+        self.tagged(tag, "OK", ("SUBSCRIBE" if on else "UNSUBSCRIBE") + " completed")
+
+    async def cmd_UNSUBSCRIBE(self, tag, args):
+        await self.cmd_SUBSCRIBE(tag, args, on=False)
+
+    async def cmd_LIST(self, tag, args, lsub: bool = False):
+        self._need("auth", "selected")
+        self._nargs(args, 2)
+        ref, pattern = astring(args[0]), astring(args[1])
+        verb = "LSUB" if lsub else "LIST"
+        if pattern == "":
+            self.untagged(f'{verb} (\\Noselect) "{SEP}" ""')
+            self.tagged(tag, "OK", f"{verb} completed")
+            return
+        from relay.imap.parser import mutf7_decode
+        rx = list_pattern(mutf7_decode(ref) if "&" in ref else ref,
+                          mutf7_decode(pattern) if "&" in pattern else pattern)
+        folders = self._mb().folders()
+        names = {f.name for f in folders}
+        subs = self._mb().subscriptions() if lsub else set()
+        for f in sorted(folders, key=lambda f: (f.name != "INBOX", f.name)):
+            if lsub and f.name not in subs:
+                continue
+            if not rx.match(f.name):
+                continue
+            attrs = []
+            if not f.selectable:
+                attrs.append("\\Noselect")
+            prefix = f.name + SEP
+            attrs.append("\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren")
+            if f.special_use and not lsub:
+                attrs.append(f.special_use)
+            self.untagged(f"{verb} ({' '.join(attrs)}) \"{SEP}\" ".encode() + mbox_name(f.name))
+        self.tagged(tag, "OK", f"{verb} completed")
+
+    async def cmd_LSUB(self, tag, args):
+        await self.cmd_LIST(tag, args, lsub=True)
+
+    async def cmd_NAMESPACE(self, tag, args):
+        self._need("auth", "selected")
+        self._nargs(args, 0)
+        self.untagged(f'NAMESPACE (("" "{SEP}")) NIL NIL')
+        self.tagged(tag, "OK", "NAMESPACE completed")
+
+    async def cmd_STATUS(self, tag, args):
+        self._need("auth", "selected")
+        self._nargs(args, 2)
+        name = decode_mailbox(args[0])
+        items = args[1] if isinstance(args[1], list) else [args[1]]
+        if not items:
+            raise Bad("STATUS needs items")
+        if name not in self._folder_names():
+            raise No("[NONEXISTENT] Mailbox does not exist")
+        mb = self._mb()
+        st = mb.state(name)
+        out = []
+        for it in items:
+            k = astring(it).upper()
+            if k == "MESSAGES":
+                v = len(st.uids)
+            elif k == "UIDNEXT":
+                v = st.uidnext
+            elif k == "UIDVALIDITY":
+                v = st.uidvalidity
+            elif k == "UNSEEN":
+                counter = getattr(mb, "unseen_count", None)
+                v = counter(name) if counter else sum(
+                    1 for r in mb.records(name, list(st.uids)) if r and "\\Seen" not in r.flags)
+            elif k == "RECENT":
+                v = len(mb.recent(name)) if name != self.folder else len(self.recent)
+            elif k == "HIGHESTMODSEQ":
+                v = st.highestmodseq
+            else:
+                raise Bad(f"Unknown STATUS item {k[:20]}")
+            out.append(f"{k} {v}")
+        self.untagged(b"STATUS " + mbox_name(name) + f" ({' '.join(out)})".encode())
+        self.tagged(tag, "OK", "STATUS completed")
+
+    async def cmd_APPEND(self, tag, args):
+        self._need("auth", "selected")
+        if len(args) < 2 or len(args) > 4:
+            raise Bad("Wrong number of arguments")
+        name = decode_mailbox(args[0])
+        data = args[-1]
+        if not isinstance(data, bytes):
+            raise Bad("APPEND needs a literal message")
+        flags: list[str] = []
+        date = None
+        for extra in args[1:-1]:
+            if isinstance(extra, list):
+                flags = parse_flags(extra)
+            else:
+                date = parse_datetime(extra)
+        if name not in self._folder_names():
+            raise No("[TRYCREATE] Mailbox does not exist")
+        if not data:
+            raise No("Empty message")
+        uidvalidity, uid = await asyncio.to_thread(self._mb().append, name, data, flags, date)
+        if self.state == "selected":
+            self.sync(expunge=True)
+        self.tagged(tag, "OK", f"[APPENDUID {uidvalidity} {uid}] APPEND completed")
+
+    # ------------------------------------------------------------------ selected
+    async def cmd_CHECK(self, tag, args):
+        self._need("selected")
+        self._nargs(args, 0)
+        self.sync(expunge=True)
+        self.tagged(tag, "OK", "CHECK completed")
+
+    def _close_view(self) -> None:
+        self.folder, self.uids, self.version, self.recent = None, [], None, frozenset()
+
+    async def cmd_CLOSE(self, tag, args):
+        self._need("selected")
+        self._nargs(args, 0)
+        if not self.readonly:
+            await asyncio.to_thread(self._mb().expunge, self.folder, None)
+        self._close_view()
+        self.state = "auth"
+        self.tagged(tag, "OK", "CLOSE completed")
+
+    async def cmd_UNSELECT(self, tag, args):
+        self._need("selected")
+        self._nargs(args, 0)
+        self._close_view()
+        self.state = "auth"
+        self.tagged(tag, "OK", "UNSELECT completed")
+
+    async def cmd_EXPUNGE(self, tag, args, uid_set: SequenceSet | None = None):
+        self._need("selected")
+        if self.readonly:
+            raise No("[READ-ONLY] Mailbox is read-only")
+        only = None
+        if uid_set is not None:
+            only = [self.uids[i] for i in uid_set.uid_indexes(self.uids)]
+        await asyncio.to_thread(self._mb().expunge, self.folder, only)
+        self.sync(expunge=True)
+        self.tagged(tag, "OK", "EXPUNGE completed")
+
+    async def cmd_UID_EXPUNGE(self, tag, args):
+        self._nargs(args, 1)
+        await self.cmd_EXPUNGE(tag, [], SequenceSet.parse(str(args[0])))
+
+    def _resolve(self, text, uid_mode: bool) -> list[int]:
+        """Sequence/UID set → 0-based indexes into the client's view."""
+        if not isinstance(text, Atom):
+            raise Bad("Invalid sequence set")
+        ss = SequenceSet.parse(str(text))
+        if uid_mode:
+            return ss.uid_indexes(self.uids)
+        try:
+            return [n - 1 for n in ss.message_numbers(len(self.uids))]
+        except ParseError:
+            raise Bad("Invalid message sequence number") from None
+
+    # FETCH ---------------------------------------------------------------------------------
+    async def cmd_FETCH(self, tag, args, uid_mode: bool = False):
+        self._need("selected")
+        self._nargs(args, 2, 3)
+        idx = self._resolve(args[0], uid_mode)
+        atts = parse_fetch_items(args[1])
+        changedsince = None
+        if len(args) == 3:
+            mods = args[2]
+            if (not isinstance(mods, list) or len(mods) != 2 or astring(mods[0]).upper() != "CHANGEDSINCE"):
+                raise Bad("Unknown FETCH modifier")
+            changedsince = number(mods[1])
+            self.condstore = True
+        if uid_mode and not any(a.name == "UID" for a in atts):
+            atts.insert(0, FetchAtt("UID"))
+        if (changedsince is not None or self.condstore) and not any(a.name == "MODSEQ" for a in atts) \
+                and changedsince is not None:
+            atts.append(FetchAtt("MODSEQ"))
+        sets_seen = not self.readonly and any(a.sets_seen for a in atts)
+        mb, folder = self._mb(), self.folder
+        for start in range(0, len(idx), FLUSH_EVERY):
+            chunk = idx[start:start + FLUSH_EVERY]
+            uids = [self.uids[i] for i in chunk]
+            recs = mb.records(folder, uids)
+            for i, rec in zip(chunk, recs):
+                if rec is None:
+                    continue  # expunged by another session; the client hears at the next sync
+                if changedsince is not None and rec.modseq <= changedsince:
+                    continue
+                self.out.append(self._fetch_one(i + 1, rec, atts, sets_seen))
+            await self._maybe_flush()
+        if uid_mode:
+            self.sync(expunge=True)
+        self.tagged(tag, "OK", "FETCH completed")
+
+    def _fetch_one(self, seq: int, rec: MessageRecord, atts: list[FetchAtt], sets_seen: bool) -> bytes:
+        mb, folder = self._mb(), self.folder
+        data: bytes | None = None
+        root = None
+        flags_changed = False
+        if sets_seen and "\\Seen" not in rec.flags:
+            changed, _ = mb.set_flags(folder, [rec.uid], "add", ["\\Seen"])
+            if changed:
+                rec = changed[0]
+                self.own_modseqs.add(rec.modseq)
+                flags_changed = True
+        items: list[bytes] = []
+        for a in atts:
+            n = a.name
+            if n == "UID":
+                items.append(b"UID %d" % rec.uid)
+            elif n == "FLAGS":
+                items.append(b"FLAGS " + flag_list(self._flags(rec)))
+            elif n == "MODSEQ":
+                items.append(b"MODSEQ (%d)" % rec.modseq)
+            elif n == "RFC822.SIZE":
+                items.append(b"RFC822.SIZE %d" % rec.size)
+            elif n == "INTERNALDATE":
+                items.append(b'INTERNALDATE "' + imap_date(rec.internaldate).encode() + b'"')
+            elif n == "ENVELOPE":
+                env = mb.envelope(folder, rec.uid)
+                if env is None:
+                    data = data if data is not None else mb.read(folder, rec.uid)
+                    he, _ = F.split_header(data)
+                    env = F.envelope(F.parse_headers(data[:he]))
+                items.append(b"ENVELOPE " + encode(env))
+            else:
+                if data is None:
+                    data = mb.read(folder, rec.uid)
+                if n in ("BODY", "BODYSTRUCTURE"):
+                    root = root or F.parse_structure(data)
+                    items.append(n.encode() + b" " + encode(F.bodystructure(data, root, extended=n == "BODYSTRUCTURE")))
+                elif n == "RFC822":
+                    items.append(b"RFC822 " + encode(Literal(data)))
+                elif n == "RFC822.HEADER":
+                    he, _ = F.split_header(data)
+                    items.append(b"RFC822.HEADER " + encode(Literal(data[:he])))
+                elif n == "RFC822.TEXT":
+                    _, bs = F.split_header(data)
+                    items.append(b"RFC822.TEXT " + encode(Literal(data[bs:])))
+                else:  # BODY[section]
+                    root = root or F.parse_structure(data)
+                    sec = F.section_bytes(data, a, root)
+                    if sec is None:
+                        sec = b""
+                    part = F.apply_partial(sec, a.partial)
+                    items.append(a.response_name().encode() + b" " + encode(Literal(part)))
+        if flags_changed and not any(a.name == "FLAGS" for a in atts):
+            items.append(b"FLAGS " + flag_list(self._flags(rec)))
+        return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+
+    def _flags(self, rec: MessageRecord):
+        return set(rec.flags) | ({"\\Recent"} if rec.uid in self.recent else set())
+
+    async def cmd_UID_FETCH(self, tag, args):
+        await self.cmd_FETCH(tag, args, uid_mode=True)
+
+    # STORE ---------------------------------------------------------------------------------
+    async def cmd_STORE(self, tag, args, uid_mode: bool = False):
+        self._need("selected")
+        if len(args) not in (3, 4):
+            raise Bad("Wrong number of arguments")
+        idx = self._resolve(args[0], uid_mode)
+        unchangedsince = None
+        rest = args[1:]
+        if len(rest) == 3:
+            mods = rest[0]
+            if (not isinstance(mods, list) or len(mods) != 2 or astring(mods[0]).upper() != "UNCHANGEDSINCE"):
+                raise Bad("Unknown STORE modifier")
+            unchangedsince = number(mods[1])
+            self.condstore = True
+            rest = rest[1:]
+        op = astring(rest[0]).upper()
+        m = re.match(r"^([+-]?)FLAGS(\.SILENT)?$", op)
+        if not m:
+            raise Bad("Invalid STORE item")
+        flags = parse_flags(rest[1])
+        if self.readonly:
+            raise No("[READ-ONLY] Mailbox is read-only")
+        mode = {"": "set", "+": "add", "-": "remove"}[m.group(1)]
+        silent = bool(m.group(2))
+        uids = [self.uids[i] for i in idx]
+        flags = [f for f in flags if f != "\\Recent"]
+        changed, failed = await asyncio.to_thread(self._mb().set_flags, self.folder, uids, mode, flags,
+                                                  unchangedsince)
+        by_uid = {r.uid: r for r in changed}
+        for r in changed:
+            self.own_modseqs.add(r.modseq)
+        show_modseq = self.condstore
+        if not silent or unchangedsince is not None:
+            report = uids if not silent else []
+            recs = {r.uid: r for r in self._mb().records(self.folder, report) if r is not None} if report else {}
+            for uid in report:
+                if uid in failed:
+                    continue
+                r = by_uid.get(uid) or recs.get(uid)
+                if r is None:
+                    continue
+                seq = bisect.bisect_left(self.uids, uid) + 1
+                parts = []
+                if uid_mode:
+                    parts.append(b"UID %d" % uid)
+                parts.append(b"FLAGS " + flag_list(self._flags(r)))
+                if show_modseq:
+                    parts.append(b"MODSEQ (%d)" % r.modseq)
+                self.out.append(b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n")
+        if uid_mode:
+            self.sync(expunge=True)
+        if failed:
+            if uid_mode:
+                mod = format_uid_set(sorted(failed))
+            else:
+                mod = format_uid_set([bisect.bisect_left(self.uids, u) + 1 for u in sorted(failed)])
+            self.tagged(tag, "OK", f"[MODIFIED {mod}] Conditional STORE failed for some messages")
+        else:
+            self.tagged(tag, "OK", "STORE completed")
+
+    async def cmd_UID_STORE(self, tag, args):
+        await self.cmd_STORE(tag, args, uid_mode=True)
+
+    # SEARCH --------------------------------------------------------------------------------
+    async def cmd_SEARCH(self, tag, args, uid_mode: bool = False):
+        self._need("selected")
+        try:
+            _charset, keys = parse_search(args)
+        except BadCharset as e:
+            self.tagged(tag, "NO", f"[BADCHARSET (UTF-8 US-ASCII)] {e}")
+            return
+        # sequence-set keys with numbers beyond the mailbox are simply empty (as Dovecot does)
+        hits = await asyncio.to_thread(self._search, keys)
+        uses_modseq = _uses_modseq(keys)
+        nums = [self.uids[i] if uid_mode else i + 1 for i, _ in hits]
+        line = "SEARCH" + "".join(f" {n}" for n in nums)
+        if uses_modseq and hits:
+            line += f" (MODSEQ {max(m for _, m in hits)})"
+        self.untagged(line)
+        if uid_mode:
+            self.sync(expunge=True)
+        self.tagged(tag, "OK", "SEARCH completed")
+
+    def _search(self, keys) -> list[tuple[int, int]]:
+        mb, folder = self._mb(), self.folder
+        uids = self.uids
+        ctx = SearchContext(len(uids), uids[-1] if uids else 0, self.recent)
+        fast = getattr(mb, "search", None)
+        if fast is not None:
+            res = fast(folder, keys, uids, ctx)
+            if res is not None:
+                return res
+        ev = Evaluator(keys, ctx)
+        out = []
+        for start in range(0, len(uids), 5000):
+            chunk = uids[start:start + 5000]
+            for j, rec in enumerate(mb.records(folder, chunk)):
+                if rec is None:
+                    continue
+                target = _Target(mb, folder, rec)
+                if ev.matches(start + j + 1, target):
+                    out.append((start + j, rec.modseq))
+        return out
+
+    async def cmd_UID_SEARCH(self, tag, args):
+        await self.cmd_SEARCH(tag, args, uid_mode=True)
+
+    # COPY / MOVE ---------------------------------------------------------------------------
+    async def cmd_COPY(self, tag, args, uid_mode: bool = False, move: bool = False):
+        self._need("selected")
+        self._nargs(args, 2)
+        idx = self._resolve(args[0], uid_mode)
+        dest = decode_mailbox(args[1])
+        if move and self.readonly:
+            raise No("[READ-ONLY] Mailbox is read-only")
+        if dest not in self._folder_names():
+            raise No("[TRYCREATE] Mailbox does not exist")
+        uids = [self.uids[i] for i in idx]
+        if not uids:
+            if uid_mode:
+                self.tagged(tag, "OK", "No messages")
+                return
+            raise Bad("Invalid message sequence number")
+        validity, src, new = await asyncio.to_thread(self._mb().copy, self.folder, uids, dest, move=move)
+        code = f"COPYUID {validity} {format_uid_set(src)} {format_uid_set(new)}" if src else ""
+        if move:
+            if code:
+                self.untagged(f"OK [{code}] Moved")
+            self.sync(expunge=True)
+            self.tagged(tag, "OK", "MOVE completed")
+        else:
+            if uid_mode:
+                self.sync(expunge=True)
+            self.tagged(tag, "OK", (f"[{code}] " if code else "") + "COPY completed")
+
+    async def cmd_UID_COPY(self, tag, args):
+        await self.cmd_COPY(tag, args, uid_mode=True)
+
+    async def cmd_MOVE(self, tag, args):
+        await self.cmd_COPY(tag, args, move=True)
+
+    async def cmd_UID_MOVE(self, tag, args):
+        await self.cmd_COPY(tag, args, uid_mode=True, move=True)
+
+    # IDLE ----------------------------------------------------------------------------------
+    async def cmd_IDLE(self, tag, args):
+        self._need("auth", "selected")
+        self._nargs(args, 0)
+        self.idle_tag = tag
+        self.out.append(b"+ idling\r\n")
+        if self.state == "selected":
+            self.sync(expunge=True)
+
+    def idle_done(self, line: bytes) -> None:
+        tag, self.idle_tag = self.idle_tag, None
+        if line.strip().upper() == b"DONE":
+            self.tagged(tag, "OK", "IDLE terminated")
+        else:
+            self.tagged(tag, "BAD", "Expected DONE")
+
+    # ------------------------------------------------------------------ change reporting
+    def sync(self, *, expunge: bool) -> None:
+        """Tell the client what changed in the selected mailbox since it last heard."""
+        if self.state != "selected" or self.folder is None:
+            return
+        mb = self._mb()
+        v = mb.version(self.folder)
+        if v == self.version:
+            return
+        st = mb.state(self.folder)
+        new_uids = st.uids
+        if expunge:
+            current = set(new_uids) if len(new_uids) != len(self.uids) or True else None
+            gone = [u for u in self.uids if u not in current]
+            for u in gone:
+                i = bisect.bisect_left(self.uids, u)
+                self.untagged(f"{i + 1} EXPUNGE")
+                del self.uids[i]
+        last = self.uids[-1] if self.uids else 0
+        added = [u for u in new_uids[bisect.bisect_right(new_uids, last):]]
+        if added:
+            self.uids.extend(added)
+            self.untagged(f"{len(self.uids)} EXISTS")
+        if st.highestmodseq > self.modseq_seen:
+            changed = getattr(mb, "changed_since", None)
+            recs = (changed(self.folder, self.modseq_seen) if changed is not None else
+                    [r for r in mb.records(self.folder, self.uids) if r and r.modseq > self.modseq_seen])
+            added_set = set(added)
+            for r in recs:
+                if r.modseq in self.own_modseqs or r.uid in added_set:
+                    continue
+                i = bisect.bisect_left(self.uids, r.uid)
+                if i >= len(self.uids) or self.uids[i] != r.uid:
+                    continue
+                extra = b" MODSEQ (%d)" % r.modseq if self.condstore else b""
+                self.out.append(b"* %d FETCH (FLAGS " % (i + 1) + flag_list(self._flags(r)) + extra + b")\r\n")
+            self.modseq_seen = st.highestmodseq
+            self.own_modseqs.clear()
+        if expunge:
+            self.version = v
+
+
+class _Target:
+    """Adapter from a MessageRecord + Mailbox to search.SearchTarget (headers from the index)."""
+
+    __slots__ = ("mb", "folder", "uid", "flags", "size", "internaldate", "modseq", "_data")
+
+    def __init__(self, mb: Mailbox, folder: str, rec: MessageRecord) -> None:
+        self.mb, self.folder = mb, folder
+        self.uid, self.flags, self.size = rec.uid, rec.flags, rec.size
+        self.internaldate, self.modseq = rec.internaldate, rec.modseq
+        self._data = None
+
+    def header(self, name: str) -> bytes | None:
+        return self.mb.header(self.folder, self.uid, name)
+
+    def read(self) -> bytes:
+        if self._data is None:
+            self._data = self.mb.read(self.folder, self.uid)
+        return self._data
+
+
+def _uses_modseq(keys) -> bool:
+    for k in keys:
+        if k[0] == "modseq":
+            return True
+        if k[0] == "and" and _uses_modseq(k[1]):
+            return True
+        if k[0] in ("or",) and _uses_modseq([k[1], k[2]]):
+            return True
+        if k[0] == "not" and _uses_modseq([k[1]]):
+            return True
+    return False
+
+
+__all__ = ["Session", "imap_date", "list_pattern"]
