@@ -79,6 +79,7 @@ class QueueRunner:
         self.clock = clock
         self.entries: dict[str, QueueEntry] = {}
         self._ready: deque[str] = deque()
+        self._ready_ids: set[str] = set()
         self._later: list[tuple[float, str]] = []
         self._busy: set[str] = set()
         self._recovered: set[str] = set()
@@ -96,26 +97,39 @@ class QueueRunner:
         for entry in await asyncio.get_running_loop().run_in_executor(self._executor, self.spool.recover):
             self.entries[entry.id] = entry
             self._recovered.add(entry.id)
-            if entry.next_attempt <= self.clock():
-                self._ready.append(entry.id)
-            else:
-                heapq.heappush(self._later, (entry.next_attempt, entry.id))
+            self._schedule(entry)
         if self._recovered:
             maillog().info("queue: %d message(s) recovered from the spool", len(self._recovered))
         self._loop_task = asyncio.create_task(self._run(), name="queue-runner")
 
+    def _schedule(self, entry: QueueEntry) -> None:
+        if entry.next_attempt <= self.clock():
+            if entry.id not in self._ready_ids:
+                self._ready_ids.add(entry.id)
+                self._ready.append(entry.id)
+        else:
+            heapq.heappush(self._later, (entry.next_attempt, entry.id))
+
     def add(self, entry: QueueEntry) -> None:
-        """A message was just queued: try it now."""
+        """A message was just queued (or should be retried at once): try it now."""
+        entry.next_attempt = 0.0
         self.entries[entry.id] = entry
-        self._ready.append(entry.id)
+        self._schedule(entry)
         self._idle.clear()
         self._kick.set()
 
     def kick(self) -> None:
         """Retry everything that is waiting, now (``relay queue flush``)."""
-        while self._later:
-            self._ready.append(heapq.heappop(self._later)[1])
+        self._later.clear()
+        for entry in self.entries.values():
+            if entry.id not in self._busy:
+                entry.next_attempt = 0.0
+                self._schedule(entry)
         self._kick.set()
+
+    def busy(self, qid: str) -> bool:
+        """True while a delivery attempt for ``qid`` is in progress."""
+        return qid in self._busy
 
     @property
     def size(self) -> int:
@@ -154,9 +168,13 @@ class QueueRunner:
             self._kick.clear()
             now = self.clock()
             while self._later and self._later[0][0] <= now:
-                self._ready.append(heapq.heappop(self._later)[1])
+                when, qid = heapq.heappop(self._later)
+                entry = self.entries.get(qid)
+                if entry is not None and entry.next_attempt == when and qid not in self._busy:
+                    self._schedule(entry)  # otherwise the item is stale (flushed, removed, rescheduled)
             while self._ready and len(self._busy) < self.concurrency:
                 qid = self._ready.popleft()
+                self._ready_ids.discard(qid)
                 entry = self.entries.get(qid)
                 if entry is None or qid in self._busy:
                     continue
@@ -216,7 +234,7 @@ class QueueRunner:
             log.exception("delivery attempt for %s failed; will retry", entry.id)
             maillog().error("%s: delivery attempt failed unexpectedly; will retry", entry.id)
             entry.next_attempt = self.clock() + self.cfg.queue.first_retry
-            heapq.heappush(self._later, (entry.next_attempt, entry.id))
+            self._schedule(entry)
         finally:
             self._busy.discard(entry.id)
             self._kick.set()
@@ -255,4 +273,4 @@ class QueueRunner:
             entry.warned = True
         entry.next_attempt = schedule.next_attempt(self.cfg.queue, entry.arrival, entry.attempts, now, entry.id)
         await loop.run_in_executor(self._executor, self.spool.save_state, entry)
-        heapq.heappush(self._later, (entry.next_attempt, entry.id))
+        self._schedule(entry)

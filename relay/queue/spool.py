@@ -133,7 +133,8 @@ class _GroupDirSync:
         fut = asyncio.get_running_loop().run_in_executor(self.executor, fsync_dir, self.path)
 
         def finished(f: asyncio.Future) -> None:
-            self._running = None
+            if self._running is f:
+                self._running = None
             if not f.cancelled() and f.exception() is None:
                 self._done = max(self._done, target)
 
@@ -145,7 +146,11 @@ class _GroupDirSync:
         self._requested += 1
         mine = self._requested
         while self._done < mine:
-            fut = self._running if self._running is not None else self._start()
+            fut = self._running
+            if fut is None or fut.done():
+                # (a done future whose callback has not run yet covers nothing new: awaiting it
+                # would return at once and spin, so start the next fsync)
+                fut = self._start()
             await asyncio.shield(fut)
 
 
