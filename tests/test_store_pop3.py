@@ -195,3 +195,39 @@ def test_server_gone_mid_session_is_connect_error(dovecot, tmp_path):  # noqa: F
         assert server_count(dovecot) == 3
         r = store.sync()
         assert r.downloaded == 2 and len(store.folder_state("INBOX").uids) == 3
+
+
+def test_watch_checks_the_server_and_reports_new_mail(dovecot, tmp_path):  # noqa: F811
+    import threading
+
+    from tui_mail.store.base import Change
+
+    dovecot.add_user("bob", "pop pass")
+    dovecot.seed("bob", 1)
+    got: list[Change] = []
+    arrived = threading.Event()
+
+    def cb(change: Change) -> None:
+        got.append(change)
+        if change.kind == "exists":
+            arrived.set()
+
+    store = Pop3Store(tmp_path / "bob", settings(dovecot), check_interval=0.2, poll_interval=0.05)
+    try:
+        store.connect()
+        store.watch("INBOX", cb)
+        assert arrived.wait(5)            # the first check downloads the seeded message
+        arrived.clear()
+        dovecot.deliver("bob", make_message(7))
+        assert arrived.wait(5)
+        assert [c.uids for c in got if c.kind == "exists"] == [(1,), (2,)]
+        assert store.last_sync_error is None
+        dovecot.stop()                    # a failing check is kept, not raised
+        import time as _t
+        deadline = _t.monotonic() + 5
+        while store.last_sync_error is None and _t.monotonic() < deadline:
+            _t.sleep(0.05)
+        assert isinstance(store.last_sync_error, ConnectError)
+    finally:
+        store.close()
+    assert store._checker is None and store._watch_thread is None

@@ -24,6 +24,7 @@ import os
 import poplib
 import sqlite3
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +90,16 @@ class _Traced:
     """Mixin over poplib.POP3: report status lines to ``sink`` with PASS masked."""
 
     sink: Callable[[str, str], None] | None = None
+
+    def __init__(self, *args, **kw):
+        try:
+            super().__init__(*args, **kw)
+        except BaseException:  # poplib leaves the socket open when the greeting fails
+            for name in ("file", "sock"):  # the makefile() reader keeps the socket alive too
+                thing = getattr(self, name, None)
+                if thing is not None:
+                    thing.close()
+            raise
 
     def _putcmd(self, line):
         if self.sink:
@@ -210,11 +221,48 @@ class Pop3Store(LocalStore):
     """A POP3 account: its local Maildir at ``root`` plus ``sync()`` from the server."""
 
     def __init__(self, root: str | os.PathLike, settings: Pop3Settings, *,
-                 clock: Callable[[], float] = time.time, **kw):
+                 clock: Callable[[], float] = time.time, check_interval: float = 300.0, **kw):
         super().__init__(root, **kw)
         self.settings = settings
         self.clock = clock
+        self.check_interval = check_interval
+        self.last_sync_error: MailError | None = None
         self._state: sqlite3.Connection | None = None
+        self._sync_lock = threading.Lock()
+        self._checker: threading.Thread | None = None
+        self._checker_stop = threading.Event()
+
+    # --- new mail: the local watch plus a periodic sync from the server ----------------
+    def watch(self, folder: str, callback) -> None:
+        """Report changes of ``folder`` (local polling) and, while INBOX is watched, fetch new
+        mail from the server now and every ``check_interval`` seconds; new messages then show
+        up as "exists" changes. A failed check is kept in ``last_sync_error`` (and logged)."""
+        super().watch(folder, callback)
+        if not self._is_root(folder):
+            return
+        stop = threading.Event()
+        self._checker_stop = stop
+
+        def run() -> None:
+            while not stop.is_set():
+                try:
+                    self.sync()
+                    self.last_sync_error = None
+                except MailError as e:
+                    self.last_sync_error = e
+                    log.warning("POP3 check of %s failed: %s", self.settings.host, e)
+                if stop.wait(self.check_interval):
+                    return
+
+        self._checker = threading.Thread(target=run, name="pop3-check", daemon=True)
+        self._checker.start()
+
+    def stop_watch(self) -> None:
+        self._checker_stop.set()
+        thread, self._checker = self._checker, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.settings.timeout + 5)
+        super().stop_watch()
 
     def connect(self) -> None:
         super().connect()
@@ -231,6 +279,7 @@ class Pop3Store(LocalStore):
                 self._state = db
 
     def close(self) -> None:
+        self.stop_watch()
         super().close()
         with self._lock:
             db, self._state = self._state, None
@@ -246,6 +295,10 @@ class Pop3Store(LocalStore):
              cancel: Cancel | None = None) -> SyncResult:
         """Download new messages into INBOX and apply the deletion mode; see the module doc."""
         self.connect()
+        with self._sync_lock:  # one session at a time (background check vs. "get mail")
+            return self._sync_locked(progress, cancel)
+
+    def _sync_locked(self, progress, cancel) -> SyncResult:
         s = self.settings
         result = SyncResult()
         with Pop3Session(s, self.trace) as session:
