@@ -167,3 +167,29 @@ async def test_journey_postfix_to_dovecot_pop3(dovecot, tmp_path):  # noqa: F811
                 ui.outbox.close()
     finally:
         await asyncio.to_thread(pf.cleanup)
+
+
+async def test_imap_account_sent_copy_goes_to_the_servers_sent(dovecot):  # noqa: F811
+    import imaplib
+
+    dovecot.add_user("bob", "imap pass")
+    async with SmtpSink() as sink:
+        acct = SimpleNamespace(
+            name="work", address="bob@example.org", display_name="", signature="", pop3=None,
+            imap=SimpleNamespace(host="127.0.0.1", port=dovecot.imap_port, security="none", user="bob"),
+            smtp=SimpleNamespace(host="127.0.0.1", port=sink.port, security="none", user=None))
+        ui = open_account(acct, lambda a, kind: "imap pass")
+        try:
+            result = await asyncio.to_thread(ui.submit, message(), "bob@example.org", ["alice@crepes.fr"])
+            assert result.sent, result.detail
+        finally:
+            await asyncio.to_thread(ui.store.close)
+            ui.outbox.close()
+    conn = imaplib.IMAP4("127.0.0.1", dovecot.imap_port)
+    try:
+        conn.login("bob", "imap pass")
+        conn.select("Sent", readonly=True)
+        typ, data = conn.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and b"from the account" in data[0][1] and b"\\Seen" in data[0][0]
+    finally:
+        conn.logout()
