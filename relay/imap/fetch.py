@@ -163,7 +163,7 @@ def section_bytes(data: bytes, att: FetchAtt, root: Part | None = None) -> bytes
     if text == "":
         if p.ctype == "message" and p.csub == "rfc822" and p is not root:
             return data[p.bs:p.be]
-        return data[p.bs:p.be] if p is not root else data
+        return data[p.bs:p.be]
     # HEADER/TEXT of a nested message/rfc822 part apply to the encapsulated message
     if p is not root:
         if p.message is None:
