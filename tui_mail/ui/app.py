@@ -30,6 +30,7 @@ class UISettings:
     keys: Mapping[str, str] = field(default_factory=dict)
     ascii: bool = False                # ASCII flag glyphs instead of ● ★ ↩ ⊕
     autosave_seconds: float = 30.0
+    cursor_blink: bool = True
 
     def __post_init__(self) -> None:
         if not (self.mark_read in ("open", "never") or self.mark_read.startswith("delay:")):

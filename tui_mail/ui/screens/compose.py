@@ -103,12 +103,13 @@ class PathSuggester(Suggester):
 
 class ComposeScreen(ReportsWorkerFailures, Screen[None]):
     DEFAULT_CSS = """
-    ComposeScreen #fields { height: auto; padding: 0 1; }
-    ComposeScreen .row { height: auto; }
-    ComposeScreen .row > Label { width: 9; padding: 1 1 0 0; text-align: right; }
-    ComposeScreen .row > Input { width: 1fr; }
-    ComposeScreen Input.-invalid { border: tall $error; }
-    ComposeScreen .problem { color: $error; height: auto; padding-left: 10; }
+    ComposeScreen #fields { height: auto; padding: 1 1 0 1; }
+    ComposeScreen .row { height: 1; }
+    ComposeScreen .row > Label { width: 10; padding-right: 1; text-align: right; text-style: bold; }
+    ComposeScreen .row > Input { width: 1fr; height: 1; border: none; padding: 0 1; background: $boost; }
+    ComposeScreen .row > Input:focus { background: $primary 25%; }
+    ComposeScreen .row > Input.-invalid { background: $error 35%; text-style: underline; }
+    ComposeScreen .problem { color: $error; height: auto; padding-left: 11; }
     ComposeScreen #body { height: 1fr; border: tall $primary 40%; }
     ComposeScreen #attachments { height: auto; max-height: 6; }
     ComposeScreen #attach-path { display: none; }
@@ -155,6 +156,10 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        if not self.app.settings.cursor_blink:
+            for widget in self.query(Input):
+                widget.cursor_blink = False
+            self.query_one(TextArea).cursor_blink = False
         self.refresh_attachments()
         for name in ADDRESS_FIELDS:
             self.query_one(f"#{name}-problem").display = False

@@ -89,6 +89,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#search").display = False
+        self.query_one("#search", Input).cursor_blink = self.app.settings.cursor_blink
         self.preview.display = self.app.settings.preview
         for account in self.accounts.values():
             self.tree.add_account(account.name)
@@ -97,7 +98,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.set_interval(60, self.message_list.tick_clock)
 
     def on_resize(self) -> None:
-        self.set_class(self.size.width < 110, "-narrow")
+        self.set_class(self.size.width < 140, "-narrow")
 
     # --- store resolution -----------------------------------------------------------------
     def store_for(self, account: Account, folder: str) -> tuple[MailStore, str]:

@@ -81,7 +81,7 @@ def opener_command(path: Path, content_type: str) -> list[str] | None:
 
 class ReaderScreen(ReportsWorkerFailures, Screen[None]):
     DEFAULT_CSS = """
-    ReaderScreen #body { background: $surface; padding: 0 1; }
+    ReaderScreen #scroller { background: $surface; padding: 0 1; height: 1fr; }
     ReaderScreen #attachments { height: auto; max-height: 8; border-top: solid $primary 30%; }
     """
     BINDINGS = [
@@ -90,8 +90,8 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
         Binding("N,K", "step(-1)", "Previous"),
         Binding("h", "toggle_headers", "Headers"),
         Binding("v", "toggle_raw", "Raw"),
-        Binding("a", "save_attachment", "Save attachment"),
-        Binding("O", "open_attachment", "Open attachment"),
+        Binding("a", "save_attachment", "Save att."),
+        Binding("O", "open_attachment", "Open attachment", show=False),
         Binding("r", "reply", "Reply"),
         Binding("R", "reply_all", "Reply all", show=False),
         Binding("f", "forward", "Forward", show=False),

@@ -32,10 +32,10 @@ class TraceScreen(Screen[None]):
     BINDINGS = [Binding("escape,q,f2", "app.pop_screen", "Back"),
                 Binding("c", "clear", "Clear")]
 
-    def __init__(self, buffer: TraceBuffer):
+    def __init__(self, buffer: TraceBuffer, since: int = 0):
         super().__init__()
         self.buffer = buffer
-        self.seen = 0
+        self.seen = since
 
     def compose(self) -> ComposeResult:
         yield Static("Protocol trace — C: client, S: server (passwords masked)")

@@ -40,7 +40,7 @@ def ordered(folders: list[FolderInfo]) -> list[FolderInfo]:
 
 class FolderTree(Tree[FolderRef]):
     DEFAULT_CSS = """
-    FolderTree { width: 26; border-right: solid $primary 30%; background: $surface; }
+    FolderTree { width: 24; border-right: solid $primary 30%; background: $surface; }
     """
 
     class FolderChosen(Message):
