@@ -85,6 +85,8 @@ def parse_ctype(value: bytes | None, default: tuple[str, str] = ("text", "plain"
         if v.startswith(b'"') and v.endswith(b'"') and len(v) >= 2:
             v = re.sub(rb"\\(.)", rb"\1", v[1:-1])
         params[k] = v.decode("utf-8", "replace")
+    if t == "text" and "charset" not in params:
+        params = {"charset": "us-ascii", **params}
     return t, s.strip(), params
 
 
