@@ -5,6 +5,7 @@
     tui-mail relay user add|passwd ADDRESS [--password-stdin]
     tui-mail relay user del ADDRESS
     tui-mail relay user list
+    tui-mail relay queue [list|show ID|flush [ID]|delete ID|bounce ID] [--json]   (relay/queue_cli.py)
 
 ``start`` without ``--foreground`` launches ``python -m relay start --foreground`` as a detached
 process in its own session (through a short-lived launcher, so no zombie is left behind), waits
@@ -58,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     x = usub.add_parser("del", parents=[common], help="delete an account (its mail stays on disk)")
     x.add_argument("address")
     usub.add_parser("list", parents=[common], help="list accounts")
+    from relay.queue_cli import configure_parser as queue_parser
+    queue_parser(sub.add_parser("queue", parents=[common], help="show and control the mail queue"), (common,))
     return p
 
 
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_stop(cfg)
         if args.cmd == "status":
             return cmd_status(cfg)
+        if args.cmd == "queue":
+            from relay.queue_cli import run as queue_run
+            return queue_run(args, cfg)
         return cmd_user(cfg, args)
     except RelayError as e:
         _err(f"error: {e}")

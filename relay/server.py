@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from relay.config import Address, RelayConfig
+from relay.control import QueueServices, start_queue_services
 from relay.errors import RelayError
 from relay.events import ChangeBus
 from relay.queue.runner import QueueRunner
@@ -56,6 +57,7 @@ class RelayServer:
         self.users: UserDB = UserDB(cfg.users_file)
         self.spool: Spool | None = None
         self.runner: QueueRunner | None = None
+        self.queue_services: QueueServices | None = None
         self.ssl_context = None
         self.addresses: dict[str, tuple[str, int]] = {}
         self.smtp_handlers: dict[str, RelayHandler] = {}
@@ -70,6 +72,8 @@ class RelayServer:
         self.ssl_context = await asyncio.to_thread(server_context, cfg)
         self.spool = Spool(cfg.queue_dir)
         self.runner = QueueRunner(cfg, self.spool, self.bus, self.users)
+        # issue 6: onward SMTP delivery, DSNs and the control socket (relay/control.py)
+        self.queue_services = await start_queue_services(self)
         await self.runner.start()
         try:
             for name, addr, submission in (("smtp", cfg.listen.smtp, False),
@@ -108,6 +112,9 @@ class RelayServer:
         await asyncio.gather(*(h.drain(self.grace) for h in self.smtp_handlers.values()))
         for srv in list(self.servers.values()) + self.extra_servers:
             await srv.wait_closed()
+        if self.queue_services is not None:
+            await self.queue_services.close()
+            self.queue_services = None
         if self.runner is not None:
             await self.runner.stop(self.grace)
             self.runner = None

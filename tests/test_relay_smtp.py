@@ -12,6 +12,7 @@ import time
 import aiosmtplib
 import pytest
 
+from relay.remote import DeliveryResult
 from relay.server import RelayServer
 from relay.users import AuthThrottle
 from tests.test_relay_smtp_support import (  # noqa: F401  (fixture)
@@ -127,8 +128,20 @@ async def test_unknown_local_user_rejected_at_rcpt(relay):
         await c.close()
 
 
+class DeferringRemote:
+    """Onward delivery stand-in: records what it was handed and keeps it queued."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def deliver(self, entry, recipients):
+        self.calls.append((entry.id, list(recipients)))
+        return dict.fromkeys(recipients, DeliveryResult("deferred", 451, "next hop unreachable (test)", "4.4.1"))
+
+
 async def test_submission_auth_plain_and_login_then_relay(relay):
     host, port = relay.addresses["submission"]
+    remote = relay.runner.remote = DeferringRemote()
 
     def send(mech):
         with smtplib.SMTP(host, port) as s:
@@ -142,12 +155,13 @@ async def test_submission_auth_plain_and_login_then_relay(relay):
     assert await asyncio.to_thread(send, "LOGIN") == {}
     assert len(await wait_delivered(relay, "alice@example.org", 2)) == 2
     await relay.runner.wait_idle()
-    # the remote recipient stays queued (no onward delivery configured), with the reason
+    # the remote recipient went to onward delivery only, and stays queued with the reason
     entries = relay.spool.entries()
     assert len(entries) == 2
+    assert sorted(remote.calls) == sorted((e.id, ["friend@elsewhere.net"]) for e in entries)
     for e in entries:
         r = e.recipient("friend@elsewhere.net")
-        assert r.status == "deferred" and "not configured" in r.text and r.attempts == 1
+        assert r.status == "deferred" and r.text == "next hop unreachable (test)" and r.attempts == 1
         assert e.recipient("alice@example.org").status == "sent"
         assert e.next_attempt > time.time() + 30
         assert e.meta["auth"] == "bob@example.org"

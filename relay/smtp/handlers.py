@@ -179,8 +179,9 @@ class RelayHandler(Authenticator):
 
     @staticmethod
     def _client(session: Session) -> str:
+        # Postfix shows the reverse-DNS name here; we do no DNS on the accept path.
         peer = session.peer if isinstance(session.peer, tuple) else ("unknown",)
-        return f"{session.host_name or 'unknown'}[{peer[0]}]"
+        return f"unknown[{peer[0]}]"
 
     def factory(self, tls_context) -> Callable[[], RelaySMTP]:
         loop = asyncio.get_running_loop()
