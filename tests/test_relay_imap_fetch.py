@@ -125,7 +125,7 @@ def test_bodystructure_multipart():
     wire = encode(bs)
     assert wire.startswith(b'(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "QUOTED-PRINTABLE" 17 1 NIL NIL NIL NIL)'
                            b' (("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 10 1')
-    assert b'"MESSAGE" "RFC822" NIL NIL NIL "7BIT" 50 (NIL "inner" (("Dave" NIL "dave" "d.org"))' in wire
+    assert b'"MESSAGE" "RFC822" NIL NIL NIL "7BIT" 53 (NIL "inner" (("Dave" NIL "dave" "d.org"))' in wire
     assert b'"APPLICATION" "PDF" ("NAME" "a b.pdf") NIL NIL "BASE64" 12 NIL ("ATTACHMENT" ("FILENAME" "a b.pdf")) NIL NIL)' in wire
     assert wire.endswith(b' "MIXED" ("BOUNDARY" "XX") NIL NIL NIL)')
     body = encode(F.bodystructure(MULTI, extended=False))
