@@ -172,7 +172,7 @@ class Postfix:
     """One throwaway Postfix instance under ``root`` (see the module docstring)."""
 
     def __init__(self, domain: str = "example.org", users: tuple[str, ...] = ("alice", "bob", "carol"),
-                 mail_root: str | os.PathLike | None = None):
+                 mail_root: str | os.PathLike | None = None, port: int | None = None):
         # Postfix's daemons run as "postfix" and "nobody": the whole tree lives in its own
         # world-traversable temp dir (pytest's tmp_path is private to root)
         self.root = Path(tempfile.mkdtemp(prefix="pf", dir="/tmp"))
@@ -186,7 +186,7 @@ class Postfix:
         # mail_root: deliver into another server's tree (e.g. a Dovecot's, user/Maildir layout)
         self._own_mail_root = mail_root is None
         self.mail_root = Path(mail_root) if mail_root else Path(tempfile.mkdtemp(prefix="pfm", dir="/tmp"))
-        self.port = free_port()
+        self.port = port or free_port()
         self.host = "127.0.0.1"
         self.started = False
 

@@ -293,3 +293,40 @@ async def test_enqueue_composed_keeps_hidden_recipients(tmp_path, sent):
     (got,) = sink.received
     assert o.state == "filed" and got.recipients == ["bob@example.org", "hidden@example.net"]
     assert b"hidden@example.net" not in got.data
+
+
+async def test_outbox_with_real_postfix_down_then_up(tmp_path, sent):
+    """Transient failure while nothing listens, then a real Postfix comes up on that port."""
+    from tests.postfix_peer import Postfix, postfix_available
+
+    if not postfix_available():
+        pytest.skip("postfix not installed")
+    port = free_port()
+    clock = Clock()
+    ob = make_outbox(tmp_path, port, sent, clock)
+    pf = Postfix(port=port)
+    try:
+        m = compose(5)
+        m.replace_header("Bcc", "carol@example.org")
+        ob.enqueue(m)
+        (first,) = await ob.process()
+        assert first.state == "queued" and ob.items()[0].attempts == 1
+        await asyncio.to_thread(pf.start)
+        clock.t += backoff(1) + 1
+        (second,) = await ob.process()
+        assert second.state == "filed" and "queued as" in second.detail, second.detail
+        (delivered,) = await asyncio.to_thread(pf.wait_for, "bob", 1)
+        assert b"Subject: Outbox test 5" in delivered and b"carol@" not in delivered
+        (to_carol,) = await asyncio.to_thread(pf.wait_for, "carol", 1)   # the Bcc recipient
+        assert b"Delivered-To: carol@example.org" in to_carol and b"Bcc" not in to_carol
+        assert ob.items() == [] and len(sent.folder_state("Sent").uids) == 1
+        # and a real 5xx: Postfix knows no such user → failed, with Postfix's own words
+        bad = compose(6)
+        bad.replace_header("To", "nobody-here@example.net")
+        del bad["Bcc"]
+        ob.enqueue(bad)
+        (third,) = await ob.process()
+        assert third.state == "failed" and "550" in third.detail and "User unknown" in third.detail
+    finally:
+        ob.close()
+        await asyncio.to_thread(pf.cleanup)
