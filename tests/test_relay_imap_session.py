@@ -84,7 +84,7 @@ class MemoryMailbox:
 
     def records(self, folder, uids):
         msgs = self._box(folder)["msgs"]
-        return [msgs[u]["rec"] if u in msgs else None for u in uids]
+        return [msgs[u]["rec"] for u in sorted(set(uids)) if u in msgs]
 
     def header(self, folder, uid, name):
         from relay.imap.search import BytesTarget

@@ -105,9 +105,10 @@ def sent_date(target: SearchTarget) -> _dt.date | None:
 class Evaluator:
     """Evaluates a key list (ANDed) against one message at a time."""
 
-    def __init__(self, keys: list, ctx: SearchContext) -> None:
+    def __init__(self, keys: list, ctx: SearchContext, header_hits: dict | None = None) -> None:
+        """``header_hits`` maps (FIELD, text) to the set of UIDs an index already found."""
         self.keys, self.ctx = keys, ctx
-        self._lower_cache: dict[int, str] = {}
+        self.header_hits = header_hits or {}
 
     def matches(self, seq: int, msg: SearchTarget) -> bool:
         self._body: str | None = None
@@ -150,6 +151,9 @@ class Evaluator:
                     return False
             return d < day if cmp == "before" else (d == day if cmp == "on" else d >= day)
         if op == "header":
+            hit = self.header_hits.get((key[1], key[2]))
+            if hit is not None:
+                return msg.uid in hit
             needle = _fold(key[2])
             raw = msg.header(key[1])
             if raw is None:

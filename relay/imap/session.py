@@ -34,6 +34,7 @@ from relay.imap.parser import (
     parse_search,
 )
 from relay.imap.search import Evaluator, SearchContext
+from relay.errors import RelayError
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 CAPS_ANY = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
@@ -167,8 +168,9 @@ class Session:
             self.tagged(cmd.tag, "NO", f"[BADCHARSET (UTF-8 US-ASCII)] {e}")
         except No as e:
             self.tagged(cmd.tag, "NO", str(e))
-        except BackendError as e:
-            code = f"[{e.code}] " if e.code else ""
+        except (BackendError, RelayError) as e:  # relay.store's StoreError is a RelayError
+            code = getattr(e, "code", "")
+            code = f"[{code}] " if code else ""
             self.tagged(cmd.tag, "NO", code + str(e))
 
     def _need(self, *states: str) -> None:
@@ -333,9 +335,9 @@ class Session:
             i = bisect.bisect_left(self.uids, uid)
             return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
         for i in range(0, len(self.uids), 5000):
-            for j, rec in enumerate(mb.records(folder, self.uids[i:i + 5000])):
-                if rec is not None and "\\Seen" not in rec.flags:
-                    return i + j + 1
+            for rec in mb.records(folder, self.uids[i:i + 5000]):
+                if "\\Seen" not in rec.flags:
+                    return bisect.bisect_left(self.uids, rec.uid) + 1
         return None
 
     async def cmd_EXAMINE(self, tag, args):
@@ -420,7 +422,10 @@ class Session:
             if not f.selectable:
                 attrs.append("\\Noselect")
             prefix = f.name + SEP
-            attrs.append("\\HasChildren" if any(n.startswith(prefix) for n in names) else "\\HasNoChildren")
+            kids = getattr(f, "has_children", None)
+            if kids is None:
+                kids = any(n.startswith(prefix) for n in names)
+            attrs.append("\\HasChildren" if kids else "\\HasNoChildren")
             if f.special_use and not lsub:
                 attrs.append(f.special_use)
             self.untagged(f"{verb} ({' '.join(attrs)}) \"{SEP}\" ".encode() + mbox_name(f.name))
@@ -456,9 +461,9 @@ class Session:
             elif k == "UIDVALIDITY":
                 v = st.uidvalidity
             elif k == "UNSEEN":
-                counter = getattr(mb, "unseen_count", None)
-                v = counter(name) if counter else sum(
-                    1 for r in mb.records(name, list(st.uids)) if r and "\\Seen" not in r.flags)
+                status = getattr(mb, "status", None)
+                v = status(name)["UNSEEN"] if status else sum(
+                    1 for r in mb.records(name, list(st.uids)) if "\\Seen" not in r.flags)
             elif k == "RECENT":
                 v = len(mb.recent(name)) if name != self.folder else len(self.recent)
             elif k == "HIGHESTMODSEQ":
@@ -565,23 +570,27 @@ class Session:
                 and changedsince is not None:
             atts.append(FetchAtt("MODSEQ"))
         sets_seen = not self.readonly and any(a.sets_seen for a in atts)
+        want_env = any(a.name == "ENVELOPE" for a in atts)
         mb, folder = self._mb(), self.folder
         for start in range(0, len(idx), FLUSH_EVERY):
             chunk = idx[start:start + FLUSH_EVERY]
             uids = [self.uids[i] for i in chunk]
-            recs = mb.records(folder, uids)
-            for i, rec in zip(chunk, recs):
+            recs = {r.uid: r for r in mb.records(folder, uids)}
+            envs = mb.envelopes(folder, uids) if want_env and hasattr(mb, "envelopes") else {}
+            for i in chunk:
+                rec = recs.get(self.uids[i])
                 if rec is None:
                     continue  # expunged by another session; the client hears at the next sync
                 if changedsince is not None and rec.modseq <= changedsince:
                     continue
-                self.out.append(self._fetch_one(i + 1, rec, atts, sets_seen))
+                self.out.append(self._fetch_one(i + 1, rec, atts, sets_seen, envs.get(rec.uid)))
             await self._maybe_flush()
         if uid_mode:
             self.sync(expunge=True)
         self.tagged(tag, "OK", "FETCH completed")
 
-    def _fetch_one(self, seq: int, rec: MessageRecord, atts: list[FetchAtt], sets_seen: bool) -> bytes:
+    def _fetch_one(self, seq: int, rec: MessageRecord, atts: list[FetchAtt], sets_seen: bool,
+                   env: list | None = None) -> bytes:
         mb, folder = self._mb(), self.folder
         data: bytes | None = None
         root = None
@@ -606,7 +615,8 @@ class Session:
             elif n == "INTERNALDATE":
                 items.append(b'INTERNALDATE "' + imap_date(rec.internaldate).encode() + b'"')
             elif n == "ENVELOPE":
-                env = mb.envelope(folder, rec.uid)
+                if env is None:
+                    env = mb.envelope(folder, rec.uid)
                 if env is None:
                     data = data if data is not None else mb.read(folder, rec.uid)
                     he, _ = F.split_header(data)
@@ -677,7 +687,7 @@ class Session:
         show_modseq = self.condstore
         if not silent or unchangedsince is not None:
             report = uids if not silent else []
-            recs = {r.uid: r for r in self._mb().records(self.folder, report) if r is not None} if report else {}
+            recs = {r.uid: r for r in self._mb().records(self.folder, report)} if report else {}
             for uid in report:
                 if uid in failed:
                     continue
@@ -735,16 +745,24 @@ class Session:
             res = fast(folder, keys, uids, ctx)
             if res is not None:
                 return res
-        ev = Evaluator(keys, ctx)
+        hits = _indexed_header_hits(mb, folder, keys)
+        if hits is not None and _only_indexed(keys):
+            # every key is answered by the index: intersect sets, no per-message work
+            cand = set.intersection(*[hits[(k[1], k[2])] for k in keys]) if all(
+                k[0] == "header" for k in keys) else None
+            if cand is not None:
+                recs = mb.records(folder, sorted(cand))
+                return [(bisect.bisect_left(uids, r.uid), r.modseq) for r in recs
+                        if _in_view(uids, r.uid)]
+        ev = Evaluator(keys, ctx, hits or {})
         out = []
         for start in range(0, len(uids), 5000):
             chunk = uids[start:start + 5000]
-            for j, rec in enumerate(mb.records(folder, chunk)):
-                if rec is None:
-                    continue
+            for rec in mb.records(folder, chunk):
                 target = _Target(mb, folder, rec)
-                if ev.matches(start + j + 1, target):
-                    out.append((start + j, rec.modseq))
+                i = bisect.bisect_left(uids, rec.uid, start)
+                if ev.matches(i + 1, target):
+                    out.append((i, rec.modseq))
         return out
 
     async def cmd_UID_SEARCH(self, tag, args):
@@ -827,9 +845,9 @@ class Session:
             self.uids.extend(added)
             self.untagged(f"{len(self.uids)} EXISTS")
         if st.highestmodseq > self.modseq_seen:
-            changed = getattr(mb, "changed_since", None)
-            recs = (changed(self.folder, self.modseq_seen) if changed is not None else
-                    [r for r in mb.records(self.folder, self.uids) if r and r.modseq > self.modseq_seen])
+            changes = getattr(mb, "changes_since", None)
+            recs = (changes(self.folder, self.modseq_seen)[0] if changes is not None else
+                    [r for r in mb.records(self.folder, self.uids) if r.modseq > self.modseq_seen])
             added_set = set(added)
             for r in recs:
                 if r.modseq in self.own_modseqs or r.uid in added_set:
@@ -863,6 +881,44 @@ class _Target:
         if self._data is None:
             self._data = self.mb.read(self.folder, self.uid)
         return self._data
+
+
+INDEXED = {"SUBJECT": "subject", "FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc",
+           "MESSAGE-ID": "message-id"}
+
+
+def _header_keys(keys):
+    for k in keys:
+        if k[0] == "header":
+            yield k
+        elif k[0] == "and":
+            yield from _header_keys(k[1])
+        elif k[0] == "or":
+            yield from _header_keys([k[1], k[2]])
+        elif k[0] == "not":
+            yield from _header_keys([k[1]])
+
+
+def _indexed_header_hits(mb, folder, keys) -> dict | None:
+    """UID sets for header keys the store's index answers (SUBJECT/FROM/TO/CC/BCC/Message-ID)."""
+    search_header = getattr(mb, "search_header", None)
+    if search_header is None:
+        return None
+    out = {}
+    for k in _header_keys(keys):
+        field = INDEXED.get(k[1])
+        if field is not None and (k[1], k[2]) not in out:
+            out[(k[1], k[2])] = search_header(folder, field, k[2])
+    return out
+
+
+def _only_indexed(keys) -> bool:
+    return all(k[0] == "header" and k[1] in INDEXED for k in keys)
+
+
+def _in_view(uids, uid) -> bool:
+    i = bisect.bisect_left(uids, uid)
+    return i < len(uids) and uids[i] == uid
 
 
 def _uses_modseq(keys) -> bool:
