@@ -223,7 +223,7 @@ def _plist(params: dict) -> list | None:
         return None
     out = []
     for k, v in params.items():
-        out += [k.upper(), v]
+        out += [k.lower(), v]
     return out
 
 
@@ -233,20 +233,20 @@ def _disposition(part: Part):
         return None
     kind, sep, rest = v.partition(b";")
     _, _, params = parse_ctype(b"x/y;" + rest if sep else b"x/y")
-    kind = kind.strip().decode("ascii", "replace").upper()
+    kind = kind.strip().decode("ascii", "replace").lower()
     return [kind, _plist(params)]
 
 
 def _lines(b: bytes) -> int:
-    n = b.count(b"\n")
-    return n + (1 if b and not b.endswith(b"\n") else 0)
+    # what Dovecot reports: the number of line breaks (a last line without CRLF not counted)
+    return b.count(b"\n")
 
 
 def bodystructure(data: bytes, part: Part | None = None, *, extended: bool = True) -> list:
     p = part or parse_structure(data)
     if p.children:
         out = [bodystructure(data, c, extended=extended) for c in p.children]
-        out.append(p.csub.upper())
+        out.append(p.csub.lower())
         if extended:
             out += [_plist(p.params), _disposition(p), _lang(p), None]
         return out
@@ -254,8 +254,8 @@ def bodystructure(data: bytes, part: Part | None = None, *, extended: bool = Tru
     enc = header_value(p.headers, "CONTENT-TRANSFER-ENCODING")
     cid = header_value(p.headers, "CONTENT-ID")
     desc = header_value(p.headers, "CONTENT-DESCRIPTION")
-    out = [p.ctype.upper(), p.csub.upper(), _plist(p.params), cid, desc,
-           (enc.decode("ascii", "replace").upper() if enc else "7BIT"), len(body)]
+    out = [p.ctype.lower(), p.csub.lower(), _plist(p.params), cid, desc,
+           (enc.decode("ascii", "replace").lower() if enc else "7bit"), len(body)]
     if p.ctype == "text":
         out.append(_lines(body))
     elif p.ctype == "message" and p.csub == "rfc822" and p.message is not None:

@@ -71,8 +71,13 @@ def flag_list(flags) -> Raw:
     return Raw(("(" + " ".join(sorted(flags, key=lambda f: (order.get(f, 99), f))) + ")").encode())
 
 
+_ATOM_NAME = re.compile(r"^[A-Za-z0-9&'+,\-._/:;<=>?@!#$^`|~]+$")
+
+
 def mbox_name(name: str) -> bytes:
-    return encode(mutf7_encode(name))
+    """A mailbox name on the wire: an atom when it can be one (as Dovecot does), else quoted."""
+    wire = mutf7_encode(name)
+    return wire.encode() if _ATOM_NAME.match(wire) else encode(wire)
 
 
 class list_pattern:
@@ -644,7 +649,7 @@ class Session:
                     part = F.apply_partial(sec, a.partial)
                     items.append(a.response_name().encode() + b" " + encode(Literal(part)))
         if flags_changed and not any(a.name == "FLAGS" for a in atts):
-            items.append(b"FLAGS " + flag_list(self._flags(rec)))
+            items.insert(0, b"FLAGS " + flag_list(self._flags(rec)))  # first, as Dovecot does
         return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
 
     def _flags(self, rec: MessageRecord):
