@@ -61,7 +61,7 @@ async def test_imaplib_session(env):
             typ, data = m.expunge()
             assert data == [b"1"]
             typ, data = m.list()
-            assert any(b'"Sent"' in d and b"\\Sent" in d for d in data)
+            assert any(d.endswith(b' "/" Sent') and b"\\Sent" in d for d in data)
             typ, data = m.append("Sent", "(\\Seen)", imaplib.Time2Internaldate(time.time()), msg(99))
             assert typ == "OK" and b"APPENDUID" in data[0]
             m.close()
