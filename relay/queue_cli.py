@@ -49,30 +49,35 @@ def human_size(n: int) -> str:
     return str(n)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tui-mail relay queue", description="Show and control the relay's queue.")
+def configure_parser(p: argparse.ArgumentParser, parents: tuple[argparse.ArgumentParser, ...] = ()) -> None:
+    """Add the queue options and actions to ``p`` (our own parser, or relay.cli's ``queue``)."""
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = p.add_subparsers(dest="action")
-    ls = sub.add_parser("list", help="the queue as a table (the default)")
-    ls.add_argument("--json", action="store_true", dest="json_sub", help="machine-readable output")
-    show = sub.add_parser("show", help="one queued message")
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    # SUPPRESS: an action's unset --json must not clobber one given before the action
+    ls = sub.add_parser("list", parents=list(parents), help="the queue as a table (the default)")
+    ls.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    show = sub.add_parser("show", parents=list(parents), help="one queued message")
     show.add_argument("id")
-    show.add_argument("--json", action="store_true", dest="json_sub", help="machine-readable output")
-    fl = sub.add_parser("flush", help="retry now")
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    fl = sub.add_parser("flush", parents=list(parents), help="retry now (all, or one message)")
     fl.add_argument("id", nargs="?")
     for name, text in (("delete", "remove a message without a bounce"),
                        ("bounce", "give up on a message and bounce it to its sender")):
-        sub.add_parser(name, help=text).add_argument("id")
-    return p
+        sub.add_parser(name, parents=list(parents), help=text).add_argument("id")
 
 
 def main(argv: list[str], cfg: RelayConfig) -> int:
-    parser = _parser()
+    parser = argparse.ArgumentParser(prog="tui-mail relay queue", description="Show and control the relay's queue.")
+    configure_parser(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return 2 if e.code else 0
-    as_json = args.json or getattr(args, "json_sub", False)
+    return run(args, cfg)
+
+
+def run(args: argparse.Namespace, cfg: RelayConfig) -> int:
+    as_json = args.json
     action = args.action or "list"
     # a terminal gets its own width; a pipe or file gets long lines rather than folded ones
     width = None if sys.stdout.isatty() else 200
