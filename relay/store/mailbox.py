@@ -1,0 +1,716 @@
+"""One user's mail: Maildir++ folders plus the SQLite index, behind one lock.
+
+``UserStore`` is the whole API the IMAP and POP3 servers use (see the package docstring for the
+contract). Every method takes the user's lock (a ``threading.RLock``: sessions run in the asyncio
+loop, delivery and IMAP workers in threads), does its file operations, then commits one index
+transaction, then publishes ``(address, folder)`` on the ChangeBus. File first, index second:
+after a crash the next sync reconciles the index with what is on disk.
+
+Picking up mail dropped in from outside is cheap: each ``sync`` lists ``new/`` (usually empty)
+and stats ``cur/``; only when ``cur/``'s mtime moved does it list ``cur/`` and compare names.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from relay.events import ChangeBus
+from relay.store import index, maildir, mime, names
+from relay.store.names import INBOX, SEPARATOR
+from relay.store.types import (SYSTEM_FLAGS, FolderInfo, FolderState, HeaderFields, MessageRecord,
+                               StoreError)
+
+DEFAULT_FOLDERS = (("INBOX", ""), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
+                   ("Trash", "\\Trash"), ("Junk", "\\Junk"), ("Archive", "\\Archive"))
+SPECIAL_USES = frozenset(s for _, s in DEFAULT_FOLDERS if s) | {"\\All", "\\Flagged"}
+UIDVALIDITY_FILE = "tui-mail-uidvalidity"
+_ROW = "uid, flags, size, internaldate, tzoffset, modseq, base"
+_TZ_CACHE: dict[int, _dt.timezone] = {}
+
+
+def _tz(minutes: int) -> _dt.timezone:
+    tz = _TZ_CACHE.get(minutes)
+    if tz is None:
+        tz = _TZ_CACHE[minutes] = _dt.timezone(_dt.timedelta(minutes=minutes))
+    return tz
+
+
+def _record(row) -> MessageRecord:
+    uid, flags, size, idate, tzo, modseq, base = row
+    return MessageRecord(uid, frozenset(flags.split()) if flags else frozenset(), size,
+                         _dt.datetime.fromtimestamp(idate, _tz(tzo)), modseq, base)
+
+
+def _check_flags(flags: Iterable[str]) -> set[str]:
+    out = set()
+    for f in flags:
+        if f.startswith("\\"):
+            if f.lower() == "\\recent":
+                continue
+            canon = next((s for s in SYSTEM_FLAGS if s.lower() == f.lower()), None)
+            if canon is None:
+                raise StoreError(f"unknown system flag {f}")
+            out.add(canon)
+        elif not f or any(c in f for c in ' (){%*"]\\') or any(ord(c) < 0x21 or ord(c) > 0x7e for c in f):
+            raise StoreError(f"invalid keyword {f!r}")
+        else:
+            out.add(f)
+    return out
+
+
+class _Folder:
+    __slots__ = ("id", "name", "path", "uidvalidity", "uidnext", "highestmodseq",
+                 "cur_mtime", "selectable", "special_use")
+
+    def __init__(self, row, root: Path) -> None:
+        (self.id, self.name, self.special_use, self.selectable, self.uidvalidity, self.uidnext,
+         self.highestmodseq, self.cur_mtime) = row
+        dn = names.to_dirname(self.name)
+        self.path = root / dn if dn else root
+
+
+class UserStore:
+    """All folders of one address. Thread-safe; share one instance per user (MailStore does)."""
+
+    def __init__(self, root: Path, address: str, bus: ChangeBus | None = None) -> None:
+        self.root = root
+        self.address = address
+        self._bus = bus
+        self._lock = threading.RLock()
+        maildir.ensure(root)
+        os.chmod(root, 0o700)
+        self._db, created = index.connect(root)
+        self._closed = False
+        if created:
+            self._bootstrap()
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def __enter__(self) -> "UserStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _bootstrap(self) -> None:
+        """A new index (new user, or the old index was lost): register what is on disk, then
+        the default folders that are missing. Messages are indexed by the first sync."""
+        with self._tx():
+            self._insert_folder(INBOX, "")
+            for name in self._disk_folders():
+                self._insert_folder(name, dict(DEFAULT_FOLDERS).get(name, ""))
+        for name, use in DEFAULT_FOLDERS[1:]:
+            if self._row(name) is None:
+                self.create(name, special_use=use)
+                self.subscribe(name)
+        self.subscribe(INBOX)
+
+    def _disk_folders(self) -> list[str]:
+        out = []
+        with os.scandir(self.root) as it:
+            for e in it:
+                if e.name.startswith(".") and e.is_dir(follow_symlinks=False):
+                    name = names.from_dirname(e.name)
+                    if name and name != INBOX and os.path.isdir(os.path.join(e.path, "cur")):
+                        out.append(name)
+        return sorted(out)
+
+    # ------------------------------------------------------------------ index helpers
+    class _TxCtx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, et, ev, tb) -> None:
+            self.db.execute("ROLLBACK" if et else "COMMIT")
+
+    def _tx(self) -> "UserStore._TxCtx":
+        if self._closed:
+            raise StoreError("mail store is closed", "UNAVAILABLE")
+        return UserStore._TxCtx(self._db)
+
+    def _new_uidvalidity(self) -> int:
+        """Time-based and strictly increasing per user. The last value is also kept in a small
+        file next to the index, so an index rebuilt within the same second still differs."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='uidvalidity'").fetchone()
+        last = int(row[0]) if row else 0
+        marker = self.root / UIDVALIDITY_FILE
+        try:
+            last = max(last, int(marker.read_text().strip() or 0))
+        except (FileNotFoundError, ValueError):
+            pass
+        v = max(int(time.time()) & 0x7FFFFFFF, last + 1)
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('uidvalidity', ?)", (str(v),))
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(f"{v}\n")
+        os.replace(tmp, marker)
+        return v
+
+    def _insert_folder(self, name: str, special_use: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO folders (name, special_use, uidvalidity) "
+                         "VALUES (?, ?, ?)", (name, special_use, self._new_uidvalidity()))
+
+    def _row(self, name: str) -> _Folder | None:
+        r = self._db.execute("SELECT id, name, special_use, selectable, uidvalidity, uidnext, "
+                             "highestmodseq, cur_mtime FROM folders WHERE name=?", (name,)).fetchone()
+        return _Folder(r, self.root) if r else None
+
+    def _folder(self, name: str, *, selectable: bool = True, code: str = "NONEXISTENT") -> _Folder:
+        if self._closed:
+            raise StoreError("mail store is closed", "UNAVAILABLE")
+        name = names.normalize(name)
+        f = self._row(name)
+        if f is None and name != INBOX:
+            dn = names.to_dirname(name)
+            if (self.root / dn / "cur").is_dir():      # created by another Maildir tool
+                with self._tx():
+                    self._insert_folder(name, "")
+                f = self._row(name)
+        if f is None or (selectable and not f.selectable):
+            raise StoreError(f"no mailbox named {name}", code)
+        return f
+
+    def _notify(self, *folders: str) -> None:
+        if self._bus is not None:
+            for f in dict.fromkeys(folders):
+                self._bus.publish(self.address, f)
+
+    # ------------------------------------------------------------------ sync with the disk
+    def sync(self, folder: str = INBOX) -> bool:
+        """Pick up files delivered to new/ or changed in cur/ by other programs; True if the
+        index changed. Cheap when nothing happened (one listing of new/, one stat)."""
+        with self._lock:
+            return self._sync(self._folder(folder))
+
+    def _sync(self, f: _Folder) -> bool:
+        new_files = maildir.listing(f.path, "new")
+        cur_m = maildir.mtime_ns(f.path / "cur")
+        if not new_files and cur_m == f.cur_mtime:
+            return False
+        changed = False
+        modseq = f.highestmodseq
+        uidnext = f.uidnext
+        with self._tx() as db:
+            known = {}
+            if cur_m != f.cur_mtime:
+                cur = maildir.listing(f.path, "cur")
+                for uid, base, fname, flags in db.execute(
+                        "SELECT uid, base, filename, flags FROM messages WHERE folder=?", (f.id,)):
+                    known[base] = uid
+                    now = cur.get(base)
+                    if now is None:
+                        if base in new_files:
+                            continue
+                        modseq += 1
+                        db.execute("DELETE FROM messages WHERE folder=? AND uid=?", (f.id, uid))
+                        db.execute("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)", (f.id, uid, modseq))
+                        changed = True
+                    elif now != fname:
+                        keep = {x for x in flags.split() if x not in maildir.FLAG_LETTERS}
+                        newflags = keep | maildir.flags_from_info(maildir.split_name(now)[1])
+                        modseq += 1
+                        db.execute("UPDATE messages SET filename=?, flags=?, modseq=? WHERE folder=? AND uid=?",
+                                   (now, " ".join(sorted(newflags)), modseq, f.id, uid))
+                        changed = True
+                unknown = [(base, fn) for base, fn in cur.items() if base not in known]
+            else:
+                unknown = []
+            arrivals: list[tuple[str, str, Path, bool]] = []
+            for base, fn in unknown:
+                arrivals.append((base, fn, f.path / "cur" / fn, False))
+            for base, fn in new_files.items():
+                flags = maildir.flags_from_info(maildir.split_name(fn)[1])
+                if base in known or db.execute("SELECT 1 FROM messages WHERE folder=? AND base=?",
+                                               (f.id, base)).fetchone():
+                    base = maildir.new_unique()   # a name clash: never overwrite, index it anew
+                target = maildir.cur_name(base, flags)
+                try:
+                    os.rename(f.path / "new" / fn, f.path / "cur" / target)
+                except FileNotFoundError:
+                    continue
+                arrivals.append((base, target, f.path / "cur" / target, True))
+            batch = []
+            for base, fn, path, recent in arrivals:
+                try:
+                    st = os.stat(path)
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                batch.append((st.st_mtime, base, fn, data, recent))
+            batch.sort(key=lambda t: (t[0], t[1]))
+            for mtime, base, fn, data, recent in batch:
+                modseq += 1
+                self._insert_message(db, f.id, uidnext, base, fn,
+                                     maildir.flags_from_info(maildir.split_name(fn)[1]),
+                                     data, int(mtime), 0, modseq, recent)
+                uidnext += 1
+                changed = True
+            db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, cur_mtime=? WHERE id=?",
+                       (uidnext, modseq, maildir.mtime_ns(f.path / "cur"), f.id))
+        f.uidnext, f.highestmodseq = uidnext, modseq
+        return changed
+
+    @staticmethod
+    def _insert_message(db, folder_id: int, uid: int, base: str, fn: str, flags: Iterable[str],
+                        data: bytes, internaldate: int, tzoffset: int, modseq: int, recent: bool,
+                        cached: tuple | None = None) -> None:
+        if cached is None:
+            env, body, h = mime.analyse(data)
+            cached = (index.pack(env), index.pack(body), h.subject, h.from_, h.to, h.cc, h.bcc,
+                      h.message_id, h.date)
+        db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, internaldate, "
+                   "tzoffset, modseq, recent, envelope, bodystructure, hdr_subject, hdr_from, "
+                   "hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                   (folder_id, uid, base, fn, " ".join(sorted(flags)), len(data), internaldate,
+                    tzoffset, modseq, int(recent)) + tuple(cached))
+
+    # ------------------------------------------------------------------ folders
+    def folders(self) -> list[FolderInfo]:
+        """All folders (INBOX first, then by name), including ones other tools created."""
+        with self._lock:
+            disk = set(self._disk_folders())
+            rows = {r[0]: r for r in self._db.execute("SELECT name, special_use, selectable FROM folders")}
+            missing = disk - rows.keys()
+            if missing:
+                with self._tx():
+                    for name in missing:
+                        self._insert_folder(name, "")
+                rows = {r[0]: r for r in self._db.execute("SELECT name, special_use, selectable FROM folders")}
+            allnames = sorted(rows, key=lambda n: (n != INBOX, n))
+            out = []
+            for n in allnames:
+                _, use, sel = rows[n]
+                kids = any(names.is_inferior(o, n) for o in rows)
+                out.append(FolderInfo(n, use, bool(sel), kids))
+            return out
+
+    def create(self, name: str, *, special_use: str = "") -> None:
+        """Create a folder (and any missing parents). ALREADYEXISTS if it exists."""
+        name = names.normalize(name)
+        if special_use and special_use not in SPECIAL_USES:
+            raise StoreError(f"unknown special use {special_use}", "USEATTR")
+        with self._lock:
+            existing = self._row(name)
+            if name == INBOX or (existing is not None and existing.selectable):
+                raise StoreError(f"mailbox {name} already exists", "ALREADYEXISTS")
+            chain = []
+            p: str | None = name
+            while p is not None:
+                chain.append(p)
+                p = names.parent(p)
+            for level in reversed(chain):
+                row = self._row(level)
+                if row is not None and (row.selectable or level != name):
+                    continue
+                path = self.root / names.to_dirname(level)
+                maildir.ensure(path)
+                (path / "maildirfolder").touch()
+                with self._tx() as db:
+                    if row is not None:
+                        db.execute("UPDATE folders SET selectable=1 WHERE id=?", (row.id,))
+                    else:
+                        self._insert_folder(level, special_use if level == name else "")
+
+    def delete(self, name: str) -> None:
+        """Delete a folder and its messages. With inferior folders it becomes \\Noselect
+        instead (RFC 3501 6.3.4). INBOX cannot be deleted."""
+        name = names.normalize(name)
+        if name == INBOX:
+            raise StoreError("INBOX cannot be deleted", "CANNOT")
+        with self._lock:
+            f = self._folder(name, selectable=False)
+            kids = self._db.execute("SELECT 1 FROM folders WHERE name LIKE ? ESCAPE '!' LIMIT 1",
+                                    (_like_prefix(name),)).fetchone()
+            if kids:
+                if not f.selectable:
+                    raise StoreError(f"{name} has inferior mailboxes and no messages", "CANNOT")
+                for sub in maildir.SUBDIRS:
+                    shutil.rmtree(f.path / sub, ignore_errors=True)
+                with self._tx() as db:
+                    db.execute("DELETE FROM messages WHERE folder=?", (f.id,))
+                    db.execute("DELETE FROM expunged WHERE folder=?", (f.id,))
+                    db.execute("UPDATE folders SET selectable=0 WHERE id=?", (f.id,))
+            else:
+                shutil.rmtree(f.path, ignore_errors=True)
+                with self._tx() as db:
+                    db.execute("DELETE FROM messages WHERE folder=?", (f.id,))
+                    db.execute("DELETE FROM expunged WHERE folder=?", (f.id,))
+                    db.execute("DELETE FROM folders WHERE id=?", (f.id,))
+        self._notify(name)
+
+    def rename(self, old: str, new: str) -> None:
+        """Rename a folder with its inferiors. Renaming INBOX moves its messages into a new
+        folder and leaves INBOX empty (RFC 3501 6.3.5)."""
+        old, new = names.normalize(old), names.normalize(new)
+        with self._lock:
+            f = self._folder(old, selectable=False)
+            if new == INBOX or self._row(new) is not None:
+                raise StoreError(f"mailbox {new} already exists", "ALREADYEXISTS")
+            if names.is_inferior(new, old):
+                raise StoreError("cannot rename a mailbox into itself", "CANNOT")
+            if old == INBOX:
+                self.create(new)
+                uids = list(self.state(INBOX).uids)
+                if uids:
+                    self.copy(INBOX, uids, new, move=True)
+                return
+            parent = names.parent(new)
+            if parent is not None and self._row(parent) is None:
+                self.create(parent)
+            moves = [(f.name, new)]
+            for (n,) in self._db.execute("SELECT name FROM folders WHERE name LIKE ? ESCAPE '!'",
+                                         (_like_prefix(old),)).fetchall():
+                moves.append((n, new + n[len(old):]))
+            for a, b in moves:
+                src, dst = self.root / names.to_dirname(a), self.root / names.to_dirname(b)
+                if src.exists():
+                    os.rename(src, dst)
+            with self._tx() as db:
+                for a, b in moves:
+                    db.execute("UPDATE folders SET name=? WHERE name=?", (b, a))
+                    if db.execute("DELETE FROM subscriptions WHERE name=?", (a,)).rowcount:
+                        db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (b,))
+        self._notify(old, new)
+
+    def subscriptions(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT name FROM subscriptions")}
+
+    def subscribe(self, name: str, on: bool = True) -> None:
+        """Subscribe (on=True) or unsubscribe; a subscription may name a missing folder."""
+        name = names.normalize(name)
+        with self._lock, self._tx() as db:
+            if on:
+                db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (name,))
+            else:
+                db.execute("DELETE FROM subscriptions WHERE name=?", (name,))
+
+    # ------------------------------------------------------------------ folder state
+    def state(self, folder: str) -> FolderState:
+        """Sync, then UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and all UIDs (ascending)."""
+        with self._lock:
+            f = self._folder(folder)
+            self._sync(f)
+            uids = [r[0] for r in self._db.execute(
+                "SELECT uid FROM messages WHERE folder=? ORDER BY uid", (f.id,))]
+            return FolderState(f.uidvalidity, f.uidnext, f.highestmodseq, uids, f.highestmodseq)
+
+    def version(self, folder: str) -> int:
+        """Sync, then a token that changes whenever anything in the folder changes (O(1))."""
+        with self._lock:
+            f = self._folder(folder)
+            self._sync(f)
+            return f.highestmodseq
+
+    def status(self, folder: str) -> dict[str, int]:
+        """STATUS data: MESSAGES, RECENT, UIDNEXT, UIDVALIDITY, UNSEEN, HIGHESTMODSEQ, SIZE."""
+        with self._lock:
+            f = self._folder(folder)
+            self._sync(f)
+            n, recent, unseen, size = self._db.execute(
+                "SELECT count(*), total(recent), total(instr(' '||flags||' ', ' \\Seen ') = 0), "
+                "total(size) FROM messages WHERE folder=?", (f.id,)).fetchone()
+            return {"MESSAGES": n, "RECENT": int(recent), "UIDNEXT": f.uidnext,
+                    "UIDVALIDITY": f.uidvalidity, "UNSEEN": int(unseen),
+                    "HIGHESTMODSEQ": f.highestmodseq, "SIZE": int(size)}
+
+    def recent(self, folder: str) -> set[int]:
+        """Claim the folder's \\Recent messages: the first caller gets them and they stop being
+        recent for everyone else (RFC 3501: one session sees a message as \\Recent)."""
+        with self._lock:
+            f = self._folder(folder)
+            self._sync(f)
+            uids = {r[0] for r in self._db.execute(
+                "SELECT uid FROM messages WHERE folder=? AND recent=1", (f.id,))}
+            if uids:
+                with self._tx() as db:
+                    db.execute("UPDATE messages SET recent=0 WHERE folder=? AND recent=1", (f.id,))
+            return uids
+
+    # ------------------------------------------------------------------ per-message data
+    def _select(self, f: _Folder, cols: str, uids: Sequence[int] | None):
+        if uids is None:
+            return self._db.execute(f"SELECT {cols} FROM messages WHERE folder=? ORDER BY uid", (f.id,))
+        if not uids:
+            return []
+        want = set(uids)
+        rows = self._db.execute(f"SELECT {cols} FROM messages WHERE folder=? AND uid BETWEEN ? AND ? "
+                                "ORDER BY uid", (f.id, min(want), max(want)))
+        return (r for r in rows if r[0] in want)
+
+    def records(self, folder: str, uids: Sequence[int] | None = None) -> list[MessageRecord]:
+        """Index records for ``uids`` (all when None), ascending by UID; missing UIDs are skipped.
+        Reads the index as of the last sync (call state()/version() to pick up new mail)."""
+        with self._lock:
+            return [_record(r) for r in self._select(self._folder(folder), _ROW, uids)]
+
+    def envelopes(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, list]:
+        """Cached ENVELOPE per UID (see relay.store.mime for the representation)."""
+        with self._lock:
+            rows = list(self._select(self._folder(folder), "uid, envelope", uids))
+        return {u: index.unpack(b) for u, b in rows}
+
+    def bodystructures(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, list]:
+        with self._lock:
+            rows = list(self._select(self._folder(folder), "uid, bodystructure", uids))
+        return {u: index.unpack(b) for u, b in rows}
+
+    def envelope(self, folder: str, uid: int) -> list | None:
+        return self.envelopes(folder, [uid]).get(uid)
+
+    def bodystructure(self, folder: str, uid: int) -> list | None:
+        return self.bodystructures(folder, [uid]).get(uid)
+
+    def header_fields(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, HeaderFields]:
+        """The decoded SEARCH columns per UID."""
+        with self._lock:
+            rows = list(self._select(self._folder(folder), "uid, hdr_subject, hdr_from, hdr_to, "
+                                     "hdr_cc, hdr_bcc, hdr_message_id, hdr_date", uids))
+        return {r[0]: HeaderFields(*r[1:]) for r in rows}
+
+    def search_header(self, folder: str, field: str, text: str) -> set[int]:
+        """UIDs whose decoded ``field`` (subject, from, to, cc, bcc, message-id) contains ``text``
+        case-insensitively — one SQL scan, no file is opened."""
+        col = index.SEARCH_COLUMNS.get(field.lower())
+        if col is None:
+            raise StoreError(f"no indexed header field {field}")
+        with self._lock:
+            f = self._folder(folder)
+            if text.isascii():
+                rows = self._db.execute(f"SELECT uid FROM messages WHERE folder=? AND "
+                                        f"instr(lower({col}), ?) > 0", (f.id, text.lower()))
+                return {r[0] for r in rows}
+            needle = text.casefold()
+            rows = self._db.execute(f"SELECT uid, {col} FROM messages WHERE folder=?", (f.id,))
+            return {u for u, v in rows if needle in v.casefold()}
+
+    def path(self, folder: str, uid: int) -> Path:
+        """Current file of a message (its name changes with its flags; read it under
+        ``with store.locked():`` or use ``read``)."""
+        with self._lock:
+            f = self._folder(folder)
+            r = self._db.execute("SELECT filename FROM messages WHERE folder=? AND uid=?",
+                                 (f.id, uid)).fetchone()
+            if r is None:
+                raise StoreError(f"no message with UID {uid} in {folder}", "NONEXISTENT")
+            return f.path / "cur" / r[0]
+
+    def read(self, folder: str, uid: int, start: int = 0, length: int | None = None) -> bytes:
+        """The message bytes exactly as delivered (or ``length`` bytes from ``start``)."""
+        with self._lock:
+            p = self.path(folder, uid)
+            try:
+                with open(p, "rb") as fh:
+                    if start:
+                        fh.seek(start)
+                    return fh.read() if length is None else fh.read(length)
+            except FileNotFoundError:
+                raise StoreError(f"message UID {uid} vanished from {folder}", "EXPUNGEISSUED") from None
+
+    def header(self, folder: str, uid: int, name: str) -> bytes | None:
+        """One header field's raw (unfolded) value, read from the file's header block."""
+        data = self.read(folder, uid, 0, 256 * 1024)
+        return mime.header_value(mime.header_of(data), name)
+
+    def locked(self) -> threading.RLock:
+        return self._lock
+
+    # ------------------------------------------------------------------ changes
+    def set_flags(self, folder: str, uids: Sequence[int], mode: str, flags: Iterable[str],
+                  unchangedsince: int | None = None) -> tuple[list[MessageRecord], list[int]]:
+        """mode "set" | "add" | "remove". Returns (records that changed, with their new MODSEQ;
+        UIDs refused because their MODSEQ is above ``unchangedsince``)."""
+        if mode not in ("set", "add", "remove"):
+            raise StoreError(f"bad flag mode {mode}")
+        want = _check_flags(flags)
+        changed: list[MessageRecord] = []
+        failed: list[int] = []
+        with self._lock:
+            f = self._folder(folder)
+            self._sync(f)
+            modseq = f.highestmodseq
+            rows = list(self._select(f, "uid, flags, filename, modseq", uids))
+            with self._tx() as db:
+                for uid, flagtext, fname, mseq in rows:
+                    if unchangedsince is not None and mseq > unchangedsince:
+                        failed.append(uid)
+                        continue
+                    old = set(flagtext.split())
+                    new = want if mode == "set" else (old | want if mode == "add" else old - want)
+                    if new == old:
+                        continue
+                    base, info = maildir.split_name(fname)
+                    newname = maildir.cur_name(base, new)
+                    if newname != fname:
+                        try:
+                            os.rename(f.path / "cur" / fname, f.path / "cur" / newname)
+                        except FileNotFoundError:
+                            continue
+                    modseq += 1
+                    db.execute("UPDATE messages SET flags=?, filename=?, modseq=? WHERE folder=? AND uid=?",
+                               (" ".join(sorted(new)), newname, modseq, f.id, uid))
+                    changed.append(uid)
+                db.execute("UPDATE folders SET highestmodseq=?, cur_mtime=? WHERE id=?",
+                           (modseq, maildir.mtime_ns(f.path / "cur"), f.id))
+            f.highestmodseq = modseq
+            recs = [_record(r) for r in self._select(f, _ROW, changed)] if changed else []
+        if changed:
+            self._notify(f.name)
+        return recs, failed
+
+    def append(self, folder: str, data: bytes, flags: Iterable[str] = (),
+               internaldate: _dt.datetime | None = None) -> tuple[int, int]:
+        """Store a message; returns (UIDVALIDITY, UID). TRYCREATE if the folder is missing."""
+        want = _check_flags(flags)
+        when = internaldate or _dt.datetime.now(_dt.timezone.utc)
+        if when.tzinfo is None:
+            when = when.astimezone()
+        tzo = int(when.utcoffset().total_seconds() // 60)
+        with self._lock:
+            f = self._folder(folder, code="TRYCREATE")
+            self._sync(f)
+            base, fn = maildir.write_message(f.path, data, want, when.timestamp())
+            uid, modseq = f.uidnext, f.highestmodseq + 1
+            with self._tx() as db:
+                self._insert_message(db, f.id, uid, base, fn, want, data, int(when.timestamp()),
+                                     tzo, modseq, True)
+                db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, cur_mtime=? WHERE id=?",
+                           (uid + 1, modseq, maildir.mtime_ns(f.path / "cur"), f.id))
+            result = (f.uidvalidity, uid)
+        self._notify(f.name)
+        return result
+
+    def copy(self, folder: str, uids: Sequence[int], dest: str, *, move: bool = False
+             ) -> tuple[int, list[int], list[int]]:
+        """COPY (or MOVE) messages; returns (dest UIDVALIDITY, source UIDs, new UIDs) in matching
+        order, for COPYUID. Copies are hard links when possible (bytes and date unchanged)."""
+        with self._lock:
+            src = self._folder(folder)
+            dst = self._folder(dest, code="TRYCREATE")
+            if dst.id == src.id and move:
+                raise StoreError("cannot move a message into the folder it is in", "CANNOT")
+            self._sync(src)
+            self._sync(dst)
+            cols = ("uid, base, filename, flags, internaldate, tzoffset, envelope, bodystructure, "
+                    "hdr_subject, hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date, size")
+            rows = list(self._select(src, cols, uids))
+            done_src: list[int] = []
+            done_new: list[int] = []
+            uid, dmod, smod = dst.uidnext, dst.highestmodseq, src.highestmodseq
+            with self._tx() as db:
+                for (suid, base, fname, flagtext, idate, tzo, *cached, size) in rows:
+                    srcpath = src.path / "cur" / fname
+                    flags = set(flagtext.split())
+                    if move and not (dst.path / "cur").joinpath(fname).exists() and \
+                            db.execute("SELECT 1 FROM messages WHERE folder=? AND base=?", (dst.id, base)).fetchone() is None:
+                        newbase, newname = base, fname
+                        try:
+                            os.rename(srcpath, dst.path / "cur" / newname)
+                        except FileNotFoundError:
+                            continue
+                    else:
+                        newbase = maildir.new_unique()
+                        newname = maildir.cur_name(newbase, flags)
+                        try:
+                            _link_or_copy(srcpath, dst.path, newname)
+                        except FileNotFoundError:
+                            continue
+                        if move:
+                            os.unlink(srcpath)
+                    dmod += 1
+                    db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, "
+                               "internaldate, tzoffset, modseq, recent, envelope, bodystructure, "
+                               "hdr_subject, hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, "
+                               "hdr_date) VALUES (?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?)",
+                               (dst.id, uid, newbase, newname, flagtext, size, idate, tzo, dmod,
+                                *cached))
+                    if move:
+                        smod += 1
+                        db.execute("DELETE FROM messages WHERE folder=? AND uid=?", (src.id, suid))
+                        db.execute("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)", (src.id, suid, smod))
+                    done_src.append(suid)
+                    done_new.append(uid)
+                    uid += 1
+                db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, cur_mtime=? WHERE id=?",
+                           (uid, dmod, maildir.mtime_ns(dst.path / "cur"), dst.id))
+                if move:
+                    db.execute("UPDATE folders SET highestmodseq=?, cur_mtime=? WHERE id=?",
+                               (smod, maildir.mtime_ns(src.path / "cur"), src.id))
+            result = (dst.uidvalidity, done_src, done_new)
+        if done_new:
+            self._notify(dst.name, *([src.name] if move else []))
+        return result
+
+    def expunge(self, folder: str, uids: Sequence[int] | None = None, *, force: bool = False
+                ) -> list[int]:
+        """Remove messages flagged \\Deleted (only among ``uids`` when given; with ``force``
+        every listed message, flagged or not, as POP3's UPDATE state needs). Returns the UIDs
+        removed, ascending."""
+        removed: list[int] = []
+        with self._lock:
+            f = self._folder(folder)
+            self._sync(f)
+            modseq = f.highestmodseq
+            rows = list(self._select(f, "uid, filename, flags", uids))
+            with self._tx() as db:
+                for uid, fname, flagtext in rows:
+                    if not force and "\\Deleted" not in flagtext.split():
+                        continue
+                    try:
+                        os.unlink(f.path / "cur" / fname)
+                    except FileNotFoundError:
+                        pass
+                    modseq += 1
+                    db.execute("DELETE FROM messages WHERE folder=? AND uid=?", (f.id, uid))
+                    db.execute("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)", (f.id, uid, modseq))
+                    removed.append(uid)
+                db.execute("UPDATE folders SET highestmodseq=?, cur_mtime=? WHERE id=?",
+                           (modseq, maildir.mtime_ns(f.path / "cur"), f.id))
+            f.highestmodseq = modseq
+        if removed:
+            self._notify(f.name)
+        return removed
+
+    def changes_since(self, folder: str, modseq: int) -> tuple[list[MessageRecord], list[int]]:
+        """(records whose MODSEQ > modseq, UIDs expunged after modseq) — for CONDSTORE/QRESYNC."""
+        with self._lock:
+            f = self._folder(folder)
+            self._sync(f)
+            recs = [_record(r) for r in self._db.execute(
+                f"SELECT {_ROW} FROM messages WHERE folder=? AND modseq>? ORDER BY uid", (f.id, modseq))]
+            gone = [r[0] for r in self._db.execute(
+                "SELECT uid FROM expunged WHERE folder=? AND modseq>? ORDER BY uid", (f.id, modseq))]
+            return recs, gone
+
+
+def _like_prefix(name: str) -> str:
+    esc = name.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return esc + SEPARATOR + "%"
+
+
+def _link_or_copy(src: Path, dest_root: Path, name: str) -> None:
+    target = dest_root / "cur" / name
+    try:
+        os.link(src, target)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        tmp = dest_root / "tmp" / name
+        shutil.copy2(src, tmp)
+        os.rename(tmp, target)

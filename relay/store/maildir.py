@@ -1,0 +1,103 @@
+"""Maildir file operations: unique names, info suffixes (":2,FRS"), listing and atomic writes.
+
+Only the system flags live in file names (D=\\Draft, F=\\Flagged, P=$Forwarded, R=\\Answered,
+S=\\Seen, T=\\Deleted, the letters other Maildir tools use); keywords live in the index. The
+unique part of a name (everything before ':') never changes for a message's life: local delivery
+relies on it to detect duplicate deliveries after a crash.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from pathlib import Path
+
+FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "$Forwarded": "P", "\\Answered": "R",
+                "\\Seen": "S", "\\Deleted": "T"}
+LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
+SUBDIRS = ("tmp", "new", "cur")
+_counter = itertools.count()
+
+
+def split_name(filename: str) -> tuple[str, str]:
+    """'base:2,FS' → ('base', 'FS'); a name without info → (name, '')."""
+    base, sep, info = filename.partition(":")
+    if sep and info.startswith("2,"):
+        return base, info[2:]
+    return base, ""
+
+
+def flags_from_info(letters: str) -> set[str]:
+    return {LETTER_FLAGS[c] for c in letters if c in LETTER_FLAGS}
+
+
+def info_for(flags) -> str:
+    return "".join(sorted(FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS))
+
+
+def cur_name(base: str, flags) -> str:
+    return f"{base}:2,{info_for(flags)}"
+
+
+def new_unique() -> str:
+    """A fresh unique part: time, microseconds, pid and a counter, then the host (the usual
+    Maildir recipe; '/' and ':' in the host are escaped as Maildir specifies)."""
+    now = time.time()
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+    return f"{int(now)}.M{int(now * 1e6) % 1000000}P{os.getpid()}Q{next(_counter)}.{host}"
+
+
+def ensure(root: Path) -> None:
+    for sub in SUBDIRS:
+        (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_message(root: Path, data: bytes, flags, mtime: float | None = None) -> tuple[str, str]:
+    """Write data to tmp/, set its mtime (INTERNALDATE), rename it into cur/ with flags.
+    Returns (unique part, file name in cur/)."""
+    base = new_unique()
+    tmp = root / "tmp" / base
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    name = cur_name(base, flags)
+    os.rename(tmp, root / "cur" / name)
+    return base, name
+
+
+def listing(root: Path, sub: str) -> dict[str, str]:
+    """{unique part: file name} for the files in root/sub (dot files ignored)."""
+    out: dict[str, str] = {}
+    try:
+        with os.scandir(root / sub) as it:
+            for e in it:
+                if not e.name.startswith("."):
+                    out[split_name(e.name)[0]] = e.name
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def mtime_ns(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,67 @@
+"""Plain value types the mailbox store hands out (no behaviour, safe to pass between threads)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from relay.errors import RelayError
+
+SYSTEM_FLAGS = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
+
+
+class StoreError(RelayError):
+    """A store operation was refused or failed.
+
+    ``code`` is the IMAP response code a server should send with the NO (TRYCREATE,
+    NONEXISTENT, ALREADYEXISTS, CANNOT, SERVERBUG, …) or ""."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """One message as the index knows it. ``flags`` holds system flags (``\\Seen``…) and
+    keywords (``$Forwarded``, ``Work``…) as given; ``internaldate`` is timezone-aware."""
+
+    uid: int
+    flags: frozenset[str]
+    size: int
+    internaldate: _dt.datetime
+    modseq: int
+    name: str = ""          # Maildir unique part (before ':'), stable for the message's life
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    name: str               # "INBOX", "Sent", "Archive/2025" ("/" separates hierarchy levels)
+    special_use: str = ""   # "\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive" or ""
+    selectable: bool = True
+    has_children: bool = False
+
+
+@dataclass(frozen=True)
+class FolderState:
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    uids: Sequence[int]     # ascending
+    version: int            # changes whenever anything in the folder changes (== highestmodseq
+                            # combined with uidnext; compare with ``!=``)
+
+
+@dataclass(frozen=True)
+class HeaderFields:
+    """Decoded header fields kept in index columns for fast SEARCH (RFC 2047 decoded,
+    unfolded; "" when absent). ``date`` is the Date: header as a Unix time or None."""
+
+    subject: str
+    from_: str
+    to: str
+    cc: str
+    bcc: str
+    message_id: str
+    date: float | None
