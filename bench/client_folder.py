@@ -97,7 +97,7 @@ def client_phase(phase: str, port: int, cache_path: str) -> dict:
         from tui_mail.store.cache import HeaderCache
 
         cache = HeaderCache(cache_path)
-        fts = "messages.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)"
+        fts = "m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)"
         queries = {"subject word (fts)": (fts, ['subject:"topic 7"']),
                    "sender (fts)": (fts, ["sender:sender42"]),
                    "two words anywhere (fts)": (fts, ["message 4242"]),

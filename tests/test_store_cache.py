@@ -3,7 +3,6 @@ UIDVALIDITY drops, flags, removal, ordered UID lists and SQL/FTS queries."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -49,9 +48,9 @@ def test_put_get_round_trip_and_upsert_keeps_fts_in_step(cache):
     # update: same rowid, one FTS row, new text
     cache.put("acct", "INBOX", 1, [(summ(7, "Mustard recipe"), "")])
     assert cache._db.execute("SELECT count(*) FROM messages_fts").fetchone()[0] == 1
-    assert cache.query("messages.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)",
+    assert cache.query("m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)",
                        ["mustard"]) == [("INBOX", 7)]
-    assert cache.query("messages.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)",
+    assert cache.query("m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)",
                        ["ketchup"]) == []
 
 
@@ -99,7 +98,7 @@ def test_query_filters_by_account_and_folder_newest_first(cache):
 
 def test_unicode_search_ignores_diacritics(cache):
     cache.put("a", "INBOX", 1, [(summ(1, "Crème brûlée", frm=("José Núñez", "jose@example.es")), "Grüße")])
-    fts = "messages.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)"
+    fts = "m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)"
     assert cache.query(fts, ["creme"]) == [("INBOX", 1)]
     assert cache.query(fts, ["sender:nunez"]) == [("INBOX", 1)]
     assert cache.query(fts, ["body:grusse"]) == []      # ü→u, not ue
@@ -121,7 +120,7 @@ def test_batched_insert_of_20000_is_fast_and_survives_reopen(tmp_path):
     try:
         assert c.count("a", "INBOX") == 20000
         t = time.perf_counter()
-        hits = c.query("messages.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)",
+        hits = c.query("m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)",
                        ["topic 7"], account="a", folder="INBOX")
         assert len(hits) == 20000 // 13 + (1 if 20000 % 13 >= 7 else 0)
         assert time.perf_counter() - t < 1

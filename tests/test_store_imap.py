@@ -197,6 +197,24 @@ def test_cached_folder_state_serves_a_warm_start_without_network(dovecot):
         cache.close()
 
 
+def test_an_unchanged_folder_reuses_its_saved_order_without_sorting_again(dovecot, bob):
+    dovecot.seed("bob", 20)
+    lines = []
+    bob.trace = lambda d, line: lines.append(line)
+    first = bob.folder_state("INBOX")
+    assert len([x for x in lines if "UID SORT" in x]) == 1
+    lines.clear()
+    assert bob.folder_state("INBOX") == first
+    assert not [x for x in lines if "UID SORT" in x]
+    dovecot.deliver("bob", make_message(99))
+    assert bob.folder_state("INBOX").uids == first.uids + (21,)
+    assert [x for x in lines if "UID SORT" in x]
+    lines.clear()
+    bob.expunge("INBOX", [3])
+    assert 3 not in bob.folder_state("INBOX").uids
+    assert [x for x in lines if "UID SORT" in x]
+
+
 def test_sort_keys(dovecot, bob):
     def make(i):
         return make_message(i, subject=f"{'zyx'[i % 3]} subject {i}")
@@ -391,6 +409,7 @@ def test_without_sort_the_order_comes_from_cached_dates(dovecot, bob):
     dovecot.seed("bob", 10, make=make)
     assert bob.folder_state("INBOX").uids == tuple(range(10, 0, -1))      # server SORT by date
     bob.fill_cache("INBOX")
+    bob.cache.save_order("acct", "INBOX", "date", [], None)   # forget the server's order
     bob._caps = bob._caps - {b"SORT", b"ESORT"}
     assert bob.folder_state("INBOX").uids == tuple(range(10, 0, -1))      # from cached dates
     assert bob.folder_state("INBOX", sort="arrival").uids == tuple(range(1, 11))
@@ -419,9 +438,36 @@ def test_a_failing_watch_callback_does_not_end_the_watch(dovecot, bob, caplog):
     bob.watch("INBOX", cb)
     time.sleep(0.3)
     dovecot.deliver("bob", make_message(1))
-    time.sleep(0.5)
+    deadline = time.monotonic() + 3
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.02)
     dovecot.deliver("bob", make_message(2))
     assert arrived.wait(3)
     bob.stop_watch()
     assert [c.uids for c in got[:2]] == [(1,), (2,)]
     assert "watch callback failed" in caplog.text
+
+
+def test_server_search_and_local_search_with_the_query_language(dovecot, bob):
+    pytest.importorskip("tui_mail.mail.search")
+    from tui_mail.errors import SearchSyntaxError
+
+    def make(i):
+        if i == 3:
+            return make_message(i, subject="Die Bedeutung des Lebens", body="Ketchup für alle\n",
+                                sender="Ålice <alice@example.com>")
+        return make_message(i)
+    dovecot.seed("bob", 6, make=make)
+    bob.set_flags("INBOX", [5], ["\\Flagged"])
+    assert bob.search("INBOX", "from:alice") == [4]
+    assert bob.search("INBOX", "body:ketchup") == [4]
+    assert bob.search("INBOX", "subject:bedeutung is:unread") == [4]
+    assert bob.search("INBOX", "is:flagged") == [5]
+    assert bob.search("INBOX", "für") == [4]
+    with pytest.raises(SearchSyntaxError):
+        bob.search("INBOX", "since:yesterday-ish")
+    bob.fill_cache("INBOX")
+    assert bob.local_search("INBOX", "from:alice") == [("INBOX", 4)]
+    assert bob.local_search(None, "subject:bedeutung") == [("INBOX", 4)]
+    assert bob.local_search("INBOX", "is:flagged") == [("INBOX", 5)]
+    assert bob.local_search("INBOX", "body:ketchup") == [("INBOX", 4)]   # body start indexed

@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS folder_order (
     folder TEXT NOT NULL,
     sort TEXT NOT NULL,
     uids BLOB NOT NULL,         -- array('q') of UIDs, oldest first
+    state TEXT,                 -- the folder state the order was taken at (uidvalidity/uidnext/exists)
     PRIMARY KEY(account, folder, sort)
 );
 """
@@ -155,10 +156,7 @@ class HeaderCache:
             row = self._db.execute("SELECT uidvalidity FROM folders WHERE account=? AND folder=?",
                                    (account, folder)).fetchone()
             dropped = False
-            stale = self._db.execute(
-                "SELECT 1 FROM messages WHERE account=? AND folder=? AND uidvalidity<>? LIMIT 1",
-                (account, folder, uidvalidity)).fetchone()
-            if (row and row[0] is not None and row[0] != uidvalidity) or stale:
+            if row and row[0] is not None and row[0] != uidvalidity:
                 self._drop_rows(account, folder)
                 dropped = True
             if row is None:
@@ -189,17 +187,22 @@ class HeaderCache:
         self._db.execute("DELETE FROM folder_order WHERE account=? AND folder=?", (account, folder))
 
     # --- the ordered UID list ---------------------------------------------------------
-    def save_order(self, account: str, folder: str, sort: str, uids: Sequence[int]) -> None:
+    def save_order(self, account: str, folder: str, sort: str, uids: Sequence[int],
+                   state: str | None = None) -> None:
+        """Remember a folder's ordered UID list; ``state`` says which server state it belongs
+        to (e.g. "uidvalidity/uidnext/exists") so it can be reused only while that holds."""
         blob = array("q", uids).tobytes()
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO folder_order VALUES (?,?,?,?)",
-                             (account, folder, sort, blob))
+            self._db.execute("INSERT OR REPLACE INTO folder_order VALUES (?,?,?,?,?)",
+                             (account, folder, sort, blob, state))
 
-    def load_order(self, account: str, folder: str, sort: str) -> tuple[int, ...] | None:
+    def load_order(self, account: str, folder: str, sort: str,
+                   state: str | None = None) -> tuple[int, ...] | None:
+        """The saved order (None when there is none, or when ``state`` is given and differs)."""
         with self._lock:
-            row = self._db.execute("SELECT uids FROM folder_order WHERE account=? AND folder=? AND sort=?",
-                                   (account, folder, sort)).fetchone()
-        if row is None:
+            row = self._db.execute("SELECT uids, state FROM folder_order WHERE account=? AND folder=? "
+                                   "AND sort=?", (account, folder, sort)).fetchone()
+        if row is None or (state is not None and row[1] != state):
             return None
         a = array("q")
         a.frombytes(row[0])
@@ -289,17 +292,18 @@ class HeaderCache:
     # --- search -----------------------------------------------------------------------
     def query(self, where: str, params: Sequence, account: str | None = None,
               folder: str | None = None, limit: int | None = None) -> list[tuple[str, int]]:
-        """(folder, uid) of messages matching an SQL condition over ``messages`` (and
-        ``messages_fts`` through a subquery on rowid), newest first."""
+        """(folder, uid) of messages matching an SQL condition over ``messages m`` (and
+        ``messages_fts`` through a subquery on ``m.rowid``), newest first. This is the form
+        tui_mail.mail.search.to_sql compiles to."""
         conds, args = [f"({where})" if where.strip() else "1"], list(params)
         if account is not None:
-            conds.append("messages.account=?")
+            conds.append("m.account=?")
             args.append(account)
         if folder is not None:
-            conds.append("messages.folder=?")
+            conds.append("m.folder=?")
             args.append(folder)
-        sql = (f"SELECT messages.folder, messages.uid FROM messages WHERE {' AND '.join(conds)} "
-               "ORDER BY messages.date DESC, messages.uid DESC")
+        sql = (f"SELECT m.folder, m.uid FROM messages m WHERE {' AND '.join(conds)} "
+               "ORDER BY m.date DESC, m.uid DESC")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._lock:

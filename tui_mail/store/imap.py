@@ -236,13 +236,17 @@ def _flag_bytes(flags: Iterable[str]) -> list[bytes]:
 # --- the store -----------------------------------------------------------------------------
 
 class ImapStore(MailStore):
-    """MailStore over IMAP for one account."""
+    """MailStore over IMAP for one account.
+
+    ``body_index_bytes``: how much of each message's first body part is fetched with its
+    summary for the FTS ``body`` column (0: none; body: searches then only find what the
+    server search finds). ``poll_interval``: seconds between NOOPs when IDLE is absent."""
 
     def __init__(self, account: str, host: str, port: int, user: str,
                  password: Callable[[], str] | str, *, security: str = "tls",
                  cache: HeaderCache | None = None, roles: dict[str, str] | None = None,
                  ssl_context: ssl.SSLContext | None = None, timeout: float = 30.0,
-                 body_index_bytes: int = 0, poll_interval: float = 60.0):
+                 body_index_bytes: int = 1024, poll_interval: float = 60.0):
         if security not in ("tls", "starttls", "none"):
             raise ValueError(f"security must be tls, starttls or none, not {security!r}")
         self.account, self.host, self.port, self.user = account, host, port, user
@@ -463,7 +467,16 @@ class ImapStore(MailStore):
             self._selected = None            # fresh SELECT: current UIDVALIDITY and counts
             info = self._select(folder)
             uv = int(info[b"UIDVALIDITY"])
-            if not info.get(b"EXISTS"):
+            hms = info.get(b"HIGHESTMODSEQ")
+            hms = int(hms) if hms is not None else None
+            exists = int(info.get(b"EXISTS", 0))
+            # no new mail (same UIDNEXT) and no expunge (same EXISTS): the saved order holds
+            stamp = f"{uv}/{info.get(b'UIDNEXT')}/{exists}" if info.get(b"UIDNEXT") else None
+            if stamp is not None:
+                saved = self.cache.load_order(self.account, folder, sort, state=stamp)
+                if saved is not None:
+                    return FolderState(folder, uv, saved, hms), stamp, False
+            if not exists:
                 uids: list[int] = []
             elif sort == "arrival":
                 uids = self._all_uids(c)
@@ -476,11 +489,12 @@ class ImapStore(MailStore):
                 uids = list(c.sort([key.decode()], "ALL", "UTF-8"))
             else:
                 uids = self._sort_by_cache(self._all_uids(c), sort)
-            hms = info.get(b"HIGHESTMODSEQ")
-            return FolderState(folder, uv, tuple(uids), int(hms) if hms is not None else None)
+                stamp = None     # depends on which dates were cached: do not reuse blindly
+            return FolderState(folder, uv, tuple(uids), hms), stamp, True
 
-        state = self._call(run, what=f"listing {folder!r}")
-        self.cache.save_order(self.account, folder, sort, state.uids)
+        state, stamp, fresh = self._call(run, what=f"listing {folder!r}")
+        if fresh:
+            self.cache.save_order(self.account, folder, sort, state.uids, stamp)
         return state
 
     def cached_folder_state(self, folder: str, sort: str = "date") -> FolderState | None:
@@ -714,12 +728,13 @@ class ImapStore(MailStore):
 
     # --- search ------------------------------------------------------------------------
     def search(self, folder: str, query: str) -> list[int]:
-        from tui_mail.mail.search import to_imap  # the search engineer's compiler
+        from tui_mail.mail.search import imap_needs_utf8, to_imap
 
-        criteria = to_imap(query)
+        criteria = to_imap(query)       # raises SearchSyntaxError naming the bad token
+        charset = "UTF-8" if imap_needs_utf8(criteria) else None
 
         def run(c: IMAPClient):
-            return sorted(c.search(criteria, charset="UTF-8"))
+            return sorted(c.search(criteria, charset=charset))
 
         return self._call(run, folder, what="searching")
 
