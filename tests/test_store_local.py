@@ -294,6 +294,9 @@ def test_local_search_over_the_header_cache_schema(store):
     assert store.search("INBOX", "ketchup") == []
     store.rename_folder("Archive", "Old")
     assert store.local_search(None, "ketchup") == [("Old", 1)]
+    from tui_mail.errors import SearchSyntaxError
+    with pytest.raises(SearchSyntaxError):
+        store.search("INBOX", "since:yesterday-ish")
 
 
 def test_configured_roles_override_names(tmp_path):
@@ -316,3 +319,29 @@ def test_summary_fields_decode_encoded_words_from_headers_only():
     assert f["has_attachment"] == 0
     pdf = b"From: a@b\r\nContent-Type: application/pdf\r\n\r\n%PDF"
     assert summary_fields(pdf)["has_attachment"] == 1
+
+
+def test_two_processes_share_one_maildir_without_uid_clashes(tmp_path):
+    """The TUI and `tui-mail send` may open the same store: UIDs stay unique and agreed."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "shared"
+    with LocalStore(root) as s:
+        s.append("INBOX", msg(0))
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from tui_mail.store.local import LocalStore\n"
+            "from tests.test_store_local import msg\n"
+            "s = LocalStore(%r); s.connect()\n"
+            "for i in range(15): s.append('INBOX', msg(int(sys.argv[1]) + i)); s.folder_state('INBOX')\n"
+            "s.close()\n") % (str(Path(__file__).resolve().parent.parent), str(root))
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(base)]) for base in (100, 200)]
+    with LocalStore(root) as s:
+        for _ in range(10):
+            s.folder_state("INBOX")
+        for p in procs:
+            assert p.wait(timeout=60) == 0
+        st = s.folder_state("INBOX", sort="arrival")
+        assert sorted(st.uids) == list(range(1, 32))
+        subjects = {x.subject for x in s.summaries("INBOX", st.uids).values()}
+        assert len(subjects) == 31

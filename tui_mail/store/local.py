@@ -20,6 +20,7 @@ program, live only in the index.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import itertools
@@ -150,6 +151,25 @@ def summary_fields(data: bytes) -> dict:
             "refs": _decode(head.get("References"))}
 
 
+def body_text(data: bytes) -> str:
+    """The text to index for body: searches. Fast path (compat32, no header objects): the first
+    text/plain part that is not an attachment; anything else (HTML only, odd structure) goes
+    through tui_mail.mail.parse, which converts HTML to text."""
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    for part in msg.walk():
+        if part.get_content_type() == "text/plain" and \
+                not str(part.get("Content-Disposition", "")).lower().startswith("attachment"):
+            payload = part.get_payload(decode=True) or b""
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                return payload.decode(charset, "replace")
+            except LookupError:
+                return payload.decode("utf-8", "replace")
+    from tui_mail.mail.parse import parse_message
+
+    return parse_message(data).text
+
+
 class LocalStore(MailStore):
     """Mail in a Maildir++ tree at ``root`` (see the module docstring).
 
@@ -169,6 +189,9 @@ class LocalStore(MailStore):
         self._watch_thread: threading.Thread | None = None
         self._watch_stop = threading.Event()
         self._search = None
+        self._search_db: sqlite3.Connection | None = None
+        self._search_stamps: dict[str, tuple[str, int]] = {}
+        self._changes = 0   # bumped by every change made through this store
 
     # --- lifecycle ---------------------------------------------------------------------
     def connect(self) -> None:
@@ -194,6 +217,9 @@ class LocalStore(MailStore):
             search, self._search = self._search, None
             if search is not None:
                 search.close()
+            reader, self._search_db = self._search_db, None
+            if reader is not None:
+                reader.close()
 
     def __enter__(self) -> "LocalStore":
         self.connect()
@@ -208,6 +234,22 @@ class LocalStore(MailStore):
             self.connect()
         assert self._db is not None
         return self._db
+
+    @contextlib.contextmanager
+    def _tx(self):
+        """One write transaction (BEGIN IMMEDIATE: UID assignment is serialised with other
+        processes using the same Maildir, e.g. the TUI and `tui-mail send`); nests."""
+        db = self.db
+        if db.in_transaction:
+            yield db
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # --- paths -------------------------------------------------------------------------
     def _is_root(self, folder: str) -> bool:
@@ -310,9 +352,7 @@ class LocalStore(MailStore):
             os.rename(src, dst)
             for child in children:
                 os.rename(self.folder_path(child), self.folder_path(new + child[len(old):]))
-            db = self.db
-            with db:
-                db.execute("BEGIN")
+            with self._tx() as db:
                 for name in [old, *children]:
                     target = new + name[len(old):]
                     db.execute("UPDATE folders SET name=? WHERE name=?", (target, name))
@@ -332,14 +372,19 @@ class LocalStore(MailStore):
                 raise FolderError(f"The folder {name!r} has subfolders; delete them first.")
             import shutil
             shutil.rmtree(path)
-            with self.db:
+            with self._tx():
                 self.db.execute("DELETE FROM folders WHERE name=?", (name,))
                 self.db.execute("DELETE FROM messages WHERE folder=?", (name,))
             self._forget_search(name)
 
     # --- index sync --------------------------------------------------------------------
     def _stamp(self, path: Path) -> str:
-        return ":".join(str(os.stat(path / sub).st_mtime_ns) for sub in ("new", "cur"))
+        """new/ and cur/ mtimes. Directory mtimes are coarse (a clock tick of a few ms), so a
+        change in the last second is not trusted: "" forces the next call to look again."""
+        mtimes = [os.stat(path / sub).st_mtime_ns for sub in ("new", "cur")]
+        if time.time_ns() - max(mtimes) < 1_000_000_000:
+            return ""
+        return ":".join(map(str, mtimes))
 
     def _folder_row(self, folder: str) -> tuple[int, int, str]:
         row = self.db.execute("SELECT uidvalidity, uidnext, stamp FROM folders WHERE name=?",
@@ -354,20 +399,19 @@ class LocalStore(MailStore):
         """Bring the index of ``folder`` in line with its files (cheap when nothing changed)."""
         folder = self._canonical(folder)
         path = self._existing(folder)
-        _, uidnext, stamp = self._folder_row(folder)
-        now_stamp = self._stamp(path)
-        if stamp == now_stamp and not force:
+        stamp = self._stamp(path)
+        if not force and stamp and stamp == self._folder_row(folder)[2]:
             return
-        on_disk: dict[str, str] = {}
-        for sub in ("new", "cur"):
-            for fn in os.listdir(path / sub):
-                if not fn.startswith("."):
-                    on_disk[split_name(fn)[0]] = f"{sub}/{fn}"
-        known = {key: (uid, fn) for uid, key, fn in
-                 self.db.execute("SELECT uid, key, filename FROM messages WHERE folder=?", (folder,))}
-        db = self.db
-        db.execute("BEGIN")
-        try:
+        with self._tx() as db:
+            _, uidnext, _ = self._folder_row(folder)   # re-read inside the lock
+            now_stamp = self._stamp(path)
+            on_disk: dict[str, str] = {}
+            for sub in ("new", "cur"):
+                for fn in os.listdir(path / sub):
+                    if not fn.startswith("."):
+                        on_disk[split_name(fn)[0]] = f"{sub}/{fn}"
+            known = {key: (uid, fn) for uid, key, fn in
+                     db.execute("SELECT uid, key, filename FROM messages WHERE folder=?", (folder,))}
             for key, (uid, fn) in known.items():
                 if key not in on_disk:
                     db.execute("DELETE FROM messages WHERE folder=? AND uid=?", (folder, uid))
@@ -377,10 +421,6 @@ class LocalStore(MailStore):
             for key in sorted(k for k in on_disk if k not in known):
                 uidnext = self._index_file(folder, path, key, on_disk[key], uidnext)
             db.execute("UPDATE folders SET uidnext=?, stamp=? WHERE name=?", (uidnext, now_stamp, folder))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _index_file(self, folder: str, path: Path, key: str, filename: str, uid: int) -> int:
         """Add one file to the index as ``uid``; returns the next free UID."""
@@ -527,15 +567,23 @@ class LocalStore(MailStore):
 
     def _remember_stamp(self, folder: str) -> None:
         """Our own renames need no rescan: record the directory stamps they produced."""
+        self._changes += 1
         self.db.execute("UPDATE folders SET stamp=? WHERE name=?",
                         (self._stamp(self.folder_path(folder)), folder))
 
     def _add_to(self, dest: str, key: str, filename: str, keywords: frozenset[str], data: bytes | None,
                 path: Path) -> int:
-        _, uidnext, _ = self._folder_row(dest)
         if data is None:
             data = (path / filename).read_bytes()
         fields = summary_fields(data)
+        with self._tx():
+            return self._insert(dest, key, filename, keywords, fields)
+
+    def _insert(self, dest: str, key: str, filename: str, keywords: frozenset[str], fields: dict) -> int:
+        seen = self.db.execute("SELECT uid FROM messages WHERE folder=? AND key=?", (dest, key)).fetchone()
+        if seen:  # another process indexed the file first: same message, same UID
+            return seen[0]
+        _, uidnext, _ = self._folder_row(dest)
         self.db.execute(
             "INSERT INTO messages (folder, uid, key, filename, keywords, date, from_name, from_addr,"
             " to_, cc, subject, size, has_attachment, message_id, in_reply_to, refs) VALUES"
@@ -580,8 +628,9 @@ class LocalStore(MailStore):
                     key = unique_name()
                     target = target.split("/")[0] + "/" + key + (":" + fn.split(":", 1)[1] if ":" in fn else "")
                 os.rename(path / fn, dpath / target)
-                self.db.execute("DELETE FROM messages WHERE folder=? AND uid=?", (folder, uid))
-                result[uid] = self._add_to(dest, key, target, kws, None, dpath)
+                with self._tx():
+                    self.db.execute("DELETE FROM messages WHERE folder=? AND uid=?", (folder, uid))
+                    result[uid] = self._add_to(dest, key, target, kws, None, dpath)
             self._remember_stamp(folder)
             self._remember_stamp(dest)
             return result
@@ -643,13 +692,16 @@ class LocalStore(MailStore):
         return self._search
 
     def _forget_search(self, folder: str) -> None:
+        self._search_stamps.pop(folder, None)
         if self._search is not None or (self.root / SEARCH_INDEX_NAME).exists():
             self._search_index().drop_folder(SEARCH_ACCOUNT, folder)
 
     def _refresh_search(self, folder: str) -> None:
-        from tui_mail.mail.parse import parse_message
-
         cache = self._search_index()
+        self._sync(folder)
+        stamp = (self._folder_row(folder)[2], self._changes)
+        if stamp[0] and self._search_stamps.get(folder) == stamp:
+            return  # nothing changed on disk or in flags since the last search
         state = self.folder_state(folder, sort="arrival")
         cache.check_uidvalidity(SEARCH_ACCOUNT, folder, state.uidvalidity)
         have = cache.cached_uids(SEARCH_ACCOUNT, folder)
@@ -665,12 +717,13 @@ class LocalStore(MailStore):
                     continue
                 try:
                     path, _, fn, _ = self._file_of(folder, uid)
-                    text = parse_message((path / fn).read_bytes()).text
+                    text = body_text((path / fn).read_bytes())
                 except (MessageGone, OSError):
                     continue
                 items.append((summaries[uid], text))
             cache.put(SEARCH_ACCOUNT, folder, state.uidvalidity, items)
         cache.update_flags(SEARCH_ACCOUNT, folder, {u: s.flags for u, s in summaries.items() if u in have})
+        self._search_stamps[folder] = stamp
 
     def search(self, folder: str, query: str) -> list[int]:
         return [uid for _, uid in self.local_search(folder, query)]
@@ -683,9 +736,25 @@ class LocalStore(MailStore):
             for name in folders:
                 self._existing(name)
                 self._refresh_search(name)
-            hits = self._search_index().search(query, account=SEARCH_ACCOUNT,
-                                               folder=folders[0] if folder is not None else None)
+            hits = self._run_search(query, folders[0] if folder is not None else None)
             return [(f, u) for f, u in hits if f in names]
+
+    def _run_search(self, query: str, folder: str | None) -> list[tuple[str, int]]:
+        """Compile with tui_mail.mail.search.to_sql (its contract: a WHERE clause over
+        ``messages m`` joined to ``messages_fts`` by rowid) and run it, newest first."""
+        from tui_mail.mail.search import to_sql
+
+        where, params = to_sql(query)
+        sql = ("SELECT m.folder, m.uid FROM messages m WHERE m.account=?"
+               + (" AND m.folder=?" if folder is not None else "")
+               + f" AND ({where}) ORDER BY m.date DESC, m.uid DESC")
+        args = [SEARCH_ACCOUNT, *([folder] if folder is not None else []), *params]
+        if self._search_db is None:
+            self._search_db = sqlite3.connect(self.root / SEARCH_INDEX_NAME, check_same_thread=False)
+        try:
+            return [(f, u) for f, u in self._search_db.execute(sql, args)]
+        except sqlite3.Error as e:
+            raise MailError(f"Local search failed: {e}") from None
 
     # --- new mail ----------------------------------------------------------------------
     def watch(self, folder: str, callback: Callable[[Change], None]) -> None:
@@ -706,7 +775,8 @@ class LocalStore(MailStore):
                         if self._db is None:
                             return
                         path = self._existing(folder)
-                        if self._stamp(path) == self._folder_row(folder)[2] and before is not None:
+                        stamp = self._stamp(path)
+                        if stamp and stamp == self._folder_row(folder)[2]:
                             now = self._flag_map(folder, sync=False)
                         else:
                             now = self._flag_map(folder)
