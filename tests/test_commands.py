@@ -226,3 +226,21 @@ def test_send_usage_errors():
 def test_cli_dispatches_to_commands(capsys):
     assert cli.main(["account", "list"]) == 0
     assert "No accounts yet" in capsys.readouterr().out
+
+
+def test_real_process_exit_codes_and_no_traceback():
+    """`python -m tui_mail.cli …` as a script would run it (env-isolated XDG dirs)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    bad = subprocess.run([sys.executable, "-m", "tui_mail.cli", "send", "--account", "ghost",
+                          "--to", "a@b.c"], input="body", capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert bad.returncode == 2 and "no account named 'ghost'" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) <= 2
+    usage = subprocess.run([sys.executable, "-m", "tui_mail.cli", "account", "frobnicate"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr and "Traceback" not in usage.stderr

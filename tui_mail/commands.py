@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --- entry -----------------------------------------------------------------------------------
 def main(argv: list[str], io: Io | None = None) -> int:
     if io is None:
-        io = Io(out=Console(), err=Console(stderr=True), stdin=sys.stdin,
+        io = Io(out=Console(), err=Console(stderr=True, soft_wrap=True), stdin=sys.stdin,
                 interactive=sys.stdin.isatty())
     try:
         args = build_parser().parse_args(argv)
