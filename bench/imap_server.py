@@ -1,0 +1,231 @@
+"""Benchmark of the relay's IMAP server, side by side with Dovecot on the same messages.
+
+    .venv/bin/python bench/imap_server.py            # 10,000 and 100,000 messages
+    .venv/bin/python bench/imap_server.py --quick    # 2,000 messages, a smoke run
+
+For each size N, a Maildir of N realistic 1–3 KB messages is written once (into cur/, as a
+delivery agent would leave them), then copied for each server. Measured with one raw socket
+client (no client library overhead in the timings):
+
+- first index: the relay indexing the new Maildir on first SELECT (Dovecot: its own first SELECT)
+- LOGIN+SELECT (warm), FETCH 1:* (UID FLAGS ENVELOPE RFC822.SIZE), UID SEARCH SUBJECT,
+  one BODY[] fetch, NOOP (must be O(1) in N)
+- IDLE latency: a message delivered into the Maildir (relay: through the store, which
+  publishes on the ChangeBus as local delivery does; Dovecot: a file renamed into new/) until
+  the idling client reads ``EXISTS``; p50 and max over several deliveries.
+
+Targets (issue 4): envelopes within 3x of Dovecot at 100,000; SEARCH SUBJECT < 0.3 s at 100,000;
+IDLE p50 < 50 ms; NOOP O(1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import os
+import random
+import re
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from email.utils import format_datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from relay.events import ChangeBus  # noqa: E402
+from relay.imap.server import start_imap_server, stop_imap_server  # noqa: E402
+from relay.store.registry import MailStore  # noqa: E402
+
+USER = "bob@hamburger.edu"
+WORDS = ("ketchup mustard crepe hamburger relay maildir envelope queue folder thread budget meeting "
+         "invoice report draft review lunch travel project deadline").split()
+
+
+def realistic(i: int, rnd: random.Random) -> bytes:
+    date = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(minutes=7 * i)
+    subj = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(3, 8)))
+    if i % 1000 == 0:
+        subj += " needle"
+    lines = []
+    size = rnd.randint(1000, 3000)
+    while sum(len(x) + 2 for x in lines) < size:
+        lines.append(" ".join(rnd.choice(WORDS) for _ in range(rnd.randint(6, 12))))
+    head = (f"Return-Path: <sender{i % 50}@crepes.fr>\r\n"
+            f"Received: from mx.crepes.fr (mx.crepes.fr [192.0.2.{i % 250}]) by hamburger.edu; "
+            f"{format_datetime(date)}\r\n"
+            f"From: Sender {i % 50} <sender{i % 50}@crepes.fr>\r\nTo: Bob <bob@hamburger.edu>\r\n"
+            f"Subject: {subj}\r\nDate: {format_datetime(date)}\r\nMessage-ID: <{i}.bench@crepes.fr>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n")
+    return (head + "\r\n" + "\r\n".join(lines) + "\r\n").encode()
+
+
+def write_maildir(root: Path, n: int) -> None:
+    rnd = random.Random(42)
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    t0 = int(time.time()) - n
+    for i in range(n):
+        data = realistic(i, rnd)
+        p = root / "cur" / f"{t0 + i}.M{i:08d}P1.bench,S={len(data)}:2,{'S' if i % 3 == 0 else ''}"
+        p.write_bytes(data)
+
+
+class Raw:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.f = self.sock.makefile("rb", buffering=1 << 20)
+        self.f.readline()
+        self.n = 0
+
+    def cmd(self, text: str) -> list[bytes]:
+        self.n += 1
+        tag = b"b%d" % self.n
+        self.sock.sendall(tag + b" " + text.encode() + b"\r\n")
+        return self.until(tag)
+
+    def until(self, tag: bytes) -> list[bytes]:
+        out = []
+        while True:
+            line = self.f.readline()
+            if not line:
+                raise ConnectionError("closed")
+            m = re.search(rb"\{(\d+)\}\r\n$", line)
+            while m:
+                line += self.f.read(int(m.group(1)))
+                more = self.f.readline()
+                line += more
+                m = re.search(rb"\{(\d+)\}\r\n$", more)
+            out.append(line)
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise RuntimeError(line)
+                return out
+
+    def close(self) -> None:
+        self.f.close()
+        self.sock.close()
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    r = fn()
+    return time.perf_counter() - t0, r
+
+
+def measure(port: int, user: str, deliver, n: int) -> dict:
+    res: dict = {}
+    c = Raw(port)
+    res["first SELECT"], _ = timed(lambda: (c.cmd(f"LOGIN {user} secret"), c.cmd("SELECT INBOX")))
+    c.close()
+    c = Raw(port)
+    res["LOGIN+SELECT"], _ = timed(lambda: (c.cmd(f"LOGIN {user} secret"), c.cmd("SELECT INBOX")))
+    res["FETCH 1:* envelopes"], lines = timed(lambda: c.cmd("FETCH 1:* (UID FLAGS ENVELOPE RFC822.SIZE)"))
+    assert len(lines) == n + 1, (len(lines), n)
+    res["UID SEARCH SUBJECT"], lines = timed(lambda: c.cmd("UID SEARCH SUBJECT needle"))
+    assert len(lines[0].split()) - 2 == (n + 999) // 1000, lines[0][:200]
+    res["one BODY[] fetch"], _ = timed(lambda: c.cmd(f"FETCH {n // 2} BODY.PEEK[]"))
+    noops = [timed(lambda: c.cmd("NOOP"))[0] for _ in range(20)]
+    res["NOOP"] = statistics.median(noops)
+    lat = []
+    for k in range(7):
+        c.n += 1
+        tag = b"b%d" % c.n
+        c.sock.sendall(tag + b" IDLE\r\n")
+        assert c.f.readline().startswith(b"+")
+        t0 = time.perf_counter()
+        deliver(k)
+        while True:
+            line = c.f.readline()
+            if line.endswith(b"EXISTS\r\n"):
+                break
+        lat.append(time.perf_counter() - t0)
+        c.sock.sendall(b"DONE\r\n")
+        c.until(tag)
+    res["IDLE latency p50"] = statistics.median(lat)
+    res["IDLE latency max"] = max(lat)
+    c.close()
+    return res
+
+
+async def run_relay(src: Path, work: Path, n: int) -> dict:
+    mail = work / "relay-mail"
+    shutil.copytree(src, mail / USER)
+    bus = ChangeBus()
+    store = MailStore(mail, bus)
+
+    async def auth(u, p):
+        return p == "secret"
+
+    server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth, bus=bus,
+                                     allow_plaintext=True)
+    port = server.sockets[0].getsockname()[1]
+    rnd = random.Random(7)
+
+    def deliver(k):
+        threading.Thread(target=store.user(USER).append, args=("INBOX", realistic(n + k, rnd))).start()
+
+    try:
+        return await asyncio.to_thread(measure, port, USER, deliver, n)
+    finally:
+        await stop_imap_server(server)
+        store.close()
+
+
+def run_dovecot(src: Path, work: Path, n: int) -> dict | None:
+    try:
+        from tests.peers import Dovecot, dovecot_available
+    except ImportError:
+        return None
+    if not dovecot_available():
+        return None
+    dc = Dovecot(work / "dovecot", idle_interval=1)
+    try:
+        md = dc.add_user("bob", "secret")
+        shutil.rmtree(md)
+        shutil.copytree(src, md)
+        for dirpath, dirnames, filenames in os.walk(md):
+            for name in [dirpath] + [os.path.join(dirpath, f) for f in filenames]:
+                dc._chown(Path(name))   # Dovecot's mail processes run as nobody under root
+        dc.start()
+        rnd = random.Random(7)
+        return measure(dc.imap_port, "bob", lambda k: dc.deliver("bob", realistic(n + k, rnd)), n)
+    finally:
+        dc.cleanup()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2,000 messages only")
+    ap.add_argument("--sizes", type=int, nargs="*", help="mailbox sizes (default 10000 100000)")
+    ap.add_argument("--no-dovecot", action="store_true")
+    ap.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                    help="where the Maildirs go (default /dev/shm: the shared disk here is the "
+                         "bottleneck otherwise, for both servers alike)")
+    args = ap.parse_args()
+    sizes = args.sizes or ([2000] if args.quick else [10_000, 100_000])
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="imapbench-", dir=args.dir) as tmp:
+            work = Path(tmp)
+            src = work / "src"
+            t, _ = timed(lambda: write_maildir(src, n))
+            print(f"\n== {n:,} messages (written in {t:.1f} s)")
+            ours = asyncio.run(run_relay(src, work, n))
+            theirs = None if args.no_dovecot else run_dovecot(src, work, n)
+            print(f"{'':24} {'relay':>10} {'dovecot':>10} {'ratio':>7}")
+            for k, v in ours.items():
+                d = theirs.get(k) if theirs else None
+                ratio = f"{v / d:6.2f}x" if d else ""
+                ds = f"{d * 1000:9.1f}ms" if d is not None else f"{'-':>11}"
+                print(f"{k:24} {v * 1000:9.1f}ms {ds} {ratio:>7}")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
