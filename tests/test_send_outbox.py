@@ -330,3 +330,19 @@ async def test_outbox_with_real_postfix_down_then_up(tmp_path, sent):
     finally:
         ob.close()
         await asyncio.to_thread(pf.cleanup)
+
+
+async def test_gives_up_after_five_days(tmp_path, sent):
+    clock = Clock()
+    ob = make_outbox(tmp_path, free_port(), sent, clock)
+    try:
+        ob.enqueue(compose())
+        (o,) = await ob.process()
+        assert o.state == "queued"
+        clock.t += 5 * 24 * 3600 + 1
+        (o,) = await ob.process()
+        assert o.state == "failed" and "Gave up after 2 tries over 5 days" in o.detail
+        (item,) = ob.items()
+        assert item.state == "failed" and item.code is None
+    finally:
+        ob.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import asyncio
 from email.message import EmailMessage
 
 import pytest
@@ -162,3 +163,36 @@ async def test_submission_through_real_postfix(postfix):  # noqa: F811
     assert len(postfix.wait_for("catchall", 2)) == 2  # dave + the Bcc recipient
     hidden = [email.message_from_bytes(d, policy=email.policy.default) for d in postfix.messages("catchall")]
     assert {h["Delivered-To"] for h in hidden} == {"dave@example.org", "carol-hidden@example.org"}
+
+
+async def test_smtputf8_addresses():
+    m = EmailMessage(policy=email.policy.SMTPUTF8)
+    m["From"] = "J\u00f6rg <j\u00f6rg@b\u00fccher.example>"
+    m["To"] = "\u7528\u6237@\u4f8b\u5b50.example"
+    m["Subject"] = "UTF-8 everywhere"
+    m.set_content("hi\n")
+    async with SmtpSink() as sink:
+        trace: list[str] = []
+        sub = SmtpSubmitter(SmtpSettings("127.0.0.1", sink.port, "none"), trace=lambda d, l: trace.append(l))
+        await sub.send(m)
+    (got,) = sink.received
+    assert got.sender == "j\u00f6rg@b\u00fccher.example" and got.recipients == ["\u7528\u6237@\u4f8b\u5b50.example"]
+    assert "MAIL FROM:<j\u00f6rg@b\u00fccher.example> SMTPUTF8" in trace
+
+
+async def test_smtputf8_refused_when_not_offered(tmp_path):
+    m = compose(bcc=None)
+    m.replace_header("To", "\u7528\u6237@example.org")
+    from tests.postfix_peer import AioSMTP  # a sink without SMTPUTF8
+
+    loop = asyncio.get_running_loop()
+    sink = SmtpSink()
+    server = await loop.create_server(lambda: AioSMTP(sink, loop=loop), "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(SendError, match="SMTPUTF8") as e:
+            await SmtpSubmitter(SmtpSettings("127.0.0.1", port, "none")).send(m)
+        assert e.value.permanent
+    finally:
+        server.close()
+        await server.wait_closed()
