@@ -17,7 +17,7 @@ import keyring.backend
 import pytest
 from rich.console import Console
 
-from tests.peers import dovecot  # noqa: F401  (fixture)
+from tests.peers import dovecot, dovecot_tls  # noqa: F401  (fixtures)
 from tests.postfix_peer import SmtpSink, free_port
 from tui_mail import cli, config
 from tui_mail.commands import Io, main
@@ -244,3 +244,27 @@ def test_real_process_exit_codes_and_no_traceback():
     usage = subprocess.run([sys.executable, "-m", "tui_mail.cli", "account", "frobnicate"],
                            capture_output=True, text=True, env=env, timeout=60)
     assert usage.returncode == 2 and "invalid choice" in usage.stderr and "Traceback" not in usage.stderr
+
+
+async def test_account_test_pop3_stls_with_cafile_and_failures_in_plain_words(dovecot_tls, memory_keyring):  # noqa: F811
+    dc = dovecot_tls
+    dc.add_user("bob", "pw")
+    memory_keyring.set_password("tui-mail", "tls", "pw")
+    async with SmtpSink() as sink:
+        config.save_account(config.Account(
+            name="tls", address="bob@example.org",
+            pop3=config.Pop3Server("127.0.0.1", dc.pop3_port, security="starttls", user="bob",
+                                   cafile=str(dc.cert_file)),
+            smtp=config.Server("127.0.0.1", sink.port, security="none")))
+        r = await run(["account", "test", "tls"])
+        assert r.code == 0, r.out + r.err
+        assert "✓ POP3: logged in; offers" in r.out and "UIDL" in r.out and "✓ SMTP" in r.out
+        # the same server without the CA: a plain-words TLS failure, exit 1
+        config.save_account(config.Account(
+            name="tls", address="bob@example.org",
+            pop3=config.Pop3Server("127.0.0.1", dc.pop3s_port, security="tls", user="bob"),
+            smtp=config.Server("127.0.0.1", sink.port, security="starttls")))
+        r = await run(["account", "test", "tls"])
+    assert r.code == 1
+    assert "✗ POP3: TLS with 127.0.0.1" in r.out and "certificate" in r.out.lower()
+    assert "✗ SMTP" in r.out and "STARTTLS" in r.out

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
-import asyncio
 from email.message import EmailMessage
 
 import pytest
