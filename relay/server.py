@@ -90,6 +90,10 @@ class RelayServer:
             # ---- other protocols: IMAP / POP3 listeners go here ---------------------------------
             # e.g. srv = await start_imap_server(self, ...); self.extra_servers.append(srv)
             #      self.addresses["imap"] = bound_address(srv)
+            from relay.imap.server import start_for_relay as start_imap
+            if (srv := await start_imap(self)) is not None:
+                self.extra_servers.append(srv)
+                self.addresses["imap"] = bound_address(srv)
             # -------------------------------------------------------------------------------------
         except BaseException:
             await self.stop()
@@ -122,6 +126,9 @@ class RelayServer:
             self.spool.close()
         self.servers.clear()
         self.extra_servers.clear()
+        if getattr(self, "mail_store", None) is not None:  # made by the IMAP/POP3 listeners
+            self.mail_store.close()
+            self.mail_store = None
         if self.started:
             try:
                 state = json.loads(self.cfg.state_file.read_text())

@@ -201,18 +201,55 @@ async def start_imap_server(host: str, port: int, *, store: Callable, authentica
             if task is not None:
                 conns.discard(task)
 
-    server = await asyncio.start_server(on_client, host, port,
+    server = await asyncio.start_server(on_client, host, port, reuse_address=True,
                                         ssl=ssl_context if implicit_tls else None, limit=1 << 20)
     server.imap_connections = conns  # type: ignore[attr-defined]
+    plain_close = server.close
+
+    def close() -> None:
+        """Stop listening and end the open sessions (RelayServer.stop only calls close())."""
+        plain_close()
+        for t in list(conns):
+            t.cancel()
+
+    server.close = close  # type: ignore[method-assign]
     return server
+
+
+async def start_for_relay(relay) -> asyncio.Server | None:
+    """Open the IMAP listener of a relay.server.RelayServer (None when [listen] imap = "").
+
+    Shares the relay's ChangeBus, auth throttle, TLS context and user database; the mailbox
+    store is ``relay.mail_store`` (made here if no other part made it yet)."""
+    from relay.store.registry import MailStore
+
+    cfg = relay.cfg
+    addr = cfg.listen.imap
+    if addr is None:
+        return None
+    if getattr(relay, "mail_store", None) is None:
+        relay.mail_store = MailStore(cfg.mail_dir, relay.bus)
+
+    async def authenticate(user: str, password: str) -> bool:
+        return await asyncio.to_thread(relay.users.authenticate, user, password)
+
+    try:
+        return await start_imap_server(
+            addr.host, addr.port, store=relay.mail_store.user, authenticate=authenticate,
+            ssl_context=relay.ssl_context, bus=relay.bus, throttle=relay.throttle,
+            allow_plaintext="loopback" if cfg.auth.allow_plaintext_loopback else False,
+            hostname=cfg.hostname)
+    except OSError as e:
+        from relay.server import ListenError
+        raise ListenError(f"cannot listen for imap on {addr}: {e.strerror or e}"
+                          " (is another relay running? change [listen] imap in relay.toml)") from None
 
 
 async def stop_imap_server(server: asyncio.Server, grace: float = 2.0) -> None:
     """Close the listener and end open sessions (they get a BYE by losing the socket)."""
-    server.close()
     conns: set[asyncio.Task] = getattr(server, "imap_connections", set())
-    for t in list(conns):
-        t.cancel()
-    if conns:
-        await asyncio.wait(list(conns), timeout=grace)
+    waiting = list(conns)
+    server.close()
+    if waiting:
+        await asyncio.wait(waiting, timeout=grace)
     await server.wait_closed()
