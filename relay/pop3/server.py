@@ -1,0 +1,206 @@
+"""asyncio glue for the POP3 server: sockets, TLS upgrade, timeouts, the per-maildrop lock, and
+store/auth calls on behalf of the pure state machine in relay/pop3/protocol.py.
+
+Blocking work (password hashing inside ``authenticate`` is the caller's business; store reads,
+flag updates and expunges here) runs in worker threads so one slow session never stalls the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+import weakref
+from collections.abc import Awaitable, Callable
+
+from relay.pop3.protocol import (MAX_LINE, Authenticate, Fetch, Maildrop, Message, Pop3Machine,
+                                 Reply, StartTLS, Update, err, uidl_for)
+from relay.store import MailStore, StoreError
+
+log = logging.getLogger("relay.pop3")
+Authenticator = Callable[[str, str], Awaitable[bool]]
+_IN_USE: "weakref.WeakKeyDictionary[MailStore, set[str]]" = weakref.WeakKeyDictionary()
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+async def start_pop3_server(host: str, port: int, *, store: MailStore, authenticate: Authenticator,
+                            ssl_context: ssl.SSLContext | None, throttle=None,
+                            allow_plaintext: bool = True, hostname: str = "localhost",
+                            idle_timeout: float = 600.0) -> asyncio.Server:
+    """Listen for POP3 on host:port (port 0: any free port).
+
+    ``authenticate(user, password) -> bool`` checks credentials; ``throttle`` (an
+    relay.users.AuthThrottle or anything with ``before_attempt(ip)``, ``failed(ip)``,
+    ``succeeded(ip)``) delays repeated failures per client IP. ``ssl_context`` enables STLS.
+    ``allow_plaintext``: USER/PASS without TLS from loopback clients (never from others).
+    """
+    in_use = _IN_USE.setdefault(store, set())
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = Pop3Session(reader, writer, store=store, authenticate=authenticate,
+                              ssl_context=ssl_context, throttle=throttle,
+                              allow_plaintext=allow_plaintext, hostname=hostname,
+                              idle_timeout=idle_timeout, in_use=in_use)
+        await session.run()
+
+    return await asyncio.start_server(handle, host, port, limit=MAX_LINE * 4)
+
+
+class Pop3Session:
+    def __init__(self, reader, writer, *, store: MailStore, authenticate: Authenticator,
+                 ssl_context, throttle, allow_plaintext: bool, hostname: str, idle_timeout: float,
+                 in_use: set[str]) -> None:
+        self.reader, self.writer = reader, writer
+        self.store, self.authenticate, self.throttle = store, authenticate, throttle
+        self.ssl_context = ssl_context
+        self.idle_timeout = idle_timeout
+        self.in_use = in_use
+        self.locked: str | None = None
+        self.user_store = None
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.ip = peer[0]
+        self.machine = Pop3Machine(hostname=hostname, tls_active=writer.get_extra_info("sslcontext") is not None,
+                                   tls_available=ssl_context is not None,
+                                   plaintext_allowed=allow_plaintext and is_loopback(self.ip))
+
+    async def run(self) -> None:
+        try:
+            await self._send(self.machine.greeting())
+            while True:
+                line = await self._read_line()
+                if line is None:
+                    break
+                out = self.machine.receive_line(line)
+                reply = await self._fulfil(out)
+                if reply is None:
+                    continue
+                if reply.data:
+                    await self._send(reply.data)
+                if reply.close:
+                    break
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as e:
+            log.info("pop3 [%s]: connection lost: %s", self.ip, e)
+        finally:
+            if self.locked is not None:
+                self.in_use.discard(self.locked)
+                self.locked = None
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except (ConnectionError, ssl.SSLError):
+                pass
+
+    async def _send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def _read_line(self) -> bytes | None:
+        try:
+            return await asyncio.wait_for(self._readline(), self.idle_timeout)
+        except asyncio.TimeoutError:
+            await self._send(err("autologout; idle for too long"))
+            return None
+
+    async def _readline(self) -> bytes | None:
+        """One line, or None at EOF; an overlong line is discarded and answered with -ERR."""
+        try:
+            line = await self.reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError:
+            return None
+        except asyncio.LimitOverrunError as e:
+            await self.reader.readexactly(e.consumed)
+            while True:
+                try:
+                    await self.reader.readuntil(b"\n")
+                    break
+                except asyncio.LimitOverrunError as e2:
+                    await self.reader.readexactly(e2.consumed)
+            return b"X" * (MAX_LINE + 1)
+        return line
+
+    # -------------------------------------------------------------- requests from the machine
+    async def _fulfil(self, out) -> Reply | None:
+        if isinstance(out, Reply):
+            return out
+        if isinstance(out, Authenticate):
+            return await self._authenticate(out)
+        if isinstance(out, Fetch):
+            return await self._fetch(out)
+        if isinstance(out, StartTLS):
+            await self._send(out.reply)
+            await self.writer.start_tls(self.ssl_context)
+            self.machine.tls_started()
+            return None
+        if isinstance(out, Update):
+            return await self._update(out)
+        raise TypeError(f"unexpected machine output {out!r}")
+
+    async def _authenticate(self, req: Authenticate) -> Reply:
+        if self.throttle is not None:
+            await self.throttle.before_attempt(self.ip)
+        try:
+            good = await self.authenticate(req.user, req.password)
+        except Exception:   # a broken user database must not kill the server
+            log.exception("pop3 [%s]: authentication backend failed", self.ip)
+            return self.machine.auth_result(req.user, None, "[SYS/TEMP] authentication unavailable")
+        if not good:
+            if self.throttle is not None:
+                self.throttle.failed(self.ip)
+            log.warning("pop3 [%s]: %s authentication failed for %s", self.ip, req.mechanism,
+                        req.user[:64] or "<empty>")
+            return self.machine.auth_result(req.user, None, "[AUTH] authentication failed")
+        if self.throttle is not None:
+            self.throttle.succeeded(self.ip)
+        address = req.user.strip().lower()
+        if address in self.in_use:
+            return self.machine.auth_result(req.user, None, "[IN-USE] maildrop is locked by another session")
+        self.in_use.add(address)
+        self.locked = address
+        try:
+            self.user_store = await asyncio.to_thread(self.store.user, address)
+            maildrop = await asyncio.to_thread(_load_maildrop, self.user_store)
+        except (StoreError, OSError) as e:
+            self.in_use.discard(address)
+            self.locked = None
+            log.error("pop3 [%s]: cannot open the maildrop of %s: %s", self.ip, address, e)
+            return self.machine.auth_result(req.user, None, "[SYS/TEMP] cannot open the maildrop")
+        log.info("pop3 [%s]: %s logged in (%s), %d messages", self.ip, address, req.mechanism,
+                 len(maildrop.messages))
+        return self.machine.auth_result(address, maildrop)
+
+    async def _fetch(self, req: Fetch) -> Reply:
+        u = self.user_store
+
+        def read() -> bytes | None:
+            try:
+                data = u.read("INBOX", req.uid)
+                if req.lines is None:
+                    u.set_flags("INBOX", [req.uid], "add", ["\\Seen"])
+                return data
+            except StoreError:
+                return None
+
+        return self.machine.fetched(req, await asyncio.to_thread(read))
+
+    async def _update(self, req: Update) -> Reply:
+        if not req.uids:
+            return self.machine.update_result(0)
+        try:
+            removed = await asyncio.to_thread(self.user_store.expunge, "INBOX", req.uids, force=True)
+        except (StoreError, OSError) as e:
+            log.error("pop3 [%s]: expunge failed for %s: %s", self.ip, self.locked, e)
+            return self.machine.update_result(0, str(e))
+        return self.machine.update_result(len(req.uids))
+
+
+def _load_maildrop(u) -> Maildrop:
+    st = u.state("INBOX")
+    return Maildrop([Message(r.uid, r.size, uidl_for(st.uidvalidity, r.uid))
+                     for r in u.records("INBOX", st.uids)])
