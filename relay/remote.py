@@ -9,9 +9,11 @@ Connections are persistent and shared (RFC 5321 §4.5.4 habits, as Postfix does)
 for one destination go into that destination's :class:`_DestinationPool`, whose workers each
 hold one SMTP connection and run several MAIL FROM transactions on it before QUIT. A worker
 closes after ``max_messages_per_connection`` messages or after ``idle_timeout`` with nothing to
-send; a second parallel connection opens only when more than :data:`BACKLOG_PER_CONNECTION`
-messages wait per open one (up to ``max_connections_per_destination``), so a burst of 20
-messages goes over one connection and a flood of thousands over a few.
+send. Another parallel connection (up to ``max_connections_per_destination``) opens only when
+more than :data:`BACKLOG_PER_CONNECTION` messages wait per open one, or when messages have been
+waiting without a break for :data:`SUSTAINED_BACKLOG` seconds (the destination is persistently
+behind: one more connection per such period, a slow start like Postfix's). So a burst of 20
+messages goes over one connection, and a steady flood over a few.
 
 The client side of the wire is aiosmtplib (it writes CRLF line endings and dot-stuffs in
 ``data()``); we drive EHLO/STARTTLS/MAIL/RCPT/DATA one verb at a time because we need each
@@ -47,6 +49,9 @@ log = logging.getLogger(__name__)
 
 BACKLOG_PER_CONNECTION = 32
 """Waiting messages per open connection before another parallel connection is opened."""
+
+SUSTAINED_BACKLOG = 2.0
+"""Seconds of uninterrupted backlog after which one more parallel connection is opened."""
 
 
 # ---- results ---------------------------------------------------------------------------
@@ -331,13 +336,19 @@ class _DestinationPool:
         self.workers: set[asyncio.Task] = set()
         self.wakeup = asyncio.Event()
         self.connections = 0
+        self.backlog_since = 0.0  # when the job queue last became non-empty
 
     def submit(self, job: _Job) -> None:
+        now = time.monotonic()
+        if not self.jobs:
+            self.backlog_since = now
         self.jobs.append(job)
         self.wakeup.set()
         limit = self.owner.cfg.delivery.max_connections_per_destination
         busy = len(self.workers)
-        if busy == 0 or (busy < limit and len(self.jobs) > busy * BACKLOG_PER_CONNECTION):
+        sustained = now - self.backlog_since >= SUSTAINED_BACKLOG
+        if busy == 0 or (busy < limit and (len(self.jobs) > busy * BACKLOG_PER_CONNECTION or sustained)):
+            self.backlog_since = now  # the next one only after another full period
             t = asyncio.get_running_loop().create_task(self._worker(), name=f"smtp-out {self.dests[0]}")
             self.workers.add(t)
             t.add_done_callback(self.workers.discard)
@@ -370,6 +381,8 @@ class _DestinationPool:
                 continue
             self.connections += 1
             self.owner.connections_opened += 1
+            log.info("smtp: connected to %s%s (%d open to this destination)", d,
+                     " with TLS" if session.encrypted else "", len(self.workers))
             return session, None, i
         return None, last, -1
 

@@ -514,3 +514,30 @@ async def test_require_tls_with_starttls_delivers(tmp_path, server_tls):
         assert res["bob@hamburger.edu"].status == "sent" and r.messages[0]["tls"]
     finally:
         await r.stop()
+
+
+class SlowReceiver(Receiver):
+    """Takes a while to say 250 after DATA, like a server that fsyncs each message."""
+
+    async def handle_DATA(self, server, session, envelope):
+        await asyncio.sleep(0.02)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_sustained_backlog_opens_more_connections(tmp_path, monkeypatch):
+    import relay.remote
+
+    monkeypatch.setattr(relay.remote, "SUSTAINED_BACKLOG", 0.2)
+    r = await SlowReceiver().start()
+    try:
+        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": r.port})) as rd:
+            async def producer(n: int):  # like the queue runner: a few messages in flight at once
+                for i in range(n):
+                    res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+                    assert res["bob@hamburger.edu"].status == "sent"
+
+            await asyncio.gather(*(producer(12) for _ in range(8)))
+        assert len(r.messages) == 96
+        assert 1 < r.connections <= 4  # max_connections_per_destination
+    finally:
+        await r.stop()

@@ -1,0 +1,194 @@
+"""End-to-end relay benchmark: submission at crepes.fr → file in bob's Maildir at hamburger.edu.
+
+    python bench/relay_e2e.py                  # 1,000 messages over 10 submission sessions
+    python bench/relay_e2e.py --quick          # 100 messages
+    python bench/relay_e2e.py --messages 5000 --sessions 20
+
+Two relays run as separate processes (``python -m relay start --foreground``) under a temp dir
+on free loopback ports: crepes.fr (submission with AUTH, static route for hamburger.edu) and
+hamburger.edu (inbound SMTP, local Maildir delivery). This process is the load: N sessions
+each log in once as alice@crepes.fr and send their share of 1 KB messages back to back, while
+a watcher polls bob's ``new/`` every 2 ms and matches each file to its submission by an
+``X-Bench-Seq`` header.
+
+Reported: submitted msg/s (first MAIL → last 250), end-to-end msg/s (first MAIL → last file in
+bob's Maildir), latency from the start of each message's submission to its file appearing
+(p50/p95/max; the 2 ms polling is part of it), and how many SMTP connections crepes.fr opened
+to hamburger.edu (counted from crepes.fr's mail log, one "smtp: connected to" line each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiosmtplib
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from relay.config import load_config  # noqa: E402
+from relay.users import UserDB  # noqa: E402
+
+PASSWORD = "bench-password"
+SEQ = re.compile(rb"^X-Bench-Seq: (\d+)\r?$", re.M)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def message(i: int) -> bytes:
+    head = (f"From: Alice <alice@crepes.fr>\r\nTo: <bob@hamburger.edu>\r\nSubject: bench {i}\r\n"
+            f"X-Bench-Seq: {i}\r\nMessage-ID: <{i}.{time.time_ns()}@crepes.fr>\r\n\r\n").encode()
+    line = b"Ketchup or mustard? The quick brown fox jumps over the lazy dog. 0123456789\r\n"
+    body = line * ((1024 - len(head)) // len(line) + 1)
+    return (head + body)[:1022] + b"\r\n"
+
+
+class Relay:
+    """One relay process with its own config and data dir."""
+
+    def __init__(self, root: Path, name: str, toml: str, user: str):
+        self.dir = root / name
+        self.dir.mkdir(parents=True)
+        self.config = self.dir / "relay.toml"
+        self.config.write_text(toml)
+        self.cfg = load_config(self.config, self.dir / "data")
+        self.cfg.data_dir.mkdir(mode=0o700)
+        UserDB(self.cfg.users_file).add(user, PASSWORD)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "start", "--foreground", "--quiet-stderr",
+             "--config", str(self.config), "--data-dir", str(self.cfg.data_dir)],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "stderr", "wb"))
+
+    def wait_ready(self, ports: list[int], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.dir.name} exited: {(self.dir / 'stderr').read_text()[-2000:]}")
+            try:
+                for p in ports:
+                    socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit(f"{self.dir.name} did not come up in {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def watch(maildir: Path, total: int, arrived: dict[int, float], deadline: float) -> None:
+    seen: set[str] = set()
+    while len(arrived) < total and time.monotonic() < deadline:
+        try:
+            names = os.listdir(maildir)
+        except FileNotFoundError:
+            names = []
+        now = time.monotonic()
+        for name in names:
+            if name in seen:
+                continue
+            seen.add(name)
+            with open(maildir / name, "rb") as f:
+                m = SEQ.search(f.read(4096))
+            if m:
+                arrived.setdefault(int(m.group(1)), now)
+        await asyncio.sleep(0.002)
+
+
+async def submit(port: int, seqs: list[int], started: dict[int, float], accepted: dict[int, float]) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=60,
+                               username="alice@crepes.fr", password=PASSWORD) as smtp:
+        for i in seqs:
+            data = message(i)
+            started[i] = time.monotonic()
+            await smtp.sendmail("alice@crepes.fr", ["bob@hamburger.edu"], data)
+            accepted[i] = time.monotonic()
+
+
+async def run(total: int, sessions: int, sub_port: int, maildir: Path) -> dict:
+    started: dict[int, float] = {}
+    accepted: dict[int, float] = {}
+    arrived: dict[int, float] = {}
+    t0 = time.monotonic()
+    watcher = asyncio.create_task(watch(maildir, total, arrived, t0 + 120 + total * 0.05))
+    shares = [list(range(s, total, sessions)) for s in range(sessions)]
+    await asyncio.gather(*(submit(sub_port, share, started, accepted) for share in shares))
+    t_accepted = max(accepted.values())
+    await watcher
+    if len(arrived) < total:
+        raise SystemExit(f"only {len(arrived)} of {total} messages arrived in bob's Maildir")
+    lat = sorted((arrived[i] - started[i]) * 1000 for i in range(total))
+    return {"submitted_rate": total / (t_accepted - t0), "e2e_rate": total / (max(arrived.values()) - t0),
+            "p50": statistics.median(lat), "p95": lat[int(0.95 * (len(lat) - 1))], "max": lat[-1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--sessions", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="100 messages")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, Maildirs)")
+    args = ap.parse_args(argv)
+    total = 100 if args.quick else args.messages
+    tmp = Path(tempfile.mkdtemp(prefix="tui-mail-e2e-"))
+    ham_port, crepes_smtp, crepes_sub = free_port(), free_port(), free_port()
+    common = '[queue]\nfirst_retry = "1s"\n'
+    hamburger = Relay(tmp, "hamburger.edu", (
+        f'hostname = "hamburger.edu"\ndomains = ["hamburger.edu"]\n[listen]\nsmtp = "127.0.0.1:{ham_port}"\n'
+        f'submission = ""\nimap = ""\npop3 = ""\n{common}'), "bob@hamburger.edu")
+    crepes = Relay(tmp, "crepes.fr", (
+        f'hostname = "crepes.fr"\ndomains = ["crepes.fr"]\n[listen]\nsmtp = "127.0.0.1:{crepes_smtp}"\n'
+        f'submission = "127.0.0.1:{crepes_sub}"\nimap = ""\npop3 = ""\n{common}'
+        f'[routes]\n"hamburger.edu" = "127.0.0.1:{ham_port}"\n'), "alice@crepes.fr")
+    try:
+        hamburger.start()
+        crepes.start()
+        hamburger.wait_ready([ham_port])
+        crepes.wait_ready([crepes_smtp, crepes_sub])
+        maildir = hamburger.cfg.mail_dir / "bob@hamburger.edu" / "new"
+        print(f"relay e2e: {total} messages of 1 KB, {args.sessions} submission sessions, "
+              f"crepes.fr → hamburger.edu on loopback (data in {tmp})")
+        r = asyncio.run(run(total, args.sessions, crepes_sub, maildir))
+    finally:
+        crepes.stop()
+        hamburger.stop()
+    log = crepes.cfg.log_file.read_text(errors="replace") if crepes.cfg.log_file.exists() else ""
+    connections = log.count("smtp: connected to")
+    print(f"  submitted      {r['submitted_rate']:8.1f} msg/s")
+    print(f"  end to end     {r['e2e_rate']:8.1f} msg/s")
+    print(f"  latency        p50 {r['p50']:.1f} ms   p95 {r['p95']:.1f} ms   max {r['max']:.1f} ms")
+    print(f"  onward leg     {connections} SMTP connection(s) from crepes.fr to hamburger.edu")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
