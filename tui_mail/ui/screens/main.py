@@ -285,7 +285,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     # --- preview ------------------------------------------------------------------------
     @on(MessageList.Highlighted)
     def highlighted(self, event: MessageList.Highlighted) -> None:
-        self.refresh_bindings()
+        has_message = event.uid is not None
+        if has_message != getattr(self, "_had_message", None):
+            self._had_message = has_message       # the footer only changes when this does
+            self.refresh_bindings()
         if self._preview_timer is not None:
             self._preview_timer.stop()
         if self._read_timer is not None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from rich.segment import Segment
+from rich.style import Style
 from textual import events
 from textual.geometry import Size
 from textual.message import Message
@@ -94,6 +95,32 @@ class MessageList(ScrollView, can_focus=True):
         self._requested: set[int] = set()
         self._request_pending = False
         self._now = self.clock()
+        self._styles: dict[str, Style] | None = None
+        self._strips: dict[int, tuple[object, ...]] = {}
+
+    # --- style and row caches (render_line runs for every visible row on every repaint) ---
+    def _style(self, name: str) -> Style:
+        if self._styles is None:
+            base = self.rich_style
+            self._styles = {"": base}
+            for part in ("cursor", "unread", "selected", "loading", "flagged"):
+                self._styles[part] = self.get_component_rich_style(f"message-list--{part}")
+        return self._styles[name]
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles = None
+        self._strips.clear()
+
+    def on_focus(self, event: events.Focus) -> None:
+        self._styles = None
+        self._strips.clear()
+        self.refresh()
+
+    def on_blur(self, event: events.Blur) -> None:
+        self._styles = None
+        self._strips.clear()
+        self.refresh()
 
     # --- data ---------------------------------------------------------------------------
     def set_rows(self, rows: Sequence[int], summaries: dict[int, MessageSummary] | None = None,
@@ -224,30 +251,39 @@ class MessageList(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         row = int(self.scroll_y) + y
-        base = self.rich_style
         if row >= len(self.rows):
-            return Strip.blank(width, base)
+            return Strip.blank(width, self._style(""))
         uid = self.rows[row]
         summary = self.summaries.get(uid)
+        is_cursor = row == self.cursor
         if summary is None:
             self._want(uid)
-            style = base + self.get_component_rich_style("message-list--loading")
-            text = "  …"
-        else:
-            selected = uid in self.selection
-            cells = row_cells(summary, Columns.for_width(width), self._now, self.glyphs,
-                              selected=selected, indent=self.depth.get(uid, 0))
-            text = " ".join(cells)
-            style = base
-            if summary.unread:
-                style += self.get_component_rich_style("message-list--unread")
-            if summary.flagged:
-                style += self.get_component_rich_style("message-list--flagged")
-            if selected:
-                style += self.get_component_rich_style("message-list--selected")
-        if row == self.cursor:
-            style += self.get_component_rich_style("message-list--cursor")
-        return Strip([Segment(text, style)]).adjust_cell_length(width, base)
+            style = self._style("") + self._style("loading")
+            if is_cursor:
+                style += self._style("cursor")
+            return Strip([Segment("  …", style)]).adjust_cell_length(width, self._style(""))
+        selected = uid in self.selection
+        depth = self.depth.get(uid, 0)
+        key = (summary, width, selected, depth, is_cursor, self._now)
+        cached = self._strips.get(uid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        cells = row_cells(summary, Columns.for_width(width), self._now, self.glyphs,
+                          selected=selected, indent=depth)
+        style = self._style("")
+        if summary.unread:
+            style += self._style("unread")
+        if summary.flagged:
+            style += self._style("flagged")
+        if selected:
+            style += self._style("selected")
+        if is_cursor:
+            style += self._style("cursor")
+        strip = Strip([Segment(" ".join(cells), style)]).adjust_cell_length(width, self._style(""))
+        if len(self._strips) > 4096:
+            self._strips.clear()
+        self._strips[uid] = (key, strip)
+        return strip
 
     def _want(self, uid: int) -> None:
         if uid in self._requested or self._request_pending:
