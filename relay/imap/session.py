@@ -827,45 +827,50 @@ class Session:
             self.tagged(tag, "BAD", "Expected DONE")
 
     # ------------------------------------------------------------------ change reporting
-    def sync(self, *, expunge: bool) -> None:
-        """Tell the client what changed in the selected mailbox since it last heard."""
+    def sync(self, *, expunge: bool = True) -> None:
+        """Tell the client what changed in the selected mailbox since it last heard.
+
+        Called only where RFC 3501 allows EXPUNGE responses (never inside non-UID FETCH, STORE
+        or SEARCH). O(1) while nothing changed; with a store that keeps a change log
+        (``changes_since``) the cost is O(changes), not O(mailbox size)."""
         if self.state != "selected" or self.folder is None:
             return
         mb = self._mb()
         v = mb.version(self.folder)
         if v == self.version:
             return
-        st = mb.state(self.folder)
-        new_uids = st.uids
-        if expunge:
-            current = set(new_uids) if len(new_uids) != len(self.uids) or True else None
-            gone = [u for u in self.uids if u not in current]
-            for u in gone:
-                i = bisect.bisect_left(self.uids, u)
+        changes = getattr(mb, "changes_since", None)
+        if changes is not None:
+            recs, gone = changes(self.folder, self.modseq_seen)
+            top = max([self.modseq_seen, v if isinstance(v, int) else 0] + [r.modseq for r in recs])
+        else:
+            st = mb.state(self.folder)
+            now = set(st.uids)
+            gone = [u for u in self.uids if u not in now]
+            recs = [r for r in mb.records(self.folder, list(st.uids)) if r.modseq > self.modseq_seen]
+            top = st.highestmodseq
+        for u in sorted(set(gone)):
+            i = bisect.bisect_left(self.uids, u)
+            if i < len(self.uids) and self.uids[i] == u:
                 self.untagged(f"{i + 1} EXPUNGE")
                 del self.uids[i]
         last = self.uids[-1] if self.uids else 0
-        added = [u for u in new_uids[bisect.bisect_right(new_uids, last):]]
+        added = sorted(r.uid for r in recs if r.uid > last)
         if added:
             self.uids.extend(added)
             self.untagged(f"{len(self.uids)} EXISTS")
-        if st.highestmodseq > self.modseq_seen:
-            changes = getattr(mb, "changes_since", None)
-            recs = (changes(self.folder, self.modseq_seen)[0] if changes is not None else
-                    [r for r in mb.records(self.folder, self.uids) if r.modseq > self.modseq_seen])
-            added_set = set(added)
-            for r in recs:
-                if r.modseq in self.own_modseqs or r.uid in added_set:
-                    continue
-                i = bisect.bisect_left(self.uids, r.uid)
-                if i >= len(self.uids) or self.uids[i] != r.uid:
-                    continue
-                extra = b" MODSEQ (%d)" % r.modseq if self.condstore else b""
-                self.out.append(b"* %d FETCH (FLAGS " % (i + 1) + flag_list(self._flags(r)) + extra + b")\r\n")
-            self.modseq_seen = st.highestmodseq
-            self.own_modseqs.clear()
-        if expunge:
-            self.version = v
+        added_set = set(added)
+        for r in recs:
+            if r.modseq in self.own_modseqs or r.uid in added_set:
+                continue
+            i = bisect.bisect_left(self.uids, r.uid)
+            if i >= len(self.uids) or self.uids[i] != r.uid:
+                continue
+            extra = b" MODSEQ (%d)" % r.modseq if self.condstore else b""
+            self.out.append(b"* %d FETCH (FLAGS " % (i + 1) + flag_list(self._flags(r)) + extra + b")\r\n")
+        self.modseq_seen = top
+        self.own_modseqs.clear()
+        self.version = v
 
 
 class _Target:
