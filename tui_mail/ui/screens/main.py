@@ -129,6 +129,13 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
                     folders.append(FolderInfo(OUTBOX, "/", "outbox", info.attributes, info.total, info.total))
         self.post_message(FoldersListed(account.name, folders))
 
+    @work(thread=True, exclusive=True, group="sync", exit_on_error=False)
+    def sync_account(self, account: Account) -> None:
+        result = account.store.sync()
+        if result.downloaded:
+            self.post_message(MailChanged(account.name, Change(
+                account.store.root_name, "exists", tuple(result.new_uids))))
+
     @work(thread=True, group="folders", exit_on_error=False)
     def list_folders(self, account: Account) -> None:
         self._list_folders(account)
@@ -516,6 +523,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     # --- folders ------------------------------------------------------------------------
     def action_refresh(self) -> None:
         if self.account:
+            if hasattr(self.account.store, "sync"):     # POP3: fetch from the server now
+                self.sync_account(self.account)
             self.list_folders(self.account)
             if self.folder:
                 self.load_folder(self.account, self.folder, self.sort, self.message_list.current_uid)
