@@ -94,6 +94,10 @@ class RelayServer:
             if (srv := await start_imap(self)) is not None:
                 self.extra_servers.append(srv)
                 self.addresses["imap"] = bound_address(srv)
+            from relay.pop3.server import start_for_relay as start_pop3
+            if (srv := await start_pop3(self)) is not None:
+                self.extra_servers.append(srv)
+                self.addresses["pop3"] = bound_address(srv)
             # -------------------------------------------------------------------------------------
         except BaseException:
             await self.stop()
