@@ -193,3 +193,25 @@ async def test_imap_account_sent_copy_goes_to_the_servers_sent(dovecot):  # noqa
         assert typ == "OK" and b"from the account" in data[0][1] and b"\\Seen" in data[0][0]
     finally:
         conn.logout()
+
+
+async def test_missing_password_surfaces_on_use_not_at_startup(dovecot):  # noqa: F811
+    from tui_mail.errors import SecretError
+
+    def no_keyring(acct, kind):
+        raise SecretError("No password store is available (set password_command)")
+
+    async with SmtpSink(users={"bob": "pw"}) as sink:
+        acct = account(dovecot.pop3_port, sink.port)
+        acct.smtp.user = "bob"
+        ui = open_account(acct, no_keyring)        # building the account asks for nothing
+        try:
+            result = await asyncio.to_thread(ui.submit, message(), "bob@example.org", ["alice@crepes.fr"])
+            assert not result.sent and not result.permanent_failure
+            assert "No password" in result.detail and "password_command" in result.detail
+            with pytest.raises(SecretError):
+                ui.store.sync()
+        finally:
+            ui.store.close()
+            ui.outbox.close()
+    assert sink.received == []

@@ -42,7 +42,7 @@ def _server_port(kind: str, server) -> int:
     return int(port) if port else DEFAULT_PORTS[(kind, getattr(server, "security", "tls"))]
 
 
-def smtp_settings(account, password: str | None) -> SmtpSettings:
+def smtp_settings(account, password) -> SmtpSettings:
     s = account.smtp
     if s is None:
         raise MailError(f"Account {account.name!r} has no [smtp] server, so it cannot send.")
@@ -51,7 +51,7 @@ def smtp_settings(account, password: str | None) -> SmtpSettings:
                         cafile=getattr(s, "cafile", None))
 
 
-def pop3_settings(account, password: str | None) -> Pop3Settings:
+def pop3_settings(account, password) -> Pop3Settings:
     p = account.pop3
     return Pop3Settings(host=p.host, port=_server_port("pop3", p), security=p.security,
                         user=getattr(p, "user", None) or account.address, password=password,
@@ -61,14 +61,15 @@ def pop3_settings(account, password: str | None) -> Pop3Settings:
 
 
 def local_store(account, password_for: PasswordFor) -> Pop3Store:
-    """The POP3 account's store (its local Maildir + sync)."""
-    settings = pop3_settings(account, password_for(account, "pop3"))
+    """The POP3 account's store (its local Maildir + sync); the password is looked up only
+    when the server is contacted."""
+    settings = pop3_settings(account, lambda: password_for(account, "pop3"))
     store = Pop3Store(account_dir(account.name) / "mail", settings,
                       roles=dict(getattr(account, "roles", None) or {}))
     return store
 
 
-def imap_store(account, password: str | None):
+def imap_store(account, password):
     """The IMAP account's store (tui_mail.store.imap) with its header cache on disk."""
     from tui_mail.store.cache import HeaderCache
     from tui_mail.store.imap import ImapStore
@@ -153,15 +154,20 @@ def open_account(account, password_for: PasswordFor, imap_store_factory=None,
     if getattr(account, "pop3", None) is not None:
         store: MailStore = local_store(account, password_for)
     elif getattr(account, "imap", None) is not None:
-        factory = imap_store_factory or imap_store
-        store = factory(account, password_for(account, "imap"))
+        if imap_store_factory is None:  # ImapStore asks for the password when it logs in
+            store = imap_store(account, lambda: password_for(account, "imap"))
+        else:
+            store = imap_store_factory(account, password_for(account, "imap"))
     else:
         raise MailError(f"Account {account.name!r} has neither [imap] nor [pop3].")
     store.trace = trace
     submit = outbox_store = None
     if getattr(account, "smtp", None) is not None:
-        smtp_pw = password_for(account, "smtp") if getattr(account.smtp, "user", None) else None
-        submitter = SmtpSubmitter(smtp_settings(account, smtp_pw), trace=trace)
+        def smtp_pw() -> str | None:
+            return password_for(account, "smtp")
+
+        submitter = SmtpSubmitter(smtp_settings(account, smtp_pw if getattr(account.smtp, "user", None)
+                                                else None), trace=trace)
         outbox = open_outbox(account, submitter, sent_copy_to(store))
         submit, outbox_store = submit_via(outbox), outbox.store
     return Account(name=account.name, store=store, address=account.address,

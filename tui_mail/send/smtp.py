@@ -25,7 +25,7 @@ from email.utils import getaddresses
 
 import aiosmtplib
 
-from tui_mail.errors import AuthError, SendError
+from tui_mail.errors import AuthError, MailError, SendError
 
 SECURITY = ("tls", "starttls", "none")
 
@@ -42,7 +42,8 @@ class SmtpSettings:
     port: int = 587
     security: str = "starttls"          # tls | starttls | none
     user: str | None = None
-    password: str | None = field(default=None, repr=False)
+    # a str, or a callable asked at login time (keyring/password_command: no lookup until needed)
+    password: str | Callable[[], str | None] | None = field(default=None, repr=False)
     timeout: float = 30.0
     cafile: str | None = None            # extra CA (self-signed test or company servers)
     local_hostname: str | None = None
@@ -139,6 +140,15 @@ class SmtpSubmitter:
                 self.trace("S", f"{response.code} {line}")
 
     # --- connection --------------------------------------------------------------------
+    def _password(self) -> str:
+        pw = self.settings.password
+        if callable(pw):
+            try:
+                pw = pw()
+            except MailError as e:  # e.g. SecretError: no keyring; say so, keep the message queued
+                raise SendError(f"No password for {self.settings.user!r} at {self.settings.host}: {e}") from None
+        return pw or ""
+
     def _tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.settings.cafile)
 
@@ -169,7 +179,7 @@ class SmtpSubmitter:
                                     + "; check the port and security settings.", permanent=True)
                 self._c(f"AUTH {s.user} ****")
                 try:
-                    self._s(await client.login(s.user, s.password or ""))
+                    self._s(await client.login(s.user, self._password()))
                 except aiosmtplib.SMTPAuthenticationError as e:
                     self._s(e)
                     raise SubmissionAuthError(

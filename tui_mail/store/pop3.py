@@ -47,7 +47,8 @@ class Pop3Settings:
     port: int = 995
     security: str = "tls"                # tls | starttls | none
     user: str = ""
-    password: str | None = field(default=None, repr=False)
+    # a str, or a callable asked at login time (keyring/password_command: no lookup until needed)
+    password: str | Callable[[], str | None] | None = field(default=None, repr=False)
     mode: str = "keep"                   # keep | delete | leave (leave_days on the server)
     leave_days: int = 14
     timeout: float = 30.0
@@ -166,7 +167,7 @@ class Pop3Session:
                 self._capa()
             conn.user(s.user)
             try:
-                conn.pass_(s.password or "")
+                conn.pass_((s.password() if callable(s.password) else s.password) or "")
             except poplib.error_proto as e:
                 raise AuthError(f"{s.host} refused the user name or password for {s.user!r}: "
                                 f"{_text(e)}") from None
