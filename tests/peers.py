@@ -72,6 +72,17 @@ def _mail_ids() -> tuple[int, int]:
         return 65534, 65534
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM the server if the test process dies (Linux), so a
+    killed pytest run (timeout, ^C twice) leaves no orphaned Dovecot behind."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _live_group_members(pgid: int) -> list[int]:
     """PIDs in process group ``pgid`` that are not zombies (Linux /proc; else killpg probe)."""
     if not os.path.isdir("/proc/self"):
@@ -350,7 +361,8 @@ service auth-worker {{
         with open(self.root / "dovecot.stderr", "ab") as err:
             self.proc = subprocess.Popen(
                 [DOVECOT, "-F", "-c", str(self.conf_file)], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, close_fds=True)
+                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, close_fds=True,
+                preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
