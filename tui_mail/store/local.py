@@ -24,6 +24,7 @@ import contextlib
 import email
 import email.policy
 import itertools
+import logging
 import os
 import socket
 import sqlite3
@@ -40,6 +41,8 @@ from pathlib import Path
 from tui_mail.errors import FolderError, MailError, MessageGone, ProtocolError
 from tui_mail.store.base import (ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, Cancel, Change,
                                  FolderInfo, FolderState, MailStore, MessageSummary, Progress)
+
+log = logging.getLogger(__name__)
 
 INDEX_NAME = ".tui-mail-index.sqlite"
 SEARCH_INDEX_NAME = ".tui-mail-search.sqlite"
@@ -783,7 +786,10 @@ class LocalStore(MailStore):
                 except MailError:
                     continue
                 for change in diff_states(folder, before, now):
-                    callback(change)
+                    try:
+                        callback(change)
+                    except Exception:  # a broken listener must not end the watch
+                        log.exception("watch callback failed for %s", folder)
                 before = now
 
         self._watch_thread = threading.Thread(target=run, name=f"watch-{folder}", daemon=True)
