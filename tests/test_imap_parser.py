@@ -411,3 +411,30 @@ def test_mailbox_names():
     assert decode_mailbox(b"Entw\xc3\xbcrfe") == "Entwürfe"
     with pytest.raises(ParseError):
         decode_mailbox(Atom("a&Zz"))
+
+
+@pytest.mark.parametrize("env", [
+    [b"Mon, 5 Jan 2026", b'sub "q" \\ x', [[b"Alice", None, b"alice", b"crepes.fr"]], None, None,
+     [[None, None, b"bob", b"x.org"], [b"C", None, b"c", b"y"]], None, None, None, b"<1@x>"],
+    [None] * 10,
+    [b"d", "süb".encode(), [[b"A\r\nB", None, b"a", b"b"]], None, None, None, None, None, b"", b"<m>"],
+])
+def test_encode_envelope_is_rfc3501_form(env):
+    from relay.imap.parser import encode_envelope
+    # the generic list encoder puts spaces between addresses; RFC 3501's grammar has none
+    assert encode_envelope(env) == encode(env).replace(b") (", b")(")
+
+
+def test_encode_body_has_no_space_between_parts():
+    from relay.imap.parser import encode_body
+    inner = ["text", "plain", ["charset", "us-ascii"], None, None, "7bit", 3, 1]
+    msg = ["message", "rfc822", None, None, None, "7bit", 9,
+           [None, "s", [[None, None, "a", "b"], [None, None, "c", "d"]], None, None, None, None, None, None, None],
+           inner, 2]
+    assert encode_body([inner, inner, "mixed"]) == (
+        b'(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 1)'
+        b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 1) "mixed")')
+    assert encode_body(msg) == (
+        b'("message" "rfc822" NIL NIL NIL "7bit" 9 (NIL "s" ((NIL NIL "a" "b")(NIL NIL "c" "d")) NIL NIL NIL NIL '
+        b'NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 1) 2)')
+    assert encode_body(inner) == encode(inner)

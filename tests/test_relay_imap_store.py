@@ -216,7 +216,7 @@ def normalise(lines: list[bytes]) -> list[bytes]:
             continue
         if line.startswith(b"* FLAGS") or line.startswith(b"* ID") or re.match(rb"\* \d+ RECENT", line):
             continue  # \Recent differs by design: Dovecot gives it to the APPENDing session
-        line = re.sub(rb"\\Recent ?", b"", line).replace(b" )", b")").replace(b") (", b")(")
+        line = re.sub(rb"\\Recent ?", b"", line).replace(b" )", b")")
         line = re.sub(rb"\(MODSEQ \d+\)|MODSEQ \(\d+\)", b"MODSEQ", line)
         out.append(line)
     return out

@@ -692,9 +692,6 @@ def parse_flags(tok) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- encoder
-_QUOTABLE = re.compile(rb'^[\x01-\x09\x0b\x0c\x0e-\x7f]*$')
-
-
 class Literal(bytes):
     """Always sent as a literal (message bodies)."""
 
@@ -712,33 +709,92 @@ def encode(value) -> bytes:
 
 
 def _encode(v, out: bytearray) -> None:
-    if v is None:
+    t = type(v)
+    if t is bytes or t is str:      # the hot path: envelope fields (100,000s per FETCH)
+        b = v.encode("utf-8") if t is str else v
+        if (len(b) < 1024 and b.isascii() and b"\r" not in b and b"\n" not in b and b"\0" not in b):
+            if b"\\" in b or b'"' in b:
+                b = b.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+            out += b'"' + b + b'"'
+        else:
+            out += b"{%d}\r\n" % len(b) + b
+    elif v is None:
         out += b"NIL"
+    elif t is list or t is tuple:
+        out += b"("
+        first = True
+        for x in v:
+            if not first:
+                out += b" "
+            first = False
+            _encode(x, out)
+        out += b")"
+    elif t is int:
+        out += b"%d" % v
     elif isinstance(v, Raw):
         out += v
     elif isinstance(v, Atom):
         out += v.encode("ascii")
+    elif isinstance(v, Literal):
+        out += b"{%d}\r\n" % len(v) + v
     elif isinstance(v, bool):
         raise TypeError("bool is not an IMAP value")
     elif isinstance(v, int):
-        out += str(v).encode("ascii")
+        out += str(int(v)).encode("ascii")
     elif isinstance(v, (list, tuple)):
-        out += b"("
-        for i, x in enumerate(v):
-            if i:
-                out += b" "
-            _encode(x, out)
-        out += b")"
+        _encode(list(v), out)
+    elif isinstance(v, (str, bytes, bytearray, memoryview)):
+        _encode(v if isinstance(v, str) else bytes(v), out)
     else:
-        b = v.encode("utf-8") if isinstance(v, str) else bytes(v)
-        if not isinstance(v, Literal) and len(b) < 1024 and _QUOTABLE.match(b):
-            out += b'"' + b.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        raise TypeError(f"cannot encode {type(v).__name__} as an IMAP value")
+
+
+def encode_nstring(v) -> bytes:
+    """NIL, a quoted string or a literal (bytes/str)."""
+    if v is None:
+        return b"NIL"
+    b = v.encode("utf-8") if type(v) is str else v
+    if len(b) < 1024 and b.isascii() and b"\r" not in b and b"\n" not in b and b"\0" not in b:
+        if b"\\" in b or b'"' in b:
+            b = b.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        return b'"' + b + b'"'
+    return b"{%d}\r\n" % len(b) + bytes(b)
+
+
+def encode_body(bs: list) -> bytes:
+    """BODY/BODYSTRUCTURE in RFC 3501 form: the parts of a multipart are not separated by
+    spaces (body-type-mpart = 1*body SP media-subtype); message/rfc822 carries an envelope."""
+    if bs and type(bs[0]) in (list, tuple):
+        i = 0
+        parts = []
+        while i < len(bs) and type(bs[i]) in (list, tuple):
+            parts.append(encode_body(bs[i]))
+            i += 1
+        rest = [encode(x) for x in bs[i:]]
+        return b"(" + b"".join(parts) + (b" " + b" ".join(rest) if rest else b"") + b")"
+    t0 = bs[0].lower() if isinstance(bs[0], (str, bytes)) and bs else None
+    t1 = bs[1].lower() if len(bs) > 1 and isinstance(bs[1], (str, bytes)) else None
+    if t0 in ("message", b"message") and t1 in ("rfc822", b"rfc822") and len(bs) >= 10:
+        return (b"(" + b" ".join(encode(x) for x in bs[:7]) + b" " + encode_envelope(bs[7]) + b" "
+                + encode_body(bs[8]) + b"".join(b" " + encode(x) for x in bs[9:]) + b")")
+    return encode(bs)
+
+
+def encode_envelope(env: list) -> bytes:
+    """ENVELOPE in RFC 3501 form (addresses not separated by spaces, as Dovecot sends them),
+    fast: a few calls per address instead of one per value (FETCH 1:* of 100,000 envelopes)."""
+    q = encode_nstring
+    out = []
+    for i, f in enumerate(env):
+        if 2 <= i <= 7 and f is not None:
+            # RFC 3501 env-from etc.: "(" 1*address ")" with no space between addresses
+            out.append(b"(" + b"".join(b"(" + b" ".join([q(x) for x in a]) + b")" if type(a) is list
+                                       or type(a) is tuple else encode(a) for a in f) + b")")
+        elif type(f) is list:
+            out.append(encode(f))
         else:
-            out += b"{%d}\r\n" % len(b) + b
-
-
-def encode_nstring(v: bytes | None) -> bytes:
-    return encode(v)
+            out.append(q(f))
+    return b"(" + b" ".join(out) + b")"
 
 
 # ---------------------------------------------------------------------------------- mailbox names

@@ -30,7 +30,7 @@ from relay.imap import fetch as F
 from relay.imap.backend import BackendError, Mailbox, MessageRecord
 from relay.imap.parser import (
     Atom, BadCharset, Command, FetchAtt, Literal, ParseError, Raw, SequenceSet, astring, decode_mailbox,
-    encode, format_uid_set, mutf7_encode, number, parse_datetime, parse_fetch_items, parse_flags,
+    encode, encode_body, encode_envelope, format_uid_set, mutf7_encode, number, parse_datetime, parse_fetch_items, parse_flags,
     parse_search,
 )
 from relay.imap.search import Evaluator, SearchContext
@@ -339,10 +339,13 @@ class Session:
                 return None
             i = bisect.bisect_left(self.uids, uid)
             return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
-        for i in range(0, len(self.uids), 5000):
-            for rec in mb.records(folder, self.uids[i:i + 5000]):
+        i, step = 0, 64
+        while i < len(self.uids):   # growing chunks: the first unseen is usually near the top
+            for rec in mb.records(folder, self.uids[i:i + step]):
                 if "\\Seen" not in rec.flags:
                     return bisect.bisect_left(self.uids, rec.uid) + 1
+            i += step
+            step = min(step * 4, 16384)
         return None
 
     async def cmd_EXAMINE(self, tag, args):
@@ -626,13 +629,13 @@ class Session:
                     data = data if data is not None else mb.read(folder, rec.uid)
                     he, _ = F.split_header(data)
                     env = F.envelope(F.parse_headers(data[:he]))
-                items.append(b"ENVELOPE " + encode(env))
+                items.append(b"ENVELOPE " + encode_envelope(env))
             else:
                 if data is None:
                     data = mb.read(folder, rec.uid)
                 if n in ("BODY", "BODYSTRUCTURE"):
                     root = root or F.parse_structure(data)
-                    items.append(n.encode() + b" " + encode(F.bodystructure(data, root, extended=n == "BODYSTRUCTURE")))
+                    items.append(n.encode() + b" " + encode_body(F.bodystructure(data, root, extended=n == "BODYSTRUCTURE")))
                 elif n == "RFC822":
                     items.append(b"RFC822 " + encode(Literal(data)))
                 elif n == "RFC822.HEADER":
