@@ -227,3 +227,67 @@ def _self_signed(tmp_path):
     k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()))
     return c, k
+
+
+async def test_autologout_after_idle_timeout():
+    mb = MemoryMailbox()
+
+    async def auth(user, password):
+        return True
+
+    server = await start_imap_server("127.0.0.1", 0, store=lambda u: mb, authenticate=auth, idle_timeout=0.3)
+    port = server.sockets[0].getsockname()[1]
+
+    def client():
+        out = []
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            f = s.makefile("rb")
+            out.append(f.readline())
+            out.append(f.readline())          # nothing sent: the server gives up after 0.3 s
+            s.sendall(b"a LOGIN x y\r\n")
+            f.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            f = s.makefile("rb")
+            f.readline()
+            s.sendall(b"a LOGIN x y\r\nb IDLE\r\n")
+            out += [f.readline(), f.readline(), f.readline()]   # OK, +, BYE (IDLE has the same limit)
+            f.close()
+        return out
+
+    try:
+        t0 = time.perf_counter()
+        out = await run(client)
+        assert out[1].startswith(b"* BYE Autologout")
+        assert out[2].startswith(b"a OK") and out[3].startswith(b"+ ") and out[4].startswith(b"* BYE")
+        assert time.perf_counter() - t0 < 3
+    finally:
+        await stop_imap_server(server)
+
+
+async def test_failed_logins_are_throttled():
+    from relay.users import AuthThrottle
+    mb = MemoryMailbox()
+
+    async def auth(user, password):
+        return password == "right"
+
+    throttle = AuthThrottle(base=0.2, maximum=1.0)
+    server = await start_imap_server("127.0.0.1", 0, store=lambda u: mb, authenticate=auth, throttle=throttle)
+    port = server.sockets[0].getsockname()[1]
+
+    def client():
+        times = []
+        with imaplib.IMAP4("127.0.0.1", port) as m:
+            for _ in range(3):
+                t0 = time.perf_counter()
+                with pytest.raises(imaplib.IMAP4.error):
+                    m.login("bob", "wrong")
+                times.append(time.perf_counter() - t0)
+            assert m.login("bob", "right")[0] == "OK"
+        return times
+
+    try:
+        times = await run(client)
+        assert times[0] < 0.15 and times[2] >= 0.2   # the delay grows with failures from this IP
+    finally:
+        await stop_imap_server(server)

@@ -66,7 +66,11 @@ class Connection:
             self.writer.write(self.session.greeting())
             await self.writer.drain()
             await self._serve()
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                self.writer.write(b"* BYE Autologout; idle for too long\r\n")
+                await asyncio.wait_for(self.writer.drain(), 1.0)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         finally:
             if self._unsub:
@@ -159,9 +163,7 @@ class Connection:
                     deadline = loop.time() + self.idle_timeout
                     continue
                 if loop.time() >= deadline:
-                    self.writer.write(b"* BYE Idle timeout\r\n")
-                    await self.writer.drain()
-                    raise ConnectionError("idle timeout")
+                    raise TimeoutError("idle timeout")
                 self.wake.clear()
                 s.sync(expunge=True)
                 await self.flush()
