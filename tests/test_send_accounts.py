@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.peers import dovecot, make_message  # noqa: F401  (fixture)
+from tests.peers import dovecot  # noqa: F401  (fixture)
 from tests.postfix_peer import SmtpSink, free_port
 from tui_mail.accounts import (account_dir, data_dir, open_account, pop3_settings, smtp_settings,
                                submit_via)

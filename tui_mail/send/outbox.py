@@ -36,7 +36,6 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 
 from tui_mail.errors import MailError, SendError
