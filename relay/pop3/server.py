@@ -202,7 +202,7 @@ class Pop3Session:
 
 def _load_maildrop(u) -> Maildrop:
     st = u.state("INBOX")
-    return Maildrop([Message(r.uid, r.size, uidl_for(st.uidvalidity, r.uid))
+    return Maildrop([Message(r.uid, r.vsize, uidl_for(st.uidvalidity, r.uid))
                      for r in u.records("INBOX", st.uids)])
 
 

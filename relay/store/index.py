@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 
 FILENAME = "tui-mail-index.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS messages (
     filename TEXT NOT NULL,
     flags TEXT NOT NULL DEFAULT '',
     size INTEGER NOT NULL,
+    vsize INTEGER NOT NULL,
     internaldate INTEGER NOT NULL,
     tzoffset INTEGER NOT NULL DEFAULT 0,
     modseq INTEGER NOT NULL,

@@ -31,7 +31,7 @@ DEFAULT_FOLDERS = (("INBOX", ""), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
                    ("Trash", "\\Trash"), ("Junk", "\\Junk"), ("Archive", "\\Archive"))
 SPECIAL_USES = frozenset(s for _, s in DEFAULT_FOLDERS if s) | {"\\All", "\\Flagged"}
 UIDVALIDITY_FILE = "tui-mail-uidvalidity"
-_ROW = "uid, flags, size, internaldate, tzoffset, modseq, base"
+_ROW = "uid, flags, size, internaldate, tzoffset, modseq, base, vsize"
 _TZ_CACHE: dict[int, _dt.timezone] = {}
 
 
@@ -43,9 +43,9 @@ def _tz(minutes: int) -> _dt.timezone:
 
 
 def _record(row) -> MessageRecord:
-    uid, flags, size, idate, tzo, modseq, base = row
+    uid, flags, size, idate, tzo, modseq, base, vsize = row
     return MessageRecord(uid, frozenset(flags.split()) if flags else frozenset(), size,
-                         _dt.datetime.fromtimestamp(idate, _tz(tzo)), modseq, base)
+                         _dt.datetime.fromtimestamp(idate, _tz(tzo)), modseq, base, vsize)
 
 
 def _check_flags(flags: Iterable[str]) -> set[str]:
@@ -273,12 +273,13 @@ class UserStore:
             env, body, h = mime.analyse(data)
             cached = (index.pack(env), index.pack(body), h.subject, h.from_, h.to, h.cc, h.bcc,
                       h.message_id, h.date)
-        db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, internaldate, "
-                   "tzoffset, modseq, recent, envelope, bodystructure, hdr_subject, hdr_from, "
-                   "hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date) "
-                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                   (folder_id, uid, base, fn, " ".join(sorted(flags)), len(data), internaldate,
-                    tzoffset, modseq, int(recent)) + tuple(cached))
+        vsize = len(data) + data.count(b"\n") - data.count(b"\r\n")
+        db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, vsize, "
+                   "internaldate, tzoffset, modseq, recent, envelope, bodystructure, hdr_subject, "
+                   "hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                   (folder_id, uid, base, fn, " ".join(sorted(flags)), len(data), vsize,
+                    internaldate, tzoffset, modseq, int(recent)) + tuple(cached))
 
     # ------------------------------------------------------------------ folders
     def folders(self) -> list[FolderInfo]:
@@ -608,13 +609,13 @@ class UserStore:
             self._sync(src)
             self._sync(dst)
             cols = ("uid, base, filename, flags, internaldate, tzoffset, envelope, bodystructure, "
-                    "hdr_subject, hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date, size")
+                    "hdr_subject, hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date, size, vsize")
             rows = list(self._select(src, cols, uids))
             done_src: list[int] = []
             done_new: list[int] = []
             uid, dmod, smod = dst.uidnext, dst.highestmodseq, src.highestmodseq
             with self._tx() as db:
-                for (suid, base, fname, flagtext, idate, tzo, *cached, size) in rows:
+                for (suid, base, fname, flagtext, idate, tzo, *cached, size, vsize) in rows:
                     srcpath = src.path / "cur" / fname
                     flags = set(flagtext.split())
                     if move and not (dst.path / "cur").joinpath(fname).exists() and \
@@ -635,10 +636,10 @@ class UserStore:
                             os.unlink(srcpath)
                     dmod += 1
                     db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, "
-                               "internaldate, tzoffset, modseq, recent, envelope, bodystructure, "
-                               "hdr_subject, hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, "
-                               "hdr_date) VALUES (?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?)",
-                               (dst.id, uid, newbase, newname, flagtext, size, idate, tzo, dmod,
+                               "vsize, internaldate, tzoffset, modseq, recent, envelope, "
+                               "bodystructure, hdr_subject, hdr_from, hdr_to, hdr_cc, hdr_bcc, "
+                               "hdr_message_id, hdr_date) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?)",
+                               (dst.id, uid, newbase, newname, flagtext, size, vsize, idate, tzo, dmod,
                                 *cached))
                     if move:
                         smod += 1

@@ -33,6 +33,8 @@ class MessageRecord:
     internaldate: _dt.datetime
     modseq: int
     name: str = ""          # Maildir unique part (before ':'), stable for the message's life
+    vsize: int = 0          # size with every line ending CRLF (what POP3 sends; == size for
+                            # delivered mail, which is CRLF already)
 
 
 @dataclass(frozen=True)
