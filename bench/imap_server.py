@@ -154,28 +154,56 @@ def measure(port: int, user: str, deliver, n: int) -> dict:
     return res
 
 
-async def run_relay(src: Path, work: Path, n: int) -> dict:
-    mail = work / "relay-mail"
-    shutil.copytree(src, mail / USER)
-    bus = ChangeBus()
-    store = MailStore(mail, bus)
+def _relay_process(mail: str, conn) -> None:
+    """The relay's IMAP server in its own process (as in production: the benchmark client must
+    not share the server's GIL). Deliveries arrive over ``conn`` and go through the store, which
+    publishes on the ChangeBus exactly as local delivery does."""
+    async def main() -> None:
+        bus = ChangeBus()
+        store = MailStore(Path(mail), bus)
 
-    async def auth(u, p):
-        return p == "secret"
+        async def auth(u, p):
+            return p == "secret"
 
-    server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth, bus=bus,
-                                     allow_plaintext=True)
-    port = server.sockets[0].getsockname()[1]
-    rnd = random.Random(7)
+        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth, bus=bus,
+                                         allow_plaintext=True)
+        conn.send(server.sockets[0].getsockname()[1])
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
 
-    def deliver(k):
-        threading.Thread(target=store.user(USER).append, args=("INBOX", realistic(n + k, rnd))).start()
+        def pump() -> None:
+            while True:
+                msg = conn.recv()
+                if msg is None:
+                    loop.call_soon_threadsafe(stop.set)
+                    return
+                store.user(USER).append("INBOX", msg)
 
-    try:
-        return await asyncio.to_thread(measure, port, USER, deliver, n)
-    finally:
+        threading.Thread(target=pump, daemon=True).start()
+        await stop.wait()
         await stop_imap_server(server)
         store.close()
+
+    asyncio.run(main())
+
+
+def run_relay(src: Path, work: Path, n: int) -> dict:
+    import multiprocessing as mp
+    mail = work / "relay-mail"
+    shutil.copytree(src, mail / USER)
+    parent, child = mp.Pipe()
+    proc = mp.get_context("fork").Process(target=_relay_process, args=(str(mail), child))
+    proc.start()
+    try:
+        port = parent.recv()
+        rnd = random.Random(7)
+        return measure(port, USER, lambda k: parent.send(realistic(n + k, rnd)), n)
+    finally:
+        parent.send(None)
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 def run_dovecot(src: Path, work: Path, n: int) -> dict | None:
@@ -216,7 +244,7 @@ def main() -> None:
             src = work / "src"
             t, _ = timed(lambda: write_maildir(src, n))
             print(f"\n== {n:,} messages (written in {t:.1f} s)")
-            ours = asyncio.run(run_relay(src, work, n))
+            ours = run_relay(src, work, n)
             theirs = None if args.no_dovecot else run_dovecot(src, work, n)
             print(f"{'':24} {'relay':>10} {'dovecot':>10} {'ratio':>7}")
             for k, v in ours.items():
