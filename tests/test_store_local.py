@@ -345,3 +345,11 @@ def test_two_processes_share_one_maildir_without_uid_clashes(tmp_path):
         assert sorted(st.uids) == list(range(1, 32))
         subjects = {x.subject for x in s.summaries("INBOX", st.uids).values()}
         assert len(subjects) == 31
+
+
+def test_big_message_indexed_from_its_header_block(store):
+    big = msg(1, attach=False).replace(b"body 1\n", b"x" * (3 << 20) + b"\n")
+    drop_in(store.root, big, "77.M1P1.big")
+    (uid,) = store.folder_state("INBOX").uids
+    s = store.summaries("INBOX", [uid])[uid]
+    assert s.size == len(big) and s.subject == "Message 1"

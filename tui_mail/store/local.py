@@ -154,6 +154,28 @@ def summary_fields(data: bytes) -> dict:
             "refs": _decode(head.get("References"))}
 
 
+def read_header_block(path: Path, limit: int = 1 << 20) -> tuple[bytes, int]:
+    """(the header block of a message file, the file's size) without reading a big body."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = b""
+        while len(head) < limit:
+            chunk = f.read(16384)
+            if not chunk:
+                break
+            head += chunk
+            if b"\n\n" in head or b"\r\n\r\n" in head:
+                break
+    return head, size
+
+
+def fields_of_file(path: Path) -> dict:
+    head, size = read_header_block(path)
+    fields = summary_fields(head)
+    fields["size"] = size
+    return fields
+
+
 def body_text(data: bytes) -> str:
     """The text to index for body: searches. Fast path (compat32, no header objects): the first
     text/plain part that is not an attachment; anything else (HTML only, odd structure) goes
@@ -428,17 +450,21 @@ class LocalStore(MailStore):
     def _index_file(self, folder: str, path: Path, key: str, filename: str, uid: int) -> int:
         """Add one file to the index as ``uid``; returns the next free UID."""
         try:
-            data = (path / filename).read_bytes()
+            fields = fields_of_file(path / filename)
         except FileNotFoundError:  # gone between listdir and read: the next sync sees it
             return uid
-        fields = summary_fields(data)
-        self.db.execute(
-            "INSERT INTO messages (folder, uid, key, filename, date, from_name, from_addr, to_, cc,"
-            " subject, size, has_attachment, message_id, in_reply_to, refs) VALUES"
-            " (?,?,?,?,:date,:from_name,:from_addr,:to_,:cc,:subject,:size,:has_attachment,"
-            " :message_id,:in_reply_to,:refs)".replace("?,?,?,?", ":folder,:uid,:key,:filename"),
-            {**fields, "folder": folder, "uid": uid, "key": key, "filename": filename})
+        self._insert_row(folder, uid, key, filename, frozenset(), fields)
         return uid + 1
+
+    def _insert_row(self, folder: str, uid: int, key: str, filename: str, keywords: frozenset[str],
+                    fields: dict) -> None:
+        self.db.execute(
+            "INSERT INTO messages (folder, uid, key, filename, keywords, date, from_name, from_addr,"
+            " to_, cc, subject, size, has_attachment, message_id, in_reply_to, refs) VALUES"
+            " (:folder,:uid,:key,:filename,:keywords,:date,:from_name,:from_addr,:to_,:cc,:subject,"
+            ":size,:has_attachment,:message_id,:in_reply_to,:refs)",
+            {**fields, "folder": folder, "uid": uid, "key": key, "filename": filename,
+             "keywords": " ".join(sorted(keywords))})
 
     def _file_of(self, folder: str, uid: int) -> tuple[Path, str, str, frozenset[str]]:
         """(folder path, key, filename, keywords) of a message; MessageGone when it is not there."""
@@ -576,9 +602,7 @@ class LocalStore(MailStore):
 
     def _add_to(self, dest: str, key: str, filename: str, keywords: frozenset[str], data: bytes | None,
                 path: Path) -> int:
-        if data is None:
-            data = (path / filename).read_bytes()
-        fields = summary_fields(data)
+        fields = fields_of_file(path / filename) if data is None else summary_fields(data)
         with self._tx():
             return self._insert(dest, key, filename, keywords, fields)
 
@@ -587,13 +611,7 @@ class LocalStore(MailStore):
         if seen:  # another process indexed the file first: same message, same UID
             return seen[0]
         _, uidnext, _ = self._folder_row(dest)
-        self.db.execute(
-            "INSERT INTO messages (folder, uid, key, filename, keywords, date, from_name, from_addr,"
-            " to_, cc, subject, size, has_attachment, message_id, in_reply_to, refs) VALUES"
-            " (:folder,:uid,:key,:filename,:keywords,:date,:from_name,:from_addr,:to_,:cc,:subject,"
-            ":size,:has_attachment,:message_id,:in_reply_to,:refs)",
-            {**fields, "folder": dest, "uid": uidnext, "key": key, "filename": filename,
-             "keywords": " ".join(sorted(keywords))})
+        self._insert_row(dest, uidnext, key, filename, keywords, fields)
         self.db.execute("UPDATE folders SET uidnext=? WHERE name=?", (uidnext + 1, dest))
         return uidnext
 
