@@ -237,10 +237,16 @@ class QueueCommands:
             raise ControlError(f"no message {qid} in the queue")
         return entry
 
-    def _idle_entry(self, req: dict):
+    async def _idle_entry(self, req: dict, wait: float = 5.0):
+        """The entry, once no delivery attempt is running for it (waits up to ``wait`` s)."""
         entry = self._entry(req)
-        if entry.id in self.runner._busy:  # QueueRunner has no public "busy" query (yet)
-            raise ControlError(f"{entry.id} is being delivered right now; try again in a moment")
+        deadline = time.monotonic() + wait
+        while self.runner.busy(entry.id):
+            if time.monotonic() >= deadline:
+                raise ControlError(f"{entry.id} is being delivered right now; try again in a moment")
+            await asyncio.sleep(0.02)
+        if entry.id not in self.runner.entries:
+            raise ControlError(f"{entry.id} left the queue meanwhile (delivered or bounced)")
         return entry
 
     async def list(self, req: dict) -> list[dict]:
@@ -265,14 +271,14 @@ class QueueCommands:
         return n
 
     async def delete(self, req: dict) -> str:
-        entry = self._idle_entry(req)
+        entry = await self._idle_entry(req)
         self.runner.entries.pop(entry.id, None)
         await asyncio.to_thread(self.spool.remove, entry)
         log.info("%s: deleted from the queue by the operator", entry.id)
         return entry.id
 
     async def bounce(self, req: dict) -> int:
-        entry = self._idle_entry(req)
+        entry = await self._idle_entry(req)
         now = time.time()
         pending = entry.pending
         for r in pending:

@@ -316,6 +316,31 @@ async def test_queue_show_delete_and_bounce(relays_hamburger_down):
     assert rc == 1 and f"no message {first.id}" in err
 
 
+async def test_bounce_waits_for_the_attempt_in_progress(relays_hamburger_down):
+    r = relays_hamburger_down
+    remote, gate = r.crepes.runner.remote, asyncio.Event()
+
+    class Held:
+        async def deliver(self, entry, recipients):
+            await gate.wait()
+            return await remote.deliver(entry, recipients)
+
+        async def aclose(self):
+            await remote.aclose()
+
+    r.crepes.runner.remote = Held()
+    await submit(r.crepes, message("in flight"), ["bob@hamburger.edu"])
+    (entry,) = r.crepes.runner.entries.values()
+    await wait_for(lambda: r.crepes.runner.busy(entry.id), what="the attempt to start")
+    bouncing = asyncio.ensure_future(asyncio.to_thread(cli, ["bounce", entry.id], r.crepes_cfg))
+    await asyncio.sleep(0.2)
+    assert not bouncing.done()  # waiting for the attempt, not refusing
+    gate.set()
+    rc, out, err = await bouncing
+    assert rc == 0, err
+    await wait_for(lambda: maildir_files(r.crepes_cfg, "alice@crepes.fr"), what="the bounce")
+
+
 async def test_control_socket_is_private(relays):
     sock = relays.crepes_cfg.control_socket
     assert sock.exists() and (sock.stat().st_mode & 0o777) == 0o600
