@@ -268,3 +268,25 @@ async def test_account_test_pop3_stls_with_cafile_and_failures_in_plain_words(do
     assert r.code == 1
     assert "✗ POP3: TLS with 127.0.0.1" in r.out and "certificate" in r.out.lower()
     assert "✗ SMTP" in r.out and "STARTTLS" in r.out
+
+
+async def test_send_from_imap_account_files_copy_on_the_server(dovecot, memory_keyring):  # noqa: F811
+    import imaplib
+
+    dovecot.add_user("bob", "imap-pw")
+    memory_keyring.set_password("tui-mail", "work", "imap-pw")
+    async with SmtpSink() as sink:
+        config.save_account(config.Account(
+            name="work", address="bob@example.org",
+            imap=config.Server("127.0.0.1", dovecot.imap_port, security="none", user="bob"),
+            smtp=config.Server("127.0.0.1", sink.port, security="none")))
+        r = await run(["send", "--account", "work", "--to", "alice@crepes.fr", "--subject", "via IMAP acct"],
+                      stdin="hello\n")
+    assert r.code == 0, r.err
+    conn = imaplib.IMAP4("127.0.0.1", dovecot.imap_port)
+    try:
+        conn.login("bob", "imap-pw")
+        typ, data = conn.status("Sent", "(MESSAGES)")
+        assert typ == "OK" and b"MESSAGES 1" in data[0]
+    finally:
+        conn.logout()
