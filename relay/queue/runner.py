@@ -3,7 +3,9 @@
 One asyncio task. New messages arrive through :meth:`QueueRunner.add` (called by the SMTP
 layer right after the 250), which *kicks* the loop so local delivery is immediate; messages
 waiting for a retry sit in a heap ordered by their next attempt (relay/queue/schedule.py).
-Up to ``concurrency`` messages are attempted at once.
+Ready messages are taken in batches (up to ``batch_size``; ``concurrency`` batches at once):
+all local deliveries of a batch share one group commit (relay/delivery.py ``deliver_batch``)
+and so do the queue-state updates, which keeps fsyncs and thread hand-offs per message low.
 
 Per attempt: local recipients (``cfg.domains``) go to their Maildir (relay/delivery.py, in a
 worker thread); the others go to ``self.remote`` — any object with
@@ -29,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from relay.config import RelayConfig
-from relay.delivery import deliver_local
+from relay.delivery import deliver_batch
 from relay.events import ChangeBus
 from relay.log import maillog
 from relay.queue import schedule
@@ -71,11 +73,13 @@ class LogOnlyNotifier:
 class QueueRunner:
     def __init__(self, cfg: RelayConfig, spool: Spool, bus: ChangeBus, users: UserDB | None = None, *,
                  remote: RemoteDeliverer | None = None, notifier: Notifier | None = None,
-                 concurrency: int = 8, clock=time.time):
+                 concurrency: int = 4, batch_size: int = 64, clock=time.time):
         self.cfg, self.spool, self.bus, self.users = cfg, spool, bus, users
         self.remote: RemoteDeliverer = remote or UnconfiguredRemote()
         self.notifier: Notifier = notifier or LogOnlyNotifier()
-        self.concurrency = concurrency
+        self.concurrency = concurrency  # delivery batches in flight
+        self.batch_size = batch_size
+        self._inflight = 0
         self.clock = clock
         self.entries: dict[str, QueueEntry] = {}
         self._ready: deque[str] = deque()
@@ -88,7 +92,7 @@ class QueueRunner:
         self._idle = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="local-delivery")
+        self._executor = ThreadPoolExecutor(2, thread_name_prefix="local-delivery")
 
     # ---- control -------------------------------------------------------------------------
 
@@ -172,16 +176,21 @@ class QueueRunner:
                 entry = self.entries.get(qid)
                 if entry is not None and entry.next_attempt == when and qid not in self._busy:
                     self._schedule(entry)  # otherwise the item is stale (flushed, removed, rescheduled)
-            while self._ready and len(self._busy) < self.concurrency:
-                qid = self._ready.popleft()
-                self._ready_ids.discard(qid)
-                entry = self.entries.get(qid)
-                if entry is None or qid in self._busy:
-                    continue
-                self._busy.add(qid)
-                task = asyncio.create_task(self._attempt(entry), name=f"deliver-{qid}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            while self._ready and self._inflight < self.concurrency:
+                batch = []
+                while self._ready and len(batch) < self.batch_size:
+                    qid = self._ready.popleft()
+                    self._ready_ids.discard(qid)
+                    entry = self.entries.get(qid)
+                    if entry is None or qid in self._busy:
+                        continue
+                    self._busy.add(qid)
+                    batch.append(entry)
+                if batch:
+                    self._inflight += 1
+                    task = asyncio.create_task(self._attempt(batch), name=f"deliver-{batch[0].id}+{len(batch) - 1}")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             if not self._ready and not self._busy:
                 self._idle.set()
             timeout = None
@@ -195,82 +204,110 @@ class QueueRunner:
     def _is_local(self, address: str) -> bool:
         return self.cfg.is_local_domain(address.rpartition("@")[2])
 
-    def _deliver_locals(self, entry: QueueEntry, rcpts: list[str], recovering: bool) -> dict[str, DeliveryResult]:
-        data = entry.read_message()
-        out = {}
-        for addr in rcpts:
-            if self.users is not None and not self.users.exists(addr):
-                out[addr] = DeliveryResult("failed", 550, "user unknown in local recipient table", "5.1.1", "local")
+    def _deliver_locals(self, entries: list[QueueEntry]) -> dict[str, dict[str, DeliveryResult]]:
+        """Worker thread: all local recipients of a batch of entries, one group commit."""
+        out: dict[str, dict[str, DeliveryResult]] = {e.id: {} for e in entries}
+        jobs, owners = [], []
+        for e in entries:
+            addrs = [r.address for r in e.pending if self._is_local(r.address)]
+            if not addrs:
                 continue
-            out[addr] = deliver_local(self.cfg.mail_dir, entry.id, entry.sender, addr, data, self.cfg.hostname,
-                                      recovering=recovering)
+            try:
+                data = e.read_message()
+            except OSError as err:
+                for a in addrs:
+                    out[e.id][a] = DeliveryResult("deferred", 451, f"cannot read the queue file: {err}", "4.3.0", "local")
+                continue
+            for a in addrs:
+                if self.users is not None and not self.users.exists(a):
+                    out[e.id][a] = DeliveryResult("failed", 550, "user unknown in local recipient table", "5.1.1", "local")
+                    continue
+                jobs.append((e.id, e.sender, a, data, e.id in self._recovered))
+                owners.append((e.id, a))
+        for (qid, a), res in zip(owners, deliver_batch(self.cfg.mail_dir, jobs, self.cfg.hostname)):
+            out[qid][a] = res
         return out
 
-    async def _attempt(self, entry: QueueEntry) -> None:
+    async def _deliver_remote(self, entry: QueueEntry) -> dict[str, DeliveryResult]:
+        remote = [r.address for r in entry.pending if not self._is_local(r.address)]
+        if not remote:
+            return {}
+        try:
+            return await self.remote.deliver(entry, remote)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug or crash in onward delivery must not lose the message
+            log.exception("onward delivery of %s failed", entry.id)
+            return dict.fromkeys(remote, DeliveryResult("deferred", 451, f"onward delivery error: {e}", "4.3.0"))
+
+    async def _attempt(self, entries: list[QueueEntry]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            pending = [r.address for r in entry.pending]
-            local = [a for a in pending if self._is_local(a)]
-            remote = [a for a in pending if not self._is_local(a)]
-            results: dict[str, DeliveryResult] = {}
-            if local:
-                results.update(await loop.run_in_executor(self._executor, self._deliver_locals, entry, local,
-                                                          entry.id in self._recovered))
-                for addr in local:
-                    if results[addr].status == "sent":
+            results = await loop.run_in_executor(self._executor, self._deliver_locals, entries)
+            for e in entries:
+                for addr, res in results[e.id].items():
+                    if res.status == "sent":
                         self.bus.publish(addr.lower(), "INBOX")
-            if remote:
-                try:
-                    results.update(await self.remote.deliver(entry, remote))
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # a bug or crash in onward delivery must not lose the message
-                    log.exception("onward delivery of %s failed", entry.id)
-                    results.update(dict.fromkeys(remote, DeliveryResult("deferred", 451, f"onward delivery error: {e}", "4.3.0")))
-            await self._record(entry, results)
+            remote = await asyncio.gather(*(self._deliver_remote(e) for e in entries))
+            for e, rres in zip(entries, remote):
+                results[e.id].update(rres)
+            await self._record(entries, results)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("delivery attempt for %s failed; will retry", entry.id)
-            maillog().error("%s: delivery attempt failed unexpectedly; will retry", entry.id)
-            entry.next_attempt = self.clock() + self.cfg.queue.first_retry
-            self._schedule(entry)
+            log.exception("delivery attempt failed; will retry")
+            for e in entries:
+                maillog().error("%s: delivery attempt failed unexpectedly; will retry", e.id)
+                e.next_attempt = self.clock() + self.cfg.queue.first_retry
+                self._schedule(e)
         finally:
-            self._busy.discard(entry.id)
+            for e in entries:
+                self._busy.discard(e.id)
+            self._inflight -= 1
             self._kick.set()
 
-    async def _record(self, entry: QueueEntry, results: dict[str, DeliveryResult]) -> None:
-        loop = asyncio.get_running_loop()
+    async def _record(self, entries: list[QueueEntry], results: dict[str, dict[str, DeliveryResult]]) -> None:
         now = self.clock()
-        newly_failed: list[RecipientState] = []
-        for addr, res in results.items():
-            r = entry.recipient(addr)
-            r.status = res.status if res.status in ("sent", "deferred", "failed") else DEFERRED
-            r.attempts += 1
-            r.code, r.text, r.updated = res.code, res.text, now
-            relay = getattr(res, "remote_mta", "") or "none"
-            maillog().info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)", entry.id, addr, relay,
-                           now - entry.arrival, res.enhanced or "-", r.status, res.text)
-            if r.status == FAILED:
-                newly_failed.append(r)
-        entry.attempts += 1
-        if not entry.done and schedule.expired(self.cfg.queue, entry.arrival, now):
-            for r in entry.pending:
-                r.status = FAILED
-                r.text = f"message expired in the queue; last error: {r.text}"
-                maillog().info("%s: to=<%s>, status=expired, returned to sender", entry.id, r.address)
-                newly_failed.append(r)
-        if newly_failed and entry.sender:
-            await self.notifier.bounce(entry, newly_failed)
-        if entry.done:
-            await loop.run_in_executor(self._executor, self.spool.remove, entry)
+        done, waiting = [], []
+        for entry in entries:
+            newly_failed: list[RecipientState] = []
+            for addr, res in results[entry.id].items():
+                r = entry.recipient(addr)
+                r.status = res.status if res.status in ("sent", "deferred", "failed") else DEFERRED
+                r.attempts += 1
+                r.code, r.text, r.updated = res.code, res.text, now
+                relay = getattr(res, "remote_mta", "") or "none"
+                maillog().info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)", entry.id, addr, relay,
+                               now - entry.arrival, res.enhanced or "-", r.status, res.text)
+                if r.status == FAILED:
+                    newly_failed.append(r)
+            entry.attempts += 1
+            if not entry.done and schedule.expired(self.cfg.queue, entry.arrival, now):
+                for r in entry.pending:
+                    r.status = FAILED
+                    r.text = f"message expired in the queue; last error: {r.text}"
+                    maillog().info("%s: to=<%s>, status=expired, returned to sender", entry.id, r.address)
+                    newly_failed.append(r)
+            if newly_failed and entry.sender:
+                await self.notifier.bounce(entry, newly_failed)
+            if entry.done:
+                done.append(entry)
+                continue
+            if entry.sender and schedule.needs_delay_warning(self.cfg.queue, entry.arrival, now, entry.warned):
+                await self.notifier.delay_warning(entry, entry.pending)
+                entry.warned = True
+            entry.next_attempt = schedule.next_attempt(self.cfg.queue, entry.arrival, entry.attempts, now, entry.id)
+            waiting.append(entry)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._persist, done, waiting)
+        for entry in done:
             maillog().info("%s: removed", entry.id)
             self.entries.pop(entry.id, None)
             self._recovered.discard(entry.id)
-            return
-        if entry.sender and schedule.needs_delay_warning(self.cfg.queue, entry.arrival, now, entry.warned):
-            await self.notifier.delay_warning(entry, entry.pending)
-            entry.warned = True
-        entry.next_attempt = schedule.next_attempt(self.cfg.queue, entry.arrival, entry.attempts, now, entry.id)
-        await loop.run_in_executor(self._executor, self.spool.save_state, entry)
-        self._schedule(entry)
+        for entry in waiting:
+            self._schedule(entry)
+
+    def _persist(self, done: list[QueueEntry], waiting: list[QueueEntry]) -> None:
+        if waiting:
+            self.spool.save_states(waiting)
+        for entry in done:
+            self.spool.remove(entry)

@@ -55,7 +55,23 @@ class RelaySMTP(SMTP):
                          timeout=300, loop=loop)
         self.relay_handler = handler
 
+    async def push(self, status) -> None:
+        """Send a reply, but hold it while the client has more pipelined commands waiting in
+        our input buffer (RFC 2920: replies may be grouped), as Postfix's smtpd does: one write
+        for MAIL+RCPT+DATA replies instead of three. Safe because the held reply is flushed by
+        the next push, which comes before any read that could wait on the client."""
+        response = status.encode("utf-8") if isinstance(status, str) else status
+        self._held.append(response + b"\r\n")
+        buffered = getattr(self._reader, "_buffer", b"")
+        if b"\n" in buffered and len(self._held) < 64:
+            return
+        self._writer.write(b"".join(self._held))
+        self._held.clear()
+        await self._writer.drain()
+
     def connection_made(self, transport) -> None:
+        if not hasattr(self, "_held"):
+            self._held: list[bytes] = []
         super().connection_made(transport)
         peer = self.session.peer
         host = peer[0] if isinstance(peer, tuple) and peer else ""
@@ -161,7 +177,8 @@ class RelayHandler(Authenticator):
         self.in_data += 1
         self._idle.clear()
         try:
-            entry = await self.spool.store(envelope.mail_from or "", rcpts, received + data, meta, qid=qid)
+            entry = await self.spool.store(envelope.mail_from or "", rcpts, received + data, meta, qid=qid,
+                                           on_committed=self.on_queued)
         except (QueueError, OSError) as e:
             maillog().error("%s: queue write failed: %s", qid, e)
             return policy.QUEUE_FAILED
@@ -171,8 +188,6 @@ class RelayHandler(Authenticator):
                 self._idle.set()
         maillog().info("%s: client=%s%s", qid, client, f", sasl_username={login}" if login else "")
         maillog().info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", qid, entry.sender, entry.size, len(rcpts))
-        if self.on_queued is not None:
-            self.on_queued(entry)
         return f"250 2.0.0 Ok: queued as {qid}"
 
     # ---- lifecycle ---------------------------------------------------------------------------
