@@ -42,9 +42,22 @@ def _tz(minutes: int) -> _dt.timezone:
     return tz
 
 
+_FLAGSETS: dict[str, frozenset[str]] = {}
+
+
+def _flagset(text: str) -> frozenset[str]:
+    """Flag text → frozenset, shared between records (most messages have one of a few sets)."""
+    fs = _FLAGSETS.get(text)
+    if fs is None:
+        if len(_FLAGSETS) > 4096:
+            _FLAGSETS.clear()
+        fs = _FLAGSETS[text] = frozenset(text.split())
+    return fs
+
+
 def _record(row) -> MessageRecord:
     uid, flags, size, idate, tzo, modseq, base, vsize = row
-    return MessageRecord(uid, frozenset(flags.split()) if flags else frozenset(), size,
+    return MessageRecord(uid, _flagset(flags), size,
                          _dt.datetime.fromtimestamp(idate, _tz(tzo)), modseq, base, vsize)
 
 

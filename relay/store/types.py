@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from relay.errors import RelayError
 
@@ -22,10 +23,11 @@ class StoreError(RelayError):
         self.code = code
 
 
-@dataclass(frozen=True)
-class MessageRecord:
+class MessageRecord(NamedTuple):
     """One message as the index knows it. ``flags`` holds system flags (``\\Seen``…) and
-    keywords (``$Forwarded``, ``Work``…) as given; ``internaldate`` is timezone-aware."""
+    keywords (``$Forwarded``, ``Work``…) as given; ``internaldate`` is timezone-aware.
+    A NamedTuple rather than a dataclass: FETCH over 100,000 messages builds 100,000 of them
+    and tuples are four times cheaper to make."""
 
     uid: int
     flags: frozenset[str]
