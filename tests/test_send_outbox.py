@@ -223,9 +223,9 @@ async def test_crash_while_sending_is_held_not_resent(tmp_path, sent):
         sub = SmtpSubmitter(SmtpSettings("127.0.0.1", sink.port, "none"))
         with Outbox(tmp_path / "outbox", send=sub.send,
                     sent_copy=lambda d: sent.append("Sent", d)) as ob:
+            assert await ob.process() == []       # not sent again blindly
             (item,) = ob.items()
             assert item.state == "held" and "may have been delivered" in item.last_error
-            assert await ob.process() == []       # not sent again blindly
             assert sink.data_started == 1 and sink.received == []
             ob.retry(item.key)                    # the user decides
             (o,) = await ob.process()
@@ -346,3 +346,23 @@ async def test_gives_up_after_five_days(tmp_path, sent):
         assert item.state == "failed" and item.code is None
     finally:
         ob.close()
+
+
+async def test_opening_while_another_instance_sends_does_not_hold_its_message(tmp_path, sent):
+    async with SmtpSink(data_delay=0.5) as sink:
+        a = make_outbox(tmp_path, sink.port, sent)
+        try:
+            a.enqueue(compose())
+            task = asyncio.create_task(a.process())
+            while sink.data_started == 0:
+                await asyncio.sleep(0.01)
+            b = make_outbox(tmp_path, sink.port, sent)     # e.g. `tui-mail send` starting up
+            try:
+                assert [i.state for i in b.items()] == ["sending"]
+                assert await b.process() == []             # locked out, and nothing held
+            finally:
+                b.close()
+            (o,) = await task
+            assert o.state == "filed" and len(sink.received) == 1
+        finally:
+            a.close()

@@ -16,8 +16,9 @@ Crash safety, step by step:
 - a file without a row (crash right after the file was written, or a message moved into the
   Outbox by hand) is picked up as queued;
 - the state is committed as "sending" *before* MAIL FROM and as "sent" right after the
-  server's 250. A row still "sending" at start-up means we died in the window where the server
-  may or may not have taken the message. We do not resend it blindly: it becomes **held**,
+  server's 250. A row still "sending" when the outbox lock is next taken (so no live process
+  is sending it) means a sender died in the window where the server may or may not have taken
+  the message. We do not resend it blindly: it becomes **held**,
   with a note asking the user to check and press retry. A possible duplicate is the user's
   informed choice, never ours;
 - "sent" rows resume with the Sent copy, "filed" rows with the removal, so a message is never
@@ -142,19 +143,25 @@ class Outbox:
 
     # --- state -------------------------------------------------------------------------
     def _recover(self) -> None:
-        """Start-up: rows for files, files for rows, and no blind resend of "sending"."""
+        """Rows for files (crash before the row, or a message moved in by hand); rows whose file
+        is gone are dropped. Safe while another process sends: it only adds and forgets."""
         keys = set(self.store.keys(OUTBOX).values())
-        rows = dict(self.db.execute("SELECT key, state FROM items"))
+        rows = {k for (k,) in self.db.execute("SELECT key FROM items")}
         now = self.clock()
-        for key in keys - set(rows):
-            self.db.execute("INSERT INTO items (key, state, created) VALUES (?, 'queued', ?)", (key, now))
-        for key, state in rows.items():
-            if key not in keys:
-                self.db.execute("DELETE FROM items WHERE key=?", (key,))
-            elif state == "sending":
-                self._set(key, state="held", last_error=(
-                    "Sending was interrupted after the server was contacted; the message may have "
-                    "been delivered. Check with a recipient or the server, then retry or delete it."))
+        for key in keys - rows:
+            self.db.execute("INSERT OR IGNORE INTO items (key, state, created) VALUES (?, 'queued', ?)",
+                            (key, now))
+        for key in rows - keys:
+            self.db.execute("DELETE FROM items WHERE key=? AND state NOT IN ('sending', 'sent', 'filed')",
+                            (key,))
+
+    def _recover_interrupted(self) -> None:
+        """Under the outbox lock nobody else is sending: a row still "sending" is from a process
+        that died in the uncertain window. Hold it for the user instead of resending blindly."""
+        self.db.execute(
+            "UPDATE items SET state='held', last_error=? WHERE state='sending'",
+            ("Sending was interrupted after the server was contacted; the message may have been "
+             "delivered. Check with a recipient or the server, then retry or delete it.",))
 
     def enqueue(self, message, recipients: list[str] | tuple[str, ...] | None = None) -> str:
         """Store the message durably in the outbox (queued); returns its key.
@@ -230,7 +237,8 @@ class Outbox:
             except BlockingIOError:
                 return []
             self.open()
-            self._recover_files()
+            self._recover()
+            self._recover_interrupted()
             outcomes = []
             now = self.clock()
             for key, state in self.db.execute(
@@ -240,13 +248,6 @@ class Outbox:
             return outcomes
         finally:
             lock.close()
-
-    def _recover_files(self) -> None:
-        keys = set(self.store.keys(OUTBOX).values())
-        known = {k for (k,) in self.db.execute("SELECT key FROM items")}
-        for key in keys - known:
-            self.db.execute("INSERT INTO items (key, state, created) VALUES (?, 'queued', ?)",
-                            (key, self.clock()))
 
     def _read(self, key: str) -> tuple[int, bytes]:
         uid = {k: u for u, k in self.store.keys(OUTBOX).items()}.get(key)
