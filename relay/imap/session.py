@@ -429,6 +429,9 @@ class Session:
             attrs = []
             if not f.selectable:
                 attrs.append("\\Noselect")
+            if lsub:  # as Dovecot: LSUB carries no child or special-use attributes
+                self.untagged(f"{verb} ({' '.join(attrs)}) \"{SEP}\" ".encode() + mbox_name(f.name))
+                continue
             prefix = f.name + SEP
             kids = getattr(f, "has_children", None)
             if kids is None:
