@@ -1,0 +1,160 @@
+"""The demo's app: the ordinary MailApp plus a relay panel (F3) that shows both relays'
+queues and mail logs live, and takes hamburger.edu down and up (h) or flushes the queues (f),
+so a user can watch a message go from Alice's outbox through crepes.fr's queue to
+hamburger.edu and into Bob's mailbox.
+
+The panel reads the queues over each relay's control socket (the same path `tui-mail relay
+queue` uses) in a thread worker, twice a second; it never blocks the UI on a relay.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from tui_mail.ui.app import MailApp
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def queue_table(domain: str, running: bool, listeners: dict, entries: list[dict], now: float) -> Table:
+    """The mailq-like table of one relay (pure: data in, renderable out)."""
+    state = "[green]running[/]" if running else "[red]stopped[/]"
+    ports = "  ".join(f"{k} :{p}" for k, (_, p) in sorted(listeners.items()))
+    t = Table(title=f"{domain} — {state}  {ports}", title_justify="left", expand=True,
+              show_edge=False, pad_edge=False)
+    for col in ("ID", "age", "from", "to (state)", "next", "last error"):
+        t.add_column(col, overflow="fold")
+    if not entries:
+        t.add_row("", "", Text("queue empty", style="dim"), "", "", "")
+    for e in entries:
+        rcpts = ", ".join(f"{r['address']} ({r['status']})" for r in e.get("recipients", []))
+        nxt = e.get("next_attempt") or 0
+        errors = [r.get("text", "") for r in e.get("recipients", []) if r.get("status") != "sent" and r.get("text")]
+        t.add_row(str(e.get("id", ""))[:12], _age(now - float(e.get("arrival", now))), e.get("sender") or "<>",
+                  rcpts, _age(nxt - now) if nxt > now else "now", errors[0] if errors else "")
+    return t
+
+
+def log_text(lines: list[tuple[float, str, str]]) -> Text:
+    out = Text()
+    for created, relay, msg in lines:
+        stamp = datetime.fromtimestamp(created).strftime("%H:%M:%S")
+        out.append(f"{stamp} ", style="dim")
+        out.append(f"{relay or '?':>13} ", style="bold cyan" if relay == "crepes.fr" else "bold magenta")
+        out.append(msg + "\n")
+    return out
+
+
+class RelayPanel(Screen):
+    """Both relays: status, queue and the tail of the mail log."""
+
+    BINDINGS = [
+        Binding("escape,q,f3", "app.pop_screen", "Back"),
+        Binding("h", "toggle_hamburger", "hamburger.edu down/up"),
+        Binding("f", "flush", "Flush queues"),
+    ]
+    DEFAULT_CSS = """
+    RelayPanel #queues { height: auto; max-height: 50%; }
+    RelayPanel .queue { width: 1fr; height: auto; padding: 0 1; }
+    RelayPanel #log { height: 1fr; border-top: solid $primary; padding: 0 1; }
+    """
+
+    def __init__(self, world):
+        super().__init__()
+        self.world = world
+        self._log_version = -1
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical():
+            with Horizontal(id="queues"):
+                yield Static(id="q-crepes", classes="queue")
+                yield Static(id="q-hamburger", classes="queue")
+            yield Static(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Relays — the journey of a message"
+        self.refresh_panel()
+        self.set_interval(0.5, self.refresh_panel)
+
+    @work(thread=True, exclusive=True, group="relay-panel", exit_on_error=False)
+    def refresh_panel(self) -> None:
+        snap = {d: (h.running, h.addresses, h.queue()) for d, h in self.world.relays.items()}
+        self.app.call_from_thread(self._show, snap)
+
+    def _show(self, snap: dict) -> None:
+        now = time.time()
+        for domain, wid in (("crepes.fr", "#q-crepes"), ("hamburger.edu", "#q-hamburger")):
+            running, listeners, entries = snap[domain]
+            self.query_one(wid, Static).update(queue_table(domain, running, listeners, entries, now))
+        if self.world.log.version != self._log_version:
+            self._log_version = self.world.log.version
+            self.query_one("#log", Static).update(log_text(self.world.log.tail(n=40)))
+
+    @work(thread=True, exclusive=True, group="relay-toggle", exit_on_error=False)
+    def action_toggle_hamburger(self) -> None:
+        host = self.world.relay("hamburger.edu")
+        if host.running:
+            host.stop()
+            self.app.call_from_thread(self.notify, "hamburger.edu is down: mail for bob waits in crepes.fr's queue")
+        else:
+            host.start()
+            self.world.relay("crepes.fr").flush()
+            self.app.call_from_thread(self.notify, "hamburger.edu is up again: crepes.fr's queue is flushed")
+
+    @work(thread=True, group="relay-flush", exit_on_error=False)
+    def action_flush(self) -> None:
+        for host in self.world.relays.values():
+            host.flush()
+
+
+class DemoApp(MailApp):
+    BINDINGS = MailApp.BINDINGS + [Binding("f3", "relays", "Relays", id="relays")]
+
+    def __init__(self, world, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.world = world
+        self.title = "tui-mail demo"
+
+    def action_relays(self) -> None:
+        if not isinstance(self.screen, RelayPanel):
+            self.push_screen(RelayPanel(self.world))
+
+    def get_system_commands(self, screen):
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Relays", "Queues and logs of crepes.fr and hamburger.edu (F3)", self.action_relays)
+
+
+def build_demo_app(world, ascii_only: bool = False, **kwargs) -> DemoApp:
+    """The demo app over the world's client config (the environment must point at it)."""
+    import argparse
+
+    from tui_mail.ui.run import build
+    from tui_mail.ui.trace import TraceBuffer
+
+    trace = TraceBuffer()
+    args = argparse.Namespace(config=str(world.client_config), account=None, ascii=ascii_only)
+    accounts, settings = build(args, trace)
+    return DemoApp(world, accounts, settings, trace=trace, **kwargs)
+
+
+def run_demo_app(world, ascii_only: bool = False) -> None:
+    build_demo_app(world, ascii_only).run()
