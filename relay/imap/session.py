@@ -26,6 +26,8 @@ import datetime as _dt
 import re
 from collections.abc import Awaitable, Callable
 
+import logging
+
 from relay.imap import fetch as F
 from relay.imap.backend import BackendError, Mailbox, MessageRecord
 from relay.imap.parser import (
@@ -41,6 +43,7 @@ CAPS_ANY = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
 CAPS_AUTH = ("IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE CHILDREN SPECIAL-USE ENABLE ID "
              "UNSELECT CONDSTORE")
 SEP = "/"
+log = logging.getLogger("relay.imap")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 FLUSH_EVERY = 500
 
@@ -177,6 +180,9 @@ class Session:
             code = getattr(e, "code", "")
             code = f"[{code}] " if code else ""
             self.tagged(cmd.tag, "NO", code + str(e))
+        except (OSError, ValueError, LookupError) as e:  # a bug or a disk problem: keep the session
+            log.exception("IMAP %s failed for %s", cmd.name, self.user)
+            self.tagged(cmd.tag, "NO", f"[SERVERBUG] {type(e).__name__}")
 
     def _need(self, *states: str) -> None:
         if self.state not in states:
@@ -619,6 +625,8 @@ class Session:
                 items.append(b"UID %d" % rec.uid)
             elif n == "FLAGS":
                 items.append(b"FLAGS " + flag_list(self._flags(rec)))
+                if self.condstore and not any(x.name == "MODSEQ" for x in atts):
+                    items.append(b"MODSEQ (%d)" % rec.modseq)  # RFC 7162 3.1.4
             elif n == "MODSEQ":
                 items.append(b"MODSEQ (%d)" % rec.modseq)
             elif n == "RFC822.SIZE":
