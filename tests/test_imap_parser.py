@@ -438,3 +438,33 @@ def test_encode_body_has_no_space_between_parts():
         b'("message" "rfc822" NIL NIL NIL "7bit" 9 (NIL "s" ((NIL NIL "a" "b")(NIL NIL "c" "d")) NIL NIL NIL NIL '
         b'NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 1) 2)')
     assert encode_body(inner) == encode(inner)
+
+
+# ---------------------------------------------------------------------------------- properties
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=8))
+def test_reader_never_raises_on_garbage(chunks):
+    r = CommandReader(max_line=200, max_literal=50)
+    for c in chunks:
+        r.receive_data(c)
+        for ev in r.events():
+            assert isinstance(ev, (Command, BadInput, ContinuationNeeded, RawLine))
+    r.receive_data(b"\r\nzz NOOP\r\n")
+    evs = list(r.events())
+    # whatever came before, a fresh line is understood (unless a literal is still being read)
+    assert evs == [] or evs[-1] == Command("zz", "NOOP", []) or isinstance(evs[-1], (BadInput, Command))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=30), st.integers(0, 2**32), st.none()), max_size=6))
+def test_encoded_values_parse_back(values):
+    wire = b"a X " + encode(values).replace(b"}\r\n", b"+}\r\n") + b"\r\n"
+    r = CommandReader()
+    r.receive_data(wire)
+    (c,) = list(r.events())
+    expect = [b"NIL" if v is None else (str(v).encode() if isinstance(v, int) else v) for v in values]
+    got = [x.encode() if isinstance(x, Atom) else x for x in c.args[0]]
+    assert got == expect

@@ -291,3 +291,44 @@ async def test_failed_logins_are_throttled():
         assert times[0] < 0.15 and times[2] >= 0.2   # the delay grows with failures from this IP
     finally:
         await stop_imap_server(server)
+
+
+async def test_authenticate_plain_with_continuation(env):
+    def client():
+        with imaplib.IMAP4("127.0.0.1", env.port) as m:
+            typ, _ = m.authenticate("PLAIN", lambda _challenge: b"\0bob\0secret")
+            assert typ == "OK"
+            assert m.select("INBOX")[1] == [b"3"]
+        with imaplib.IMAP4("127.0.0.1", env.port) as m:
+            with pytest.raises(imaplib.IMAP4.error):
+                m.authenticate("PLAIN", lambda _challenge: b"\0bob\0nope")
+    await run(client)
+
+
+async def test_starttls_refuses_pipelined_plaintext(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    mb = MemoryMailbox()
+
+    async def auth(user, password):
+        return True
+
+    server = await start_imap_server("127.0.0.1", 0, store=lambda u: mb, authenticate=auth, ssl_context=ctx)
+    port = server.sockets[0].getsockname()[1]
+
+    def client():
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            f = s.makefile("rb")
+            f.readline()
+            # an attacker in the middle appends a command after STARTTLS (CVE-2011-0411 class)
+            s.sendall(b"a STARTTLS\r\nb LOGIN bob secret\r\n")
+            first = f.readline()
+            rest = f.read()
+            f.close()
+            return first, rest
+    try:
+        first, rest = await run(client)
+        assert first.startswith(b"a OK") and rest == b""   # the injected LOGIN is never answered
+    finally:
+        await stop_imap_server(server)

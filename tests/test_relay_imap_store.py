@@ -389,3 +389,29 @@ async def test_folder_commands_same_as_dovecot(relay, dovecot):  # noqa: F811
     theirs = await run(lambda: drive(dovecot.imap_port, b"bob"))
     diffs = [(cmd, a, b) for (cmd, a), (_, b) in zip(ours, theirs) if a != b]
     assert not diffs, "\n\n".join(f"{cmd!r}\n ours:   {a!r}\n dovecot: {b!r}" for cmd, a, b in diffs)
+
+
+async def test_idle_sees_expunge_and_flags_from_another_session(relay):
+    u = relay.store.user(USER)
+    for i in range(3):
+        u.append("INBOX", make_message(i), [], None)
+
+    def client():
+        with IMAPClient("127.0.0.1", port=relay.port, ssl=False) as a, \
+                IMAPClient("127.0.0.1", port=relay.port, ssl=False) as b:
+            for c in (a, b):
+                c.login(USER, "secret")
+                c.select_folder("INBOX")
+            b.idle()
+            a.add_flags([1], [b"\\Flagged"])
+            got = b.idle_check(timeout=5)
+            a.delete_messages([2])
+            a.expunge()
+            deadline = time.time() + 5
+            while (2, b"EXPUNGE") not in got and time.time() < deadline:
+                got += b.idle_check(timeout=1)
+            b.idle_done()
+            assert (2, b"EXPUNGE") in got
+            assert any(r[0] == 1 and r[1] == b"FETCH" and b"\\Flagged" in r[2][r[2].index(b"FLAGS") + 1]
+                       for r in got if len(r) > 2)
+    await run(client)
