@@ -145,6 +145,7 @@ class Session:
     async def _maybe_flush(self) -> None:
         if self.flush is not None:
             await self.flush()
+        await asyncio.sleep(0)  # let other sessions run between chunks of a long FETCH
 
     def capabilities(self) -> str:
         if self.state != "notauth":
