@@ -23,6 +23,7 @@ import contextvars
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -292,10 +293,10 @@ connect_timeout = "3s"
             "ui": {"mark_read": "open", "preview": True},
             "accounts": [
                 {"name": "alice", "address": ALICE, "display_name": "Alice Crêpe",
-                 "signature": "-- \nAlice, crepes.fr",
+                 "signature": "Alice, crepes.fr",
                  "imap": server("crepes.fr", "imap"), "smtp": server("crepes.fr", "submission")},
                 {"name": "bob", "address": BOB, "display_name": "Bob Hamburger",
-                 "signature": "-- \nBob, hamburger.edu",
+                 "signature": "Bob, hamburger.edu",
                  "pop3": server("hamburger.edu", "pop3", mode="keep"),
                  "smtp": server("hamburger.edu", "submission")},
             ],
@@ -369,6 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tempfile.mkdtemp(prefix="tui-mail-demo-"))
         cleanup = True
     world = DemoWorld(root, bulk=max(0, args.messages))
+
+    def terminate(signum, frame):  # a closed terminal or `kill` still cleans up
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, terminate)
     try:
         world.setup()
         os.environ.update(world.client_env())

@@ -37,7 +37,7 @@ def queue_table(domain: str, running: bool, listeners: dict, entries: list[dict]
     """The mailq-like table of one relay (pure: data in, renderable out)."""
     state = "[green]running[/]" if running else "[red]stopped[/]"
     ports = "  ".join(f"{k} :{p}" for k, (_, p) in sorted(listeners.items()))
-    t = Table(title=f"{domain} — {state}  {ports}", title_justify="left", expand=True,
+    t = Table(title=f"[b]{domain}[/b] — {state}\n[dim]{ports}[/dim]", title_justify="left", expand=True,
               show_edge=False, pad_edge=False)
     for col in ("ID", "age", "from", "to (state)", "next", "last error"):
         t.add_column(col, overflow="fold")
@@ -73,7 +73,8 @@ class RelayPanel(Screen):
     DEFAULT_CSS = """
     RelayPanel #queues { height: auto; max-height: 50%; }
     RelayPanel .queue { width: 1fr; height: auto; padding: 0 1; }
-    RelayPanel #log { height: 1fr; border-top: solid $primary; padding: 0 1; }
+    RelayPanel #log-title { border-top: solid $primary; padding: 0 1; text-style: bold; }
+    RelayPanel #log { height: 1fr; padding: 0 1; }
     """
 
     def __init__(self, world):
@@ -87,6 +88,7 @@ class RelayPanel(Screen):
             with Horizontal(id="queues"):
                 yield Static(id="q-crepes", classes="queue")
                 yield Static(id="q-hamburger", classes="queue")
+            yield Static("Mail log", id="log-title")
             yield Static(id="log")
         yield Footer()
 
