@@ -11,6 +11,7 @@ import sys
 import textwrap
 from email.message import EmailMessage
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -366,3 +367,41 @@ async def test_opening_while_another_instance_sends_does_not_hold_its_message(tm
             assert o.state == "filed" and len(sink.received) == 1
         finally:
             a.close()
+
+
+async def test_crash_while_connecting_stays_queued_and_is_sent_later(tmp_path, sent):
+    """Killed while the server had not even greeted: nothing reached it, so no hold."""
+    async def silent(reader, writer):   # accepts TCP, never says 220
+        try:
+            await reader.read()
+        finally:
+            writer.close()
+
+    silent_server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = silent_server.sockets[0].getsockname()[1]
+    try:
+        ob = Outbox(tmp_path / "outbox", send=None).open()  # type: ignore[arg-type]
+        ob.enqueue(compose())
+        ob.close()
+        fake_sink = SimpleNamespace(port=port)
+        await run_child_until(tmp_path, fake_sink, sent, hang_in_copy=False, state="queued",
+                              also=lambda: attempts(tmp_path) == 1)
+    finally:
+        silent_server.close()
+        await silent_server.wait_closed()
+    async with SmtpSink() as sink:
+        sub = SmtpSubmitter(SmtpSettings("127.0.0.1", sink.port, "none"))
+        with Outbox(tmp_path / "outbox", send=sub.send, sent_copy=lambda d: sent.append("Sent", d)) as ob:
+            (o,) = await ob.process()
+            assert o.state == "filed" and len(sink.received) == 1
+
+
+def attempts(tmp_path) -> int:
+    db = sqlite3.connect(tmp_path / "outbox" / STATE_FILE)
+    try:
+        row = db.execute("SELECT attempts FROM items").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    finally:
+        db.close()
+    return row[0] if row else 0

@@ -89,8 +89,8 @@ def imap_store(account, password):
 
 
 def open_outbox(account, submitter: SmtpSubmitter, sent_copy: Callable[[bytes], None] | None) -> Outbox:
-    async def send(data: bytes):
-        return await submitter.send(data)
+    async def send(data: bytes, before_mail=None):
+        return await submitter.send(data, before_mail=before_mail)
 
     return Outbox(account_dir(account.name) / "outbox", send=send, sent_copy=sent_copy).open()
 

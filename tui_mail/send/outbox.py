@@ -15,10 +15,11 @@ Crash safety, step by step:
 - before the file is durable, ``enqueue`` has not returned: the caller still has the draft;
 - a file without a row (crash right after the file was written, or a message moved into the
   Outbox by hand) is picked up as queued;
-- the state is committed as "sending" *before* MAIL FROM and as "sent" right after the
-  server's 250. A row still "sending" when the outbox lock is next taken (so no live process
-  is sending it) means a sender died in the window where the server may or may not have taken
-  the message. We do not resend it blindly: it becomes **held**,
+- the state is committed as "sending" once connected and logged in, right *before* MAIL FROM
+  (a crash while still connecting leaves it "queued": the server has nothing yet), and as
+  "sent" right after the server's 250. A row still "sending" when the outbox lock is next
+  taken (so no live process is sending it) means a sender died in the window where the server
+  may or may not have taken the message. We do not resend it blindly: it becomes **held**,
   with a note asking the user to check and press retry. A possible duplicate is the user's
   informed choice, never ours;
 - "sent" rows resume with the Sent copy, "filed" rows with the removal, so a message is never
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS items (
     code INTEGER, reply TEXT NOT NULL DEFAULT '');
 """
 
-Send = Callable[[bytes], Awaitable[SendResult]]
+Send = Callable[..., Awaitable[SendResult]]
+"""``send(data, before_mail=callback)``: submit; call ``before_mail()`` right before MAIL FROM."""
 SentCopy = Callable[[bytes], None]
 
 
@@ -264,13 +266,19 @@ class Outbox:
         if state == "queued":
             (created, attempts) = self.db.execute(
                 "SELECT created, attempts FROM items WHERE key=?", (key,)).fetchone()
-            self._set(key, state="sending", attempts=attempts + 1)
+            self._set(key, attempts=attempts + 1)
+
+            def sending() -> None:  # connected and logged in: the uncertain window opens
+                self._set(key, state="sending")
+
             try:
-                result = await self._send(data)
+                result = await self._send(data, before_mail=sending)
             except SendError as e:
                 return self._failed(key, uid, e, attempts + 1, created)
             except asyncio.CancelledError:
-                self._set(key, state="held", last_error="Sending was cancelled midway; check, then retry.")
+                (state_now,) = self.db.execute("SELECT state FROM items WHERE key=?", (key,)).fetchone()
+                if state_now == "sending":
+                    self._set(key, state="held", last_error="Sending was cancelled midway; check, then retry.")
                 raise
             self._set(key, state="sent", reply=result.reply, last_error="")
             state = "sent"

@@ -227,8 +227,11 @@ class SmtpSubmitter:
 
     # --- public ------------------------------------------------------------------------
     async def send(self, message: bytes | EmailMessage, sender: str | None = None,
-                   recipients: list[str] | None = None) -> SendResult:
-        """Submit ``message``; the envelope is taken from it unless given. Raises SendError."""
+                   recipients: list[str] | None = None,
+                   before_mail: Callable[[], None] | None = None) -> SendResult:
+        """Submit ``message``; the envelope is taken from it unless given. Raises SendError.
+        ``before_mail()`` runs once connected and logged in, right before MAIL FROM: from
+        there on the server may end up with the message (the outbox records "sending")."""
         if sender is None or recipients is None:
             env_from, env_to, data = prepare(message)
             sender = sender if sender is not None else env_from
@@ -244,6 +247,8 @@ class SmtpSubmitter:
                     raise SendError(f"{self.settings.host} cannot take non-ASCII addresses "
                                     "(no SMTPUTF8).", permanent=True)
                 options, encoding = ["SMTPUTF8"], "utf-8"
+            if before_mail is not None:
+                before_mail()
             self._c(f"MAIL FROM:<{sender}>" + (" SMTPUTF8" if options else ""))
             self._s(await client.mail(sender, options=options, encoding=encoding))
             for rcpt in recipients:
