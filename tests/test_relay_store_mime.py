@@ -56,7 +56,7 @@ def test_bodystructure_single_part_counts_exact_bytes():
 
 def test_bodystructure_lf_only_and_missing_final_newline():
     bs = mime.bodystructure(b"Subject: x\n\nabc\ndef")
-    assert bs[6] == 7 and bs[7] == 2
+    assert bs[6] == 8 and bs[7] == 1          # sizes as sent with CRLF; last line unterminated
 
 
 def test_bodystructure_nested_multipart():
@@ -64,7 +64,7 @@ def test_bodystructure_nested_multipart():
     text, alt, pdf, msg = bs[:4]
     assert bs[4] == b"mixed" and bs[5] == [b"boundary", b"b1"]
     assert text[:8] == [b"text", b"plain", [b"charset", b"utf-8"], None, None,
-                        b"quoted-printable", len(b"h=C3=A9\r\nsecond"), 2]
+                        b"quoted-printable", len(b"h=C3=A9\r\nsecond"), 1]
     assert alt[0][:2] == [b"text", b"html"] and alt[1] == b"alternative"
     assert alt[0][6] == len(b"<p>x</p>")
     assert pdf[:7] == [b"application", b"pdf", [b"name", b"r.pdf"], b"<c1>", None, b"base64", 4]
@@ -73,7 +73,7 @@ def test_bodystructure_nested_multipart():
     assert msg[:7] == [b"message", b"rfc822", None, None, None, b"7bit", len(inner)]
     assert msg[7][1] == b"inner" and msg[7][2] == [[None, None, b"in", b"x.org"]]
     assert msg[8][:2] == [b"text", b"plain"] and msg[8][6] == len(b"inner body")
-    assert msg[9] == 4
+    assert msg[9] == 3
 
 
 def test_bodystructure_part_bytes_decode_like_email_package():

@@ -46,7 +46,9 @@ Messages (uids: ascending ints; unknown UIDs are skipped silently)
   search_header(folder, field, text) -> set[uid]   field in subject/from/to/cc/bcc/message-id;
       case-insensitive substring, one SQL scan
   header(folder, uid, name) -> bytes | None        any header field, raw, read from the file
-  read(folder, uid, start=0, length=None) -> bytes exact bytes as delivered (CRLF)
+  read(folder, uid, start=0, length=None, crlf=False) -> bytes   exact bytes as delivered;
+      crlf=True turns bare LFs (files from other tools) into CRLF, which is what
+      MessageRecord.vsize and the cached BODYSTRUCTURE sizes describe (Dovecot does the same)
   path(folder, uid) -> Path; locked() -> the user's RLock (hold it while using a path)
 Changes (each publishes (address, folder) on the ChangeBus after committing)
   set_flags(folder, uids, mode, flags, unchangedsince=None) -> (changed records, failed uids)

@@ -525,12 +525,19 @@ class UserStore:
                 raise StoreError(f"no message with UID {uid} in {folder}", "NONEXISTENT")
             return f.path / "cur" / r[0]
 
-    def read(self, folder: str, uid: int, start: int = 0, length: int | None = None) -> bytes:
-        """The message bytes exactly as delivered (or ``length`` bytes from ``start``)."""
+    def read(self, folder: str, uid: int, start: int = 0, length: int | None = None, *,
+             crlf: bool = False) -> bytes:
+        """The message bytes exactly as delivered (or ``length`` bytes from ``start``). With
+        ``crlf``, bare LFs (files from other Maildir tools) become CRLF first, matching
+        ``MessageRecord.vsize`` and the cached BODYSTRUCTURE sizes; for delivered mail the
+        two are identical."""
         with self._lock:
             p = self.path(folder, uid)
             try:
                 with open(p, "rb") as fh:
+                    if crlf:
+                        data = mime.to_crlf(fh.read())
+                        return data[start:] if length is None else data[start:start + length]
                     if start:
                         fh.seek(start)
                     return fh.read() if length is None else fh.read(length)

@@ -24,6 +24,7 @@ from relay.store.types import HeaderFields
 _BLANK = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _parser = BytesHeaderParser(policy=compat32)
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
 
 
 # ------------------------------------------------------------------------------ raw splitting
@@ -78,19 +79,84 @@ def _text(v: bytes | None) -> str:
 
 
 # ------------------------------------------------------------------------------ ENVELOPE
+def _address_tokens(text: str):
+    """Split an address-list header at top level (outside quotes, comments and <>): yields
+    ("addr", chunk), ("group", name) at "name:" and ("end", "") at the group's ";"."""
+    buf: list[str] = []
+    quoted = angle = False
+    depth = 0
+    esc = False
+    for ch in text:
+        if esc:
+            esc = False
+        elif quoted or depth:
+            if ch == "\\":
+                esc = True
+            elif quoted and ch == '"':
+                quoted = False
+            elif not quoted and ch == "(":
+                depth += 1
+            elif not quoted and ch == ")":
+                depth -= 1
+        elif ch == '"':
+            quoted = True
+        elif ch == "(":
+            depth += 1
+        elif ch == "<":
+            angle = True
+        elif ch == ">":
+            angle = False
+        elif not angle and ch in ",:;":
+            chunk = "".join(buf).strip()
+            buf = []
+            if ch == ":":
+                yield "group", chunk
+                continue
+            if chunk:
+                yield "addr", chunk
+            if ch == ";":
+                yield "end", ""
+            continue
+        buf.append(ch)
+    chunk = "".join(buf).strip()
+    if chunk:
+        yield "addr", chunk
+
+
+def _enc(s: str) -> bytes:
+    return s.encode("utf-8", "surrogateescape")
+
+
 def _addresses(v: bytes | None) -> list | None:
+    """RFC 3501 address list: (name adl mailbox host) each; a group is (NIL NIL name NIL) …
+    (NIL NIL NIL NIL)."""
     if v is None or not v.strip():
         return None
     out: list = []
-    for name, addr in email.utils.getaddresses([_text(v)]):
-        if not addr and not name:
+    in_group = False
+    for kind, chunk in _address_tokens(_text(v)):
+        if kind == "group":
+            if in_group:
+                out.append([None, None, None, None])
+            name = email.utils.getaddresses([chunk])[0][0] if '"' in chunk else chunk
+            out.append([None, None, _enc(name), None])
+            in_group = True
             continue
-        mbox, at, host = addr.rpartition("@")
-        if not at:
-            mbox, host = addr, ""
-        out.append([name.encode("utf-8", "surrogateescape") if name else None, None,
-                    mbox.encode("utf-8", "surrogateescape") if mbox else None,
-                    host.encode("utf-8", "surrogateescape") if host else None])
+        if kind == "end":
+            if in_group:
+                out.append([None, None, None, None])
+            in_group = False
+            continue
+        for name, addr in email.utils.getaddresses([chunk]):
+            if not addr and not name:
+                continue
+            mbox, at, host = addr.rpartition("@")
+            if not at:
+                mbox, host = addr, ""
+            out.append([_enc(name) if name else None, None, _enc(mbox) if mbox else None,
+                        _enc(host) if host else None])
+    if in_group:
+        out.append([None, None, None, None])
     return out or None
 
 
@@ -110,36 +176,75 @@ def envelope(data: bytes) -> list:
 
 # ------------------------------------------------------------------------------ BODYSTRUCTURE
 def _lines(body: bytes) -> int:
-    n = body.count(b"\n")
-    return n + (1 if body and not body.endswith(b"\n") else 0)
+    """Line count as Dovecot reports it: the number of line ends (a last line without one,
+    e.g. before a MIME delimiter, whose CRLF belongs to the delimiter, does not count)."""
+    return body.count(b"\n")
 
 
-def _params(pairs) -> list | None:
+def split_params(value: str) -> tuple[str, list[tuple[str, str]]]:
+    """'text/plain; charset="utf-8"; name*=utf-8\'\'%E2%82%AC' → ('text/plain', [(k, v), ...]).
+
+    Hand-written rather than Message.get_params because that decodes RFC 2231 parameters and
+    re-encodes them differently; BODYSTRUCTURE should show them as written (quotes removed)."""
+    parts: list[str] = []
+    buf, quoted, esc = [], False, False
+    for ch in value:
+        if esc:
+            buf.append(ch)
+            esc = False
+        elif ch == "\\" and quoted:
+            esc = True
+        elif ch == '"':
+            quoted = not quoted
+            buf.append(ch)
+        elif ch == ";" and not quoted:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    parts.append("".join(buf))
+    head = parts[0].strip()
+    params = []
+    for p in parts[1:]:
+        k, eq, v = p.partition("=")
+        k, v = k.strip(), v.strip()
+        if not k or not eq:
+            continue
+        if len(v) >= 2 and v[0] == v[-1] == '"':
+            v = v[1:-1]
+        params.append((k, v))
+    return head, params
+
+
+def _plist(pairs: list[tuple[str, str]]) -> list | None:
     out: list = []
-    for k, v in pairs or ():
-        if isinstance(v, tuple):  # RFC 2231: keep it raw-ish, as charset''value
-            v = email.utils.encode_rfc2231(v[2], v[0], v[1])
-        out += [k.encode("utf-8", "surrogateescape"), str(v).encode("utf-8", "surrogateescape")]
+    for k, v in pairs:
+        out += [k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")]
     return out or None
 
 
 def _ctype_params(msg: Message, default: str) -> tuple[bytes, bytes, list | None]:
-    ctype = msg.get_content_type() if msg.get("Content-Type") else default
-    maintype, _, subtype = ctype.partition("/")
-    params = msg.get_params(header="content-type") if msg.get("Content-Type") else None
-    plist = _params(params[1:] if params else None)
-    if plist is None and maintype == "text":
+    raw = _value(msg, "Content-Type")
+    head, params = split_params(_text(raw)) if raw else (default, [])
+    maintype, sep, subtype = head.partition("/")      # case kept as written (as Dovecot does)
+    maintype, subtype = maintype.strip(), subtype.strip()
+    if not sep or not maintype or not subtype or not _TOKEN.match((maintype + subtype).lower()):
+        maintype, _, subtype = default.partition("/")    # RFC 2045: invalid → the default
+        params = params if raw else []
+    plist = _plist(params)
+    if plist is None and maintype.lower() == "text":
         plist = [b"charset", b"us-ascii"]
     return maintype.encode(), subtype.encode(), plist
 
 
 def _disposition(msg: Message) -> list | None:
-    if not msg.get("Content-Disposition"):
+    raw = _value(msg, "Content-Disposition")
+    if not raw:
         return None
-    params = msg.get_params(header="content-disposition") or []
-    if not params:
+    head, params = split_params(_text(raw))
+    if not head:
         return None
-    return [params[0][0].encode("utf-8", "surrogateescape"), _params(params[1:])]
+    return [head.encode("utf-8", "surrogateescape"), _plist(params)]
 
 
 def _language(msg: Message):
@@ -175,10 +280,12 @@ def _structure(data: bytes, start: int, end: int, default: str, depth: int,
         msg = parse_header(data[start:hend])
     maintype, subtype, plist = _ctype_params(msg, default)
     ext_common = [_disposition(msg), _language(msg), _value(msg, "Content-Location")]
-    if maintype == b"multipart" and depth < 32:
-        boundary = msg.get_param("boundary")
-        spans = _boundary_spans(data, bstart, end, str(boundary).encode("utf-8", "surrogateescape")) if boundary else []
-        child_default = "message/rfc822" if subtype == b"digest" else "text/plain"
+    mtype, stype = maintype.lower(), subtype.lower()
+    if mtype == b"multipart" and depth < 32:
+        boundary = next((plist[i + 1] for i in range(0, len(plist or ()), 2)
+                         if plist[i].lower() == b"boundary"), None)
+        spans = _boundary_spans(data, bstart, end, boundary) if boundary else []
+        child_default = "message/rfc822" if stype == b"digest" else "text/plain"
         children = [_structure(data, s, e, child_default, depth + 1) for s, e in spans]
         if not children:   # RFC 3501 needs at least one part
             children = [[b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0,
@@ -188,9 +295,9 @@ def _structure(data: bytes, start: int, end: int, default: str, depth: int,
     enc = _value(msg, "Content-Transfer-Encoding")
     out: list = [maintype, subtype, plist, _value(msg, "Content-ID"),
                  _value(msg, "Content-Description"), enc.lower() if enc else b"7bit", len(body)]
-    if maintype == b"text":
+    if mtype == b"text":
         out.append(_lines(body))
-    elif maintype == b"message" and subtype == b"rfc822" and depth < 32:
+    elif mtype == b"message" and stype == b"rfc822" and depth < 32:
         inner_hend, _ = split_header(data, bstart, end)
         out += [envelope_of(parse_header(data[bstart:inner_hend])),
                 _structure(data, bstart, end, "text/plain", depth + 1), _lines(body)]
@@ -198,7 +305,9 @@ def _structure(data: bytes, start: int, end: int, default: str, depth: int,
 
 
 def bodystructure(data: bytes) -> list:
-    """BODYSTRUCTURE with extension data (BODY is this without the extension fields)."""
+    """BODYSTRUCTURE with extension data (BODY is this without the extension fields), for
+    the message with CRLF line ends."""
+    data = to_crlf(data)
     return _structure(data, 0, len(data), "text/plain", 0)
 
 
@@ -244,8 +353,21 @@ def header_fields_of(msg: Message) -> HeaderFields:
                         message_id=_text(_value(msg, "Message-ID")), date=when)
 
 
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Every line end as CRLF (mail written by other tools may use bare LF)."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return _BARE_LF.sub(b"\r\n", data)
+
+
 def analyse(data: bytes) -> tuple[list, list, HeaderFields]:
-    """Everything the index caches for one message, from one pass over its header."""
+    """Everything the index caches for one message, from one pass over its header. Sizes and
+    line counts are for the message with CRLF line ends, as IMAP sends it (Dovecot does the
+    same for files with bare LFs); delivered mail is CRLF already."""
+    data = to_crlf(data)
     msg = parse_header(header_of(data))
     return (envelope_of(msg), _structure(data, 0, len(data), "text/plain", 0, msg),
             header_fields_of(msg))
