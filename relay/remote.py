@@ -195,16 +195,28 @@ class _Session:
                 raise SessionFailed(deferred(f"{d} does not offer STARTTLS and the route requires TLS", "4.7.4"))
             if d.user:
                 try:
-                    await smtp.login(d.user, d.password)
+                    await self._login(smtp, d)
                 except aiosmtplib.SMTPResponseException as e:
-                    raise SessionFailed(result_from_reply(e.code, f"authentication failed: {e.message}", self.remote),
-                                        try_next=False) from None
+                    # a wrong password is our configuration, not the recipient's fault: retry later
+                    raise SessionFailed(deferred(f"authentication at {d} failed: {e.code} {_squash(e.message)}",
+                                                 "4.7.0", remote=self.remote), try_next=False) from None
                 except aiosmtplib.SMTPException as e:
                     raise SessionFailed(deferred(f"authentication with {d} failed: {_oneline(e)}", "4.7.0"),
                                         try_next=False) from None
         except BaseException:
             self.abort()
             raise
+
+    async def _login(self, smtp: aiosmtplib.SMTP, d: Destination) -> None:
+        """One mechanism, one try (aiosmtplib's login() walks every mechanism after a 535)."""
+        methods = smtp.server_auth_methods
+        timeout = self.cfg.delivery.connect_timeout
+        if "plain" in methods or not methods:
+            await smtp.auth_plain(d.user, d.password, timeout=timeout)
+        elif "login" in methods:
+            await smtp.auth_login(d.user, d.password, timeout=timeout)
+        else:
+            raise aiosmtplib.SMTPException(f"no common AUTH mechanism (server offers {', '.join(methods)})")
 
     async def _ehlo(self) -> None:
         assert self.smtp is not None
@@ -311,6 +323,10 @@ def _connect_error(e: BaseException) -> str:
     if cause is not None and cause.errno:
         return os.strerror(cause.errno).lower()
     return _oneline(e)
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _oneline(e: BaseException) -> str:

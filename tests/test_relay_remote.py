@@ -541,3 +541,66 @@ async def test_sustained_backlog_opens_more_connections(tmp_path, monkeypatch):
         assert 1 < r.connections <= 4  # max_connections_per_destination
     finally:
         await r.stop()
+
+
+# ---- smarthost -----------------------------------------------------------------------------
+
+class AuthReceiver(Receiver):
+    def __init__(self, password: str):
+        super().__init__()
+        self.password = password
+        self.logins: list[tuple[str, bool]] = []
+
+    async def start(self, port: int = 0) -> AuthReceiver:
+        from aiosmtpd.smtp import AuthResult
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = auth_data.login == b"alice" and auth_data.password == self.password.encode()
+            self.logins.append((mechanism, ok))
+            return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535
+
+        loop = asyncio.get_running_loop()
+
+        def factory():
+            self.connections += 1
+            p = SMTPServerProtocol(self, hostname="smarthost.example", authenticator=authenticator,
+                                   auth_require_tls=False)
+            self.protocols.append(p)
+            return p
+
+        self.server = await loop.create_server(factory, "127.0.0.1", port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+
+def smarthost_cfg(tmp_path, port: int, password: str):
+    toml = (f'hostname = "crepes.fr"\n[smarthost]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+            f'user = "alice"\npassword = "{password}"\n')
+    return parse_config(toml, None, tmp_path / "data")
+
+
+async def test_smarthost_with_auth_carries_all_domains(tmp_path, caplog):
+    r = await AuthReceiver("s3cret").start()
+    try:
+        async with RemoteDelivery(smarthost_cfg(tmp_path, r.port, "s3cret")) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG),
+                                           ["bob@hamburger.edu", "carol@elsewhere.example"])
+        assert {v.status for v in res.values()} == {"sent"}
+        assert r.logins and all(ok for _, ok in r.logins)
+        assert sorted(rcpt for m in r.messages for rcpt in m["to"]) == ["bob@hamburger.edu", "carol@elsewhere.example"]
+        assert r.connections == 1  # both domains share the smarthost's pool
+        assert "s3cret" not in caplog.text
+    finally:
+        await r.stop()
+
+
+async def test_smarthost_wrong_password_defers(tmp_path):
+    r = await AuthReceiver("right").start()
+    try:
+        async with RemoteDelivery(smarthost_cfg(tmp_path, r.port, "wrong")) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+        v = res["bob@hamburger.edu"]
+        assert (v.status, v.enhanced) == ("deferred", "4.7.0") and "535" in v.text and "wrong" not in v.text
+        assert not r.messages
+    finally:
+        await r.stop()
