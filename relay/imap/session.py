@@ -173,8 +173,6 @@ class Session:
             await handler(cmd.tag, cmd.args)
         except (Bad, ParseError) as e:
             self.tagged(cmd.tag, "BAD", str(e) or "Invalid arguments")
-        except BadCharset as e:  # pragma: no cover - BadCharset is a ParseError subclass handled above
-            self.tagged(cmd.tag, "NO", f"[BADCHARSET (UTF-8 US-ASCII)] {e}")
         except No as e:
             self.tagged(cmd.tag, "NO", str(e))
         except (BackendError, RelayError) as e:  # relay.store's StoreError is a RelayError
@@ -187,9 +185,11 @@ class Session:
 
     def _need(self, *states: str) -> None:
         if self.state not in states:
-            raise Bad({"notauth": "Log in first", "auth": "Select a mailbox first",
-                       "selected": "Already authenticated", "logout": "Logging out"}[self.state]
-                      if self.state != "selected" or "auth" not in states else "Wrong state")
+            hint = {"notauth": "log in first", "auth": "select a mailbox first"}.get(self.state, "")
+            if self.state == "auth" and "auth" in states:
+                hint = ""
+            raise Bad("Command not valid in this state" + (f" ({hint})" if hint and "notauth" not in states
+                                                           else ""))
 
     @staticmethod
     def _nargs(args: list, lo: int, hi: int | None = None) -> None:
