@@ -604,3 +604,17 @@ async def test_smarthost_wrong_password_defers(tmp_path):
         assert not r.messages
     finally:
         await r.stop()
+
+
+async def test_broken_opportunistic_tls_falls_back_to_plaintext(tmp_path):
+    # The server offers STARTTLS and says 220, but cannot actually speak TLS.
+    s = await ScriptedServer(EHLO="250-scripted\r\n250-STARTTLS\r\n250 8BITMIME", STARTTLS="220 go ahead").start()
+    try:
+        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": s.port}, "[delivery]\nconnect_timeout = 2\n"),
+                                  command_timeout=2) as rd:
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
+        assert res["bob@hamburger.edu"].status == "sent"
+        assert s.connections == 2 and len(s.wire_data) == 1
+        assert s.commands.count("STARTTLS") == 1  # not tried again on the plaintext retry
+    finally:
+        await s.stop()
