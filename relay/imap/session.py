@@ -760,20 +760,12 @@ class Session:
         mb, folder = self._mb(), self.folder
         uids = self.uids
         ctx = SearchContext(len(uids), uids[-1] if uids else 0, self.recent)
-        fast = getattr(mb, "search", None)
-        if fast is not None:
-            res = fast(folder, keys, uids, ctx)
-            if res is not None:
-                return res
         hits = _indexed_header_hits(mb, folder, keys)
         if hits is not None and _only_indexed(keys):
             # every key is answered by the index: intersect sets, no per-message work
-            cand = set.intersection(*[hits[(k[1], k[2])] for k in keys]) if all(
-                k[0] == "header" for k in keys) else None
-            if cand is not None:
-                recs = mb.records(folder, sorted(cand))
-                return [(bisect.bisect_left(uids, r.uid), r.modseq) for r in recs
-                        if _in_view(uids, r.uid)]
+            cand = set.intersection(*[hits[(k[1], k[2])] for k in keys])
+            # header keys never involve MODSEQ, so the modseq of a hit is not needed (0)
+            return [(bisect.bisect_left(uids, u), 0) for u in sorted(cand) if _in_view(uids, u)]
         ev = Evaluator(keys, ctx, hits or {})
         out = []
         for start in range(0, len(uids), 5000):
