@@ -40,6 +40,16 @@ MESSAGES = [
      b"--d\r\n\r\nSubject: two\r\n\r\ny\r\n--d--\r\n"),
     b"Subject: lf only\n\nline one\nline two\n",
     b"Content-Type: TEXT/HTML; CHARSET=ISO-8859-1\r\nSubject: upper\r\n\r\n<b>x</b>\r\n",
+    (b"From: =?utf-8?q?J=C3=BCrgen?= <j@x.org> (a comment)\r\nTo: <bare@x.org>, local-only\r\n"
+     b"Subject: folded\r\n\tacross lines\r\nContent-Transfer-Encoding: BASE64\r\n"
+     b"Content-Type: text/plain; charset=\"utf-8\"; format=flowed\r\n\r\naGk=\r\n"),
+    (b"Content-Type: multipart/mixed\r\nSubject: no boundary\r\n\r\nbody\r\n"),
+    (b"Content-Type: multipart/related; boundary=x; type=\"text/html\"\r\n\r\n--x\r\n"
+     b"Content-Type: message/rfc822\r\n\r\nContent-Type: multipart/alternative; boundary=y\r\n"
+     b"Subject: deep\r\n\r\n--y\r\n\r\nplain\r\n--y\r\nContent-Type: text/html\r\n\r\n<i>h</i>\r\n"
+     b"--y--\r\n\r\n--x--\r\n"),
+    b"Content-Type: image/png\r\nContent-Disposition: inline; filename=a.png; size=3\r\n\r\nPNG",
+    b"Subject: =?iso-8859-1?q?caf=E9?=\r\nDate: not a date\r\nMessage-ID: <x@y>\r\n\r\nhi\r\n",
 ]
 
 

@@ -22,7 +22,7 @@ from email.policy import compat32
 from relay.store.types import HeaderFields
 
 _BLANK = re.compile(rb"\r?\n\r?\n")
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_FOLD = re.compile(r"\r?\n[ \t]")        # unfolding: CRLF + WSP → one space (as Dovecot)
 _parser = BytesHeaderParser(policy=compat32)
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
 
@@ -64,7 +64,7 @@ def _value(msg: Message, name: str) -> bytes | None:
         return None
     v = str(v)
     if "\n" in v:
-        v = _FOLD.sub("", v)
+        v = _FOLD.sub(" ", v)
     v = v.strip()
     return v.encode("utf-8", "surrogateescape")
 
@@ -151,8 +151,8 @@ def _addresses(v: bytes | None) -> list | None:
             if not addr and not name:
                 continue
             mbox, at, host = addr.rpartition("@")
-            if not at:
-                mbox, host = addr, ""
+            if not at:      # RFC 3501 wants a host; Dovecot's placeholder, for the same answer
+                mbox, host = addr, "MISSING_DOMAIN"
             out.append([_enc(name) if name else None, None, _enc(mbox) if mbox else None,
                         _enc(host) if host else None])
     if in_group:
@@ -294,7 +294,7 @@ def _structure(data: bytes, start: int, end: int, default: str, depth: int,
     body = data[bstart:end]
     enc = _value(msg, "Content-Transfer-Encoding")
     out: list = [maintype, subtype, plist, _value(msg, "Content-ID"),
-                 _value(msg, "Content-Description"), enc.lower() if enc else b"7bit", len(body)]
+                 _value(msg, "Content-Description"), enc if enc else b"7bit", len(body)]
     if mtype == b"text":
         out.append(_lines(body))
     elif mtype == b"message" and stype == b"rfc822" and depth < 32:
