@@ -142,3 +142,10 @@ def test_local_search_glue_uses_the_search_compiler(cache):
     assert hasattr(search, "to_sql")
     assert cache.search("subject:meaning", account="a", folder="INBOX") == [("INBOX", 1)]
     assert cache.search("is:unread", account="a") == [("INBOX", 2)]
+
+
+def test_unindexed_bodies_are_told_apart_from_empty_ones(cache):
+    cache.put("a", "F", 1, [(summ(1), None), (summ(2), ""), (summ(3), "text")])
+    assert cache.unindexed_uids("a", "F") == [1]
+    cache.put("a", "F", 1, [(summ(1), "now indexed")])
+    assert cache.unindexed_uids("a", "F") == []

@@ -471,3 +471,18 @@ def test_server_search_and_local_search_with_the_query_language(dovecot, bob):
     assert bob.local_search(None, "subject:bedeutung") == [("INBOX", 4)]
     assert bob.local_search("INBOX", "is:flagged") == [("INBOX", 5)]
     assert bob.local_search("INBOX", "body:ketchup") == [("INBOX", 4)]   # body start indexed
+
+
+def test_window_first_without_bodies_then_fill_indexes_them(dovecot, bob):
+    dovecot.seed("bob", 30)
+    lines = []
+    bob.trace = lambda d, line: lines.append(line)
+    state = bob.folder_state("INBOX")
+    bob.summaries("INBOX", state.uids[-5:])
+    assert not [x for x in lines if "BODY.PEEK[1]" in x]          # the window stays light
+    assert bob.cache.unindexed_uids("acct", "INBOX") == list(state.uids[-5:])
+    bob.fill_cache("INBOX")
+    assert bob.cache.unindexed_uids("acct", "INBOX") == []
+    hits = bob.cache.query("m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)",
+                           ["body:word1"], account="acct", folder="INBOX")
+    assert {u for _, u in hits} == {u for u in state.uids if (u - 1) % 7 == 1}

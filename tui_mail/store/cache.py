@@ -210,16 +210,18 @@ class HeaderCache:
 
     # --- summaries --------------------------------------------------------------------
     def put(self, account: str, folder: str, uidvalidity: int,
-            items: Iterable[tuple[MessageSummary, str]]) -> int:
-        """Insert or update summaries with their indexed body text (may be ""), in one
-        transaction. Returns how many were written."""
+            items: Iterable[tuple[MessageSummary, str | None]]) -> int:
+        """Insert or update summaries with their body text for the index (None: not fetched
+        yet, see ``unindexed_uids``), in one transaction. Returns how many were written."""
         rows, fts = [], []
         for s, body in items:
             ts = int(s.date.timestamp()) if s.date else None
             rows.append((account, folder, uidvalidity, s.uid, ts, s.from_name, s.from_addr, s.to,
                          s.cc, s.subject, *_flag_row(s.flags), s.size, int(s.has_attachment),
                          s.message_id, s.in_reply_to, " ".join(s.references)))
-            fts.append((s.subject, f"{s.from_name} {s.from_addr}", f"{s.to} {s.cc}", body or ""))
+            # None: body not indexed yet (""); indexed but empty: " " (tells them apart)
+            fts.append((s.subject, f"{s.from_name} {s.from_addr}", f"{s.to} {s.cc}",
+                        "" if body is None else (body or " ")))
         if not rows:
             return 0
         with self._lock, self._tx():
@@ -238,6 +240,13 @@ class HeaderCache:
                 "INSERT INTO messages_fts(rowid, subject, sender, recipients, body) VALUES (?,?,?,?,?)",
                 [(rid, *f) for rid, f in zip(ids, fts)])
         return len(rows)
+
+    def unindexed_uids(self, account: str, folder: str) -> list[int]:
+        """UIDs cached without their body text indexed (fetched for the window first)."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT m.uid FROM messages m JOIN messages_fts f ON f.rowid = m.rowid "
+                "WHERE m.account=? AND m.folder=? AND f.body = '' ORDER BY m.uid", (account, folder))]
 
     def set_body_text(self, account: str, folder: str, uid: int, body: str) -> None:
         """Index a message's text once it has been fetched (for body: searches)."""

@@ -528,10 +528,15 @@ class ImapStore(MailStore):
             have.update(self._fetch_summaries(folder, missing))
         return have
 
-    def _fetch_summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
+    def _fetch_summaries(self, folder: str, uids: Sequence[int],
+                         with_body: bool = False) -> dict[int, MessageSummary]:
+        """Fetch and cache summaries; ``with_body`` also fetches the start of the body for the
+        search index. The visible window is fetched without it: asking Dovecot for BODY[1] of
+        a few messages can cost it a second on a huge folder, so bodies come with the
+        background fill."""
         items = list(SUMMARY_ITEMS)
         body_key = None
-        if self.body_index_bytes:
+        if with_body and self.body_index_bytes:
             items.append(f"BODY.PEEK[1]<0.{self.body_index_bytes}>".encode())
             body_key = b"BODY[1]<0>"
 
@@ -545,7 +550,7 @@ class ImapStore(MailStore):
                 for uid, data in resp.items():
                     s = summary_from_headers(uid, data)
                     out[uid] = s
-                    body = _body_text(data.get(body_key), data.get(HEADER_KEY)) if body_key else ""
+                    body = _body_text(data.get(body_key), data.get(HEADER_KEY)) if body_key else None
                     rows.append((s, body))
                 self.cache.put(self.account, folder, uv, rows)
             return out
@@ -572,10 +577,16 @@ class ImapStore(MailStore):
             if cancel is not None:
                 cancel.check()
             part = missing[i:i + chunk]
-            self._fetch_summaries(folder, part)
+            self._fetch_summaries(folder, part, with_body=True)
             prog.done += len(part)
             if progress:
                 progress(Progress(prog.done, prog.total))
+        if self.body_index_bytes:   # the windows shown before the fill: index their bodies too
+            todo = self.cache.unindexed_uids(self.account, folder)
+            for i in range(0, len(todo), chunk):
+                if cancel is not None:
+                    cancel.check()
+                self._fetch_summaries(folder, todo[i:i + chunk], with_body=True)
         if cancel is not None:
             cancel.check()
         self.resync_flags(folder, known=cached - gone)
