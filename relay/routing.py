@@ -123,7 +123,10 @@ def make_resolver(cfg: RelayConfig, timeout: float = 5.0) -> dns.asyncresolver.R
         res = dns.asyncresolver.Resolver(configure=False)
         res.nameservers = [dns.nameserver.Do53Nameserver(a.host, a.port) for a in cfg.dns.nameservers]
     else:
-        res = dns.asyncresolver.Resolver()
+        try:
+            res = dns.asyncresolver.Resolver()
+        except dns.resolver.NoResolverConfiguration:  # no /etc/resolv.conf: every lookup defers
+            res = dns.asyncresolver.Resolver(configure=False)
     res.lifetime = timeout
     res.timeout = min(res.timeout, timeout)
     return res
@@ -175,7 +178,7 @@ class Router:
                                permanent=True, code=550, status="5.1.2") from None
         except dns.resolver.NoAnswer:
             answer = None
-        except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.NoResolverConfiguration) as e:
+        except dns.exception.DNSException as e:  # timeout, SERVFAIL, no nameservers…: try later
             raise RoutingError(domain, f"MX lookup failed: {_dns_text(e)}",
                                permanent=False, code=451, status="4.4.3") from None
         if answer is None:  # no MX: the domain itself is the mail host (RFC 5321 §5.1)
@@ -228,7 +231,7 @@ class Router:
             except dns.resolver.NoAnswer:
                 nx = False
                 continue
-            except (dns.exception.Timeout, dns.resolver.NoNameservers) as e:
+            except dns.exception.DNSException as e:
                 nx = False
                 errors.append(_dns_text(e))
                 continue

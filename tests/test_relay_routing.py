@@ -166,3 +166,13 @@ async def test_unreachable_nameserver_is_temporary(tmp_path, port_factory):
     with pytest.raises(RoutingError) as ei:
         await router.route("hamburger.edu")
     assert not ei.value.permanent
+
+
+async def test_resolver_without_nameservers_defers(tmp_path):
+    import dns.asyncresolver
+
+    empty = dns.asyncresolver.Resolver(configure=False)  # like a host without /etc/resolv.conf
+    router = Router(cfg_with(tmp_path), resolver=empty)
+    with pytest.raises(RoutingError) as ei:
+        await router.route("hamburger.edu")
+    assert not ei.value.permanent and ei.value.status == "4.4.3"
