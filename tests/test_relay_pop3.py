@@ -272,6 +272,12 @@ async def test_raw_wire_stuffing_auth_plain_and_errors(relay):
         assert b"\r\n..leading dot\r\n...two dots\r\n\r\nlast line\r\n.\r\n" in wire
         assert b"\n" not in wire.replace(b"\r\n", b"")
         assert (await cmd(b"NOOP")) == b"+OK\r\n"
+        # pipelining (RFC 2449): several commands in one write, answers in order
+        writer.write(b"STAT\r\nLIST 1\r\nUIDL 1\r\nNOOP\r\n")
+        await writer.drain()
+        answers = [await reader.readline() for _ in range(4)]
+        assert [a[:3] for a in answers] == [b"+OK"] * 4
+        assert answers[0].startswith(b"+OK 1 ") and answers[1].startswith(b"+OK 1 ")
         assert (await cmd(b"QUIT")).startswith(b"+OK")
         assert await reader.read() == b""
     finally:
@@ -343,3 +349,47 @@ def test_no_listener_left_behind(tmp_path):
     port = asyncio.run(run())
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_auth_plain_with_continuation(relay):
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        await reader.readline()
+        writer.write(b"AUTH PLAIN\r\n")
+        await writer.drain()
+        assert await reader.readline() == b"+ \r\n"
+        blob = b64encode(f"\x00{ADDR}\x00{PASSWORDS[ADDR]}".encode())
+        writer.write(blob + b"\r\nSTAT\r\nQUIT\r\n")
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"+OK bob@example.org has 0 messages")
+        assert await reader.readline() == b"+OK 0 0\r\n"
+        assert (await reader.readline()).startswith(b"+OK")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_server_close_ends_open_sessions_without_deleting(tmp_path):
+    relay = await Relay(tmp_path).start()
+    relay.deliver(1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    try:
+        await reader.readline()
+        writer.write(f"USER {ADDR}\r\nPASS {PASSWORDS[ADDR]}\r\nDELE 1\r\n".encode())
+        await writer.drain()
+        for _ in range(3):
+            assert (await reader.readline()).startswith(b"+OK")
+        relay.server.close()
+        assert (await reader.readline()).startswith(b"-ERR [SYS/TEMP] server shutting down")
+        assert await reader.read() == b""
+        await relay.server.wait_closed()
+        for _ in range(50):
+            if not relay.server.pop3_sessions:
+                break
+            await asyncio.sleep(0.01)
+        assert relay.server.pop3_sessions == set()
+        assert relay.store.user(ADDR).state("INBOX").uids == [1]
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        relay.store.close()

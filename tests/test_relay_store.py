@@ -380,3 +380,46 @@ def test_index_is_sqlite_wal(store):
     with sqlite3.connect(u.root / index.FILENAME) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
+
+
+def test_name_clash_in_new_is_indexed_as_a_new_message(store):
+    u = store.user(ADDR)
+    (u.root / "new" / "1.same.host").write_bytes(msg(1))
+    assert u.state("INBOX").uids == [1]
+    (u.root / "new" / "1.same.host").write_bytes(msg(2))     # another tool reuses the name
+    assert u.state("INBOX").uids == [1, 2]
+    assert [u.read("INBOX", 1), u.read("INBOX", 2)] == [msg(1), msg(2)]
+    assert u.records("INBOX", [1])[0].name == "1.same.host"
+    assert u.records("INBOX", [2])[0].name != "1.same.host"
+
+
+def test_lf_only_files_have_crlf_virtual_size_and_reads(store):
+    u = store.user(ADDR)
+    data = b"Subject: lf\n\nline one\nline two\n"
+    (u.root / "new" / "2.lf.host").write_bytes(data)
+    u.append("INBOX", msg(3))
+    r1, r2 = u.records("INBOX", u.state("INBOX").uids)
+    assert (r1.size, r1.vsize) == (len(data), len(data) + 4)
+    assert r2.size == r2.vsize == len(msg(3))
+    assert u.read("INBOX", 1) == data
+    assert u.read("INBOX", 1, crlf=True) == data.replace(b"\n", b"\r\n")
+    assert u.read("INBOX", 1, 4, 6, crlf=True) == b"ect: l"
+    assert u.bodystructure("INBOX", 1)[6:8] == [len(b"line one\r\nline two\r\n"), 2]
+
+
+def test_unicode_folder_names_on_disk(store):
+    u = store.user(ADDR)
+    u.create("Entwürfe/Privé")
+    assert (u.root / ".Entw&APw-rfe.Priv&AOk-" / "cur").is_dir()
+    assert "Entwürfe/Privé" in {f.name for f in u.folders()}
+    u.append("Entwürfe/Privé", msg(1))
+    assert u.state("Entwürfe/Privé").uids == [1]
+
+
+def test_closed_store_refuses_calls(tmp_path):
+    s = MailStore(tmp_path / "mail")
+    u = s.user(ADDR)
+    s.close()
+    with pytest.raises(StoreError) as e:
+        u.state("INBOX")
+    assert e.value.code == "UNAVAILABLE"

@@ -42,15 +42,32 @@ async def start_pop3_server(host: str, port: int, *, store: MailStore, authentic
     ``allow_plaintext``: USER/PASS without TLS from loopback clients (never from others).
     """
     in_use = _IN_USE.setdefault(store, set())
+    sessions: set[Pop3Session] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Pop3Session(reader, writer, store=store, authenticate=authenticate,
                               ssl_context=ssl_context, throttle=throttle,
                               allow_plaintext=allow_plaintext, hostname=hostname,
                               idle_timeout=idle_timeout, in_use=in_use)
-        await session.run()
+        sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            sessions.discard(session)
 
-    return await asyncio.start_server(handle, host, port, limit=MAX_LINE * 4)
+    server = await asyncio.start_server(handle, host, port, limit=MAX_LINE * 4)
+    # Closing the listener also ends the open sessions (without UPDATE: nothing is deleted),
+    # so RelayServer.stop's generic close() + wait_closed() leaves no session behind.
+    close_listener = server.close
+
+    def close() -> None:
+        close_listener()
+        for s in list(sessions):
+            s.shutdown()
+
+    server.close = close  # type: ignore[method-assign]
+    server.pop3_sessions = sessions  # type: ignore[attr-defined]
+    return server
 
 
 class Pop3Session:
@@ -69,6 +86,15 @@ class Pop3Session:
         self.machine = Pop3Machine(hostname=hostname, tls_active=writer.get_extra_info("sslcontext") is not None,
                                    tls_available=ssl_context is not None,
                                    plaintext_allowed=allow_plaintext and is_loopback(self.ip))
+
+    def shutdown(self) -> None:
+        """The server is stopping: say so (best effort) and drop the connection."""
+        if not self.writer.is_closing():
+            try:
+                self.writer.write(err("[SYS/TEMP] server shutting down"))
+            except (ConnectionError, RuntimeError):
+                pass
+            self.writer.close()
 
     async def run(self) -> None:
         try:

@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 
 FILENAME = "tui-mail-index.sqlite"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

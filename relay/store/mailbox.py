@@ -714,7 +714,9 @@ class UserStore:
             f = self._folder(folder)
             self._sync(f)
             recs = [_record(r) for r in self._db.execute(
-                f"SELECT {_ROW} FROM messages WHERE folder=? AND modseq>? ORDER BY uid", (f.id, modseq))]
+                # INDEXED BY: with ORDER BY uid SQLite would scan the whole folder by primary key
+                f"SELECT {_ROW} FROM messages INDEXED BY messages_modseq WHERE folder=? AND modseq>? "
+                "ORDER BY uid", (f.id, modseq))]
             gone = [r[0] for r in self._db.execute(
                 "SELECT uid FROM expunged WHERE folder=? AND modseq>? ORDER BY uid", (f.id, modseq))]
             return recs, gone
