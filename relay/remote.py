@@ -373,6 +373,8 @@ class _DestinationPool:
 
     async def _next_job(self, idle: float) -> _Job | None:
         deadline = time.monotonic() + idle
+        if self.owner.closing:  # shutting down: what is still waiting is deferred by aclose()
+            return None
         while not self.jobs:
             if self.owner.closing:
                 return None
@@ -441,6 +443,14 @@ class _DestinationPool:
                     results = dict.fromkeys(job.rcpts, deferred(f"connection to {self.dests[index]} lost: {_oneline(e)}"))
                 if not job.future.done():
                     job.future.set_result(results)
+        except asyncio.CancelledError:  # cut off by aclose(): the message stays queued
+            self.workers.discard(me)
+            if job is not None and not job.future.done():
+                job.future.set_result(dict.fromkeys(job.rcpts, deferred("the relay is shutting down", "4.3.2", 421)))
+            if session is not None:
+                session.abort()
+                session = None
+            raise
         except Exception as e:  # never let a worker die silently with callers waiting
             self.workers.discard(me)
             log.exception("onward delivery worker for %s crashed", self.dests[0])
@@ -551,14 +561,19 @@ class RemoteDelivery:
         data = await asyncio.to_thread(entry.read_message)
         return await self.deliver_message(OutboundMessage(entry.sender, data, entry.id), recipients)
 
-    async def aclose(self) -> None:
-        """Stop taking work, let the workers finish their current message, QUIT everything."""
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Stop taking work, let the workers finish their current message (up to ``grace``
+        seconds, then cut them off), QUIT every connection; waiting messages are deferred."""
         self.closing = True
         workers = list(self._tasks)
         for p in self._pools.values():
             p.wakeup.set()
         if workers:
-            await asyncio.gather(*workers, return_exceptions=True)
+            _, late = await asyncio.wait(workers, timeout=grace)
+            for t in late:
+                t.cancel()
+            if late:
+                await asyncio.wait(late)
         for p in self._pools.values():
             for j in p.jobs:
                 if not j.future.done():

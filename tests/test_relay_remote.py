@@ -618,3 +618,25 @@ async def test_broken_opportunistic_tls_falls_back_to_plaintext(tmp_path):
         assert s.commands.count("STARTTLS") == 1  # not tried again on the plaintext retry
     finally:
         await s.stop()
+
+
+async def test_aclose_cuts_off_a_hanging_transaction(tmp_path):
+    class Stuck(Receiver):
+        async def handle_DATA(self, server, session, envelope):
+            await asyncio.sleep(30)
+            return "250 too late"
+
+    r = await Stuck().start()
+    try:
+        rd = RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": r.port}))
+        pending = asyncio.ensure_future(rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"]))
+        queued = asyncio.ensure_future(rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["carol@hamburger.edu"]))
+        await asyncio.sleep(0.2)
+        started = asyncio.get_running_loop().time()
+        await rd.aclose(grace=0.2)
+        assert asyncio.get_running_loop().time() - started < 2
+        for fut, rcpt in ((pending, "bob@hamburger.edu"), (queued, "carol@hamburger.edu")):
+            res = (await fut)[rcpt]
+            assert (res.status, res.code) == ("deferred", 421) and "shutting down" in res.text
+    finally:
+        await r.stop()
