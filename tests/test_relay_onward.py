@@ -348,6 +348,29 @@ async def test_control_socket_is_private(relays):
     assert isinstance(pong["pid"], int)
 
 
+async def test_tui_mail_relay_queue_command_reaches_the_running_relay(relays_hamburger_down):
+    import contextlib
+    import io
+
+    from relay.cli import main as relay_main
+
+    r = relays_hamburger_down
+    await submit(r.crepes, message("via the real CLI"), ["bob@hamburger.edu"])
+    await wait_for(lambda: any(e.recipients[0].status == "deferred" for e in r.crepes.runner.entries.values()),
+                   what="deferral")
+
+    def run(*argv):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = relay_main(["--data-dir", str(r.crepes_cfg.data_dir), *argv])
+        return rc, out.getvalue()
+
+    rc, out = await asyncio.to_thread(run, "queue", "--json")
+    assert rc == 0 and json.loads(out)[0]["recipients"][0]["address"] == "bob@hamburger.edu"
+    rc, out = await asyncio.to_thread(run, "queue", "list", "--json")
+    assert rc == 0 and len(json.loads(out)) == 1
+
+
 def test_queue_cli_refuses_when_relay_not_running(tmp_path):
     cfg = relay_cfg(tmp_path, "crepes.fr")
     rc, out, err = cli([], cfg)
