@@ -193,3 +193,8 @@ def test_search_flags_and_recent():
 def test_search_without_date_header():
     assert not search(b"SENTSINCE 1-Jan-2000", data=SIMPLE)
     assert search(b"HEADER X-Spam folded", data=SIMPLE)
+
+
+def test_strip_extensions_gives_body():
+    assert F.strip_extensions(F.bodystructure(MULTI)) == F.bodystructure(MULTI, extended=False)
+    assert F.strip_extensions(F.bodystructure(SIMPLE)) == F.bodystructure(SIMPLE, extended=False)

@@ -223,7 +223,7 @@ def normalise(lines: list[bytes]) -> list[bytes]:
 
 
 APPENDS = [MULTI, SIMPLE] + [make_message(i) for i in range(3)] + [
-    b"From: =?utf-8?b?SsO8cmdlbg==?= <j@x.de>\r\nTo: j@x.de\r\nSubject: plain\r\n"
+    b"From: =?utf-8?b?SsO8cmdlbg==?= <j@x.de>\r\nTo: undisclosed-recipients:;\r\nSubject: plain\r\n"
     b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\nK\xe4se\r\n",
 ]
 

@@ -266,6 +266,27 @@ def bodystructure(data: bytes, part: Part | None = None, *, extended: bool = Tru
     return out
 
 
+def _low(v) -> str:
+    if isinstance(v, bytes):
+        return v.decode("ascii", "replace").lower()
+    return str(v).lower() if v is not None else ""
+
+
+def strip_extensions(bs: list) -> list:
+    """BODY from a cached BODYSTRUCTURE: the same tree without the extension fields."""
+    if bs and isinstance(bs[0], (list, tuple)):
+        n = 0
+        while n < len(bs) and isinstance(bs[n], (list, tuple)):   # the parts, then the subtype
+            n += 1
+        return [strip_extensions(k) for k in bs[:n]] + [bs[n]]
+    t, st = _low(bs[0]), _low(bs[1])
+    if t == "text":
+        return list(bs[:8])
+    if t == "message" and st == "rfc822" and len(bs) >= 10:
+        return list(bs[:8]) + [strip_extensions(bs[8]), bs[9]]
+    return list(bs[:7])
+
+
 def _lang(p: Part):
     v = header_value(p.headers, "CONTENT-LANGUAGE")
     if not v:

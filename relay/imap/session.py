@@ -642,6 +642,12 @@ class Session:
                     he, _ = F.split_header(data)
                     env = F.envelope(F.parse_headers(data[:he]))
                 items.append(b"ENVELOPE " + encode_envelope(env))
+            elif n in ("BODY", "BODYSTRUCTURE") and data is None and hasattr(mb, "bodystructure"):
+                bs = mb.bodystructure(folder, rec.uid)   # cached in the index: no file read
+                if bs is None:
+                    data = mb.read(folder, rec.uid)
+                    bs = F.bodystructure(data)
+                items.append(n.encode() + b" " + encode_body(bs if n == "BODYSTRUCTURE" else F.strip_extensions(bs)))
             else:
                 if data is None:
                     data = mb.read(folder, rec.uid)
