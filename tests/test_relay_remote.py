@@ -269,7 +269,8 @@ async def test_null_sender_is_sent_as_empty_path(tmp_path, receiver):
     assert receiver.messages[0]["from"] == "<>"  # aiosmtpd reports the null path literally
 
 
-async def test_twenty_messages_share_one_connection(tmp_path, receiver):
+async def test_twenty_messages_share_one_connection(tmp_path, receiver, monkeypatch):
+    monkeypatch.setattr("relay.remote.SUSTAINED_BACKLOG", 60.0)  # see the slow-start test below
     async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": receiver.port})) as rd:
         msgs = [OutboundMessage("alice@crepes.fr", MSG.replace(b"hi", b"hi %d" % i)) for i in range(20)]
         results = await asyncio.gather(*(rd.deliver_message(m, ["bob@hamburger.edu"]) for m in msgs))
