@@ -393,3 +393,28 @@ async def test_server_close_ends_open_sessions_without_deleting(tmp_path):
         writer.close()
         await writer.wait_closed()
         relay.store.close()
+
+
+async def test_plaintext_injected_after_stls_is_ignored(tmp_path):
+    relay = await Relay(tmp_path, ssl_context=tls_context(tmp_path), allow_plaintext=False).start()
+    try:
+        def attack():
+            with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as raw:
+                f = raw.makefile("rb")
+                assert f.readline().startswith(b"+OK")
+                raw.sendall(b"STLS\r\nUSER injected@example.org\r\n")
+                assert f.readline().startswith(b"+OK begin TLS")
+                f.close()
+                with client_tls().wrap_socket(raw, server_hostname="mx.example.org") as tls:
+                    tf = tls.makefile("rb")
+                    tls.sendall(f"PASS {PASSWORDS[ADDR]}\r\n".encode())
+                    answer = tf.readline()
+                    tls.sendall(b"QUIT\r\n")
+                    tf.readline()
+                    tf.close()
+                    return answer
+
+        assert (await asyncio.to_thread(attack)) == b"-ERR send USER first\r\n"
+        assert relay.attempts == []
+    finally:
+        await relay.stop()

@@ -160,6 +160,13 @@ class Pop3Session:
         if isinstance(out, Fetch):
             return await self._fetch(out)
         if isinstance(out, StartTLS):
+            # Plaintext pipelined after STLS must not count as said under TLS (the STARTTLS
+            # command-injection attack, CVE-2011-0411 and kin): drop whatever is buffered.
+            buffered = len(getattr(self.reader, "_buffer", b""))
+            if buffered:
+                log.warning("pop3 [%s]: %d bytes sent after STLS before the handshake dropped",
+                            self.ip, buffered)
+                self.reader._buffer.clear()  # type: ignore[attr-defined]
             await self._send(out.reply)
             await self.writer.start_tls(self.ssl_context)
             self.machine.tls_started()
