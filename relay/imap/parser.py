@@ -749,16 +749,29 @@ def _encode(v, out: bytearray) -> None:
         raise TypeError(f"cannot encode {type(v).__name__} as an IMAP value")
 
 
+_NSTRING_CACHE: dict = {}
+
+
 def encode_nstring(v) -> bytes:
-    """NIL, a quoted string or a literal (bytes/str)."""
+    """NIL, a quoted string or a literal (bytes/str). Memoised: envelope fields repeat a lot
+    (the same senders, domains and names across 100,000 messages)."""
     if v is None:
         return b"NIL"
+    r = _NSTRING_CACHE.get(v)
+    if r is not None:
+        return r
     b = v.encode("utf-8") if type(v) is str else v
     if len(b) < 1024 and b.isascii() and b"\r" not in b and b"\n" not in b and b"\0" not in b:
         if b"\\" in b or b'"' in b:
             b = b.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-        return b'"' + b + b'"'
-    return b"{%d}\r\n" % len(b) + bytes(b)
+        r = b'"' + b + b'"'
+    else:
+        r = b"{%d}\r\n" % len(b) + bytes(b)
+    if len(v) < 200:
+        if len(_NSTRING_CACHE) > 50_000:
+            _NSTRING_CACHE.clear()
+        _NSTRING_CACHE[v] = r
+    return r
 
 
 def encode_body(bs: list) -> bytes:

@@ -69,9 +69,19 @@ def imap_date(d: _dt.datetime) -> str:
             f"{sign}{mins // 60:02d}{mins % 60:02d}")
 
 
+_FLAG_ORDER = {f: i for i, f in enumerate(SYSTEM_FLAGS)}
+_FLAG_LISTS: dict = {}
+
+
 def flag_list(flags) -> Raw:
-    order = {f: i for i, f in enumerate(SYSTEM_FLAGS)}
-    return Raw(("(" + " ".join(sorted(flags, key=lambda f: (order.get(f, 99), f))) + ")").encode())
+    """``(\\Seen $Work)``: system flags first in a fixed order, then keywords (memoised per set)."""
+    key = flags if isinstance(flags, frozenset) else frozenset(flags)
+    r = _FLAG_LISTS.get(key)
+    if r is None:
+        r = Raw(("(" + " ".join(sorted(key, key=lambda f: (_FLAG_ORDER.get(f, 99), f))) + ")").encode())
+        if len(_FLAG_LISTS) < 4096:
+            _FLAG_LISTS[key] = r
+    return r
 
 
 _ATOM_NAME = re.compile(r"^[A-Za-z0-9&'+,\-._/:;<=>?@!#$^`|~]+$")
@@ -674,7 +684,9 @@ class Session:
         return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
 
     def _flags(self, rec: MessageRecord):
-        return set(rec.flags) | ({"\\Recent"} if rec.uid in self.recent else set())
+        if self.recent and rec.uid in self.recent:
+            return frozenset(rec.flags) | {"\\Recent"}
+        return rec.flags
 
     async def cmd_UID_FETCH(self, tag, args):
         await self.cmd_FETCH(tag, args, uid_mode=True)
