@@ -785,13 +785,14 @@ class Session:
             # header keys never involve MODSEQ, so the modseq of a hit is not needed (0)
             return [(bisect.bisect_left(uids, u), 0) for u in sorted(cand) if _in_view(uids, u)]
         ev = Evaluator(keys, ctx, hits or {})
+        # keys answered by the index record alone (flags, sizes, dates, sets) need no adapter
+        plain = not _needs_message(keys, hits or {})
         out = []
         for start in range(0, len(uids), 5000):
             chunk = uids[start:start + 5000]
             for rec in mb.records(folder, chunk):
-                target = _Target(mb, folder, rec)
                 i = bisect.bisect_left(uids, rec.uid, start)
-                if ev.matches(i + 1, target):
+                if ev.matches(i + 1, rec if plain else _Target(mb, folder, rec)):
                     out.append((i, rec.modseq))
         return out
 
@@ -945,6 +946,23 @@ def _indexed_header_hits(mb, folder, keys) -> dict | None:
         if field is not None and (k[1], k[2]) not in out:
             out[(k[1], k[2])] = search_header(folder, field, k[2])
     return out
+
+
+def _needs_message(keys, hits: dict) -> bool:
+    """True if some key needs header or body data the index record does not carry."""
+    for k in keys:
+        op = k[0]
+        if op in ("body", "text") or (op == "date" and k[1] == "sent"):
+            return True
+        if op == "header" and (k[1], k[2]) not in hits:
+            return True
+        if op == "and" and _needs_message(k[1], hits):
+            return True
+        if op == "or" and _needs_message([k[1], k[2]], hits):
+            return True
+        if op == "not" and _needs_message([k[1]], hits):
+            return True
+    return False
 
 
 def _only_indexed(keys) -> bool:
