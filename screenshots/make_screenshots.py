@@ -118,11 +118,7 @@ def main() -> int:
             from tui_mail.send.smtp import SmtpSettings, SmtpSubmitter
 
             submitter = SmtpSubmitter(SmtpSettings("127.0.0.1", 2587, security="none"))
-
-            async def send(data: bytes):
-                return await submitter.send(data)
-
-            outbox = Outbox(tmp / "outbox", send=send).open()
+            outbox = Outbox(tmp / "outbox", send=submitter.send).open()
             account = Account("bob@hamburger", store, "bob@hamburger.edu", "Bob Hamburger",
                               submit=submit_via(outbox), outbox=outbox.store)
             app = MailApp([account], settings, clock=lambda: NOW)

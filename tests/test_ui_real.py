@@ -62,11 +62,7 @@ def local_app(tmp_path, smtp_port: int | None = None) -> tuple[MailApp, LocalSto
     submit = outbox = None
     if smtp_port is not None:
         submitter = SmtpSubmitter(SmtpSettings("127.0.0.1", smtp_port, security="none"))
-
-        async def send(data: bytes):
-            return await submitter.send(data)
-
-        outbox = Outbox(tmp_path / "outbox", send=send, sent_copy=sent_copy_to(store)).open()
+        outbox = Outbox(tmp_path / "outbox", send=submitter.send, sent_copy=sent_copy_to(store)).open()
         submit = submit_via(outbox)
     account = Account("alice", store, "alice@crepes.fr", "Alice Crêpe", submit=submit,
                       outbox=outbox.store if outbox else None)
@@ -172,7 +168,11 @@ async def test_unsendable_mail_waits_in_the_outbox_folder(tmp_path, port_factory
         await pilot.press(*"bob@hamburger.edu")
         app.screen.query_one("#subject").value = "Later"
         await pilot.press("ctrl+s")
-        await settle(pilot, app, lambda: app.screen is app.main_screen, timeout=10)
+        try:
+            await settle(pilot, app, lambda: app.screen is app.main_screen, timeout=10)
+        except AssertionError:
+            print("DBG", app.errors, [n.message for n in app._notifications], app.screen.query_one("#to").value)
+            raise
         assert any("Outbox" in n.message for n in app._notifications)
         app.main_screen.list_folders(app.accounts[0])
         await settle(pilot, app, lambda: "Outbox" in app.main_screen.tree.folders["alice"])

@@ -27,6 +27,7 @@ class FolderLoaded(Message):
     folder: str
     state: FolderState
     summaries: dict[int, MessageSummary]
+    keep: int | None = None        # keep the cursor on this uid (a reload of the same folder)
 
 
 @dataclass

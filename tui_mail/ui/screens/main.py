@@ -57,6 +57,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.folder_rows: tuple[int, ...] = ()
         self.journal = UndoJournal()
         self._preview_timer: Timer | None = None
+        self._loaded: tuple[str, str, int] | None = None
         self._read_timer: Timer | None = None
 
     # --- layout -------------------------------------------------------------------------
@@ -183,16 +184,26 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         window = state.uids[-FIRST_WINDOW:]
         cached = store.cached_summaries(real, window)
         if not get_current_worker().is_cancelled:
-            self.post_message(FolderLoaded(account.name, folder, state, cached))
-            self._keep = keep
+            self.post_message(FolderLoaded(account.name, folder, state, cached, keep))
 
     def on_folder_loaded(self, event: FolderLoaded) -> None:
         if not self._is_current(event.account, event.folder):
             return
         rows = event.state.uids[::-1]              # newest first
         self.folder_rows = rows
-        keep = getattr(self, "_keep", None) or self.message_list.current_uid
-        self.message_list.set_rows(rows, event.summaries, keep=keep)
+        ml = self.message_list
+        reload = self._loaded == (event.account, event.folder, event.state.uidvalidity)
+        self._loaded = (event.account, event.folder, event.state.uidvalidity)
+        if reload:       # same folder again (new mail, undo, refresh): keep what we know
+            summaries = {**ml.summaries, **event.summaries}
+            keep = event.keep if event.keep is not None else ml.current_uid
+        else:
+            summaries, keep = event.summaries, event.keep
+        ml.set_rows(rows, summaries, keep=keep)
+        if reload:       # refresh the visible rows' flags, which another client may have changed
+            stale = tuple(u for u in ml.visible_uids() if u not in event.summaries)
+            if stale:
+                self.fetch_window(self.accounts[event.account], event.folder, stale)
         if self.threaded:
             self.thread_rows()
         self._show_counts()
@@ -254,11 +265,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         ml = self.message_list
         self.status.total = len(ml.rows)
         info = self.tree.info(self.account.name, self.folder) if self.account and self.folder else None
-        known = [s for u, s in ml.summaries.items()]
         if info is not None and info.unread is not None and self.search_query is None:
             self.status.unread = info.unread
-        else:
-            self.status.unread = sum(1 for s in known if s.unread)
+        elif len(ml.rows) <= 20_000:
+            self.status.unread = sum(1 for u in ml.rows if (s := ml.summaries.get(u)) and s.unread)
         self.status.selected = len(ml.selection)
 
     # --- summaries for the visible window ---------------------------------------------------
@@ -348,18 +358,21 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self._apply_flag((uid,), SEEN, True, record=False)
 
     # --- flags (optimistic, confirmed by FlagsChanged) ----------------------------------------
-    def _apply_flag(self, uids: tuple[int, ...], flag: str, add: bool, record: bool = True,
-                    label: str = "flag") -> None:
+    def _local_flags(self, uids: tuple[int, ...], flag: str, add: bool) -> None:
+        """Show a flag change at once; the store call follows in a worker."""
         ml = self.message_list
         changed = {}
         for uid in uids:
             s = ml.summaries.get(uid)
-            if s is not None:
-                flags = s.flags | {flag} if add else s.flags - {flag}
-                changed[uid] = _with_flags(s, flags)
+            if s is not None and (flag in s.flags) != add:
+                changed[uid] = _with_flags(s, s.flags | {flag} if add else s.flags - {flag})
         ml.summaries.update(changed)
         ml.refresh_uids(uids)
         self._adjust_unread(flag, add, len(changed))
+
+    def _apply_flag(self, uids: tuple[int, ...], flag: str, add: bool, record: bool = True,
+                    label: str = "flag") -> None:
+        self._local_flags(uids, flag, add)
         undo = FlagChange(self.folder, uids, flag, add, label) if record else None
         self.store_flags(self.account, self.folder, uids, flag, add, undo)
 
@@ -497,6 +510,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.app.notify(str(e), severity="warning")
             self.refresh_bindings()
             return
+        if isinstance(op, UndoFlags) and op.folder == self.folder:
+            self._local_flags(op.uids, op.flag, op.add)
         self.run_undo(self.account, op, UndoJournal.describe(entry))
         self.refresh_bindings()
 

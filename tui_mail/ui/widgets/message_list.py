@@ -181,6 +181,10 @@ class MessageList(ScrollView, can_focus=True):
         uid = self.current_uid
         return (uid,) if uid is not None else ()
 
+    def visible_uids(self) -> Sequence[int]:
+        top = int(self.scroll_y)
+        return self.rows[top: top + max(1, self.scrollable_content_region.height)]
+
     def refresh_uids(self, uids: Iterable[int]) -> None:
         for uid in uids:
             row = self.row_of(uid)
