@@ -362,7 +362,8 @@ async def test_concurrent_sessions_see_each_other(mb):
 async def test_mailbox_management(c, mb):
     assert (await c("a CREATE Projects/2026")).startswith("a OK")
     assert (await c("a CREATE Projects/2026")).startswith("a NO [ALREADYEXISTS]")
-    assert (await c("a CREATE ../etc")).startswith("a NO [CANNOT]")
+    for bad in ("../etc", "a/../b", "a//b", ".hidden", "x*y", "50%", "back\\\\slash"):
+        assert (await c(f'a CREATE "{bad}"')).startswith("a NO [CANNOT]"), bad
     assert (await c("a CREATE INBOX")).startswith("a NO")
     out = await c('b LIST "" *')
     assert out.splitlines()[0] == '* LIST (\\HasNoChildren) "/" INBOX' or out.splitlines()[0].startswith('* LIST (\\HasNoChildren) "/" "INBOX"')

@@ -415,3 +415,20 @@ async def test_idle_sees_expunge_and_flags_from_another_session(relay):
             assert any(r[0] == 1 and r[1] == b"FETCH" and b"\\Flagged" in r[2][r[2].index(b"FLAGS") + 1]
                        for r in got if len(r) > 2)
     await run(client)
+
+
+async def test_mailbox_names_cannot_escape_the_maildir(relay, tmp_path):
+    from imapclient.exceptions import IMAPClientError
+
+    def client():
+        with IMAPClient("127.0.0.1", port=relay.port, ssl=False) as c:
+            c.login(USER, "secret")
+            for bad in ("../../escape", "a/../../escape", "/abs", ".dot", "x/./y"):
+                with pytest.raises(IMAPClientError):
+                    c.create_folder(bad)
+            with pytest.raises(IMAPClientError):
+                c.rename_folder("Sent", "../../escape")
+            with pytest.raises(IMAPClientError):
+                c.select_folder("../../escape")
+    await run(client)
+    assert not any("escape" in p.name for p in tmp_path.rglob("*"))

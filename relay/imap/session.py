@@ -372,7 +372,8 @@ class Session:
         if not name or len(name) > 512 or any(ord(c) < 0x20 for c in name):
             raise No("[CANNOT] Invalid mailbox name")
         parts = name.split(SEP)
-        if any(p in ("", ".", "..") for p in parts) or "\\" in name or name.startswith("."):
+        if (any(p in ("", ".", "..") for p in parts) or any(c in name for c in "\\%*")
+                or name.startswith(".")):
             raise No("[CANNOT] Invalid mailbox name")
         return name
 
