@@ -423,3 +423,12 @@ def test_closed_store_refuses_calls(tmp_path):
     with pytest.raises(StoreError) as e:
         u.state("INBOX")
     assert e.value.code == "UNAVAILABLE"
+
+
+def test_wire_forms_are_cached_and_follow_copies(store):
+    u = store.user(ADDR)
+    u.append("INBOX", msg(1))
+    u.copy("INBOX", [1], "Archive")
+    for folder in ("INBOX", "Archive"):
+        assert u.envelopes_wire(folder) == {1: mime.imap_encode(u.envelope(folder, 1))}
+        assert u.bodystructures_wire(folder, [1]) == {1: mime.imap_encode(u.bodystructure(folder, 1))}

@@ -145,3 +145,13 @@ def test_maildir_info_round_trip():
     assert maildir.flags_from_info(info) == flags - {"Work"}
     assert maildir.split_name("plain") == ("plain", "")
     assert maildir.new_unique() != maildir.new_unique()
+
+
+def test_imap_wire_encoding_matches_the_imap_encoder():
+    from relay.imap.parser import encode
+    for data in (SIMPLE, MULTI, b'Subject: "q" \\ back\r\nFrom: =?utf-8?q?x?= <a@b>\r\n\r\n',
+                 "Subject: Grüße\r\n\r\n".encode(), b"Subject: " + b"x" * 1500 + b"\r\n\r\n"):
+        env, body = mime.envelope(data), mime.bodystructure(data)
+        assert mime.imap_encode(env) == encode(env)
+        assert mime.imap_encode(body) == encode(body)
+    assert mime.imap_encode([None, 1, b'a"b\\c', "é"]) == b'(NIL 1 "a\\"b\\\\c" {2}\r\n\xc3\xa9)'

@@ -38,6 +38,8 @@ the next UIDs; external renames/removals in cur/ become flag changes/expunges)
   changes_since(folder, modseq) -> (changed MessageRecords, expunged UIDs)
 Messages (uids: ascending ints; unknown UIDs are skipped silently)
   records(folder, uids=None) -> list[MessageRecord(uid, flags, size, internaldate, modseq, name)]
+  envelopes_wire(folder, uids=None) / bodystructures_wire(...) -> {uid: bytes} the same data
+      already IMAP-encoded (no decoding at all: the fast path for FETCH over big folders)
   envelopes(folder, uids=None) / bodystructures(...) -> {uid: nested list}; envelope(folder, uid)
       and bodystructure(folder, uid) for one. Lists of bytes/int/None, see mime.py; BODY (non
       extensible) is BODYSTRUCTURE without the extension fields.

@@ -3,8 +3,9 @@ operation): folders with UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ, messages with UID, M
 flags, size, INTERNALDATE, MODSEQ, cached ENVELOPE/BODYSTRUCTURE and SEARCH header columns,
 expunged UIDs with their MODSEQ (for CHANGEDSINCE), and subscriptions.
 
-ENVELOPE and BODYSTRUCTURE are stored with ``marshal`` (nested lists of bytes/int/None load back
-in microseconds, which is what lets FETCH ENVELOPE over 100,000 messages stay cheap). The file
+ENVELOPE and BODYSTRUCTURE are stored twice: with ``marshal`` (nested lists of bytes/int/None
+load back in microseconds) and already encoded for the IMAP wire (mime.imap_encode), so a FETCH
+ENVELOPE over 100,000 messages need not decode or re-encode anything. The file
 lives in the user's 0700 directory and is written only by the relay; anyone able to write it
 can already rewrite the mail itself. If it is lost or unreadable it is rebuilt from the Maildir
 with new UIDVALIDITYs.
@@ -17,7 +18,7 @@ import sqlite3
 from pathlib import Path
 
 FILENAME = "tui-mail-index.sqlite"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,6 +47,8 @@ CREATE TABLE IF NOT EXISTS messages (
     recent INTEGER NOT NULL DEFAULT 0,
     envelope BLOB NOT NULL,
     bodystructure BLOB NOT NULL,
+    envelope_wire BLOB NOT NULL,
+    body_wire BLOB NOT NULL,
     hdr_subject TEXT NOT NULL DEFAULT '',
     hdr_from TEXT NOT NULL DEFAULT '',
     hdr_to TEXT NOT NULL DEFAULT '',

@@ -284,13 +284,15 @@ class UserStore:
                         cached: tuple | None = None) -> None:
         if cached is None:
             env, body, h = mime.analyse(data)
-            cached = (index.pack(env), index.pack(body), h.subject, h.from_, h.to, h.cc, h.bcc,
+            cached = (index.pack(env), index.pack(body), mime.imap_encode(env),
+                      mime.imap_encode(body), h.subject, h.from_, h.to, h.cc, h.bcc,
                       h.message_id, h.date)
         vsize = len(data) + data.count(b"\n") - data.count(b"\r\n")
         db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, vsize, "
-                   "internaldate, tzoffset, modseq, recent, envelope, bodystructure, hdr_subject, "
+                   "internaldate, tzoffset, modseq, recent, envelope, bodystructure, "
+                   "envelope_wire, body_wire, hdr_subject, "
                    "hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date) "
-                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                    (folder_id, uid, base, fn, " ".join(sorted(flags)), len(data), vsize,
                     internaldate, tzoffset, modseq, int(recent)) + tuple(cached))
 
@@ -480,6 +482,17 @@ class UserStore:
             rows = list(self._select(self._folder(folder), "uid, envelope", uids))
         return {u: index.unpack(b) for u, b in rows}
 
+    def envelopes_wire(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, bytes]:
+        """ENVELOPE per UID already encoded for IMAP (what relay.imap.parser.encode would give
+        for ``envelopes()``): send it as is, nothing is decoded."""
+        with self._lock:
+            return dict(self._select(self._folder(folder), "uid, envelope_wire", uids))
+
+    def bodystructures_wire(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, bytes]:
+        """BODYSTRUCTURE per UID already encoded for IMAP."""
+        with self._lock:
+            return dict(self._select(self._folder(folder), "uid, body_wire", uids))
+
     def bodystructures(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, list]:
         with self._lock:
             rows = list(self._select(self._folder(folder), "uid, bodystructure", uids))
@@ -629,6 +642,7 @@ class UserStore:
             self._sync(src)
             self._sync(dst)
             cols = ("uid, base, filename, flags, internaldate, tzoffset, envelope, bodystructure, "
+                    "envelope_wire, body_wire, "
                     "hdr_subject, hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date, size, vsize")
             rows = list(self._select(src, cols, uids))
             done_src: list[int] = []
@@ -657,8 +671,9 @@ class UserStore:
                     dmod += 1
                     db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, "
                                "vsize, internaldate, tzoffset, modseq, recent, envelope, "
-                               "bodystructure, hdr_subject, hdr_from, hdr_to, hdr_cc, hdr_bcc, "
-                               "hdr_message_id, hdr_date) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?)",
+                               "bodystructure, envelope_wire, body_wire, hdr_subject, hdr_from, "
+                               "hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date) "
+                               "VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?)",
                                (dst.id, uid, newbase, newname, flagtext, size, vsize, idate, tzo, dmod,
                                 *cached))
                     if move:

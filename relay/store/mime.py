@@ -371,3 +371,37 @@ def analyse(data: bytes) -> tuple[list, list, HeaderFields]:
     msg = parse_header(header_of(data))
     return (envelope_of(msg), _structure(data, 0, len(data), "text/plain", 0, msg),
             header_fields_of(msg))
+
+
+# ------------------------------------------------------------------------------ IMAP wire form
+def imap_encode(value) -> bytes:
+    """Nested lists of bytes/str/int/None → IMAP wire bytes, by the same rules as
+    relay.imap.parser.encode: NIL, numbers, quoted strings (short 7-bit, no CR/LF/NUL; \\ and "
+    escaped), otherwise literals; lists in parentheses. Cached per message by the index."""
+    out = bytearray()
+    _wire(value, out)
+    return bytes(out)
+
+
+def _wire(v, out: bytearray) -> None:
+    if v is None:
+        out += b"NIL"
+    elif isinstance(v, (bytes, str)):
+        b = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v
+        if len(b) < 1024 and b.isascii() and b"\r" not in b and b"\n" not in b and b"\0" not in b:
+            out += b'"' + b.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        else:
+            out += b"{%d}\r\n" % len(b) + b
+    elif isinstance(v, bool):
+        raise TypeError("bool is not an IMAP value")
+    elif isinstance(v, int):
+        out += b"%d" % v
+    elif isinstance(v, (list, tuple)):
+        out += b"("
+        for i, x in enumerate(v):
+            if i:
+                out += b" "
+            _wire(x, out)
+        out += b")"
+    else:
+        raise TypeError(f"cannot encode {type(v).__name__} for IMAP")
