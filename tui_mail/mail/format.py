@@ -21,8 +21,9 @@ _ESCAPES = re.compile(
 
 
 def sanitize(text: str, keep_newlines: bool = False) -> str:
-    """Text fit for one terminal cell row: escape sequences removed, tabs/newlines folded to a
-    single space (unless ``keep_newlines``), other control and bidi-override characters dropped."""
+    """Text fit for one terminal row: escape sequences removed, tabs/newlines folded to a
+    single space, other control and format (bidi-override) characters dropped. With
+    ``keep_newlines`` (message bodies): newlines kept, tabs expanded, format characters kept."""
     text = _ESCAPES.sub("", text)
     if keep_newlines:
         text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", "    ")
@@ -36,7 +37,9 @@ def sanitize(text: str, keep_newlines: bool = False) -> str:
         cat = unicodedata.category(ch)
         if cat == "Cc":
             continue
-        if cat == "Cf" and ch not in "\u200d\u200c":  # keep ZWJ/ZWNJ (emoji, Indic scripts)
+        # In one-line headers also drop format characters (bidi overrides can disguise a
+        # name or "gnp.exe"); keep ZWJ/ZWNJ (emoji, Indic scripts). Body text keeps them.
+        if cat == "Cf" and not keep_newlines and ch not in "\u200d\u200c":
             continue
         out.append(ch)
     return "".join(out)

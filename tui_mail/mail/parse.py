@@ -127,29 +127,29 @@ def _unfold(value: str) -> str:
 
 
 def _addresses(msg: Message, name: str, problems: list[str]) -> list[Addr]:
-    values = msg.get_all(name, failobj=None)
-    if not values:
+    """Addresses of a header. Our own decoding first: the stdlib's address parser inserts a
+    space between adjacent encoded words in a display name and gives up on unknown charsets;
+    its header classes are the fallback for syntax ``getaddresses`` cannot read."""
+    raw_values = [_unfold(str(v)) for k, v in msg.raw_items() if k.lower() == name.lower()]
+    if not raw_values:
         return []
     out: list[Addr] = []
-    try:
-        for value in values:
-            for a in getattr(value, "addresses", ()):
-                if _plausible(a.addr_spec):
-                    out.append(Addr(fix_surrogates(a.display_name or ""), fix_surrogates(a.addr_spec)))
-        if out and not any("\ufffd" in a.name for a in out):
-            return out
-    except Exception:  # noqa: BLE001 - header classes have raised on odd input before
-        pass
-    # Fall back to our own decoding (unknown charsets in names, odd syntax).
-    raw_values = [_unfold(str(v)) for k, v in msg.raw_items() if k.lower() == name.lower()]
-    out = []
     for raw in raw_values:
         for a in from_header_value(fix_surrogates(raw)):
             if not _plausible(a.addr):
                 continue
             decoded, probs = decode_words(a.name)
             problems.extend(f"{name}: {p}" for p in probs)
-            out.append(Addr(decoded, a.addr))
+            out.append(Addr(" ".join(decoded.split()), a.addr))
+    if out:
+        return out
+    try:
+        for value in msg.get_all(name, failobj=[]):
+            for a in getattr(value, "addresses", ()):
+                if _plausible(a.addr_spec):
+                    out.append(Addr(fix_surrogates(a.display_name or ""), fix_surrogates(a.addr_spec)))
+    except Exception:  # noqa: BLE001 - header classes have raised on odd input before
+        pass
     return out
 
 
