@@ -86,3 +86,59 @@ def test_envelope_and_bodystructure_match_dovecot(dovecot, tmp_path):
         for uid in st.uids:
             assert (uid, tuples(bodies[uid])) == (uid, theirs[uid][b"BODYSTRUCTURE"])
             assert (uid, tuples(envs[uid])) == (uid, theirs[uid][b"ENVELOPE"])
+
+
+def test_dovecot_reads_our_maildir_folders_flags_and_bytes(dovecot, tmp_path):
+    """Other Maildir tools see what we wrote: Dovecot serving a copy of our tree lists the same
+    folders, the same system flags (from the file names) and the same bytes."""
+    import os
+    import re
+    import shutil
+
+    from relay.store.names import mutf7_decode, mutf7_encode
+
+    flags = [[], ["\\Seen"], ["\\Seen", "\\Answered", "Work"], ["\\Flagged", "\\Draft"],
+             ["\\Deleted", "\\Seen"]]
+    with MailStore(tmp_path / "mail") as store:
+        u = store.user("bob@example.org")
+        u.create("Archive/2025")
+        u.create("Entwürfe")
+        for folder in ("INBOX", "Archive/2025", "Entwürfe"):
+            for i, fl in enumerate(flags):
+                u.append(folder, make_message(i), fl)
+        u.copy("INBOX", [2], "Archive/2025", move=True)
+        ours = {f.name for f in u.folders()}
+        expected = {folder: [(sorted(r.flags - {"Work"}), u.read(folder, r.uid))
+                             for r in u.records(folder, u.state(folder).uids)] for folder in ours}
+        root = u.root
+    dovecot.add_user("bob", "pw")
+    target = dovecot.maildir("bob")
+    shutil.rmtree(target)
+    shutil.copytree(root, target, ignore=shutil.ignore_patterns("tui-mail-*"))
+    if os.getuid() == 0:
+        for dirpath, dirnames, filenames in os.walk(target):
+            for n in [dirpath] + [os.path.join(dirpath, x) for x in filenames]:
+                os.chown(n, dovecot.uid, dovecot.gid)
+    c = imaplib.IMAP4("127.0.0.1", dovecot.imap_port)
+    try:
+        c.login("bob", "pw")
+        typ, lines = c.list()
+        theirs = set()
+        for line in lines:
+            name = line.decode().rsplit(" ", 1)[1].strip('"')
+            theirs.add(mutf7_decode(name))
+        assert theirs == ours
+        for folder, want in expected.items():
+            typ, _ = c.select('"' + mutf7_encode(folder) + '"', readonly=True)
+            assert typ == "OK", folder
+            if not want:
+                continue
+            typ, data = c.fetch("1:*", "(FLAGS BODY.PEEK[])")
+            got = []
+            for item in data:
+                if isinstance(item, tuple):
+                    fl = re.search(rb"FLAGS \(([^)]*)\)", item[0]).group(1).decode().split()
+                    got.append((sorted(f for f in fl if f != "\\Recent"), item[1]))
+            assert sorted(got) == sorted(want), folder     # UIDs are each server's own
+    finally:
+        c.logout()
