@@ -235,3 +235,67 @@ async def test_remapped_key_and_check_action_greys_out_undo():
         await pilot.press("a")
         await settle(pilot, app, lambda: len(store.folders["Archive"]) == 1)
         assert app.main_screen.check_action("undo", ()) is True
+
+
+async def test_mouse_click_selects_and_double_click_opens():
+    app, store, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        ml = mlist(app)
+        await pilot.click(MessageList, offset=(20, 3))
+        assert ml.cursor == 3
+        await pilot.click(MessageList, offset=(20, 4), times=2)
+        await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None)
+        assert app.screen.view.subject == ml.summaries[ml.rows[4]].subject
+
+
+async def test_sort_and_threads_reorder_rows():
+    store = seeded_store(3)
+    store.add("INBOX", make_message(40, subject="Re: Message number 2", in_reply_to="<m2@crepes.fr>",
+                                    when=NOW))
+    app, store, _ = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        ml = mlist(app)
+        await settle(pilot, app, lambda: all(u in ml.summaries for u in ml.rows))
+        assert ml.current_summary.subject == "Re: Message number 2"      # newest first
+        await pilot.press("t")
+        subjects = [ml.summaries[u].subject for u in ml.rows]
+        assert subjects.index("Re: Message number 2") == subjects.index("Message number 2") + 1
+        assert ml.depth == {ml.rows[subjects.index("Re: Message number 2")]: 1}
+        await pilot.press("t", "o")                                       # threads off, sort by from
+        await settle(pilot, app, lambda: app.main_screen.sort == "from" and not ml.depth)
+
+
+async def test_autosave_keeps_a_draft_and_discard_removes_it():
+    app, store, _ = make_app(autosave_seconds=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press(*"carol@crepes.fr")
+        await settle(pilot, app, lambda: len(store.folders["Drafts"]) == 1 and b"carol@crepes.fr\r\n"
+                     in next(iter(store.folders["Drafts"].values()))[0])
+        await pilot.press("escape", "y")
+        await settle(pilot, app, lambda: app.screen is app.main_screen and not store.folders["Drafts"])
+
+
+async def test_store_errors_become_a_notification_and_the_list_recovers():
+    app, store, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        del store.folders["Trash"]                      # the server lost the Trash folder
+        uid = mlist(app).current_uid
+        await pilot.press("d")
+        await settle(pilot, app, lambda: app.errors)
+        assert "Trash" in app.errors[0]
+        await settle(pilot, app, lambda: uid in mlist(app).rows)
+
+
+async def test_theme_from_settings_and_ascii_glyphs():
+    app, store, _ = make_app(theme="nord", ascii=True, mark_read="never")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        assert app.theme == "nord"
+        line = mlist(app).render_line(0).text
+        assert line.startswith(" N") and "●" not in line
