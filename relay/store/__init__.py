@@ -62,7 +62,13 @@ Changes (each publishes (address, folder) on the ChangeBus after committing)
 Crash consistency: files are written first (tmp/ → rename), the index second, in one
 transaction; the next sync reconciles whatever a crash left. UIDs and UIDVALIDITY are stable
 while the index exists; if it is lost (or corrupt: it is moved aside) it is rebuilt from the
-Maildir with new UIDVALIDITYs.
+Maildir with new UIDVALIDITYs (keywords, which only the index holds, are lost then).
+
+Limits: one relay process per mail directory (the per-user lock is in-process). Changes other
+Maildir tools make in cur/ are noticed through cur/'s mtime, so one landing in the same clock
+tick as our own change may wait for the next change to be seen; new/ is listed on every sync,
+so deliveries are never missed. records()/envelopes()/... read the index as of the last sync;
+state(), version(), status(), recent() and every change sync first.
 """
 
 from relay.store.mailbox import DEFAULT_FOLDERS, UserStore
