@@ -432,3 +432,22 @@ async def test_mailbox_names_cannot_escape_the_maildir(relay, tmp_path):
                 c.select_folder("../../escape")
     await run(client)
     assert not any("escape" in p.name for p in tmp_path.rglob("*"))
+
+
+async def test_status_does_not_claim_recent(relay):
+    u = relay.store.user(USER)
+    u.append("INBOX", make_message(0), [], None)
+    root = relay.store.mail_dir / USER
+    (root / "new" / "dropped.1").write_bytes(make_message(1))
+
+    def client():
+        with IMAPClient("127.0.0.1", port=relay.port, ssl=False) as c:
+            c.login(USER, "secret")
+            st = c.folder_status("INBOX", ["MESSAGES", "RECENT"])
+            assert st[b"MESSAGES"] == 2 and st[b"RECENT"] >= 1
+            again = c.folder_status("INBOX", ["RECENT"])
+            assert again[b"RECENT"] == st[b"RECENT"]
+            info = c.select_folder("INBOX")
+            assert info[b"RECENT"] == st[b"RECENT"]          # this session now owns them
+            assert b"\\Recent" in c.get_flags([2])[2]
+    await run(client)

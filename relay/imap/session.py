@@ -325,10 +325,12 @@ class Session:
         if name not in self._folder_names():
             raise No("[NONEXISTENT] Mailbox does not exist")
         mb = self._mb()
-        st = mb.state(name)
+        # a new big Maildir is indexed on first use: keep the event loop (other sessions) free
+        version = await asyncio.to_thread(mb.version, name)   # before state: never miss a change
+        st = await asyncio.to_thread(mb.state, name)
         self.folder, self.readonly, self.state = name, readonly, "selected"
         self.uids = list(st.uids)
-        self.version = mb.version(name)
+        self.version = version
         self.modseq_seen = st.highestmodseq
         self.own_modseqs.clear()
         self.recent = frozenset(mb.recent(name)) if not readonly else frozenset()
@@ -479,27 +481,22 @@ class Session:
         if name not in self._folder_names():
             raise No("[NONEXISTENT] Mailbox does not exist")
         mb = self._mb()
-        st = mb.state(name)
+        status = getattr(mb, "status", None)
+        if status is not None:   # one cheap query; never claims \Recent
+            values = await asyncio.to_thread(status, name)
+        else:
+            st = await asyncio.to_thread(mb.state, name)
+            values = {"MESSAGES": len(st.uids), "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
+                      "HIGHESTMODSEQ": st.highestmodseq, "RECENT": 0,
+                      "UNSEEN": sum(1 for r in mb.records(name, list(st.uids)) if "\\Seen" not in r.flags)}
+        if name == self.folder:
+            values = dict(values, RECENT=len(self.recent))
         out = []
         for it in items:
             k = astring(it).upper()
-            if k == "MESSAGES":
-                v = len(st.uids)
-            elif k == "UIDNEXT":
-                v = st.uidnext
-            elif k == "UIDVALIDITY":
-                v = st.uidvalidity
-            elif k == "UNSEEN":
-                status = getattr(mb, "status", None)
-                v = status(name)["UNSEEN"] if status else sum(
-                    1 for r in mb.records(name, list(st.uids)) if "\\Seen" not in r.flags)
-            elif k == "RECENT":
-                v = len(mb.recent(name)) if name != self.folder else len(self.recent)
-            elif k == "HIGHESTMODSEQ":
-                v = st.highestmodseq
-            else:
+            if k not in ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "HIGHESTMODSEQ"):
                 raise Bad(f"Unknown STATUS item {k[:20]}")
-            out.append(f"{k} {v}")
+            out.append(f"{k} {values[k]}")
         self.untagged(b"STATUS " + mbox_name(name) + f" ({' '.join(out)})".encode())
         self.tagged(tag, "OK", "STATUS completed")
 
