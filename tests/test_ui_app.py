@@ -299,3 +299,19 @@ async def test_theme_from_settings_and_ascii_glyphs():
         assert app.theme == "nord"
         line = mlist(app).render_line(0).text
         assert line.startswith(" N") and "●" not in line
+
+
+async def test_reader_saves_an_attachment(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(tmp_path / "dl"))
+    app, store, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        ml = mlist(app)
+        ml.set_cursor(ml.row_of(3))                   # message 2 carries data.bin
+        await pilot.press("enter")
+        await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None)
+        assert [a.filename for a in app.screen.view.attachments] == ["data.bin"]
+        await pilot.press("a")
+        assert (tmp_path / "dl" / "data.bin").read_bytes() == b"\x00\x01"
+        await pilot.press("a")                        # never overwrites
+        assert (tmp_path / "dl" / "data (1).bin").exists()

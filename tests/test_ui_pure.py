@@ -117,3 +117,48 @@ def test_keymap_validation_and_help():
     assert len(ids) == len(set(ids))
     keys = [k for s in ALL_KEYS for k in s.keys.split(",")]
     assert len(keys) == len(set(keys)), "two actions share a key"
+
+
+async def test_address_completion_after_the_last_comma():
+    from tui_mail.ui.screens.compose import AddressSuggester
+
+    s = AddressSuggester(["Alice Crêpe <alice@crepes.fr>", "carol@crepes.fr"])
+    assert await s.get_suggestion("bob@x.org, Ali") == "bob@x.org, Alice Crêpe <alice@crepes.fr>"
+    assert await s.get_suggestion("ca") == "carol@crepes.fr"
+    assert await s.get_suggestion("bob@x.org, z") is None
+
+
+async def test_path_completion(tmp_path):
+    from tui_mail.ui.screens.compose import PathSuggester
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "report.pdf").write_bytes(b"%PDF")
+    s = PathSuggester()
+    assert await s.get_suggestion(str(tmp_path) + "/rec") == str(tmp_path) + "/recipes/"
+    assert await s.get_suggestion(str(tmp_path) + "/rep") == str(tmp_path) + "/report.pdf"
+    assert await s.get_suggestion(str(tmp_path) + "/nothing") is None
+
+
+def test_mailcap_lookup_skips_terminal_entries(tmp_path):
+    from tui_mail.ui.screens.reader import mailcap_command, opener_command
+
+    cap = tmp_path / "mailcap"
+    cap.write_text("# comment\napplication/pdf; less %s; needsterminal\napplication/pdf; zathura %s\n"
+                   "image/*; feh %s\n")
+    assert mailcap_command("application/pdf", [cap]) == "zathura %s"
+    assert mailcap_command("image/png", [cap]) == "feh %s"
+    assert mailcap_command("text/html", [cap]) is None
+
+
+def test_thread_order_indents_replies_under_parents():
+    from tui_mail.ui.threads import thread_order
+
+    def s(uid, mid, parent=""):
+        return summary(uid=uid, message_id=mid, in_reply_to=parent)
+
+    sums = {1: s(1, "<a>"), 2: s(2, "<b>", "<a>"), 3: s(3, "<c>"), 4: s(4, "<d>", "<b>")}
+    rows, depth = thread_order([4, 3, 2, 1], sums)   # newest first
+    assert rows == [1, 2, 4, 3] and depth == {2: 1, 4: 2}
+    loop = {1: s(1, "<a>", "<b>"), 2: s(2, "<b>", "<a>")}
+    rows, _ = thread_order([2, 1], loop)              # a reference cycle never hangs or drops
+    assert sorted(rows) == [1, 2]

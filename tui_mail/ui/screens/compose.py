@@ -16,6 +16,7 @@ from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.app import SuspendNotSupported
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -259,8 +260,15 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
             fh.write(area.text)
             path = fh.name
         try:
-            with self.app.suspend():
-                subprocess.run([*shlex.split(editor), path], check=False)
+            try:
+                with self.app.suspend():
+                    subprocess.run([*shlex.split(editor), path], check=False)
+            except SuspendNotSupported:
+                self.app.notify("This terminal cannot hand over to $EDITOR", severity="warning")
+                return
+            except OSError as e:
+                self.app.notify(f"Cannot run {editor!r}: {e}", severity="error")
+                return
             text = Path(path).read_text(encoding="utf-8", errors="replace")
         finally:
             os.unlink(path)
