@@ -188,3 +188,31 @@ def test_decode_plain():
     assert p.decode_plain(b64encode(b"bob\x00bob\x00pw").decode()) == ("bob", "pw")
     assert p.decode_plain(b64encode(b"\x00\x00pw").decode()) is None
     assert p.decode_plain(b64encode(b"no nulls").decode()) is None
+
+
+def test_random_input_never_raises_and_replies_are_crlf_lines():
+    import random
+    rnd = random.Random(3)
+    words = ["USER", "PASS", "STAT", "LIST", "UIDL", "RETR", "TOP", "DELE", "RSET", "NOOP",
+             "CAPA", "AUTH", "STLS", "PLAIN", "1", "0", "-1", "99999999999", "x", "*", "", " ",
+             "\t", "é", "\x00", "AGJvYgB4"]
+    for _ in range(300):
+        m = logged_in() if rnd.random() < 0.5 else machine()
+        for _ in range(40):
+            line = " ".join(rnd.choice(words) for _ in range(rnd.randint(0, 4)))
+            out = m.receive_line(line.encode() + b"\r\n")
+            if isinstance(out, Reply):
+                if out.data:
+                    assert out.data.endswith(b"\r\n")
+                    assert out.data[:1] in (b"+", b"-")
+                if out.close:
+                    break
+            elif isinstance(out, Authenticate):
+                m.auth_result(out.user, None)
+            elif isinstance(out, Fetch):
+                m.fetched(out, b"Subject: s\r\n\r\nbody\r\n")
+            elif isinstance(out, StartTLS):
+                m.tls_started()
+            elif isinstance(out, Update):
+                m.update_result(len(out.uids))
+                break

@@ -432,3 +432,23 @@ def test_wire_forms_are_cached_and_follow_copies(store):
     for folder in ("INBOX", "Archive"):
         assert u.envelopes_wire(folder) == {1: mime.imap_encode(u.envelope(folder, 1))}
         assert u.bodystructures_wire(folder, [1]) == {1: mime.imap_encode(u.bodystructure(folder, 1))}
+
+
+def test_a_message_that_cannot_be_analysed_is_still_indexed(store, monkeypatch, caplog):
+    u = store.user(ADDR)
+    real = mime.analyse
+
+    def picky(data):
+        if b"poison" in data:
+            raise ValueError("simulated parser bug")
+        return real(data)
+
+    monkeypatch.setattr(mime, "analyse", picky)
+    (u.root / "new" / "1.a.host").write_bytes(msg(1))
+    (u.root / "new" / "2.b.host").write_bytes(b"Subject: poison\r\n\r\nx\r\n")
+    (u.root / "new" / "3.c.host").write_bytes(msg(3))
+    assert u.state("INBOX").uids == [1, 2, 3]
+    assert u.envelope("INBOX", 2) == [None] * 10
+    assert u.bodystructure("INBOX", 2)[:2] == [b"text", b"plain"]
+    assert u.read("INBOX", 2) == b"Subject: poison\r\n\r\nx\r\n"
+    assert "cannot analyse message" in caplog.text

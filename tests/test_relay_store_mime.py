@@ -155,3 +155,28 @@ def test_imap_wire_encoding_matches_the_imap_encoder():
         assert mime.imap_encode(env) == encode(env)
         assert mime.imap_encode(body) == encode(body)
     assert mime.imap_encode([None, 1, b'a"b\\c', "é"]) == b'(NIL 1 "a\\"b\\\\c" {2}\r\n\xc3\xa9)'
+
+
+def test_garbage_never_breaks_analysis():
+    import random
+    rnd = random.Random(7)
+    pieces = [b"Content-Type: multipart/mixed; boundary=", b"b", b"\r\n", b"\n", b"--b", b"--b--",
+              b":", b";", b'"', b"From: ", b"To: ", b"<", b">", b"(", b")", b",", b"=?utf-8?q?",
+              b"?=", b"\xff\xfe", b"\x00", b"message/rfc822", b"Content-Type: ", b"text/plain",
+              b"charset=", b"Subject: ", b" ", b"\t", b"a@b", b"Date: ", b"Mon, 99 Foo 2026",
+              b"Content-Disposition: ", b"attachment;", b"grp:", b"\\"]
+    for _ in range(3000):
+        data = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 60)))
+        env, body, fields = mime.analyse(data)
+        assert len(env) == 10 and isinstance(body, list)
+        assert mime.imap_encode(env).startswith(b"(") and mime.imap_encode(body).startswith(b"(")
+
+
+def test_deep_nesting_is_capped():
+    data = b"Content-Type: message/rfc822\r\n\r\n" * 200 + b"Subject: bottom\r\n\r\nx"
+    body = mime.bodystructure(data)
+    depth = 0
+    while isinstance(body, list) and len(body) > 8 and isinstance(body[8], list) and body[0] == b"message":
+        body = body[8]
+        depth += 1
+    assert 0 < depth <= 33

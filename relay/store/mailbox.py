@@ -13,6 +13,7 @@ and stats ``cur/``; only when ``cur/``'s mtime moved does it list ``cur/`` and c
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import shutil
 import sqlite3
@@ -27,6 +28,7 @@ from relay.store.names import INBOX, SEPARATOR
 from relay.store.types import (SYSTEM_FLAGS, FolderInfo, FolderState, HeaderFields, MessageRecord,
                                StoreError)
 
+log = logging.getLogger("relay.store")
 DEFAULT_FOLDERS = (("INBOX", ""), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
                    ("Trash", "\\Trash"), ("Junk", "\\Junk"), ("Archive", "\\Archive"))
 SPECIAL_USES = frozenset(s for _, s in DEFAULT_FOLDERS if s) | {"\\All", "\\Flagged"}
@@ -283,7 +285,12 @@ class UserStore:
                         data: bytes, internaldate: int, tzoffset: int, modseq: int, recent: bool,
                         cached: tuple | None = None) -> None:
         if cached is None:
-            env, body, h = mime.analyse(data)
+            try:
+                env, body, h = mime.analyse(data)
+            except Exception:   # one odd message must not make its whole folder unusable
+                log.exception("cannot analyse message %s; indexing it as text/plain", fn)
+                env, body, h = [None] * 10, mime.bodystructure(b"\r\n" + data), HeaderFields(
+                    "", "", "", "", "", "", None)
             cached = (index.pack(env), index.pack(body), mime.imap_encode(env),
                       mime.imap_encode(body), h.subject, h.from_, h.to, h.cc, h.bcc,
                       h.message_id, h.date)
