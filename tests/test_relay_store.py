@@ -452,3 +452,52 @@ def test_a_message_that_cannot_be_analysed_is_still_indexed(store, monkeypatch, 
     assert u.bodystructure("INBOX", 2)[:2] == [b"text", b"plain"]
     assert u.read("INBOX", 2) == b"Subject: poison\r\n\r\nx\r\n"
     assert "cannot analyse message" in caplog.text
+
+
+def test_concurrent_flag_changes_moves_and_expunges_stay_consistent(store, tmp_path):
+    """Threads flagging, moving, expunging and syncing at once: afterwards the index and the
+    Maildir agree exactly (every indexed file exists, every file is indexed once)."""
+    u = store.user(ADDR)
+    for i in range(60):
+        u.append("INBOX", msg(i))
+    errors: list[BaseException] = []
+
+    def run(fn):
+        def wrapper():
+            try:
+                fn()
+            except BaseException as e:  # pragma: no cover - reported by the assert below
+                errors.append(e)
+        return threading.Thread(target=wrapper)
+
+    def flagger():
+        for k in range(40):
+            u.set_flags("INBOX", list(range(1, 61, 3)), "add" if k % 2 else "remove", ["\\Seen", "K1"])
+
+    def mover():
+        for uid in range(2, 61, 3):
+            u.copy("INBOX", [uid], "Archive", move=True)
+
+    def expunger():
+        for uid in range(3, 61, 3):
+            u.set_flags("INBOX", [uid], "add", ["\\Deleted"])
+            u.expunge("INBOX", [uid])
+
+    def deliverer():
+        for i in range(20):
+            deliver(tmp_path, 500 + i)
+            u.version("INBOX")
+
+    threads = [run(f) for f in (flagger, mover, expunger, deliverer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for folder in ("INBOX", "Archive"):
+        st = u.state(folder)
+        recs = u.records(folder, st.uids)
+        on_disk = sorted(os.listdir(u.root / ("cur" if folder == "INBOX" else ".Archive/cur")))
+        assert sorted(u.path(folder, r.uid).name for r in recs) == on_disk
+        assert len({r.name for r in recs}) == len(recs)
+    assert len(u.state("INBOX").uids) == 20 + 20 and len(u.state("Archive").uids) == 20
