@@ -11,7 +11,7 @@ import re
 import pytest
 
 from relay.imap.backend import BackendError, FolderInfo, FolderState, MessageRecord
-from relay.imap.parser import Command, CommandReader
+from relay.imap.parser import BadInput, Command, CommandReader
 from relay.imap.session import Session, imap_date, list_pattern
 
 DATE = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
@@ -178,6 +178,8 @@ class Client:
         for ev in self.reader.events():
             if isinstance(ev, Command):
                 await self.s.handle(ev)
+            elif isinstance(ev, BadInput):   # as relay.imap.server answers it
+                self.s.out.append(f"{ev.tag} BAD {ev.message}\r\n".encode())
             else:
                 self.s.out.append(repr(ev).encode() + b"\r\n")
         return self.s.take_output().decode("utf-8", "replace")
@@ -432,3 +434,30 @@ async def test_idle_reports_changes(c, mb):
 ])
 def test_list_patterns(ref, pat, name, ok):
     assert bool(list_pattern(ref, pat).match(name)) == ok
+
+
+# ---------------------------------------------------------------------------------- fuzz
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+VERBS = ["NOOP", "SELECT", "EXAMINE", "FETCH", "UID FETCH", "STORE", "UID STORE", "SEARCH", "UID SEARCH",
+         "COPY", "MOVE", "UID MOVE", "EXPUNGE", "UID EXPUNGE", "LIST", "LSUB", "STATUS", "CREATE", "DELETE",
+         "RENAME", "SUBSCRIBE", "APPEND", "CLOSE", "UNSELECT", "CHECK", "ENABLE", "ID", "NAMESPACE", "FROB"]
+ARGS = ["1", "*", "1:*", "2,4:5", "0", "INBOX", "Trash", '""', "()", "(FLAGS)", "FLAGS", "+FLAGS",
+        "(\\Seen)", "BODY[]", "BODY[1.2]", "ALL", "SUBJECT", "x", "OR", "NOT", "(UID", ")", "{2+}\r\nab",
+        "CHARSET", "UTF-8", "(CHANGEDSINCE 1)", "UID", "%", "Sent/x", "\\Deleted", "HEADER"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(VERBS), st.lists(st.sampled_from(ARGS), max_size=4)), max_size=6))
+async def test_random_commands_always_get_a_tagged_answer(cmds):
+    mb = MemoryMailbox()
+    for i in range(1, 6):
+        mb.append("INBOX", msg(i), [], None)
+    cl = Client(mb)
+    await cl("a LOGIN bob secret")
+    for n, (verb, args) in enumerate(cmds):
+        out = await cl(f"t{n} {verb} {' '.join(args)}".rstrip())
+        last = out.rstrip("\r\n").rsplit("\r\n", 1)[-1]
+        assert re.match(rf"t{n} (OK|NO|BAD)", last) or cl.s.idle_tag or "ContinuationNeeded" in out, out
+    # still alive and sane
+    assert (await cl("z NOOP")).endswith("z OK NOOP completed\r\n") or cl.s.idle_tag
