@@ -592,8 +592,7 @@ class Session:
             self.condstore = True
         if uid_mode and not any(a.name == "UID" for a in atts):
             atts.insert(0, FetchAtt("UID"))
-        if (changedsince is not None or self.condstore) and not any(a.name == "MODSEQ" for a in atts) \
-                and changedsince is not None:
+        if changedsince is not None and not any(a.name == "MODSEQ" for a in atts):
             atts.append(FetchAtt("MODSEQ"))
         sets_seen = not self.readonly and any(a.sets_seen for a in atts)
         want_env = any(a.name == "ENVELOPE" for a in atts)
@@ -603,30 +602,34 @@ class Session:
             uids = [self.uids[i] for i in chunk]
             recs = {r.uid: r for r in mb.records(folder, uids)}
             envs = mb.envelopes(folder, uids) if want_env and hasattr(mb, "envelopes") else {}
+            seen_now: set[int] = set()
+            if sets_seen:   # implicit \Seen for the whole chunk in one store transaction
+                unseen = [u for u, r in recs.items() if "\\Seen" not in r.flags]
+                if unseen:
+                    changed, _ = mb.set_flags(folder, unseen, "add", ["\\Seen"])
+                    for r in changed:
+                        recs[r.uid] = r
+                        seen_now.add(r.uid)
+                        self.own_modseqs.add(r.modseq)
             for i in chunk:
                 rec = recs.get(self.uids[i])
                 if rec is None:
                     continue  # expunged by another session; the client hears at the next sync
                 if changedsince is not None and rec.modseq <= changedsince:
                     continue
-                self.out.append(self._fetch_one(i + 1, rec, atts, sets_seen, envs.get(rec.uid)))
+                self.out.append(self._fetch_one(i + 1, rec, atts, rec.uid in seen_now, envs.get(rec.uid)))
             await self._maybe_flush()
         if uid_mode:
             self.sync(expunge=True)
         self.tagged(tag, "OK", "FETCH completed")
 
-    def _fetch_one(self, seq: int, rec: MessageRecord, atts: list[FetchAtt], sets_seen: bool,
+    def _fetch_one(self, seq: int, rec: MessageRecord, atts: list[FetchAtt], flags_changed: bool,
                    env: list | None = None) -> bytes:
+        """One ``* n FETCH (…)`` line; ``flags_changed``: this FETCH just set \\Seen (so FLAGS
+        is reported even when not asked for, first, as Dovecot does)."""
         mb, folder = self._mb(), self.folder
         data: bytes | None = None
         root = None
-        flags_changed = False
-        if sets_seen and "\\Seen" not in rec.flags:
-            changed, _ = mb.set_flags(folder, [rec.uid], "add", ["\\Seen"])
-            if changed:
-                rec = changed[0]
-                self.own_modseqs.add(rec.modseq)
-                flags_changed = True
         items: list[bytes] = []
         for a in atts:
             n = a.name
