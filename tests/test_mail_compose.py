@@ -67,9 +67,19 @@ def test_idna_domain_goes_out_as_ascii():
     assert b"jorg@xn--bcher-kva.example" in c.data
 
 
+def test_mail_options_say_what_the_server_must_support():
+    assert build_message(draft(body="plain ascii"), now=NOW).mail_options == []
+    assert build_message(draft(body="Grüße"), now=NOW).mail_options == []  # quoted-printable
+    eight_bit = b"Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nd\xc3\xa9j\xc3\xa0\r\n"
+    fwd = build_message(draft(parts=[AttachedData("x.eml", "message/rfc822", eight_bit)]), now=NOW)
+    assert fwd.mail_options == ["BODY=8BITMIME"]
+    assert parse_message(parse_message(fwd.data).part_bytes("2")).text == "déjà\n"
+
+
 def test_utf8_local_part_needs_smtputf8():
     c = build_message(draft(to="Zoë <zoë@hamburger.edu>"), now=NOW)
     assert c.smtputf8
+    assert c.mail_options == ["BODY=8BITMIME", "SMTPUTF8"]
     assert c.recipients == ("zoë@hamburger.edu",)
     assert "zoë@hamburger.edu".encode() in c.data
     assert parse_message(c.data).to[0].addr == "zoë@hamburger.edu"

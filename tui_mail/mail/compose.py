@@ -81,6 +81,18 @@ class Composed:
     message_id: str
     smtputf8: bool
 
+    @property
+    def mail_options(self) -> list[str]:
+        """ESMTP MAIL FROM parameters this message needs: SMTPUTF8 (RFC 6531) for UTF-8
+        addresses, BODY=8BITMIME (RFC 6152) when any byte is not 7-bit (e.g. a forwarded
+        8-bit message/rfc822, which MIME forbids re-encoding)."""
+        opts = []
+        if not self.data.isascii():
+            opts.append("BODY=8BITMIME")
+        if self.smtputf8:
+            opts.append("SMTPUTF8")
+        return opts
+
 
 # --- checks ----------------------------------------------------------------------------
 

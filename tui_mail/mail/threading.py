@@ -52,13 +52,14 @@ def _ts(value) -> float:
         return float("-inf")
 
 
-def _refs(m) -> list[str]:
-    refs = getattr(m, "references", ()) or ()
-    if isinstance(refs, str):
+def _refs(refs, irt) -> list[str]:
+    """References then In-Reply-To (when not already last): the parent chain, root first."""
+    if not refs:
+        refs = []
+    elif isinstance(refs, str):
         refs = _MSGID.findall(refs)
     else:
         refs = list(refs)
-    irt = getattr(m, "in_reply_to", "") or ""
     if irt and not (irt[0] == "<" and irt[-1] == ">" and " " not in irt):
         found = _MSGID.findall(irt)
         irt = found[0] if found else ""
@@ -106,7 +107,14 @@ def _thread(messages: Iterable, subject_fallback: bool) -> list[tuple[int, objec
     counter = 0
     get = table.get
     for m in messages:
-        mid = getattr(m, "message_id", "") or ""
+        try:  # the fast path: MessageSummary-like objects with every attribute
+            mid, uid, date, subject = m.message_id, m.uid, m.date, m.subject
+            refs, irt = m.references, m.in_reply_to
+        except AttributeError:
+            mid, uid, date = getattr(m, "message_id", ""), getattr(m, "uid", None), getattr(m, "date", None)
+            subject, refs = getattr(m, "subject", ""), getattr(m, "references", ())
+            irt = getattr(m, "in_reply_to", "")
+        mid = mid or ""
         box = get(mid) if mid else None
         if box is None or box.msg is not None:
             box = _Box()
@@ -116,11 +124,11 @@ def _thread(messages: Iterable, subject_fallback: bool) -> list[tuple[int, objec
                 counter += 1
                 table[f"\0dup{counter}"] = box
         box.msg = m
-        box.uid = getattr(m, "uid", None)
-        box.ts = _ts(getattr(m, "date", None))
-        box.subject = getattr(m, "subject", "") or ""
+        box.uid = uid
+        box.ts = _ts(date)
+        box.subject = subject or ""
         prev: _Box | None = None
-        for ref in _refs(m):
+        for ref in _refs(refs, irt):
             rbox = get(ref)
             if rbox is None:
                 rbox = table[ref] = _Box()
