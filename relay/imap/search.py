@@ -11,6 +11,7 @@ parts, as RFC 3501 describes and Dovecot does.
 from __future__ import annotations
 
 import base64
+import bisect
 import binascii
 import datetime as _dt
 import quopri
@@ -20,6 +21,7 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
+from relay.imap.backend import Mailbox, MessageRecord
 from relay.imap.fetch import header_value, parse_headers, parse_structure, split_header
 
 
@@ -209,3 +211,117 @@ class BytesTarget:
 
     def read(self) -> bytes:
         return self._data
+
+
+# ---------------------------------------------------------------------------------- over a mailbox
+def search_mailbox(mb, folder: str, uids: list[int], keys: list, recent=frozenset()) -> list[tuple[int, int]]:
+    """Evaluate ``keys`` over the messages ``uids`` (the session's view, ascending) of a
+    relay.imap.backend.Mailbox; returns (0-based index into ``uids``, modseq) per hit.
+
+    SUBJECT/FROM/TO/CC/BCC/Message-ID come from the store's indexed columns (one SQL scan
+    each); when every key is such a header key no message is looked at. Flags, sizes, dates and
+    sets are read from the index records; only BODY/TEXT, SENT* and other headers open files."""
+    ctx = SearchContext(len(uids), uids[-1] if uids else 0, frozenset(recent))
+    hits = _indexed_header_hits(mb, folder, keys)
+    if hits is not None and _only_indexed(keys):
+        cand = set.intersection(*[hits[(k[1], k[2])] for k in keys])
+        # header keys never involve MODSEQ, so the modseq of a hit is not needed (0)
+        return [(bisect.bisect_left(uids, u), 0) for u in sorted(cand) if _in_view(uids, u)]
+    ev = Evaluator(keys, ctx, hits or {})
+    plain = not _needs_message(keys, hits or {})
+    out = []
+    for start in range(0, len(uids), 5000):
+        chunk = uids[start:start + 5000]
+        for rec in mb.records(folder, chunk):
+            i = bisect.bisect_left(uids, rec.uid, start)
+            if ev.matches(i + 1, rec if plain else _Target(mb, folder, rec)):
+                out.append((i, rec.modseq))
+    return out
+
+
+class _Target:
+    """Adapter from a MessageRecord + Mailbox to search.SearchTarget (headers from the index)."""
+
+    __slots__ = ("mb", "folder", "uid", "flags", "size", "internaldate", "modseq", "_data")
+
+    def __init__(self, mb: Mailbox, folder: str, rec: MessageRecord) -> None:
+        self.mb, self.folder = mb, folder
+        self.uid, self.flags, self.size = rec.uid, rec.flags, rec.size
+        self.internaldate, self.modseq = rec.internaldate, rec.modseq
+        self._data = None
+
+    def header(self, name: str) -> bytes | None:
+        return self.mb.header(self.folder, self.uid, name)
+
+    def read(self) -> bytes:
+        if self._data is None:
+            self._data = self.mb.read(self.folder, self.uid)
+        return self._data
+
+
+INDEXED = {"SUBJECT": "subject", "FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc",
+           "MESSAGE-ID": "message-id"}
+
+
+def _header_keys(keys):
+    for k in keys:
+        if k[0] == "header":
+            yield k
+        elif k[0] == "and":
+            yield from _header_keys(k[1])
+        elif k[0] == "or":
+            yield from _header_keys([k[1], k[2]])
+        elif k[0] == "not":
+            yield from _header_keys([k[1]])
+
+
+def _indexed_header_hits(mb, folder, keys) -> dict | None:
+    """UID sets for header keys the store's index answers (SUBJECT/FROM/TO/CC/BCC/Message-ID)."""
+    search_header = getattr(mb, "search_header", None)
+    if search_header is None:
+        return None
+    out = {}
+    for k in _header_keys(keys):
+        field = INDEXED.get(k[1])
+        if field is not None and (k[1], k[2]) not in out:
+            out[(k[1], k[2])] = search_header(folder, field, k[2])
+    return out
+
+
+def _needs_message(keys, hits: dict) -> bool:
+    """True if some key needs header or body data the index record does not carry."""
+    for k in keys:
+        op = k[0]
+        if op in ("body", "text") or (op == "date" and k[1] == "sent"):
+            return True
+        if op == "header" and (k[1], k[2]) not in hits:
+            return True
+        if op == "and" and _needs_message(k[1], hits):
+            return True
+        if op == "or" and _needs_message([k[1], k[2]], hits):
+            return True
+        if op == "not" and _needs_message([k[1]], hits):
+            return True
+    return False
+
+
+def _only_indexed(keys) -> bool:
+    return all(k[0] == "header" and k[1] in INDEXED for k in keys)
+
+
+def _in_view(uids, uid) -> bool:
+    i = bisect.bisect_left(uids, uid)
+    return i < len(uids) and uids[i] == uid
+
+
+def keys_use_modseq(keys) -> bool:
+    for k in keys:
+        if k[0] == "modseq":
+            return True
+        if k[0] == "and" and keys_use_modseq(k[1]):
+            return True
+        if k[0] in ("or",) and keys_use_modseq([k[1], k[2]]):
+            return True
+        if k[0] == "not" and keys_use_modseq([k[1]]):
+            return True
+    return False

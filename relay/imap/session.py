@@ -35,7 +35,7 @@ from relay.imap.parser import (
     encode, encode_body, encode_envelope, format_uid_set, mutf7_encode, number, parse_datetime, parse_fetch_items, parse_flags,
     parse_search,
 )
-from relay.imap.search import Evaluator, SearchContext
+from relay.imap.search import keys_use_modseq, search_mailbox
 from relay.errors import RelayError
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -765,7 +765,7 @@ class Session:
             return
         # sequence-set keys with numbers beyond the mailbox are simply empty (as Dovecot does)
         hits = await asyncio.to_thread(self._search, keys)
-        uses_modseq = _uses_modseq(keys)
+        uses_modseq = keys_use_modseq(keys)
         nums = [self.uids[i] if uid_mode else i + 1 for i, _ in hits]
         line = "SEARCH" + "".join(f" {n}" for n in nums)
         if uses_modseq and hits:
@@ -776,26 +776,7 @@ class Session:
         self.tagged(tag, "OK", "SEARCH completed")
 
     def _search(self, keys) -> list[tuple[int, int]]:
-        mb, folder = self._mb(), self.folder
-        uids = self.uids
-        ctx = SearchContext(len(uids), uids[-1] if uids else 0, self.recent)
-        hits = _indexed_header_hits(mb, folder, keys)
-        if hits is not None and _only_indexed(keys):
-            # every key is answered by the index: intersect sets, no per-message work
-            cand = set.intersection(*[hits[(k[1], k[2])] for k in keys])
-            # header keys never involve MODSEQ, so the modseq of a hit is not needed (0)
-            return [(bisect.bisect_left(uids, u), 0) for u in sorted(cand) if _in_view(uids, u)]
-        ev = Evaluator(keys, ctx, hits or {})
-        # keys answered by the index record alone (flags, sizes, dates, sets) need no adapter
-        plain = not _needs_message(keys, hits or {})
-        out = []
-        for start in range(0, len(uids), 5000):
-            chunk = uids[start:start + 5000]
-            for rec in mb.records(folder, chunk):
-                i = bisect.bisect_left(uids, rec.uid, start)
-                if ev.matches(i + 1, rec if plain else _Target(mb, folder, rec)):
-                    out.append((i, rec.modseq))
-        return out
+        return search_mailbox(self._mb(), self.folder, self.uids, keys, self.recent)
 
     async def cmd_UID_SEARCH(self, tag, args):
         await self.cmd_SEARCH(tag, args, uid_mode=True)
@@ -898,94 +879,6 @@ class Session:
         self.modseq_seen = top
         self.own_modseqs.clear()
         self.version = v
-
-
-class _Target:
-    """Adapter from a MessageRecord + Mailbox to search.SearchTarget (headers from the index)."""
-
-    __slots__ = ("mb", "folder", "uid", "flags", "size", "internaldate", "modseq", "_data")
-
-    def __init__(self, mb: Mailbox, folder: str, rec: MessageRecord) -> None:
-        self.mb, self.folder = mb, folder
-        self.uid, self.flags, self.size = rec.uid, rec.flags, rec.size
-        self.internaldate, self.modseq = rec.internaldate, rec.modseq
-        self._data = None
-
-    def header(self, name: str) -> bytes | None:
-        return self.mb.header(self.folder, self.uid, name)
-
-    def read(self) -> bytes:
-        if self._data is None:
-            self._data = self.mb.read(self.folder, self.uid)
-        return self._data
-
-
-INDEXED = {"SUBJECT": "subject", "FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc",
-           "MESSAGE-ID": "message-id"}
-
-
-def _header_keys(keys):
-    for k in keys:
-        if k[0] == "header":
-            yield k
-        elif k[0] == "and":
-            yield from _header_keys(k[1])
-        elif k[0] == "or":
-            yield from _header_keys([k[1], k[2]])
-        elif k[0] == "not":
-            yield from _header_keys([k[1]])
-
-
-def _indexed_header_hits(mb, folder, keys) -> dict | None:
-    """UID sets for header keys the store's index answers (SUBJECT/FROM/TO/CC/BCC/Message-ID)."""
-    search_header = getattr(mb, "search_header", None)
-    if search_header is None:
-        return None
-    out = {}
-    for k in _header_keys(keys):
-        field = INDEXED.get(k[1])
-        if field is not None and (k[1], k[2]) not in out:
-            out[(k[1], k[2])] = search_header(folder, field, k[2])
-    return out
-
-
-def _needs_message(keys, hits: dict) -> bool:
-    """True if some key needs header or body data the index record does not carry."""
-    for k in keys:
-        op = k[0]
-        if op in ("body", "text") or (op == "date" and k[1] == "sent"):
-            return True
-        if op == "header" and (k[1], k[2]) not in hits:
-            return True
-        if op == "and" and _needs_message(k[1], hits):
-            return True
-        if op == "or" and _needs_message([k[1], k[2]], hits):
-            return True
-        if op == "not" and _needs_message([k[1]], hits):
-            return True
-    return False
-
-
-def _only_indexed(keys) -> bool:
-    return all(k[0] == "header" and k[1] in INDEXED for k in keys)
-
-
-def _in_view(uids, uid) -> bool:
-    i = bisect.bisect_left(uids, uid)
-    return i < len(uids) and uids[i] == uid
-
-
-def _uses_modseq(keys) -> bool:
-    for k in keys:
-        if k[0] == "modseq":
-            return True
-        if k[0] == "and" and _uses_modseq(k[1]):
-            return True
-        if k[0] in ("or",) and _uses_modseq([k[1], k[2]]):
-            return True
-        if k[0] == "not" and _uses_modseq([k[1]]):
-            return True
-    return False
 
 
 __all__ = ["Session", "imap_date", "list_pattern"]
