@@ -106,7 +106,8 @@ def test_append_flags_internaldate_and_exact_bytes(store, tmp_path):
     assert rec.flags == {"\\Seen", "\\Answered", "Work"}
     assert rec.internaldate == when and rec.internaldate.utcoffset() == dt.timedelta(hours=-5)
     assert u.read("Sent", uid) == data and u.read("Sent", uid, 9, 2) == b"hi"
-    assert u.path("Sent", uid).name.endswith(":2,RS")
+    assert u.path("Sent", uid).name.endswith(":2,RSa")         # keyword letter a = Work
+    assert (u.root / ".Sent" / "dovecot-keywords").read_text() == "0 Work\n"
     assert int(u.path("Sent", uid).stat().st_mtime) == int(when.timestamp())
     with pytest.raises(StoreError) as e:
         u.append("Nope", data)
@@ -125,7 +126,7 @@ def test_set_flags_modes_modseq_and_unchangedsince(store, tmp_path, bus):
     changed, failed = u.set_flags("INBOX", [1, 2], "add", ["\\Seen", "\\Flagged", "$Label1"])
     assert [r.uid for r in changed] == [1, 2] and failed == []
     assert all(r.modseq > m0 for r in changed)
-    assert u.path("INBOX", 1).name.endswith(":2,FS")
+    assert u.path("INBOX", 1).name.endswith(":2,FSa")
     changed, _ = u.set_flags("INBOX", [1, 2, 3], "add", ["\\Seen"])
     assert [r.uid for r in changed] == [3]                     # 1, 2 already had it
     changed, _ = u.set_flags("INBOX", [1], "remove", ["\\Flagged", "$Label1"])
@@ -170,7 +171,7 @@ def test_uids_stable_across_restart_and_new_uidvalidity_when_index_lost(tmp_path
         assert st3.uidvalidity != st1.uidvalidity and st3.uids == [1, 2, 3]
         assert [r.flags for r in u.records("INBOX")] == [frozenset(), {"\\Seen"}, frozenset()]
         assert u.state("Archive").uids == [1]
-        assert u.records("Archive")[0].flags == frozenset()       # keywords lived in the index
+        assert u.records("Archive")[0].flags == {"Work"}     # kept in the name, as Dovecot does
         assert {f.name for f in u.folders()} >= {"INBOX", "Sent", "Archive"}
 
 
@@ -501,3 +502,23 @@ def test_concurrent_flag_changes_moves_and_expunges_stay_consistent(store, tmp_p
         assert sorted(u.path(folder, r.uid).name for r in recs) == on_disk
         assert len({r.name for r in recs}) == len(recs)
     assert len(u.state("INBOX").uids) == 20 + 20 and len(u.state("Archive").uids) == 20
+
+
+def test_keywords_in_file_names_follow_moves_and_external_changes(store):
+    u = store.user(ADDR)
+    u.append("INBOX", msg(1), ["Beta", "Alpha"])
+    assert (u.root / "dovecot-keywords").read_text() == "0 Alpha\n1 Beta\n"
+    assert u.path("INBOX", 1).name.endswith(":2,ab")
+    (u.root / ".Archive" / "dovecot-keywords").write_text("0 Other\n1 Beta\n")
+    _, _, [new] = u.copy("INBOX", [1], "Archive", move=True)
+    p = u.path("Archive", new)
+    assert p.name.endswith(":2,bc")               # Beta is b there; Alpha got the next letter c
+    assert u.records("Archive", [new])[0].flags == {"Alpha", "Beta"}
+    os.rename(p, p.with_name(p.name.replace(":2,bc", ":2,Sa")))      # another tool's edit
+    os.utime(p.parent, ns=(0, 2))
+    u.sync("Archive")
+    assert u.records("Archive", [new])[0].flags == {"\\Seen", "Other"}
+    many = [f"kw{i:02d}" for i in range(30)]
+    u.append("Drafts", msg(2), many)              # beyond 26 letters: index only
+    assert u.records("Drafts")[0].flags == set(many)
+    assert len((u.root / ".Drafts" / "dovecot-keywords").read_text().splitlines()) == 26

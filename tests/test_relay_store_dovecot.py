@@ -90,7 +90,8 @@ def test_envelope_and_bodystructure_match_dovecot(dovecot, tmp_path):
 
 def test_dovecot_reads_our_maildir_folders_flags_and_bytes(dovecot, tmp_path):
     """Other Maildir tools see what we wrote: Dovecot serving a copy of our tree lists the same
-    folders, the same system flags (from the file names) and the same bytes."""
+    folders, the same flags (system flags and keywords, from the file names and the
+    dovecot-keywords files) and the same bytes."""
     import os
     import re
     import shutil
@@ -108,7 +109,7 @@ def test_dovecot_reads_our_maildir_folders_flags_and_bytes(dovecot, tmp_path):
                 u.append(folder, make_message(i), fl)
         u.copy("INBOX", [2], "Archive/2025", move=True)
         ours = {f.name for f in u.folders()}
-        expected = {folder: [(sorted(r.flags - {"Work"}), u.read(folder, r.uid))
+        expected = {folder: [(sorted(r.flags), u.read(folder, r.uid))
                              for r in u.records(folder, u.state(folder).uids)] for folder in ours}
         root = u.root
     dovecot.add_user("bob", "pw")

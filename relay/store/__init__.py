@@ -7,8 +7,9 @@ index here makes FETCH ENVELOPE/BODYSTRUCTURE and SEARCH on headers index reads,
 
 Layout (shared with relay/delivery.py): ``mail_dir / <address lowercased> /`` is a Maildir++;
 INBOX is the root (tmp/ new/ cur/), folder "A/B" is the directory ``.A.B`` (levels in modified
-UTF-7, see names.py). Flags are in file names (``:2,DFPRST``), keywords only in the index
-(``tui-mail-index.sqlite`` in the root). Unique parts (before ':') never change.
+UTF-7, see names.py). Flags are in file names (``:2,DFPRST``), and so are a folder's first 26
+keywords (letters a–z per its ``dovecot-keywords`` file, Dovecot's scheme); all flags are also in
+the index (``tui-mail-index.sqlite`` in the root). Unique parts (before ':') never change.
 
 Usage::
 
@@ -62,7 +63,8 @@ Changes (each publishes (address, folder) on the ChangeBus after committing)
 Crash consistency: files are written first (tmp/ → rename), the index second, in one
 transaction; the next sync reconciles whatever a crash left. UIDs and UIDVALIDITY are stable
 while the index exists; if it is lost (or corrupt: it is moved aside) it is rebuilt from the
-Maildir with new UIDVALIDITYs (keywords, which only the index holds, are lost then).
+Maildir with new UIDVALIDITYs (flags and the first 26 keywords per folder survive: they are in
+the file names and dovecot-keywords, as Dovecot keeps them; further keywords are lost).
 
 Limits: one relay process per mail directory (the per-user lock is in-process). Changes other
 Maildir tools make in cur/ are noticed through cur/'s mtime, so one landing in the same clock

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -205,6 +206,17 @@ class UserStore:
             for f in dict.fromkeys(folders):
                 self._bus.publish(self.address, f)
 
+    def _kwmap(self, f: _Folder, want: Iterable[str] = ()) -> dict[str, int]:
+        """The folder's keyword → letter index, giving letters to new keywords in ``want``
+        while a–z last (Dovecot's dovecot-keywords file, so other tools see them too)."""
+        names = maildir.read_keywords(f.path)
+        missing = sorted({k for k in want if not k.startswith("\\")
+                          and k not in maildir.FLAG_LETTERS and k not in names})
+        if missing and len(names) < maildir.MAX_KEYWORDS:
+            names += missing[:maildir.MAX_KEYWORDS - len(names)]
+            maildir.write_keywords(f.path, names)
+        return {n: i for i, n in enumerate(names) if n}
+
     # ------------------------------------------------------------------ sync with the disk
     def sync(self, folder: str = INBOX) -> bool:
         """Pick up files delivered to new/ or changed in cur/ by other programs; True if the
@@ -222,6 +234,8 @@ class UserStore:
         uidnext = f.uidnext
         with self._tx() as db:
             known = {}
+            kwlist = maildir.read_keywords(f.path)
+            kwmap = {n: i for i, n in enumerate(kwlist) if n}
             if cur_m != f.cur_mtime:
                 cur = maildir.listing(f.path, "cur")
                 for uid, base, fname, flags in db.execute(
@@ -236,8 +250,9 @@ class UserStore:
                         db.execute("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)", (f.id, uid, modseq))
                         changed = True
                     elif now != fname:
-                        keep = {x for x in flags.split() if x not in maildir.FLAG_LETTERS}
-                        newflags = keep | maildir.flags_from_info(maildir.split_name(now)[1])
+                        keep = {x for x in flags.split() if x not in maildir.FLAG_LETTERS
+                                and x not in kwmap}          # keywords only the index holds
+                        newflags = keep | maildir.flags_from_info(maildir.split_name(now)[1], kwlist)
                         modseq += 1
                         db.execute("UPDATE messages SET filename=?, flags=?, modseq=? WHERE folder=? AND uid=?",
                                    (now, " ".join(sorted(newflags)), modseq, f.id, uid))
@@ -249,11 +264,11 @@ class UserStore:
             for base, fn in unknown:
                 arrivals.append((base, fn, f.path / "cur" / fn, False))
             for base, fn in new_files.items():
-                flags = maildir.flags_from_info(maildir.split_name(fn)[1])
+                flags = maildir.flags_from_info(maildir.split_name(fn)[1], kwlist)
                 if base in known or db.execute("SELECT 1 FROM messages WHERE folder=? AND base=?",
                                                (f.id, base)).fetchone():
                     base = maildir.new_unique()   # a name clash: never overwrite, index it anew
-                target = maildir.cur_name(base, flags)
+                target = maildir.cur_name(base, flags, kwmap)
                 try:
                     os.rename(f.path / "new" / fn, f.path / "cur" / target)
                 except FileNotFoundError:
@@ -271,7 +286,7 @@ class UserStore:
             for mtime, base, fn, data, recent in batch:
                 modseq += 1
                 self._insert_message(db, f.id, uidnext, base, fn,
-                                     maildir.flags_from_info(maildir.split_name(fn)[1]),
+                                     maildir.flags_from_info(maildir.split_name(fn)[1], kwlist),
                                      data, int(mtime), 0, modseq, recent)
                 uidnext += 1
                 changed = True
@@ -587,6 +602,7 @@ class UserStore:
             self._sync(f)
             modseq = f.highestmodseq
             rows = list(self._select(f, "uid, flags, filename, modseq", uids))
+            kwmap = self._kwmap(f, want if mode != "remove" else ())
             with self._tx() as db:
                 for uid, flagtext, fname, mseq in rows:
                     if unchangedsince is not None and mseq > unchangedsince:
@@ -597,7 +613,7 @@ class UserStore:
                     if new == old:
                         continue
                     base, info = maildir.split_name(fname)
-                    newname = maildir.cur_name(base, new)
+                    newname = maildir.cur_name(base, new, kwmap)
                     if newname != fname:
                         try:
                             os.rename(f.path / "cur" / fname, f.path / "cur" / newname)
@@ -626,7 +642,8 @@ class UserStore:
         with self._lock:
             f = self._folder(folder, code="TRYCREATE")
             self._sync(f)
-            base, fn = maildir.write_message(f.path, data, want, when.timestamp())
+            base, fn = maildir.write_message(f.path, data, want, when.timestamp(),
+                                             self._kwmap(f, want))
             uid, modseq = f.uidnext, f.highestmodseq + 1
             with self._tx() as db:
                 self._insert_message(db, f.id, uid, base, fn, want, data, int(when.timestamp()),
@@ -655,20 +672,21 @@ class UserStore:
             done_src: list[int] = []
             done_new: list[int] = []
             uid, dmod, smod = dst.uidnext, dst.highestmodseq, src.highestmodseq
+            dkw = self._kwmap(dst, {k for r in rows for k in r[3].split()})
             with self._tx() as db:
                 for (suid, base, fname, flagtext, idate, tzo, *cached, size, vsize) in rows:
                     srcpath = src.path / "cur" / fname
                     flags = set(flagtext.split())
-                    if move and not (dst.path / "cur").joinpath(fname).exists() and \
+                    if move and not any((dst.path / "cur").glob(glob_escape(base) + "*")) and \
                             db.execute("SELECT 1 FROM messages WHERE folder=? AND base=?", (dst.id, base)).fetchone() is None:
-                        newbase, newname = base, fname
+                        newbase, newname = base, maildir.cur_name(base, flags, dkw)
                         try:
                             os.rename(srcpath, dst.path / "cur" / newname)
                         except FileNotFoundError:
                             continue
                     else:
                         newbase = maildir.new_unique()
-                        newname = maildir.cur_name(newbase, flags)
+                        newname = maildir.cur_name(newbase, flags, dkw)
                         try:
                             _link_or_copy(srcpath, dst.path, newname)
                         except FileNotFoundError:
@@ -742,6 +760,10 @@ class UserStore:
             gone = [r[0] for r in self._db.execute(
                 "SELECT uid FROM expunged WHERE folder=? AND modseq>? ORDER BY uid", (f.id, modseq))]
             return recs, gone
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _like_prefix(name: str) -> str:

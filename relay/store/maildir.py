@@ -1,9 +1,11 @@
 """Maildir file operations: unique names, info suffixes (":2,FRS"), listing and atomic writes.
 
-Only the system flags live in file names (D=\\Draft, F=\\Flagged, P=$Forwarded, R=\\Answered,
-S=\\Seen, T=\\Deleted, the letters other Maildir tools use); keywords live in the index. The
-unique part of a name (everything before ':') never changes for a message's life: local delivery
-relies on it to detect duplicate deliveries after a crash.
+System flags live in file names with the letters other Maildir tools use (D=\\Draft,
+F=\\Flagged, P=$Forwarded, R=\\Answered, S=\\Seen, T=\\Deleted); the first 26 keywords of a
+folder too, as Dovecot does it: lowercase letters a–z indexing the folder's ``dovecot-keywords``
+file ("0 Work" per line). Further keywords live only in the index. The unique part of a name
+(everything before ':') never changes for a message's life: local delivery relies on it to
+detect duplicate deliveries after a crash.
 """
 
 from __future__ import annotations
@@ -29,16 +31,51 @@ def split_name(filename: str) -> tuple[str, str]:
     return base, ""
 
 
-def flags_from_info(letters: str) -> set[str]:
-    return {LETTER_FLAGS[c] for c in letters if c in LETTER_FLAGS}
+KEYWORDS_FILE = "dovecot-keywords"
+MAX_KEYWORDS = 26
 
 
-def info_for(flags) -> str:
-    return "".join(sorted(FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS))
+def flags_from_info(letters: str, keywords: list[str] | tuple = ()) -> set[str]:
+    out = set()
+    for c in letters:
+        if c in LETTER_FLAGS:
+            out.add(LETTER_FLAGS[c])
+        elif "a" <= c <= "z":
+            i = ord(c) - 97
+            if i < len(keywords) and keywords[i]:
+                out.add(keywords[i])
+    return out
 
 
-def cur_name(base: str, flags) -> str:
-    return f"{base}:2,{info_for(flags)}"
+def info_for(flags, kwmap: dict[str, int] | None = None) -> str:
+    letters = [FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS]
+    if kwmap:
+        letters += [chr(97 + kwmap[f]) for f in flags if f in kwmap]
+    return "".join(sorted(letters))
+
+
+def cur_name(base: str, flags, kwmap: dict[str, int] | None = None) -> str:
+    return f"{base}:2,{info_for(flags, kwmap)}"
+
+
+def read_keywords(folder: Path) -> list[str]:
+    """The folder's keyword table (position = letter a, b, …; "" for a gap)."""
+    try:
+        text = (folder / KEYWORDS_FILE).read_text("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    entries: dict[int, str] = {}
+    for line in text.splitlines():
+        idx, _, name = line.partition(" ")
+        if idx.isdigit() and int(idx) < MAX_KEYWORDS and name.strip():
+            entries[int(idx)] = name.strip()
+    return [entries.get(i, "") for i in range(max(entries) + 1)] if entries else []
+
+
+def write_keywords(folder: Path, names: list[str]) -> None:
+    tmp = folder / "tmp" / f".{KEYWORDS_FILE}.{os.getpid()}"
+    tmp.write_text("".join(f"{i} {n}\n" for i, n in enumerate(names) if n), "utf-8")
+    os.replace(tmp, folder / KEYWORDS_FILE)
 
 
 def new_unique() -> str:
@@ -62,7 +99,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_message(root: Path, data: bytes, flags, mtime: float | None = None) -> tuple[str, str]:
+def write_message(root: Path, data: bytes, flags, mtime: float | None = None,
+                  kwmap: dict[str, int] | None = None) -> tuple[str, str]:
     """Write data to tmp/, set its mtime (INTERNALDATE), rename it into cur/ with flags.
     Returns (unique part, file name in cur/)."""
     base = new_unique()
@@ -78,7 +116,7 @@ def write_message(root: Path, data: bytes, flags, mtime: float | None = None) ->
         os.close(fd)
     if mtime is not None:
         os.utime(tmp, (mtime, mtime))
-    name = cur_name(base, flags)
+    name = cur_name(base, flags, kwmap)
     os.rename(tmp, root / "cur" / name)
     return base, name
 
