@@ -69,12 +69,30 @@ async def test_login_uses_relay_users(relay):
 
     def client():
         with IMAPClient(ihost, port=iport, ssl=False) as c:
+            caps = c.capabilities()
+            assert b"STARTTLS" in caps and b"AUTH=PLAIN" in caps   # relay cert; loopback plaintext ok
             with pytest.raises(LoginError):
                 c.login("bob@example.org", "wrong")
             c.login("bob@example.org", "bob-secret")
             assert c.select_folder("INBOX")[b"EXISTS"] == 0
 
     await asyncio.to_thread(client)
+
+
+async def test_starttls_with_the_relays_certificate(relay):
+    import ssl
+    ihost, iport = relay.addresses["imap"]
+
+    def client():
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE   # the relay's self-signed certificate
+        with IMAPClient(ihost, port=iport, ssl=False) as c:
+            c.starttls(ctx)
+            c.login("bob@example.org", "bob-secret")
+            return c.select_folder("INBOX")[b"EXISTS"]
+
+    assert await asyncio.to_thread(client) == 0
 
 
 async def test_stop_ends_open_sessions(relay):
