@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import threading
@@ -677,9 +676,10 @@ class UserStore:
                 for (suid, base, fname, flagtext, idate, tzo, *cached, size, vsize) in rows:
                     srcpath = src.path / "cur" / fname
                     flags = set(flagtext.split())
-                    if move and not any((dst.path / "cur").glob(glob_escape(base) + "*")) and \
+                    keep_name = maildir.cur_name(base, flags, dkw)
+                    if move and not (dst.path / "cur" / keep_name).exists() and \
                             db.execute("SELECT 1 FROM messages WHERE folder=? AND base=?", (dst.id, base)).fetchone() is None:
-                        newbase, newname = base, maildir.cur_name(base, flags, dkw)
+                        newbase, newname = base, keep_name     # dst was just synced: the index knows
                         try:
                             os.rename(srcpath, dst.path / "cur" / newname)
                         except FileNotFoundError:
@@ -760,10 +760,6 @@ class UserStore:
             gone = [r[0] for r in self._db.execute(
                 "SELECT uid FROM expunged WHERE folder=? AND modseq>? ORDER BY uid", (f.id, modseq))]
             return recs, gone
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _like_prefix(name: str) -> str:
