@@ -242,6 +242,20 @@ def test_decode_words_edge_cases():
 
 # --- HTML ----------------------------------------------------------------------------------
 
+def test_huge_html_is_cut_quickly_and_says_so():
+    import time
+
+    html = "<html><body>" + "".join(
+        f'<p>Paragraph {i} <a href="https://x.org/{i}">link {i}</a> <b>bold</b>.</p>' for i in range(20000)) + "</body></html>"
+    raw = ("Subject: big\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html).encode()
+    t = time.perf_counter()
+    v = parse_message(raw)
+    assert time.perf_counter() - t < 10  # uncut, html2text needs minutes for this
+    assert any("large" in p for p in v.problems)
+    assert "Paragraph 0 [link 0](https://x.org/0)" in v.text
+    assert len(v.links) == 20000  # links come from the whole HTML
+
+
 def test_html_to_text_survives_junk():
     assert "text" in html_to_text("<p>text<table><tr><td><<<>>></p>")
     assert html_to_text("").strip() == ""

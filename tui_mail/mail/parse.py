@@ -435,14 +435,25 @@ def html_links(html: str) -> list[str]:
     return finder.links
 
 
+HTML_LIMIT = 256 * 1024     # html2text is slow (~1 s per 300 KB); beyond this, cut
+REFERENCE_LINKS_LIMIT = 100  # its reference-style links are quadratic; more → inline links
+
+
 def html_to_text(html: str, problems: list[str] | None = None, width: int = 78) -> str:
     """Readable text from HTML: paragraphs, lists, emphasis; links as numbered references
-    listed at the end; images by their alt text; scripts and styles dropped."""
+    listed at the end (inline when there are very many); images by their alt text; scripts
+    and styles dropped. Very large HTML is cut (and ``problems`` says so) so opening a
+    message never stalls."""
     import html2text
 
+    if len(html) > HTML_LIMIT:
+        cut = html.rfind("<", 0, HTML_LIMIT)
+        html = html[: cut if cut > HTML_LIMIT // 2 else HTML_LIMIT]
+        if problems is not None:
+            problems.append(f"HTML part is large; showing its first {HTML_LIMIT // 1024} KB as text")
     conv = html2text.HTML2Text()
     conv.body_width = width
-    conv.inline_links = False
+    conv.inline_links = html.lower().count("<a ") > REFERENCE_LINKS_LIMIT
     conv.wrap_links = False
     conv.images_to_alt = True
     conv.unicode_snob = True
