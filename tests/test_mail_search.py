@@ -112,6 +112,16 @@ def test_keys_are_case_insensitive_and_urls_are_words():
         ("from", "Alice"), ("text", "https://example.org/x"), ("text", "12:30"), ("subject", "hi")]
 
 
+@pytest.mark.parametrize("value, expected", [
+    ("today", date(2026, 11, 23)), ("yesterday", date(2026, 11, 22)), ("7d", date(2026, 11, 16)),
+    ("2w", date(2026, 11, 9)), ("1m", date(2026, 10, 24)), ("1y", date(2025, 11, 23)), ("0d", date(2026, 11, 23)),
+])
+def test_relative_dates(value, expected):
+    q = parse(f"since:{value} -before:{value.upper()}", today=date(2026, 11, 23))
+    assert [t.value for t in q.terms] == [expected, expected]
+    assert isinstance(parse("since:today").terms[0].value, date)
+
+
 def test_empty_query():
     assert parse("   ") == Query((), "   ") and not parse("")
     assert to_imap("") == ["ALL"]
@@ -124,7 +134,8 @@ def test_empty_query():
     ('subject:"unterminated', 'subject:"unterminated', 0),
     ('x "open phrase', '"open phrase', 2),
     ("since:2026-13-01", "since:2026-13-01", 0),
-    ("before:yesterday", "before:yesterday", 0),
+    ("before:last-week", "before:last-week", 0),
+    ("since:7x", "since:7x", 0),
     ("a is:sleepy", "is:sleepy", 2),
     ("has:kittens", "has:kittens", 0),
     ("a - b", "-", 2),

@@ -1,7 +1,7 @@
 """The search language, parsed once and compiled three ways.
 
     from:alice to:bob cc:carol subject:"meaning of life" body:ketchup
-    since:2026-01-01 before:2026-02-01 is:unread is:read is:flagged is:answered
+    since:2026-01-01 before:2026-02-01 since:7d before:yesterday is:unread is:read is:flagged is:answered
     has:attachment  -is:flagged  bare words  "quoted phrases"
 
 Every term must hold (AND); a leading ``-`` negates a term. Bare words and phrases match
@@ -27,7 +27,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone, tzinfo
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
 from tui_mail.errors import SearchSyntaxError
 
@@ -105,19 +105,32 @@ def _read_value(text: str, i: int, start: int) -> tuple[str, bool, int]:
     return text[i:j], False, j
 
 
-def _parse_date(value: str, token: str, position: int) -> date:
+_RELATIVE_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
+
+
+def _parse_date(value: str, token: str, position: int, today: date | None) -> date:
     m = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", value)
     if m:
         try:
             return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
         except ValueError:
             pass
-    raise SearchSyntaxError(f"bad date in {token!r} at position {position}: use YYYY-MM-DD",
-                            token, position)
+    low = value.lower()
+    rel = re.fullmatch(r"(\d{1,5})([dwmy])", low)
+    if low in ("today", "yesterday") or rel:
+        today = today or date.today()
+        if low == "today":
+            return today
+        if low == "yesterday":
+            return today - timedelta(days=1)
+        return today - timedelta(days=int(rel.group(1)) * _RELATIVE_DAYS[rel.group(2)])
+    raise SearchSyntaxError(f"bad date in {token!r} at position {position}: use YYYY-MM-DD, "
+                            "today, yesterday or an age like 7d, 2w, 3m, 1y", token, position)
 
 
-def parse(text: str) -> Query:
-    """Parse a query string; raises SearchSyntaxError(token, position) on bad input."""
+def parse(text: str, today: date | None = None) -> Query:
+    """Parse a query string; raises SearchSyntaxError(token, position) on bad input.
+    ``today`` anchors relative dates (since:7d, before:yesterday); default: the local date."""
     terms: list[Term] = []
     i = 0
     n = len(text)
@@ -146,7 +159,7 @@ def parse(text: str) -> Query:
                     f"(known: {', '.join(sorted(KEYS))})", token, start)
             if not value.strip():
                 raise SearchSyntaxError(f"{token!r} at position {start} needs a value", token, start)
-            terms.append(_term(key, value, quoted, negated, token, start))
+            terms.append(_term(key, value, quoted, negated, token, start, today))
             continue
         value, quoted, i = _read_value(text, i, start)
         token = text[start:i]
@@ -155,13 +168,14 @@ def parse(text: str) -> Query:
                 raise SearchSyntaxError(f"empty phrase {token!r} at position {start}", token, start)
             # a lone quote inside a word, e.g. ab"c: read the rest as a phrase
             raise SearchSyntaxError(f"unexpected {token!r} at position {start}", token, start)
-        terms.append(_term("text", value, quoted, negated, token, start))
+        terms.append(_term("text", value, quoted, negated, token, start, today))
     return Query(tuple(terms), text)
 
 
-def _term(key: str, value: str, quoted: bool, negated: bool, token: str, pos: int) -> Term:
+def _term(key: str, value: str, quoted: bool, negated: bool, token: str, pos: int,
+          today: date | None) -> Term:
     if key in DATE_FIELDS:
-        return Term(key, _parse_date(value.strip(), token, pos), negated, False, pos)
+        return Term(key, _parse_date(value.strip(), token, pos, today), negated, False, pos)
     if key == "is":
         v = value.strip().lower()
         if v not in IS_VALUES:
