@@ -418,3 +418,40 @@ async def test_plaintext_injected_after_stls_is_ignored(tmp_path):
         assert relay.attempts == []
     finally:
         await relay.stop()
+
+
+def _non_loopback_ip() -> str | None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.254", 9))       # no packet is sent: this only picks a route
+        ip = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if ip.startswith("127.") else ip
+
+
+async def test_plaintext_login_never_allowed_from_other_hosts(tmp_path):
+    ip = _non_loopback_ip()
+    if ip is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    relay = Relay(tmp_path, allow_plaintext=True)
+    relay.server = await start_pop3_server(ip, 0, store=relay.store, authenticate=relay.authenticate,
+                                           ssl_context=None, allow_plaintext=True, hostname="mx")
+    port = relay.server.sockets[0].getsockname()[1]
+    try:
+        def session():
+            c = poplib.POP3(ip, port, timeout=10)
+            try:
+                assert "USER" not in c.capa()
+                with pytest.raises(poplib.error_proto) as e:
+                    c.user(ADDR)
+                assert b"[AUTH]" in e.value.args[0]
+            finally:
+                c.quit()
+
+        await asyncio.to_thread(session)
+        assert relay.attempts == []
+    finally:
+        await relay.stop()
