@@ -55,16 +55,25 @@ pop3 = "127.0.0.1:{self.ports['pop3']}"
         self.host = RelayHost(DOMAIN, self.cfg)
 
     def seed(self, messages, folder: str = "INBOX", flags_of=lambda i: ()) -> None:
-        """Append messages through the relay's store (only while the relay is stopped)."""
+        """Put messages into bob's Maildir as files and let the relay's store index them in one
+        sync (what another Maildir tool would do; appending one by one fsyncs each message).
+        Only while the relay is stopped."""
         from relay.events import ChangeBus
+        from relay.store import names
         from relay.store.registry import MailStore
 
         assert not self.host.running
         store = MailStore(self.cfg.mail_dir, ChangeBus())
         try:
-            user = store.user(BOB)
+            user = store.user(BOB)       # creates the user's default folders
+            root = self.cfg.mail_dir / BOB / names.to_dirname(folder)
+            base = int(time.time())
             for i, data in enumerate(messages):
-                user.append(folder, data, flags=tuple(flags_of(i)))
+                name = f"{base}.seed{i:06d}.mail.{DOMAIN}"
+                info = "".join(sorted({"\\Seen": "S", "\\Flagged": "F"}[f] for f in flags_of(i)))
+                (root / "tmp" / name).write_bytes(data)
+                (root / "tmp" / name).rename(root / "cur" / f"{name}:2,{info}")
+            user.sync(folder)
         finally:
             store.close()
 
