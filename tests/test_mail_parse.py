@@ -206,6 +206,17 @@ def test_inline_related_images_are_inline_attachments():
         ("2", "image/png", True, "<img1>")]
 
 
+def test_named_inline_text_is_shown_and_listed():
+    raw = (b"Subject: t\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+           b"--b\r\nContent-Type: text/plain; name=notes.txt\r\nContent-Disposition: inline; filename=notes.txt\r\n\r\n"
+           b"the notes\r\n--b--\r\n")
+    v = parse_message(raw)
+    assert v.text == "see below\n\nthe notes\n"
+    assert [(a.part_id, a.filename, a.inline) for a in v.attachments] == [("2", "notes.txt", True)]
+    assert v.part_bytes("2") == b"the notes"
+
+
 def test_view_helpers():
     v = load("encoded_words.eml")
     assert v.from_name == "Crêpe, Alice" and v.from_addr == "alice@crepes.fr"

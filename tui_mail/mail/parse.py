@@ -342,6 +342,8 @@ class _Collector:
             else:
                 self.texts.append(("plain", text))
             self.shown.add(id(part))
+            if _filename(part):  # a named text file shown inline (Apple Mail): still saveable
+                self.add_attachment(part, force_inline=True)
             return
         if ctype == "text/rfc822-headers" and not is_attachment and inline_ok:
             self.texts.append(("plain", self.text_of(part, pid)))
