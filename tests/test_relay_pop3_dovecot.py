@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import pytest
-
 from relay.events import ChangeBus
 from relay.pop3 import start_pop3_server
 from relay.store import MailStore
