@@ -28,6 +28,7 @@ class FolderLoaded(Message):
     state: FolderState
     summaries: dict[int, MessageSummary]
     keep: int | None = None        # keep the cursor on this uid (a reload of the same folder)
+    warm: bool = False             # from the local cache only; the server's answer follows
 
 
 @dataclass

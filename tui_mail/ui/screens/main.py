@@ -58,6 +58,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.journal = UndoJournal()
         self._preview_timer: Timer | None = None
         self._loaded: tuple[str, str, int] | None = None
+        self._fresh: set[tuple[str, str]] = set()     # folders loaded from the server
         self._read_timer: Timer | None = None
 
     # --- layout -------------------------------------------------------------------------
@@ -112,6 +113,9 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     @work(thread=True, group="connect", exit_on_error=False)
     def connect_account(self, account: Account) -> None:
         self.post_message(ConnectionChanged(account.name, "connecting"))
+        if account is self.account:
+            # Warm start: paint the inbox from the local cache before the server answers.
+            self._post_warm(account, "INBOX", self.sort, None)
         try:
             account.store.connect()
             if account.outbox is not None:
@@ -149,12 +153,15 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
 
     def on_folders_listed(self, event: FoldersListed) -> None:
         self.tree.set_folders(event.account, event.folders)
-        if self.folder is None and self.account and event.account == self.account.name:
+        current = self.account is not None and event.account == self.account.name
+        if current and (self.folder is None or (event.account, self.folder) not in self._fresh):
             inbox = next((f.name for f in event.folders if f.role == "inbox"), None)
             inbox = inbox or (event.folders[0].name if event.folders else None)
+            if self.folder is not None and self.folder in {f.name for f in event.folders}:
+                inbox = self.folder                     # painted warm: now load it for real
             if inbox:
                 self.tree.select_folder(event.account, inbox, announce=False)
-                self.open_folder(self.account, inbox)
+                self.open_folder(self.account, inbox, keep=self.message_list.current_uid)
         elif self.folder and self.account and event.account == self.account.name:
             self._show_counts()
 
@@ -177,9 +184,18 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.status.connection = self.status.connection
         self.load_folder(account, folder, self.sort, keep)
 
+    def _post_warm(self, account: Account, folder: str, sort: str, keep: int | None) -> None:
+        store, real = self.store_for(account, folder)
+        warm = store.cached_folder_state(real, sort)
+        if warm is not None and warm.uids:
+            cached = store.cached_summaries(real, warm.uids[-FIRST_WINDOW:])
+            self.post_message(FolderLoaded(account.name, folder, warm, cached, keep, warm=True))
+
     @work(thread=True, exclusive=True, group="folder", exit_on_error=False)
     def load_folder(self, account: Account, folder: str, sort: str, keep: int | None) -> None:
         store, real = self.store_for(account, folder)
+        if (account.name, folder) not in self._fresh:
+            self._post_warm(account, folder, sort, keep)
         state = store.folder_state(real, sort)
         window = state.uids[-FIRST_WINDOW:]
         cached = store.cached_summaries(real, window)
@@ -187,8 +203,13 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.post_message(FolderLoaded(account.name, folder, state, cached, keep))
 
     def on_folder_loaded(self, event: FolderLoaded) -> None:
+        if event.warm and self.folder is None and self.account and self.account.name == event.account:
+            self.folder = event.folder                  # the warm start, before the folder list
+            self.status.account, self.status.folder = event.account, event.folder
         if not self._is_current(event.account, event.folder):
             return
+        if not event.warm:
+            self._fresh.add((event.account, event.folder))
         rows = event.state.uids[::-1]              # newest first
         self.folder_rows = rows
         ml = self.message_list
@@ -208,6 +229,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.thread_rows()
         self._show_counts()
         self.refresh_bindings()
+        if event.warm:
+            return
         account = self.accounts[event.account]
         self.watch_folder(account, event.folder)
         self.fill_cache(account, event.folder)
