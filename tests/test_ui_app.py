@@ -315,3 +315,41 @@ async def test_reader_saves_an_attachment(tmp_path, monkeypatch):
         assert (tmp_path / "dl" / "data.bin").read_bytes() == b"\x00\x01"
         await pilot.press("a")                        # never overwrites
         assert (tmp_path / "dl" / "data (1).bin").exists()
+
+
+async def test_warm_start_paints_from_the_cache_before_the_server_answers():
+    import threading
+
+    class SlowServer(FakeStore):
+        def __init__(self):
+            super().__init__()
+            self.server_answers = threading.Event()
+            self.cache = {}
+
+        def connect(self):
+            self.server_answers.wait(10)
+            super().connect()
+
+        def cached_folder_state(self, folder, sort="date"):
+            return self.folder_state(folder, sort) if folder == "INBOX" else None
+
+        def cached_summaries(self, folder, uids):
+            return self.summaries(folder, uids)
+
+    store = SlowServer()
+    for i in range(5):
+        store.add("INBOX", make_message(i))
+    app, store, _ = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 5
+        while not (getattr(app, "main_screen", None) and len(mlist(app).rows) == 5
+                   and mlist(app).current_summary is not None):
+            await asyncio.sleep(0.02)
+            assert loop.time() < end, "no warm paint"
+        assert app.main_screen.status.connection == "connecting"     # painted before login
+        store.server_answers.set()
+        await settle(pilot, app, lambda: app.main_screen.status.connection == "online"
+                     and ("bob", "INBOX") in app.main_screen._fresh)
+        assert len(mlist(app).rows) == 5
