@@ -290,18 +290,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=10_000, help="messages per run (default 10,000)")
     p.add_argument("--quick", action="store_true", help="1,000 messages per run")
     p.add_argument("--no-postfix", action="store_true", help="benchmark the relay only")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="alternate relay and Postfix this many times and keep each one's best run "
+                        "(damps noise from other load on the machine)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
     sessions = args.sessions or [10, 50]
     total = 1000 if args.quick else args.messages
     print(f"SMTP accept benchmark: {total} x 1 KB messages per run, sessions {sessions}, fsync on, "
-          f"{os.cpu_count()} CPUs", file=sys.stderr)
-    relay = bench_server(RelayUnderTest, sessions, total)
-    postfix = None
-    if not args.no_postfix and os.access(POSTFIX, os.X_OK):
-        postfix = bench_server(PostfixUnderTest, sessions, total)
-    elif not args.no_postfix:
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    with_postfix = not args.no_postfix and os.access(POSTFIX, os.X_OK)
+    if not args.no_postfix and not with_postfix:
         print(f"  ({POSTFIX} not found: Postfix skipped)", file=sys.stderr)
+    relay: dict[int, Result] = {}
+    postfix: dict[int, Result] | None = {} if with_postfix else None
+    for _ in range(max(1, args.repeat)):
+        for kind, best in ((RelayUnderTest, relay), (PostfixUnderTest, postfix)):
+            if best is None:
+                continue
+            for n, r in bench_server(kind, sessions, total).items():
+                if n not in best or r.accepted_per_s > best[n].accepted_per_s:
+                    best[n] = r
     if args.json:
         print(json.dumps({"messages": total, "relay": {n: vars(r) for n, r in relay.items()},
                           "postfix": {n: vars(r) for n, r in postfix.items()} if postfix else None}, indent=1))

@@ -4,7 +4,9 @@ Mailbox layout (shared with relay/store and the IMAP/POP3 servers): ``cfg.mail_d
 <address lowercased> /`` is a Maildir++ whose root is INBOX (``tmp/ new/ cur/``) and whose
 folders are ``.Name`` subdirectories.
 
-A delivery writes ``tmp/<name>``, fsyncs it, renames it to ``new/<name>`` and fsyncs ``new/``.
+A delivery writes ``tmp/<name>``, renames it to ``new/<name>`` and fsyncs the file and ``new/``
+before the queue records it as delivered (rename before fsync halves the journal commits; a
+file torn by a power loss is recognised by its size on the retry and written again).
 ``<name>`` is deterministic per (queue ID, recipient): ``<ID>.<sha1(rcpt)[:12]>.<hostname>``.
 So if the relay dies after the rename but before the queue records "sent", the retry finds
 ``new/<name>`` (or ``cur/<name>:2,FLAGS`` once a reader has seen it) and does not deliver again.
@@ -44,10 +46,15 @@ def unique_name(queue_id: str, recipient: str, hostname: str) -> str:
     return f"{queue_id}.{digest}.{host}"
 
 
-def already_delivered(root: Path, name: str, *, look_in_cur: bool = True) -> bool:
-    """True if ``name`` is in new/ or (as ``name:2,FLAGS``) in cur/."""
-    if (root / "new" / name).exists():
-        return True
+def already_delivered(root: Path, name: str, *, look_in_cur: bool = True, size: int | None = None) -> bool:
+    """True if ``name`` is in new/ (with the expected ``size``, when given) or, as
+    ``name:2,FLAGS``, in cur/."""
+    try:
+        st = (root / "new" / name).stat()
+        if size is None or st.st_size == size:
+            return True
+    except FileNotFoundError:
+        pass
     if not look_in_cur:
         return False
     cur = root / "cur"
@@ -95,17 +102,20 @@ def deliver_batch(mail_dir: Path, jobs: list[tuple[str, str, str, bytes, bool]],
             results[k] = DeliveryResult("failed", 550, str(e), "5.1.3", "local")
             continue
         name = unique_name(queue_id, recipient, hostname)
+        content = delivery_headers(sender, recipient) + message
         try:
             _ensure_once(root)
-            if already_delivered(root, name, look_in_cur=recovering):
+            if already_delivered(root, name, look_in_cur=recovering, size=len(content)):
                 results[k] = DeliveryResult("sent", 250, "delivered to maildir (found after restart)", "2.0.0", "local")
                 continue
         except OSError as e:
             results[k] = DeliveryResult("deferred", 451, f"cannot write to the mailbox: {e.strerror or e}", "4.3.0", "local")
             continue
-        items.append((root / "tmp" / name, root / "new" / name, delivery_headers(sender, recipient) + message))
+        items.append((root / "tmp" / name, root / "new" / name, content))
         where.append(k)
-    for k, err in zip(where, write_batch(items)):
+    # rename, then fsync: one journal commit for data and names. A power loss in between can
+    # leave a short file in new/; the retry recognises it by its size and writes it again.
+    for k, err in zip(where, write_batch(items, sync_before_rename=False)):
         if err is None:
             results[k] = DeliveryResult("sent", 250, "delivered to maildir", "2.0.0", "local")
         else:

@@ -120,6 +120,29 @@ def test_unique_name_and_already_delivered(tmp_path):
         maildir_for(tmp_path, "../etc")
 
 
+def test_torn_maildir_file_is_written_again(tmp_path):
+    """A power loss between rename and fsync can leave a short file in new/: the retry sees the
+    wrong size and writes the message again instead of calling it delivered."""
+    root = maildir_for(tmp_path, "bob@example.org")
+    name = unique_name("TORN", "bob@example.org", "mx.example.org")
+    for d in ("tmp", "new", "cur"):
+        (root / d).mkdir(parents=True)
+    (root / "new" / name).write_bytes(b"Return-Path: <a@x.org>\r\nDeliv")
+    r = deliver_local(tmp_path, "TORN", "a@x.org", "bob@example.org", MSG, "mx.example.org", recovering=True)
+    assert r.status == "sent" and "found after restart" not in r.text
+    assert (root / "new" / name).read_bytes() == b"Return-Path: <a@x.org>\r\nDelivered-To: bob@example.org\r\n" + MSG
+
+
+def test_torn_queue_file_is_dropped_at_recovery(tmp_path):
+    spool = Spool(tmp_path / "q")
+    good = spool.store_sync("a@x.org", ["b@example.org"], MSG)
+    torn = spool.store_sync("a@x.org", ["b@example.org"], MSG * 10)
+    with open(torn.path, "r+b") as f:
+        f.truncate(torn.data_offset + 5)
+    assert [e.id for e in spool.recover()] == [good.id]
+    assert not torn.path.exists()
+
+
 # ---- runner ------------------------------------------------------------------------------
 
 class RecordingRemote:

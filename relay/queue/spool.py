@@ -184,16 +184,19 @@ def write_batch(items: list[tuple[Path, Path, bytes]], mode: int = 0o600, *,
 
 
 class DurableWriter:
-    """One thread that runs :func:`write_batch` over whatever was submitted while the previous
-    batch was being written (group commit). Futures are ``concurrent.futures`` ones so both
+    """A few threads that run :func:`write_batch` over whatever was submitted while they were
+    busy (group commit): a message arriving at a quiet moment is written at once by an idle
+    thread; under load, everything that queued up during one fsync shares the next. Futures are ``concurrent.futures`` ones so both
     event-loop code (``asyncio.wrap_future``) and threads can wait on them."""
 
-    def __init__(self, name: str = "spool-writer", *, sync_before_rename: bool = True):
+    def __init__(self, name: str = "spool-writer", *, sync_before_rename: bool = True, threads: int = 4):
         self.name = name
         self.sync_before_rename = sync_before_rename
+        self.threads = threads
         self._cv = threading.Condition()
         self._jobs: list[tuple[list, cf.Future]] = []
-        self._thread: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
+        self._idle = 0
         self._closed = False
         self.batches = 0
         self.items = 0
@@ -204,9 +207,11 @@ class DurableWriter:
             if self._closed:
                 raise QueueError("the queue is shutting down")
             self._jobs.append((items, fut))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
+            # an idle writer takes the job at once; if all are busy it joins the next batch
+            if not self._idle and len(self._workers) < self.threads:
+                t = threading.Thread(target=self._run, name=f"{self.name}-{len(self._workers)}", daemon=True)
+                self._workers.append(t)
+                t.start()
             self._cv.notify()
         return fut
 
@@ -214,7 +219,9 @@ class DurableWriter:
         while True:
             with self._cv:
                 while not self._jobs and not self._closed:
+                    self._idle += 1
                     self._cv.wait()
+                    self._idle -= 1
                 if not self._jobs:
                     return
                 batch, self._jobs = self._jobs, []
@@ -239,9 +246,9 @@ class DurableWriter:
     def close(self) -> None:
         with self._cv:
             self._closed = True
-            self._cv.notify()
-            t = self._thread
-        if t is not None:
+            self._cv.notify_all()
+            workers = list(self._workers)
+        for t in workers:
             t.join()
 
 
