@@ -174,26 +174,18 @@ def _thread(messages: Iterable, subject_fallback: bool) -> list[tuple[int, objec
     if subject_fallback:
         roots = _gather_by_subject(roots)
 
-    # Newest date in each thread, then order everything.
-    newest: dict[int, float] = {}
+    # One walk per thread gives its rows and its newest date; then order the threads.
+    threads = []
     for r in roots:
-        best = r.ts
-        stack = list(r.children)
-        while stack:
-            b = stack.pop()
-            if b.ts > best:
-                best = b.ts
-            stack.extend(b.children)
-        newest[id(r)] = best
-    roots.sort(key=lambda r: (newest[id(r)], _first_uid(r)))
-
-    out: list[tuple[int, object]] = []
-    for r in roots:
+        rows: list[tuple[int, object]] = []
+        best = float("-inf")
         walk = [(r, 0)]
         while walk:
             b, depth = walk.pop()
             if b.msg is not None:
-                out.append((depth, b.uid))
+                rows.append((depth, b.uid))
+                if b.ts > best:
+                    best = b.ts
                 child_depth = depth + 1
             else:
                 child_depth = depth
@@ -204,6 +196,10 @@ def _thread(messages: Iterable, subject_fallback: bool) -> list[tuple[int, objec
                 kids = sorted(kids, key=_child_key)
             for k in reversed(kids):
                 walk.append((k, child_depth))
+        first = rows[0][1] if rows else 0
+        threads.append((best, first if isinstance(first, (int, float)) else 0, rows))
+    threads.sort(key=lambda t: (t[0], t[1]))
+    out: list[tuple[int, object]] = [row for _, _, rows in threads for row in rows]
     for b in table.values():  # break parent/child cycles so refcounting frees everything
         b.parent = None
         b.children = []
