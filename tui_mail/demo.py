@@ -22,6 +22,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -46,7 +47,18 @@ _current_relay: contextvars.ContextVar[str] = contextvars.ContextVar("tui_mail_d
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A free port below Linux's ephemeral range (32768-60999 by default), so no outgoing
+    connection can take it between this check and the relay's bind."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # crowded: let the kernel pick
         s.bind((host, 0))
         return s.getsockname()[1]
 
