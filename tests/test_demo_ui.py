@@ -1,0 +1,207 @@
+"""`tui-mail demo` driven end to end by Pilot: the real DemoApp over a real DemoWorld (two
+in-process relays), alice on IMAP at crepes.fr and bob on POP3 at hamburger.edu. The tests
+press keys like a user would and assert on what the screens show."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+
+import pytest
+
+from test_ui_app import mlist, settle
+from tui_mail.demo import ALICE, BOB, DemoWorld
+from tui_mail.ui.demo_app import RelayPanel, build_demo_app
+
+SIZE = (160, 45)
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    w = DemoWorld(tmp_path / "demo", bulk=30)
+    w.setup()
+    for k, v in w.client_env().items():
+        monkeypatch.setenv(k, v)
+    yield w
+    w.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith(("relay-", "demo-"))]
+
+
+def account(app, name):
+    return next(a for a in app.accounts if a.name == name)
+
+
+def uid_with(app, subject):
+    ml = mlist(app)
+    for uid in ml.rows:
+        s = ml.summaries.get(uid)
+        if s is not None and s.subject == subject:
+            return uid
+    return None
+
+
+async def show_folder(pilot, app, name, folder, until, timeout=20.0):
+    """Open ``folder`` of account ``name`` and re-open it until ``until()`` holds (a POP3
+    account fetches when its folder is loaded; re-opening stands in for the user's refresh)."""
+    main = app.main_screen
+    acct = account(app, name)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        main.open_folder(acct, folder)
+        try:
+            await settle(pilot, app, lambda: main.account is acct and main.folder == folder and until(),
+                         timeout=1.0)
+            return
+        except AssertionError:
+            if loop.time() > end:
+                raise AssertionError(f"{name}/{folder}: condition not reached; rows="
+                                     f"{[getattr(mlist(app).summaries.get(u), 'subject', None) for u in mlist(app).rows]}"
+                                     f" errors={app.errors}")
+
+
+async def compose_and_send(pilot, app, to, subject, body):
+    await pilot.press("c")
+    await pilot.pause()
+    screen = app.screen
+    screen.query_one("#to").value = to
+    screen.query_one("#subject").value = subject
+    screen.query_one("#body").load_text(body)
+    await pilot.press("ctrl+s")
+    await settle(pilot, app, lambda: app.screen is app.main_screen, timeout=10)
+
+
+def panel_text(app) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, color_system=None)
+    for wid in ("#q-crepes", "#q-hamburger", "#log"):
+        console.print(app.screen.query_one(wid).content)
+    return console.export_text()
+
+
+async def test_journey_alice_to_bob_and_back_threaded(world):
+    world.start(bulk_in_background=False)
+    app = build_demo_app(world, ascii_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main_screen
+        await settle(pilot, app, lambda: main.account is not None and main.account.name == "alice"
+                     and main.folder == "INBOX" and mlist(app).current_summary is not None, timeout=15)
+        # Alice writes to bob, with herself in Cc so her INBOX holds the thread's root
+        await pilot.press("c")
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#to").value = BOB
+        screen.query_one("#cc").value = ALICE
+        screen.query_one("#subject").value = "Lunch on Saturday"
+        screen.query_one("#body").load_text("Crêpes at noon? Bring the ketchup.\n")
+        await pilot.press("ctrl+s")
+        await settle(pilot, app, lambda: app.screen is main, timeout=10)
+
+        # Bob's POP3 account shows it
+        await show_folder(pilot, app, "bob", "INBOX", lambda: uid_with(app, "Lunch on Saturday") is not None)
+        ml = mlist(app)
+        ml.set_cursor(ml.row_of(uid_with(app, "Lunch on Saturday")))
+        await pilot.pause()
+        await pilot.press("r")
+        await settle(pilot, app, lambda: app.screen is not main and app.screen.query("#subject"))
+        reply = app.screen
+        assert reply.query_one("#subject").value == "Re: Lunch on Saturday"
+        assert ALICE in reply.query_one("#to").value
+        reply.query_one("#body").load_text("Noon is perfect. I'll bring pickles.\n")
+        await pilot.press("ctrl+s")
+        await settle(pilot, app, lambda: app.screen is main, timeout=10)
+
+        # Alice's IMAP INBOX shows the reply; threaded, it sits under her own message
+        await show_folder(pilot, app, "alice", "INBOX",
+                          lambda: uid_with(app, "Re: Lunch on Saturday") is not None
+                          and uid_with(app, "Lunch on Saturday") is not None)
+        original = uid_with(app, "Lunch on Saturday")
+        answer = uid_with(app, "Re: Lunch on Saturday")
+        ml = mlist(app)
+        assert ml.summaries[answer].in_reply_to.strip() == ml.summaries[original].message_id.strip()
+        assert ml.depth.get(answer, 0) == 0                  # flat view: no indentation
+        await pilot.press("t")
+        await settle(pilot, app, lambda: main.threaded and mlist(app).depth)
+        ml = mlist(app)
+        assert ml.depth.get(original, 0) == 0
+        assert ml.depth[answer] == 1
+        assert ml.row_of(answer) == ml.row_of(original) + 1   # directly under the message it answers
+        # the seeded ketchup thread is threaded too: its replies are indented under a root
+        ketchup = [u for u in ml.rows if (s := ml.summaries.get(u)) and "ketchup" in s.subject.lower()]
+        assert any(ml.depth.get(u, 0) > 0 for u in ketchup), \
+            [(ml.summaries[u].subject, ml.depth.get(u, 0)) for u in ketchup]
+        await pilot.press("ctrl+q")
+
+
+async def test_hamburger_down_defers_in_the_panel_then_delivers(world):
+    world.start(bulk_in_background=False)
+    app = build_demo_app(world, ascii_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main_screen
+        await settle(pilot, app, lambda: main.account is not None and mlist(app).current_summary is not None,
+                     timeout=15)
+        await pilot.press("f3")
+        await settle(pilot, app, lambda: isinstance(app.screen, RelayPanel))
+        await pilot.press("h")
+        await settle(pilot, app, lambda: not world.relay("hamburger.edu").running, timeout=10)
+        await settle(pilot, app, lambda: "stopped" in panel_text(app), timeout=5)
+        await pilot.press("escape")
+        await settle(pilot, app, lambda: app.screen is main)
+        await compose_and_send(pilot, app, BOB, "While you were out", "The crêpes are cold now.\n")
+
+        await pilot.press("f3")
+        await settle(pilot, app, lambda: isinstance(app.screen, RelayPanel))
+        await settle(pilot, app, lambda: "bob@hamburger.edu (deferred)" in panel_text(app), timeout=20)
+        text = panel_text(app)
+        assert "alice@crepes.fr" in text and "hamburger.edu" in text and "stopped" in text
+        await pilot.press("h")
+        await settle(pilot, app, lambda: world.relay("hamburger.edu").running, timeout=10)
+        await settle(pilot, app, lambda: "(deferred)" not in panel_text(app), timeout=20)
+        await pilot.press("escape")
+        await settle(pilot, app, lambda: app.screen is main)
+        await show_folder(pilot, app, "bob", "INBOX", lambda: uid_with(app, "While you were out") is not None)
+        await pilot.press("ctrl+q")
+
+
+async def test_unknown_recipient_bounce_shows_in_alices_inbox(world):
+    world.start(bulk_in_background=False)
+    app = build_demo_app(world, ascii_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main_screen
+        await settle(pilot, app, lambda: main.account is not None and main.account.name == "alice"
+                     and mlist(app).current_summary is not None, timeout=15)
+        await compose_and_send(pilot, app, "nobody@hamburger.edu", "Anyone there", "Hello?\n")
+
+        def bounce():
+            ml = mlist(app)
+            return [u for u in ml.rows if (s := ml.summaries.get(u))
+                    and "mailer-daemon" in s.from_addr.lower()]
+
+        await show_folder(pilot, app, "alice", "INBOX", bounce)
+        s = mlist(app).summaries[bounce()[0]]
+        assert "Anyone there" in s.subject or "undeliver" in s.subject.lower() or "failure" in s.subject.lower()
+        await pilot.press("ctrl+q")
+
+
+async def test_quit_then_stop_leaves_no_thread_and_no_temp_dir(tmp_path, monkeypatch):
+    """What main() does around the UI: setup, env, start, app, quit, stop, rmtree."""
+    root = tmp_path / "tui-mail-demo-x"
+    world = DemoWorld(root, bulk=30)
+    try:
+        world.setup()
+        for k, v in world.client_env().items():
+            monkeypatch.setenv(k, v)
+        world.start()
+        app = build_demo_app(world, ascii_only=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot, app, lambda: mlist(app).current_summary is not None, timeout=15)
+            await pilot.press("ctrl+q")
+            await pilot.pause()
+        assert app.return_code in (0, None)
+    finally:
+        world.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    assert not [t for t in threading.enumerate() if t.name.startswith(("relay-", "demo-"))]
+    assert not root.exists()
