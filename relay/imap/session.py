@@ -674,7 +674,8 @@ class Session:
                     _, bs = F.split_header(data)
                     items.append(b"RFC822.TEXT " + encode(Literal(data[bs:])))
                 else:  # BODY[section]
-                    root = root or F.parse_structure(data)
+                    if a.part or a.text:   # the whole message needs no MIME parse
+                        root = root or F.parse_structure(data)
                     sec = F.section_bytes(data, a, root)
                     if sec is None:
                         sec = b""
