@@ -25,7 +25,8 @@ NO_NUL = "550 5.6.0 Error: NUL character in message data"
 # RFC 5321 Mailbox, loosely: local@domain with no spaces or angle brackets; SMTPUTF8 allows
 # non-ASCII in both parts (we accept it when the session asked for SMTPUTF8).
 _MAILBOX = re.compile(r"^[^\s<>@]+@[^\s<>@]+$")
-_DOMAIN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s<>@.\[\]]+(\.[^\s<>@.\[\]]+)*\.?)$")
+# no trailing dot: "bob@example.org." must not become a second mailbox next to bob@example.org
+_DOMAIN = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s<>@.\[\]]+(\.[^\s<>@.\[\]]+)*)$")
 
 
 def split_address(address: str) -> tuple[str, str] | None:
@@ -34,7 +35,7 @@ def split_address(address: str) -> tuple[str, str] | None:
     local, _, domain = address.rpartition("@")
     if not local or not _DOMAIN.match(domain):
         return None
-    return local, domain.lower().rstrip(".")
+    return local, domain.lower()
 
 
 def check_sender(sender: str, *, smtputf8: bool) -> str | None:
