@@ -173,6 +173,7 @@ def imap_setup(n: int, tmp: Path):
     t = time.perf_counter()
     warm = make_store()
     warm.connect()
+    warm.folder_state("INBOX")       # what a previous session did when it opened the folder
     warm.fill_cache("INBOX")
     warm.close()
     print(f"filled the header cache (cold fetch of {n} envelopes) in {time.perf_counter() - t:.1f} s", flush=True)
