@@ -353,3 +353,17 @@ async def test_warm_start_paints_from_the_cache_before_the_server_answers():
         await settle(pilot, app, lambda: app.main_screen.status.connection == "online"
                      and ("bob", "INBOX") in app.main_screen._fresh)
         assert len(mlist(app).rows) == 5
+
+
+async def test_reader_delete_takes_only_the_shown_message_and_moves_on():
+    app, store, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("x")                        # a selection elsewhere must not be deleted
+        await pilot.press("enter")
+        await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None)
+        shown = app.screen.uid
+        await pilot.press("d")
+        await settle(pilot, app, lambda: shown not in store.folders["INBOX"]
+                     and app.screen.view is not None and app.screen.uid != shown)
+        assert len(store.folders["Trash"]) == 1

@@ -24,7 +24,8 @@ from tui_mail.ui.messages import MessageFetched
 from tui_mail.ui.render import message_text, raw_text
 from tui_mail.ui.rows import size_cell
 from tui_mail.ui.failures import ReportsWorkerFailures
-from tui_mail.ui.services import Account
+from tui_mail.ui.screens.dialogs import ConfirmScreen
+from tui_mail.ui.services import OUTBOX, Account
 
 
 def downloads_dir() -> Path:
@@ -220,11 +221,24 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
             self.app.open_composer_for(self.account, "forward", self.view)
 
     def action_delete(self) -> None:
-        uid = self.uid
-        nxt = self.main.neighbour(uid, 1)
-        self.main.message_list.set_cursor(self.main.message_list.row_of(uid) or 0)
-        self.main.action_delete()
-        if nxt is None:
-            self.app.pop_screen()
-        else:
-            self.load(nxt)
+        """Delete this message (not the list's selection), then show the next one."""
+        uid, main = self.uid, self.main
+        nxt = main.neighbour(uid, 1) or main.neighbour(uid, -1)
+        trash = main.role_folder("trash")
+
+        def done() -> None:
+            if nxt is None:
+                self.app.pop_screen()
+            else:
+                self.load(nxt)
+
+        if self.folder in (trash, OUTBOX):
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    main.relocate(self.account, self.folder, (uid,), None, "expunge")
+                    done()
+            self.app.push_screen(ConfirmScreen("Delete this message for good? This cannot be undone.",
+                                               yes="Delete"), answer)
+            return
+        main.relocate(self.account, self.folder, (uid,), trash, "delete")
+        done()
