@@ -191,7 +191,9 @@ def test_search_flags_and_recent():
 
 
 def test_search_without_date_header():
+    # a message without Date: counts as sent at the epoch (Dovecot's behaviour)
     assert not search(b"SENTSINCE 1-Jan-2000", data=SIMPLE)
+    assert search(b"SENTBEFORE 1-Jan-2000", data=SIMPLE) and search(b"SENTON 1-Jan-1970", data=SIMPLE)
     assert search(b"HEADER X-Spam folded", data=SIMPLE)
 
 

@@ -104,6 +104,9 @@ def sent_date(target: SearchTarget) -> _dt.date | None:
         return None
 
 
+_EPOCH = _dt.date(1970, 1, 1)
+
+
 class Evaluator:
     """Evaluates a key list (ANDed) against one message at a time."""
 
@@ -149,8 +152,8 @@ class Evaluator:
                 d = msg.internaldate.date()
             else:
                 d = sent_date(msg)
-                if d is None:
-                    return False
+                if d is None:   # no usable Date: header counts as the epoch (as Dovecot does)
+                    d = _EPOCH
             return d < day if cmp == "before" else (d == day if cmp == "on" else d >= day)
         if op == "header":
             hit = self.header_hits.get((key[1], key[2]))
