@@ -367,3 +367,13 @@ async def test_reader_delete_takes_only_the_shown_message_and_moves_on():
         await settle(pilot, app, lambda: shown not in store.folders["INBOX"]
                      and app.screen.view is not None and app.screen.uid != shown)
         assert len(store.folders["Trash"]) == 1
+
+
+async def test_palette_offers_trace_and_only_actions_that_can_run():
+    app, store, _ = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        titles = {c.title for c in app.get_system_commands(app.main_screen)}
+        assert {"Protocol trace", "Keys", "Delete", "Reply", "New folder"} <= titles
+        assert "Undo" not in titles                    # nothing to undo yet
+        assert "Rename folder" not in titles           # INBOX cannot be renamed
