@@ -166,9 +166,10 @@ def section_bytes(data: bytes, att: FetchAtt, root: Part | None = None) -> bytes
         if p.ctype == "message" and p.csub == "rfc822" and p is not root:
             return data[p.bs:p.be]
         return data[p.bs:p.be]
-    # HEADER/TEXT of a nested message/rfc822 part apply to the encapsulated message
-    if p is not root:
-        if p.message is None:
+    # HEADER/TEXT of a numbered part apply only to an encapsulated message/rfc822 (else empty,
+    # as Dovecot answers BODY[1.TEXT] of a single-part message)
+    if att.part:
+        if p.message is None or p is root:
             return None
         p = p.message
     if text == "HEADER":
