@@ -392,3 +392,20 @@ async def test_pipelined_transaction(relay):
         await c.close()
     [p] = await wait_delivered(relay, "bob@example.org", 1)
     assert p.read_bytes().endswith(b"\r\n\r\n.dot-stuffed\r\n")
+
+
+async def test_starttls_command_injection_is_discarded(relay):
+    """Commands pipelined after STARTTLS in plaintext must not run inside the TLS session."""
+    c = await RawSMTP.connect(relay.addresses["smtp"])
+    try:
+        await c.cmd(b"EHLO a.test")
+        await c.send(b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n")
+        assert (await c.reply()).startswith(b"220")
+        await c.writer.start_tls(_client_ctx())
+        ehlo = await c.cmd(b"EHLO a.test")
+        assert ehlo.startswith(b"250-mx.example.org") and b"STARTTLS" not in ehlo
+        # no transaction was started by the injected MAIL: a fresh MAIL succeeds (not 503 nested)
+        assert (await c.cmd(b"MAIL FROM:<real@a.test>")).startswith(b"250")
+        assert (await c.cmd(b"NOOP")).startswith(b"250")
+    finally:
+        await c.close()

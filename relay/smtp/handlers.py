@@ -63,7 +63,8 @@ class RelaySMTP(SMTP):
         response = status.encode("utf-8") if isinstance(status, str) else status
         self._held.append(response + b"\r\n")
         buffered = getattr(self._reader, "_buffer", b"")
-        if b"\n" in buffered and len(self._held) < 64:
+        # only plain 250s wait: 220 (STARTTLS), 221 (QUIT), 334, 354 and errors go out now
+        if response.startswith(b"250") and b"\n" in buffered and len(self._held) < 64:
             return
         self._writer.write(b"".join(self._held))
         self._held.clear()
