@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import os
@@ -121,13 +123,27 @@ class UserDB:
 
     # ---- writing -------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """Serialise read-modify-write across threads and processes (two ``user add`` at once
+        must not lose one): a thread lock plus flock on ``<file>.lock``."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._stamp = None  # re-read under the lock
+                yield
+            finally:
+                os.close(fd)
+
     def add(self, address: str, password: str) -> None:
         addr = normalize_address(address)
         if not _ADDRESS.match(addr):
             raise UserError(f"{address!r} is not a mail address like user@example.org")
         if not password:
             raise UserError("the password must not be empty")
-        with self._lock:
+        with self._writing():
             users = dict(self._load())
             if addr in users:
                 raise UserError(f"{addr} exists already (use 'user passwd' to change the password)")
@@ -138,7 +154,7 @@ class UserDB:
         addr = normalize_address(address)
         if not password:
             raise UserError("the password must not be empty")
-        with self._lock:
+        with self._writing():
             users = dict(self._load())
             if addr not in users:
                 raise UserError(f"no such user: {addr}")
@@ -147,7 +163,7 @@ class UserDB:
 
     def remove(self, address: str) -> None:
         addr = normalize_address(address)
-        with self._lock:
+        with self._writing():
             users = dict(self._load())
             if addr not in users:
                 raise UserError(f"no such user: {addr}")

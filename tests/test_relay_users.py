@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -101,3 +103,12 @@ async def test_throttle_before_attempt_sleeps():
     assert time.monotonic() - t0 >= 0.19
     t0 = time.monotonic()
     await asyncio.wait_for(t.before_attempt("127.0.0.9"), 0.05)
+
+
+def test_concurrent_adds_from_several_processes_lose_nothing(tmp_path):
+    path = tmp_path / "users"
+    code = ("import sys; from relay.users import UserDB; db = UserDB(sys.argv[1]); "
+            "[db.add(f'u{i}-{sys.argv[2]}@example.org', 'pw') for i in range(5)]")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(k)]) for k in range(4)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
+    assert len(UserDB(path).list()) == 20

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import secrets
@@ -35,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from relay.errors import QueueError
+
+log = logging.getLogger("relay.queue")
 
 PENDING, SENT, DEFERRED, FAILED = "pending", "sent", "deferred", "failed"
 DONE_STATES = (SENT, FAILED)
@@ -412,6 +415,7 @@ class Spool:
             except QueueError as e:
                 # torn by a power loss before its fsync: it was never acknowledged
                 if "incomplete" in str(e) or "damaged" in str(e):
+                    log.warning("%s: dropped at start-up, never acknowledged: %s", name, e)
                     (self.active_dir / name).unlink()
                     for extra in (name + ".state",):
                         if extra in names:
