@@ -565,3 +565,268 @@ async def test_submission_with_a_wrong_password_fails_the_item_with_the_reply(re
         assert "535" in outcomes[0].detail or "auth" in outcomes[0].detail.lower()
     finally:
         ob.close()
+
+
+# --- deeper: watch across sessions and restarts, caches, POP3 modes, outbox retry ------------
+
+def _watch_with_other_session(relay, action):
+    """Seed 4 messages, watch INBOX in one store, run ``action(other_store)``; the changes."""
+    relay.seed([make_message(i) for i in range(4)])
+    relay.start()
+    s, other = imap_store(relay), imap_store(relay)
+    got: list[Change] = []
+    try:
+        s.folder_state("INBOX")
+        s.watch("INBOX", got.append)
+        time.sleep(0.3)
+        action(other, got)
+        s.stop_watch()
+        return got, s.folder_state("INBOX").uids
+    finally:
+        for st in (s, other):
+            st.close()
+            st.cache.close()
+
+
+def test_watch_reports_flag_changes_and_expunges_made_by_another_session(relay):
+    import imaplib
+
+    def act(other, got):
+        other.set_flags("INBOX", [2], ["\\Flagged"])
+        assert wait_for(lambda: any(c.kind == "flags" for c in got), 3), got
+        # a plain client: \Deleted, a pause (the watcher is back in IDLE), then UID EXPUNGE
+        with imaplib.IMAP4("127.0.0.1", relay.ports["imap"]) as raw:
+            raw.login(BOB, PW)
+            raw.select("INBOX")
+            raw.uid("STORE", "3", "+FLAGS.SILENT", "(\\Deleted)")
+            time.sleep(0.4)
+            raw.uid("EXPUNGE", "3")
+            raw.logout()
+        assert wait_for(lambda: any(c.kind == "expunge" for c in got), 3), got
+
+    got, uids = _watch_with_other_session(relay, act)
+    assert uids == (1, 2, 4)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "client bug, tui_mail/store/imap.py _Watcher._report: a 'flags' Change takes its UIDs only "
+    "from a UID item inside the unsolicited FETCH. Our relay sends '* 2 FETCH (FLAGS (\\Flagged))' "
+    "during IDLE (sequence number only), which RFC 3501 7.4.2 allows: UID is only required in "
+    "answers to UID commands (RFC 7162 adds MODSEQ, and only once CONDSTORE is enabled). The "
+    "watcher reports Change('INBOX', 'flags', ()) instead of uids (2,); it must map sequence "
+    "numbers to UIDs (it already runs UID SEARCH for EXISTS)."))
+def test_watch_flag_change_names_the_uid(relay):
+    def act(other, got):
+        other.set_flags("INBOX", [2], ["\\Flagged"])
+        wait_for(lambda: any(c.kind == "flags" for c in got), 3)
+        assert any(c.kind == "flags" and c.uids == (2,) for c in got), got
+
+    _watch_with_other_session(relay, act)
+
+
+def _restart_and_expect_new_mail(store, relay, wait: float) -> list[Change]:
+    got: list[Change] = []
+    store.watch("INBOX", got.append)
+    try:
+        time.sleep(0.4)
+        relay.restart()
+        assert wait_for(lambda: any(c.kind == "reconnected" for c in got), wait), got
+        relay.deliver(make_message(5))
+        assert wait_for(lambda: any(c.kind == "exists" for c in got), 3), got
+    finally:
+        store.stop_watch()
+    return got
+
+
+def test_watch_without_idle_polls_and_survives_a_relay_restart(bob, relay):
+    bob.poll_interval = 0.2
+    orig_open = bob._open
+
+    def open_without_idle():
+        c = orig_open()
+        bob._caps = bob._caps - {b"IDLE"}
+        return c
+
+    bob._open = open_without_idle
+    got = _restart_and_expect_new_mail(bob, relay, 5)
+    assert [c for c in got if c.kind == "exists"][-1].uids == (1,)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "client bug, tui_mail/store/imap.py _Watcher._idle_loop: when the server closes the "
+    "connection during IDLE (relay stopped: the socket reads EOF, no BYE), imapclient's "
+    "idle_check() swallows the 'socket error: EOF' abort and returns [] every 0.2 s, so the "
+    "watcher never reconnects until REIDLE (25 min) makes idle_done() fail; no 'reconnected' "
+    "and no new-mail Change for 25 minutes. The loop must treat EOF (or a BYE in the responses) "
+    "as a dropped connection. Seen with our relay; Dovecot's test only covers NOOP polling."))
+def test_watch_in_idle_survives_a_relay_restart(bob, relay):
+    _restart_and_expect_new_mail(bob, relay, 3)
+
+
+def test_uidvalidity_change_after_the_relay_loses_its_index_drops_the_cache(relay):
+    from relay.store.index import FILENAME
+
+    relay.seed([make_message(i) for i in range(20)])
+    relay.start()
+    s = imap_store(relay)
+    try:
+        s.fill_cache("INBOX")
+        assert s.cache.count("acct", "INBOX") == 20
+        uv = s.folder_state("INBOX").uidvalidity
+        relay.stop()
+        indexes = list((relay.cfg.mail_dir).rglob(FILENAME + "*"))
+        assert indexes, "the relay's index file was not found"
+        for p in indexes:
+            p.unlink()
+        time.sleep(1.05)          # a UIDVALIDITY made of the clock needs a new second
+        relay.start()
+        state = s.folder_state("INBOX")
+        assert state.uidvalidity != uv
+        assert s.cache.count("acct", "INBOX") == 0
+        assert len(state.uids) == 20
+        assert len(s.summaries("INBOX", state.uids[:5])) == 5
+    finally:
+        s.close()
+        s.cache.close()
+
+
+def test_warm_start_from_the_cache_while_the_relay_is_down(relay):
+    relay.seed([make_message(i) for i in range(30)])
+    relay.start()
+    cache = HeaderCache(":memory:")
+    s = imap_store(relay, cache=cache)
+    try:
+        assert s.cached_folder_state("INBOX") is None
+        state = s.folder_state("INBOX")
+        s.summaries("INBOX", state.uids[-10:])
+    finally:
+        s.close()
+    relay.stop()
+    warm = imap_store(relay, cache=cache)
+    try:
+        st = warm.cached_folder_state("INBOX")
+        assert st.uids == state.uids
+        assert len(warm.cached_summaries("INBOX", st.uids[-10:])) == 10
+        with pytest.raises(ConnectError):
+            warm.folder_state("INBOX")
+    finally:
+        warm.close()
+        cache.close()
+
+
+def test_trace_masks_the_password(bob):
+    lines = []
+    bob.trace = lambda d, line: lines.append((d, line))
+    bob.connect()
+    text = "\n".join(f"{d}: {line}" for d, line in lines)
+    assert PW not in text
+    assert "****" in text
+
+
+def test_encoded_words_and_utf8_survive_smtp_delivery_into_summaries(bob, relay):
+    m = EmailMessage()
+    m["From"] = "Jürgen Groß <juergen@example.net>"
+    m["To"] = BOB
+    m["Subject"] = "Grüße aus Köln – ☕"
+    m.set_content("Schöne Grüße\n")
+    relay.deliver(m.as_bytes(policy=email.policy.SMTP))
+    assert wait_for(lambda: inbox_total(bob) == 1)
+    (uid,) = bob.folder_state("INBOX").uids
+    summ = bob.summaries("INBOX", [uid])[uid]
+    assert summ.subject == "Grüße aus Köln – ☕"
+    assert summ.from_name == "Jürgen Groß" and summ.from_addr == "juergen@example.net"
+    assert bob.search("INBOX", "subject:köln") == [uid]
+
+
+def test_pop3_leave_mode_deletes_after_n_days(relay, tmp_path):
+    from tui_mail.store.pop3 import Pop3Store
+
+    class Clock:
+        t = time.time()
+
+        def __call__(self):
+            return self.t
+
+    clock = Clock()
+    relay.seed([make_message(i) for i in range(3)])
+    relay.start()
+    store = Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="leave", leave_days=2), clock=clock)
+    imap = imap_store(relay)
+    try:
+        r = store.sync()
+        assert (r.downloaded, r.deleted) == (3, 0)
+        clock.t += 86400
+        relay.deliver(make_message(9))
+        assert wait_for(lambda: inbox_total(imap) == 4)
+        r = store.sync()
+        assert (r.downloaded, r.deleted) == (1, 0)
+        clock.t += 86400 + 60              # the first three are now older than 2 days
+        r = store.sync()
+        assert (r.downloaded, r.deleted) == (0, 3)
+        assert inbox_total(imap) == 1
+        assert len(store.folder_state("INBOX").uids) == 4
+    finally:
+        store.close()
+        imap.close()
+        imap.cache.close()
+
+
+def test_pop3_uidl_is_stable_when_imap_changes_flags(relay, tmp_path):
+    from tui_mail.store.pop3 import Pop3Store
+
+    relay.seed([make_message(i) for i in range(3)])
+    relay.start()
+    store = Pop3Store(tmp_path / "pop", pop3_settings(relay))
+    imap = imap_store(relay)
+    try:
+        assert store.sync().downloaded == 3
+        known = store.known()
+        imap.set_flags("INBOX", [1, 2, 3], ["\\Flagged", "$Label1"])
+        r = store.sync()
+        assert (r.on_server, r.downloaded) == (3, 0)
+        assert store.known() == known
+    finally:
+        store.close()
+        imap.close()
+        imap.cache.close()
+
+
+async def test_outbox_keeps_the_message_while_the_relay_is_down_then_sends(relay, tmp_path):
+    import asyncio
+
+    from tui_mail.send.outbox import Outbox
+    from tui_mail.send.smtp import SmtpSettings, SmtpSubmitter
+
+    class Clock:
+        t = 1_000_000.0
+
+        def __call__(self):
+            return self.t
+
+    clock = Clock()
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = BOB, BOB, "waited for the relay"
+    m.set_content("patience\n")
+    sub = SmtpSubmitter(SmtpSettings("127.0.0.1", relay.ports["submission"], "none", user=BOB,
+                                     password=PW, timeout=5))
+    sent: list[bytes] = []
+    ob = Outbox(tmp_path / "outbox", send=sub.send, sent_copy=sent.append, clock=clock).open()
+    try:
+        ob.enqueue(m)
+        (first,) = await ob.process()
+        assert first.state == "queued", first
+        assert ob.items()[0].state == "queued" and sent == []
+        await asyncio.to_thread(relay.start)
+        assert await ob.process() == []            # not due yet: backoff
+        clock.t += 31
+        (second,) = await ob.process()
+        assert second.state == "filed", second
+        assert ob.items() == [] and len(sent) == 1
+    finally:
+        ob.close()
+    imap = imap_store(relay)
+    try:
+        assert await asyncio.to_thread(wait_for, lambda: inbox_total(imap) == 1)
+    finally:
+        imap.close()
+        imap.cache.close()
