@@ -17,7 +17,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
@@ -35,20 +35,28 @@ def _age(seconds: float) -> str:
 
 def queue_table(domain: str, running: bool, listeners: dict, entries: list[dict], now: float) -> Table:
     """The mailq-like table of one relay (pure: data in, renderable out)."""
-    state = "[green]running[/]" if running else "[red]stopped[/]"
+    state = "[green]● running[/]" if running else "[red]○ stopped[/]"
     ports = "  ".join(f"{k} :{p}" for k, (_, p) in sorted(listeners.items()))
-    t = Table(title=f"[b]{domain}[/b] — {state}\n[dim]{ports}[/dim]", title_justify="left", expand=True,
-              show_edge=False, pad_edge=False)
-    for col in ("ID", "age", "from", "to (state)", "next", "last error"):
-        t.add_column(col, overflow="fold")
-    if not entries:
-        t.add_row("", "", Text("queue empty", style="dim"), "", "", "")
+    n = len(entries)
+    count = "queue empty" if not n else f"{n} message{'s' if n != 1 else ''} queued"
+    t = Table(title=f"[b]{domain}[/b]  {state}  [dim]{count}   {ports}[/dim]", title_justify="left",
+              expand=True, show_edge=False, pad_edge=False, show_header=bool(entries))
+    t.add_column("ID", no_wrap=True, width=12)
+    t.add_column("age", no_wrap=True, width=6)
+    t.add_column("from", no_wrap=True, overflow="ellipsis", ratio=2)
+    t.add_column("to (state)", overflow="fold", ratio=3)
+    t.add_column("next", no_wrap=True, width=6)
+    t.add_column("last error", overflow="fold", ratio=4)
     for e in entries:
-        rcpts = ", ".join(f"{r['address']} ({r['status']})" for r in e.get("recipients", []))
+        rcpts = Text()
+        for i, r in enumerate(e.get("recipients", [])):
+            status = r.get("status", "")
+            rcpts.append((", " if i else "") + f"{r['address']} ")
+            rcpts.append(f"({status})", style={"deferred": "yellow", "failed": "red", "sent": "green"}.get(status, ""))
         nxt = e.get("next_attempt") or 0
         errors = [r.get("text", "") for r in e.get("recipients", []) if r.get("status") != "sent" and r.get("text")]
         t.add_row(str(e.get("id", ""))[:12], _age(now - float(e.get("arrival", now))), e.get("sender") or "<>",
-                  rcpts, _age(nxt - now) if nxt > now else "now", errors[0] if errors else "")
+                  rcpts, _age(nxt - now) if nxt > now else "now", Text(errors[0] if errors else "", style="yellow"))
     return t
 
 
@@ -71,8 +79,8 @@ class RelayPanel(Screen):
         Binding("f", "flush", "Flush queues"),
     ]
     DEFAULT_CSS = """
-    RelayPanel #queues { height: auto; max-height: 50%; }
-    RelayPanel .queue { width: 1fr; height: auto; padding: 0 1; }
+    RelayPanel #queues { height: auto; max-height: 60%; }
+    RelayPanel .queue { width: 100%; height: auto; padding: 0 1; margin-bottom: 1; }
     RelayPanel #log-title { border-top: solid $primary; padding: 0 1; text-style: bold; }
     RelayPanel #log { height: 1fr; padding: 0 1; }
     """
@@ -85,7 +93,7 @@ class RelayPanel(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical():
-            with Horizontal(id="queues"):
+            with Vertical(id="queues"):
                 yield Static(id="q-crepes", classes="queue")
                 yield Static(id="q-hamburger", classes="queue")
             yield Static("Mail log", id="log-title")
