@@ -60,6 +60,20 @@ def test_bcc_is_only_in_the_envelope():
     assert c.recipients == ("bob@hamburger.edu", "carol@crepes.fr", "secret@hidden.org")
 
 
+@pytest.mark.parametrize("names", [
+    ["0¡𐀀", "¡¡", "0"], ["00000000¡¡¡¡¡¡¡¡¡𐀀𐀀", ""], ["Ünïcødé " * 12, "Smith, John", "x"],
+])
+def test_non_ascii_names_never_merge_recipients(names):
+    # CPython's folder can encode the comma between addresses (=?utf-8?q?=2C?=); ours must not
+    from tui_mail.mail.addresses import Addr, format_for_input
+
+    to = [Addr(" ".join(n.split()), f"u{i}@x{i}.org") for i, n in enumerate(names)]
+    c = build_message(draft(to=format_for_input(to)), now=NOW)
+    assert b"=2C?=" not in c.data
+    assert parse_message(c.data).to == to
+    assert draft_from_bytes(draft_to_bytes(draft(to=format_for_input(to)), now=NOW)).to == format_for_input(to)
+
+
 def test_idna_domain_goes_out_as_ascii():
     c = build_message(draft(to="Jörg <jorg@bücher.example>"), now=NOW)
     assert not c.smtputf8

@@ -145,6 +145,13 @@ def _header_addresses(addrs: list[Addr], utf8: bool) -> str:
     return "\n ".join(lines)
 
 
+def _policy(smtputf8: bool) -> policy.EmailPolicy:
+    """SMTP (or SMTPUTF8) that never refolds a header we set raw: refolding address headers
+    is where the stdlib breaks them (see ``_header_addresses``). Headers set as objects
+    (Subject…) are still folded by the library."""
+    return (policy.SMTPUTF8 if smtputf8 else policy.SMTP).clone(refold_source="none")
+
+
 def _set_addresses(msg: EmailMessage, name: str, addrs: list[Addr], utf8: bool) -> None:
     msg.set_raw(name, _header_addresses(addrs, utf8))
 
@@ -209,7 +216,7 @@ def build_message(draft: Draft, now: datetime | None = None, message_id: str | N
             raise ComposeError(f"Attachment not found: {path}", "attachments")
     everyone = sender + to + cc + bcc
     smtputf8 = any(a.needs_smtputf8 for a in everyone)
-    pol = policy.SMTPUTF8 if smtputf8 else policy.SMTP
+    pol = _policy(smtputf8)
 
     msg = EmailMessage(policy=pol)
     _set_addresses(msg, "From", sender, smtputf8)
@@ -427,7 +434,7 @@ def draft_to_bytes(draft: Draft, now: datetime | None = None) -> bytes:
         parsed[name] = None if bad else good
     smtputf8 = any(a.needs_smtputf8 for v in parsed.values() if v for a in v) or not all(
         getattr(draft, n).isascii() for n in ("from_", "to", "cc", "bcc"))
-    msg = EmailMessage(policy=policy.SMTPUTF8 if smtputf8 else policy.SMTP)
+    msg = EmailMessage(policy=_policy(smtputf8))
     for name, header in (("from_", "From"), ("to", "To"), ("cc", "Cc"), ("bcc", "Bcc")):
         text = getattr(draft, name)
         if not text.strip():
