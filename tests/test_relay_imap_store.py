@@ -474,3 +474,39 @@ async def test_status_does_not_claim_recent(relay):
             assert info[b"RECENT"] == st[b"RECENT"]          # this session now owns them
             assert b"\\Recent" in c.get_flags([2])[2]
     await run(client)
+
+
+@pytest.mark.timeout(60)
+async def test_concurrent_sessions_same_as_dovecot(relay, dovecot):  # noqa: F811
+    """Two sessions on one mailbox: what the second is told, and when, matches Dovecot."""
+    dovecot.add_user("bob", "secret")
+    msgs = [make_message(i) for i in range(6)]
+    # Not compared, both allowed by RFC 2180 4.1: Dovecot still lists messages expunged
+    # elsewhere (not yet reported) in SEARCH results and reports their last flag change; the
+    # relay's index no longer has them, so it answers only their UID.
+    steps = [("a", b"STORE 2,4 +FLAGS.SILENT (\\Deleted)"), ("b", b"NOOP"), ("a", b"EXPUNGE"),
+             ("b", b"FETCH 4 (UID)"), ("b", b"FETCH 2:3 (UID)"), ("b", b"STORE 5 +FLAGS.SILENT (\\Seen)"),
+             ("b", b"NOOP"), ("b", b"FETCH 1:* (UID)"),
+             ("a", b"STORE 1 +FLAGS.SILENT (\\Flagged)"), ("b", b"NOOP"),
+             ("a", b"MOVE 2 Trash"), ("b", b"UID FETCH 1:* (UID)"), ("b", b"NOOP")]
+
+    def drive(port, user):
+        a, b = Raw(port), Raw(port)
+        try:
+            for c in (a, b):
+                assert c.cmd(b"LOGIN " + user + b" secret")[-1] == b"OK"
+            for data in msgs:
+                a.sock.sendall(b"x APPEND INBOX {%d+}\r\n" % len(data) + data + b"\r\n")
+                while not a.f.readline().startswith(b"x "):
+                    pass
+            a.cmd(b"SELECT INBOX")
+            b.cmd(b"SELECT INBOX")
+            return [(who, cmd, normalise({"a": a, "b": b}[who].cmd(cmd))) for who, cmd in steps]
+        finally:
+            a.close()
+            b.close()
+
+    ours = await run(lambda: drive(relay.port, USER.encode()))
+    theirs = await run(lambda: drive(dovecot.imap_port, b"bob"))
+    diffs = [(w, cmd, x, y) for (w, cmd, x), (_, _, y) in zip(ours, theirs) if x != y]
+    assert not diffs, "\n\n".join(f"{w} {cmd!r}\n ours:   {x!r}\n dovecot: {y!r}" for w, cmd, x, y in diffs)

@@ -129,6 +129,7 @@ class Session:
         self.version: object = None
         self.modseq_seen = 0
         self.own_modseqs: set[int] = set()
+        self.pending_gone: set[int] = set()   # expunged elsewhere, not yet told (RFC 3501 7.4.1)
         self.recent: frozenset[int] = frozenset()
         self.condstore = False
         self.out: list[bytes] = []
@@ -333,6 +334,7 @@ class Session:
         self.version = version
         self.modseq_seen = st.highestmodseq
         self.own_modseqs.clear()
+        self.pending_gone.clear()
         self.recent = frozenset(mb.recent(name)) if not readonly else frozenset()
         keywords = set()
         self.untagged("FLAGS " + flag_list(list(SYSTEM_FLAGS) + sorted(keywords)).decode())
@@ -533,6 +535,7 @@ class Session:
 
     def _close_view(self) -> None:
         self.folder, self.uids, self.version, self.recent = None, [], None, frozenset()
+        self.pending_gone.clear()
 
     async def cmd_CLOSE(self, tag, args):
         self._need("selected")
@@ -596,6 +599,7 @@ class Session:
             atts.append(FetchAtt("MODSEQ"))
         sets_seen = not self.readonly and any(a.sets_seen for a in atts)
         want_env = any(a.name == "ENVELOPE" for a in atts)
+        uid_only = all(a.name == "UID" for a in atts)
         mb, folder = self._mb(), self.folder
         for start in range(0, len(idx), FLUSH_EVERY):
             chunk = idx[start:start + FLUSH_EVERY]
@@ -614,13 +618,16 @@ class Session:
             for i in chunk:
                 rec = recs.get(self.uids[i])
                 if rec is None:
-                    continue  # expunged by another session; the client hears at the next sync
+                    # expunged by another session, not yet reported: what the view still knows
+                    # (its UID) is answered, the rest is gone (RFC 2180 4.1.1)
+                    if uid_only:
+                        self.out.append(b"* %d FETCH (UID %d)\r\n" % (i + 1, self.uids[i]))
+                    continue
                 if changedsince is not None and rec.modseq <= changedsince:
                     continue
                 self.out.append(self._fetch_one(i + 1, rec, atts, rec.uid in seen_now, envs.get(rec.uid)))
             await self._maybe_flush()
-        if uid_mode:
-            self.sync(expunge=True)
+        self.sync(expunge=uid_mode)
         self.tagged(tag, "OK", "FETCH completed")
 
     def _fetch_one(self, seq: int, rec: MessageRecord, atts: list[FetchAtt], flags_changed: bool,
@@ -742,8 +749,7 @@ class Session:
                 if show_modseq:
                     parts.append(b"MODSEQ (%d)" % r.modseq)
                 self.out.append(b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n")
-        if uid_mode:
-            self.sync(expunge=True)
+        self.sync(expunge=uid_mode)
         if failed:
             if uid_mode:
                 mod = format_uid_set(sorted(failed))
@@ -772,8 +778,7 @@ class Session:
         if uses_modseq and hits:
             line += f" (MODSEQ {max(m for _, m in hits)})"
         self.untagged(line)
-        if uid_mode:
-            self.sync(expunge=True)
+        self.sync(expunge=uid_mode)
         self.tagged(tag, "OK", "SEARCH completed")
 
     def _search(self, keys) -> list[tuple[int, int]]:
@@ -839,30 +844,39 @@ class Session:
     def sync(self, *, expunge: bool = True) -> None:
         """Tell the client what changed in the selected mailbox since it last heard.
 
-        Called only where RFC 3501 allows EXPUNGE responses (never inside non-UID FETCH, STORE
-        or SEARCH). O(1) while nothing changed; with a store that keeps a change log
-        (``changes_since``) the cost is O(changes), not O(mailbox size)."""
+        With ``expunge=False`` (at the end of non-UID FETCH, STORE and SEARCH, where RFC 3501
+        7.4.1 forbids EXPUNGE responses) new messages and flag changes are still reported but
+        expunges wait in ``pending_gone`` until the next point where they are allowed, so the
+        client's sequence numbers stay right. O(1) while nothing changed; with a store that keeps
+        a change log (``changes_since``) the cost is O(changes), not O(mailbox size)."""
         if self.state != "selected" or self.folder is None:
             return
         mb = self._mb()
         v = mb.version(self.folder)
+        if v != self.version:
+            changes = getattr(mb, "changes_since", None)
+            if changes is not None:
+                recs, gone = changes(self.folder, self.modseq_seen)
+                top = max([self.modseq_seen, v if isinstance(v, int) else 0] + [r.modseq for r in recs])
+            else:
+                st = mb.state(self.folder)
+                now = set(st.uids)
+                gone = [u for u in self.uids if u not in now]
+                recs = [r for r in mb.records(self.folder, list(st.uids)) if r.modseq > self.modseq_seen]
+                top = st.highestmodseq
+            self.pending_gone.update(u for u in gone if _in(self.uids, u))
+        else:
+            recs, top = [], self.modseq_seen
+        if expunge and self.pending_gone:
+            # highest first, so no renumbering between the lines (as Dovecot sends them)
+            for u in sorted(self.pending_gone, reverse=True):
+                i = bisect.bisect_left(self.uids, u)
+                if i < len(self.uids) and self.uids[i] == u:
+                    self.untagged(f"{i + 1} EXPUNGE")
+                    del self.uids[i]
+            self.pending_gone.clear()
         if v == self.version:
             return
-        changes = getattr(mb, "changes_since", None)
-        if changes is not None:
-            recs, gone = changes(self.folder, self.modseq_seen)
-            top = max([self.modseq_seen, v if isinstance(v, int) else 0] + [r.modseq for r in recs])
-        else:
-            st = mb.state(self.folder)
-            now = set(st.uids)
-            gone = [u for u in self.uids if u not in now]
-            recs = [r for r in mb.records(self.folder, list(st.uids)) if r.modseq > self.modseq_seen]
-            top = st.highestmodseq
-        for u in sorted(set(gone)):
-            i = bisect.bisect_left(self.uids, u)
-            if i < len(self.uids) and self.uids[i] == u:
-                self.untagged(f"{i + 1} EXPUNGE")
-                del self.uids[i]
         last = self.uids[-1] if self.uids else 0
         added = sorted(r.uid for r in recs if r.uid > last)
         if added:
@@ -880,6 +894,11 @@ class Session:
         self.modseq_seen = top
         self.own_modseqs.clear()
         self.version = v
+
+
+def _in(uids: list[int], uid: int) -> bool:
+    i = bisect.bisect_left(uids, uid)
+    return i < len(uids) and uids[i] == uid
 
 
 __all__ = ["Session", "imap_date", "list_pattern"]
