@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -147,3 +148,21 @@ def test_foreground_logs_to_stderr_and_stops_on_sigterm(setup):
             "from=<x@y.test> to=<someone@far.net> proto=ESMTP helo=<client.test>") in err
     assert "relay[" in err and "stopped" in err
     assert not (data / "relay.state.json").exists()
+
+
+def test_port_in_use_is_a_clear_error_in_foreground_and_daemon(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "relay.toml"
+        cfg.write_text(CONFIG.replace('smtp = "127.0.0.1:0"', f'smtp = "127.0.0.1:{port}"'))
+        opts = ["--config", str(cfg), "--data-dir", str(tmp_path / "data")]
+        r = subprocess.run([sys.executable, "-m", "relay", "start", "--foreground", *opts],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1
+        assert f"cannot listen for smtp on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+        assert main(["start", *opts]) == 1
+        err = capsys.readouterr().err
+        assert "the relay did not start" in err and f"127.0.0.1:{port}" in err
+        assert main(["status", *opts]) == 3
