@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from test_ui_app import mlist, settle
-from tui_mail.demo import ALICE, BOB, DemoWorld
+from tui_mail.demo import ALICE, BOB, PASSWORDS, DemoWorld
 from tui_mail.ui.demo_app import RelayPanel, build_demo_app
 
 SIZE = (160, 45)
@@ -128,10 +128,20 @@ async def test_journey_alice_to_bob_and_back_threaded(world):
         assert ml.depth.get(original, 0) == 0
         assert ml.depth[answer] == 1
         assert ml.row_of(answer) == ml.row_of(original) + 1   # directly under the message it answers
-        # the seeded ketchup thread is threaded too: its replies are indented under a root
-        ketchup = [u for u in ml.rows if (s := ml.summaries.get(u)) and "ketchup" in s.subject.lower()]
-        assert any(ml.depth.get(u, 0) > 0 for u in ketchup), \
-            [(ml.summaries[u].subject, ml.depth.get(u, 0)) for u in ketchup]
+        # the seeded ketchup thread: alice's INBOX holds bob's two replies (<ketchup.2>, <ketchup.4>);
+        # the root and her own reply <ketchup.3> are in Sent, so <ketchup.4> hangs under <ketchup.2>
+        # through References (its In-Reply-To, <ketchup.3>, is not in this folder)
+        by_id = {ml.summaries[u].message_id.strip(): u for u in ml.rows if u in ml.summaries}
+        k2, k4 = by_id["<ketchup.2@hamburger.edu>"], by_id["<ketchup.4@hamburger.edu>"]
+        assert (ml.depth.get(k2, 0), ml.depth.get(k4, 0)) == (0, 1)
+        assert ml.row_of(k4) == ml.row_of(k2) + 1
+        assert "<ketchup.1@crepes.fr>" not in by_id
+        # the trace screen's buffer holds both submissions' SMTP dialogues, never a password
+        lines = app.trace_buffer.since(0)
+        sent = [(l.account, l.text) for l in lines if l.direction == "C" and l.text.upper().startswith("MAIL FROM")]
+        assert any(a == "alice" and t.startswith("MAIL FROM:<alice@crepes.fr>") for a, t in sent), sent
+        assert any(a == "bob" and t.startswith("MAIL FROM:<bob@hamburger.edu>") for a, t in sent), sent
+        assert not any(pw in l.text for l in lines for pw in PASSWORDS.values())
         await pilot.press("ctrl+q")
 
 
@@ -213,3 +223,46 @@ async def test_quit_then_stop_leaves_no_thread_and_no_temp_dir(tmp_path, monkeyp
         shutil.rmtree(root, ignore_errors=True)
     assert not [t for t in threading.enumerate() if t.name.startswith(("relay-", "demo-"))]
     assert not root.exists()
+
+
+def test_main_with_the_ui_quits_cleanly_and_removes_its_temp_dir(tmp_path, monkeypatch):
+    """The real ``tui_mail.demo.main()`` (no --keep) with its UI driven by Pilot: the only
+    piece replaced is ``run_demo_app``'s blocking ``App.run()``; the app it drives is the one
+    ``build_demo_app`` builds over main()'s own world and environment."""
+    import signal
+
+    from tui_mail import demo
+    from tui_mail.ui import demo_app
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(demo.tempfile, "tempdir", str(tmp))
+    for k in DemoWorld(tmp_path / "unused").client_env():
+        monkeypatch.setenv(k, "")                  # main() sets these; monkeypatch restores them
+    # main() installs SIGTERM/SIGHUP handlers for its process: put pytest's back afterwards
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    seen = {}
+
+    def run_with_pilot(world, ascii_only=False):
+        async def drive():
+            app = demo_app.build_demo_app(world, ascii_only)
+            async with app.run_test(size=SIZE) as pilot:
+                await settle(pilot, app, lambda: mlist(app).current_summary is not None, timeout=15)
+                seen["root"] = world.root
+                seen["listed"] = sorted(p.name for p in tmp.iterdir())
+                seen["running"] = [d for d, h in world.relays.items() if h.running]
+                await pilot.press("ctrl+q")
+                await pilot.pause()
+        asyncio.run(drive())
+
+    monkeypatch.setattr(demo_app, "run_demo_app", run_with_pilot)
+    try:
+        assert demo.main(["--messages", "20", "--ascii"]) == 0
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert seen["running"] == ["crepes.fr", "hamburger.edu"]
+    assert len(seen["listed"]) == 1 and seen["listed"][0].startswith("tui-mail-demo-")
+    assert seen["root"].parent == tmp
+    assert list(tmp.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith(("relay-", "demo-"))]
