@@ -24,6 +24,22 @@ def isolated_env(tmp_path, monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True)
+def restore_relay_logger():
+    """relay.log.setup_logging and the demo configure the "relay" logger (level, handlers,
+    propagate=False); put it back so caplog in later tests still sees relay records."""
+    import logging
+
+    logger = logging.getLogger("relay")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    yield
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]
+    for h in list(logger.handlers):
+        if h not in saved[2]:
+            logger.removeHandler(h)
+
+
 def free_port() -> int:
     """A port that was free a moment ago on 127.0.0.1 (for servers that cannot take port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -323,6 +323,7 @@ connect_timeout = "3s"
     def start(self, *, stop_hamburger: bool = False, bulk_in_background: bool = True) -> None:
         if not self._log_attached:
             logger = logging.getLogger("relay")
+            self._log_saved = (logger.level, logger.propagate)
             logger.addHandler(self.log)
             logger.setLevel(logging.INFO)
             logger.propagate = False
@@ -345,7 +346,10 @@ connect_timeout = "3s"
         for host in self.relays.values():
             host.stop()
         if self._log_attached:
-            logging.getLogger("relay").removeHandler(self.log)
+            logger = logging.getLogger("relay")
+            logger.removeHandler(self.log)
+            logger.setLevel(self._log_saved[0])
+            logger.propagate = self._log_saved[1]
             self._log_attached = False
 
     def client_env(self) -> dict[str, str]:
