@@ -217,6 +217,12 @@ def test_named_inline_text_is_shown_and_listed():
     assert v.part_bytes("2") == b"the notes"
 
 
+def test_encoded_comma_between_addresses_is_a_separator():
+    raw = (b"To: =?utf-8?b?w5xu?= <u@x.org>\r\n =?utf-8?q?=2C?= v@y.org =?utf-8?b?LA==?= w@z.org\r\n"
+           b"Subject: s\r\n\r\nb\r\n")
+    assert [(a.name, a.addr) for a in parse_message(raw).to] == [("Ün", "u@x.org"), ("", "v@y.org"), ("", "w@z.org")]
+
+
 def test_view_helpers():
     v = load("encoded_words.eml")
     assert v.from_name == "Crêpe, Alice" and v.from_addr == "alice@crepes.fr"

@@ -34,6 +34,9 @@ from tui_mail.mail.format import sanitize
 
 _URL = re.compile(r"""(?:https?://|ftp://|mailto:|www\.)[^\s<>"'()\[\]{}]+[^\s<>"'()\[\]{}.,;:!?]""", re.I)
 _MSGID = re.compile(r"<[^<>\s]+>")
+# Python's email folder sometimes encodes the comma between two addresses as an encoded word
+# of its own; read it as the separator it was meant to be.
+_ENCODED_COMMA = re.compile(r"=\?[^?\s]+\?(?:[Qq]\?=2[Cc]|[Bb]\?LA==)\?=")
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ def _addresses(msg: Message, name: str, problems: list[str]) -> list[Addr]:
     """Addresses of a header. Our own decoding first: the stdlib's address parser inserts a
     space between adjacent encoded words in a display name and gives up on unknown charsets;
     its header classes are the fallback for syntax ``getaddresses`` cannot read."""
-    raw_values = [_unfold(str(v)) for k, v in msg.raw_items() if k.lower() == name.lower()]
+    raw_values = [_ENCODED_COMMA.sub(",", _unfold(str(v)))
+                  for k, v in msg.raw_items() if k.lower() == name.lower()]
     if not raw_values:
         return []
     out: list[Addr] = []
