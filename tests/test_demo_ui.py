@@ -168,7 +168,14 @@ async def test_hamburger_down_defers_in_the_panel_then_delivers(world):
         assert "alice@crepes.fr" in text and "hamburger.edu" in text and "stopped" in text
         await pilot.press("h")
         await settle(pilot, app, lambda: world.relay("hamburger.edu").running, timeout=10)
-        await settle(pilot, app, lambda: "(deferred)" not in panel_text(app), timeout=20)
+        await settle(pilot, app, lambda: "(deferred)" not in panel_text(app)
+                     and "status=sent" in panel_text(app), timeout=20)
+        log = panel_text(app).splitlines()
+        order = [next(i for i, line in enumerate(log) if needle in line) for needle in
+                 ("hamburger.edu relay stopped", "status=deferred", "hamburger.edu relay started",
+                  "status=sent")]
+        assert order == sorted(order), log
+        assert any("to=<bob@hamburger.edu>" in line and "status=sent" in line for line in log), log
         await pilot.press("escape")
         await settle(pilot, app, lambda: app.screen is main)
         await show_folder(pilot, app, "bob", "INBOX", lambda: uid_with(app, "While you were out") is not None)

@@ -9,6 +9,8 @@ queue` uses) in a thread worker, twice a second; it never blocks the UI on a rel
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import time
 from datetime import datetime
 
@@ -70,6 +72,18 @@ def log_text(lines: list[tuple[float, str, str]]) -> Text:
     return out
 
 
+def note(domain: str, text: str) -> None:
+    """A line in the demo's mail log on behalf of ``domain`` (taking a relay down or up is
+    part of the journey the log tells)."""
+    from tui_mail.demo import _current_relay
+
+    def emit() -> None:
+        _current_relay.set(domain)
+        logging.getLogger("relay.demo").info(text)
+
+    contextvars.copy_context().run(emit)
+
+
 class RelayPanel(Screen):
     """Both relays: status, queue and the tail of the mail log."""
 
@@ -124,9 +138,11 @@ class RelayPanel(Screen):
         host = self.world.relay("hamburger.edu")
         if host.running:
             host.stop()
+            note("hamburger.edu", "relay stopped: listeners closed, mail for it waits at the sender")
             self.app.call_from_thread(self.notify, "hamburger.edu is down: mail for bob waits in crepes.fr's queue")
         else:
             host.start()
+            note("hamburger.edu", "relay started")
             self.world.relay("crepes.fr").flush()
             self.app.call_from_thread(self.notify, "hamburger.edu is up again: crepes.fr's queue is flushed")
 
