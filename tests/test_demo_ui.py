@@ -273,3 +273,50 @@ def test_main_with_the_ui_quits_cleanly_and_removes_its_temp_dir(tmp_path, monke
     assert seen["root"].parent == tmp
     assert list(tmp.iterdir()) == []
     assert not [t for t in threading.enumerate() if t.name.startswith(("relay-", "demo-"))]
+
+
+def test_queue_table_and_log_text_render_what_a_user_needs():
+    """Pure: the panel's renderables from queue entries as the control socket reports them."""
+    from rich.console import Console
+
+    from tui_mail.ui.demo_app import log_text, queue_table
+
+    now = 1_800_000_000.0
+    entries = [
+        {"id": "ABCDEF0123456789", "arrival": now - 75, "sender": ALICE, "next_attempt": now + 12,
+         "recipients": [{"address": BOB, "status": "deferred", "text": "connect to 127.0.0.1:1 failed"}]},
+        {"id": "FEDCBA", "arrival": now - 3, "sender": "", "next_attempt": now - 1,
+         "recipients": [{"address": ALICE, "status": "failed", "text": "550 5.1.1 no such user"},
+                        {"address": "carol@crepes.fr", "status": "sent"}]},
+    ]
+    console = Console(width=160, record=True, color_system=None)
+    console.print(queue_table("crepes.fr", True, {"smtp": ("127.0.0.1", 2525)}, entries, now))
+    console.print(queue_table("hamburger.edu", False, {}, [], now))
+    console.print(log_text([(now, "crepes.fr", "ABC: to=<bob@hamburger.edu>, status=sent")]))
+    out = console.export_text()
+    assert "crepes.fr  ● running  2 messages queued   smtp :2525" in out
+    assert "hamburger.edu  ○ stopped  queue empty" in out
+    assert "ABCDEF012345 " in out and "ABCDEF0123456" not in out      # IDs cut to 12
+    row1 = next(line for line in out.splitlines() if "ABCDEF012345" in line)
+    assert "1m15s" in row1 and "bob@hamburger.edu (deferred)" in row1 and "12s" in row1
+    assert "connect to 127.0.0.1:1 failed" in row1
+    row2 = next(line for line in out.splitlines() if "FEDCBA" in line)
+    assert "<>" in row2 and "now" in row2 and "550 5.1.1 no such user" in row2
+    assert "alice@crepes.fr (failed)," in row2 and "carol@crepes.fr (sent)" in out   # wraps, never cut
+    assert "   crepes.fr ABC: to=<bob@hamburger.edu>, status=sent" in out
+
+
+async def test_first_screen_is_quick(world):
+    """The issue asks for the first screen within a second or two; on this shared machine the
+    bound is looser, and the measured figure is printed (pytest -s) for the README."""
+    import time
+
+    world.start(bulk_in_background=True)
+    t0 = time.monotonic()
+    app = build_demo_app(world, ascii_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, lambda: mlist(app).current_summary is not None, timeout=15)
+        elapsed = time.monotonic() - t0
+        print(f"demo first screen with alice's INBOX: {elapsed:.2f} s")
+        assert elapsed < 8.0
+        await pilot.press("ctrl+q")
