@@ -41,6 +41,7 @@ MAIN_KEYS: tuple[KeySpec, ...] = (
     KeySpec("reply", "r", "reply", "Reply", "Writing"),
     KeySpec("reply_all", "R", "reply_all", "Reply all", "Writing", show=False),
     KeySpec("forward", "f", "forward", "Forward", "Writing", show=False),
+    KeySpec("send_outbox", "ctrl+o", "send_outbox", "Send Outbox now", "Writing", show=False),
     KeySpec("delete", "d", "delete", "Delete", "Organising"),
     KeySpec("move", "m", "move", "Move", "Organising"),
     KeySpec("copy", "y", "copy", "Copy", "Organising", show=False),

@@ -107,6 +107,15 @@ class MessageSent(Message):
 
 
 @dataclass
+class OutboxFlushed(Message):
+    """A retry of the account's Outbox ended; ``outcomes`` are (state, detail) pairs with
+    state filed/sent (went out), queued (still waits) or failed (permanent)."""
+
+    account: str
+    outcomes: tuple[tuple[str, str], ...]
+
+
+@dataclass
 class FolderChanged(Message):
     """A folder was created, renamed or deleted; the tree needs relisting."""
 

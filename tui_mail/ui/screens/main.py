@@ -26,7 +26,8 @@ from tui_mail.store.base import (FLAGGED, SEEN, Cancel, Cancelled, Change, Folde
 from tui_mail.ui.keys import MAIN_KEYS, bindings
 from tui_mail.ui.messages import (CacheProgressed, ConnectionChanged, FlagsChanged, FolderChanged,
                                   FolderLoaded, FoldersListed, MailChanged, MessageFetched,
-                                  MessagesRemoved, SearchFinished, SummariesFetched, UndoFinished)
+                                  MessagesRemoved, OutboxFlushed, SearchFinished, SummariesFetched,
+                                  UndoFinished)
 from tui_mail.ui.rows import next_sort
 from tui_mail.ui.screens.dialogs import ConfirmScreen, FolderPicker, PromptScreen
 from tui_mail.ui.failures import ReportsWorkerFailures
@@ -38,6 +39,7 @@ from tui_mail.ui.widgets.preview import Preview
 from tui_mail.ui.widgets.status_bar import StatusBar
 
 FIRST_WINDOW = 120
+OUTBOX_RETRY_SECONDS = 30.0   # how often mail waiting in an Outbox is tried again
 MESSAGE_ACTIONS = {"open_message", "reply", "reply_all", "forward", "delete", "move", "copy",
                    "archive", "toggle_flag", "toggle_read", "toggle_select"}
 FOLDER_ACTIONS = {"rename_folder", "delete_folder"}
@@ -98,6 +100,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.connect_account(account)
         self.message_list.focus()
         self.set_interval(60, self.message_list.tick_clock)
+        self.set_interval(OUTBOX_RETRY_SECONDS, self.retry_outboxes)
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < 140, "-narrow")
@@ -140,6 +143,36 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if result.downloaded:
             self.post_message(MailChanged(account.name, Change(
                 account.store.root_name, "exists", tuple(result.new_uids))))
+
+    # --- the Outbox: mail that could not be sent yet is retried in the background ----------
+    @work(thread=True, group="outbox", exclusive=True, exit_on_error=False)
+    def retry_outboxes(self, now: bool = False) -> None:
+        """Send what is due in every account's Outbox (``now``: everything, ignoring backoff)."""
+        for account in list(self.accounts.values()):
+            flush = getattr(account.submit, "flush", None)
+            if flush is None:
+                continue
+            outcomes = flush(now)
+            if outcomes:
+                self.post_message(OutboxFlushed(account.name,
+                                                tuple((o.state, o.detail) for o in outcomes)))
+
+    def action_send_outbox(self) -> None:
+        self.notify("Sending what waits in the Outbox…")
+        self.retry_outboxes(now=True)
+
+    def on_outbox_flushed(self, event: OutboxFlushed) -> None:
+        sent = [d for state, d in event.outcomes if state in ("filed", "sent")]
+        failed = [d for state, d in event.outcomes if state == "failed"]
+        if sent:
+            self.notify(f"{event.account}: {len(sent)} message(s) sent from the Outbox")
+        if failed:
+            self.notify(f"{event.account}: not sent — {failed[0]}", title="Outbox", severity="error", timeout=10)
+        account = self.accounts.get(event.account)
+        if account is not None and (sent or failed):
+            self.list_folders(account)
+            if self.account is account and self.folder == OUTBOX:
+                self.open_folder(account, OUTBOX)
 
     @work(thread=True, group="folders", exit_on_error=False)
     def list_folders(self, account: Account) -> None:
