@@ -22,6 +22,8 @@ Pieces:
 
 from __future__ import annotations
 
+from relay import mutf7 as _mutf7
+
 import bisect
 import datetime as _dt
 import re
@@ -822,51 +824,15 @@ def decode_mailbox(tok) -> str:
     return name
 
 
-def mutf7_encode(s: str) -> str:
-    """RFC 3501 5.1.3 modified UTF-7."""
-    out, buf = [], []
-
-    def flush() -> None:
-        if buf:
-            import base64
-            b = base64.b64encode("".join(buf).encode("utf-16-be")).decode("ascii").rstrip("=")
-            out.append("&" + b.replace("/", ",") + "-")
-            buf.clear()
-
-    for ch in s:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            buf.append(ch)
-    flush()
-    return "".join(out)
+mutf7_encode = _mutf7.mutf7_encode
 
 
 def mutf7_decode(s: str) -> str:
-    import base64
-    out, i = [], 0
-    while i < len(s):
-        c = s[i]
-        if c != "&":
-            out.append(c)
-            i += 1
-            continue
-        j = s.find("-", i)
-        if j < 0:
-            raise ParseError("Invalid modified UTF-7 mailbox name")
-        chunk = s[i + 1:j]
-        if not chunk:
-            out.append("&")
-        else:
-            b64 = chunk.replace(",", "/")
-            b64 += "=" * (-len(b64) % 4)
-            try:
-                out.append(base64.b64decode(b64, validate=True).decode("utf-16-be"))
-            except (ValueError, UnicodeDecodeError):
-                raise ParseError("Invalid modified UTF-7 mailbox name") from None
-        i = j + 1
-    return "".join(out)
+    """Modified UTF-7 → str; a malformed name is a ParseError (the command gets BAD)."""
+    try:
+        return _mutf7.mutf7_decode(s)
+    except (ValueError, UnicodeDecodeError):
+        raise ParseError("Invalid modified UTF-7 mailbox name") from None
 
 
 __all__ = [
