@@ -459,7 +459,8 @@ def test_reader_never_raises_on_garbage(chunks):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(st.binary(max_size=30), st.integers(0, 2**32), st.none()), max_size=6))
+@given(st.lists(st.one_of(st.binary(max_size=30).filter(lambda b: b"}\r\n" not in b),  # the
+                          st.integers(0, 2**32), st.none()), max_size=6))    # test's own LITERAL+ rewrite
 def test_encoded_values_parse_back(values):
     wire = b"a X " + encode(values).replace(b"}\r\n", b"+}\r\n") + b"\r\n"
     r = CommandReader()
