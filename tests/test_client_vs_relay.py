@@ -95,7 +95,7 @@ pop3 = "127.0.0.1:{self.ports['pop3']}"
 
     def stop(self, *, settle: bool = True) -> None:
         """Stop the relay; with ``settle``, first let sessions whose clients logged out finish
-        on the server (RelayServer.stop does not wait for them: see the report)."""
+        on the server, so a test never stops the relay in the middle of a LOGOUT."""
         if settle and self.host.running:
             wait_for(lambda: self.sessions() == 0, 2.0)
         self.host.stop()
@@ -842,3 +842,25 @@ async def test_outbox_keeps_the_message_while_the_relay_is_down_then_sends(relay
     finally:
         imap.close()
         imap.cache.close()
+
+
+def test_relay_stop_with_an_idling_client_ends_the_session_cleanly(relay, caplog):
+    import imaplib
+    import logging
+
+    relay.start()
+    client = imaplib.IMAP4("127.0.0.1", relay.ports["imap"], timeout=5)
+    try:
+        client.login(BOB, PW)
+        client.select("INBOX")
+        tag = client._new_tag().decode()
+        client.send(f"{tag} IDLE\r\n".encode())
+        assert client.readline().startswith(b"+")
+        with caplog.at_level(logging.ERROR):
+            relay.stop(settle=False)
+        rest = client.readline()
+        assert rest in (b"",) or rest.startswith(b"* BYE"), rest
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [], errors
+    finally:
+        client.shutdown()
