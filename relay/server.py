@@ -115,11 +115,16 @@ class RelayServer:
 
     async def stop(self) -> None:
         """Graceful: stop accepting, finish open transactions, stop the runner, close all."""
+        # IMAP sessions are cancelled by their server's close(); wait for them to end, or the
+        # loop may close first and leave their sockets open (ResourceWarning, asyncio errors)
+        sessions = [t for srv in self.extra_servers for t in list(getattr(srv, "imap_connections", ()))]
         for srv in list(self.servers.values()) + self.extra_servers:
             srv.close()
         await asyncio.gather(*(h.drain(self.grace) for h in self.smtp_handlers.values()))
         for srv in list(self.servers.values()) + self.extra_servers:
             await srv.wait_closed()
+        if sessions:
+            await asyncio.wait(sessions, timeout=self.grace)
         if self.queue_services is not None:
             await self.queue_services.close()
             self.queue_services = None

@@ -197,6 +197,10 @@ async def start_imap_server(host: str, port: int, *, store: Callable, authentica
             conns.add(task)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            # close() below ends the session: finish normally, since Python 3.11's
+            # StreamReaderProtocol logs an error for a cancelled client_connected_cb task
+            pass
         except Exception:  # a bug in one session must not take the listener down
             log.exception("IMAP session from %s failed", conn.peer)
         finally:
