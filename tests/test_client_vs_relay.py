@@ -620,13 +620,6 @@ def test_watch_reports_flag_changes_and_expunges_made_by_another_session(relay):
     assert uids == (1, 2, 4)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "client bug, tui_mail/store/imap.py _Watcher._report: a 'flags' Change takes its UIDs only "
-    "from a UID item inside the unsolicited FETCH. Our relay sends '* 2 FETCH (FLAGS (\\Flagged))' "
-    "during IDLE (sequence number only), which RFC 3501 7.4.2 allows: UID is only required in "
-    "answers to UID commands (RFC 7162 adds MODSEQ, and only once CONDSTORE is enabled). The "
-    "watcher reports Change('INBOX', 'flags', ()) instead of uids (2,); it must map sequence "
-    "numbers to UIDs (it already runs UID SEARCH for EXISTS)."))
 def test_watch_flag_change_names_the_uid(relay):
     def act(other, got):
         other.set_flags("INBOX", [2], ["\\Flagged"])
@@ -664,13 +657,6 @@ def test_watch_without_idle_polls_and_survives_a_relay_restart(bob, relay):
     assert [c for c in got if c.kind == "exists"][-1].uids == (1,)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "client bug, tui_mail/store/imap.py _Watcher._idle_loop: when the server closes the "
-    "connection during IDLE (relay stopped: the socket reads EOF, no BYE), imapclient's "
-    "idle_check() swallows the 'socket error: EOF' abort and returns [] every 0.2 s, so the "
-    "watcher never reconnects until REIDLE (25 min) makes idle_done() fail; no 'reconnected' "
-    "and no new-mail Change for 25 minutes. The loop must treat EOF (or a BYE in the responses) "
-    "as a dropped connection. Seen with our relay; Dovecot's test only covers NOOP polling."))
 def test_watch_in_idle_survives_a_relay_restart(bob, relay):
     _restart_and_expect_new_mail(bob, relay, 3)
 

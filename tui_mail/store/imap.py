@@ -817,11 +817,20 @@ class _Watcher:
             c.idle()
             started = time.monotonic()
             responses: list = []
+            silent_reads = 0
             while not self._stop.is_set() and time.monotonic() - started < self.REIDLE:
                 responses = c.idle_check(timeout=0.2)
                 if responses:
                     break
-            c.idle_done()
+                # imapclient's idle_check swallows EOF and returns []: a socket that stays
+                # readable while nothing can be read is a connection the server closed.
+                silent_reads = silent_reads + 1 if _readable(c) else 0
+                if silent_reads >= 3:
+                    raise ConnectError(f"{self.store.where}: the server closed the connection")
+            if any(isinstance(r, tuple) and r and r[0] == b"BYE" for r in responses):
+                raise ConnectError(f"{self.store.where}: the server ended the session")
+            _, more = c.idle_done()
+            responses = list(responses) + list(more or [])
             if responses:
                 self._report(c, responses)
 
@@ -843,14 +852,18 @@ class _Watcher:
         if b"EXPUNGE" in kinds:
             self._emit(Change(self.folder, "expunge"))
         if b"FETCH" in kinds:
-            uids = []
+            uids, seqs = [], []
             for r in responses:
                 if len(r) > 2 and r[1] == b"FETCH":
                     data = r[2]
-                    for i in range(0, len(data) - 1, 2):
-                        if data[i] == b"UID":
-                            uids.append(int(data[i + 1]))
-            self._emit(Change(self.folder, "flags", tuple(uids)))
+                    uid = next((int(data[i + 1]) for i in range(0, len(data) - 1, 2) if data[i] == b"UID"), None)
+                    if uid is not None:
+                        uids.append(uid)
+                    else:  # RFC 3501 7.4.2: unsolicited FETCH may carry only the sequence number
+                        seqs.append(int(r[0]))
+            if seqs:
+                uids.extend(_uids_of_sequence_numbers(c, seqs))
+            self._emit(Change(self.folder, "flags", tuple(sorted(set(uids)))))
         if b"EXISTS" in kinds:
             new = [u for u in c.search(["UID", f"{self._max_uid + 1}:*"]) if u > self._max_uid]
             if new:
@@ -859,6 +872,26 @@ class _Watcher:
 
 
 # --- small helpers -------------------------------------------------------------------------
+
+def _readable(c: IMAPClient) -> bool:
+    """True when the connection's socket has something to read (data or EOF) right now."""
+    import select
+
+    try:
+        sock = c.socket()
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def _uids_of_sequence_numbers(c: IMAPClient, seqs: Sequence[int]) -> list[int]:
+    """Map message sequence numbers to UIDs with a (non-UID) FETCH of the UID item."""
+    c.use_uid = False
+    try:
+        return sorted(int(d[b"UID"]) for d in c.fetch(sorted(set(seqs)), ["UID"]).values() if b"UID" in d)
+    finally:
+        c.use_uid = True
+
 
 def _paren(items: Sequence) -> str:
     return "(" + " ".join((i.decode() if isinstance(i, bytes) else str(i)).upper() for i in items) + ")"
