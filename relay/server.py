@@ -26,6 +26,7 @@ from relay.events import ChangeBus
 from relay.queue.runner import QueueRunner
 from relay.queue.spool import Spool
 from relay.smtp.handlers import RelayHandler
+from relay.store.registry import MailStore
 from relay.tls import server_context
 from relay.users import AuthThrottle, UserDB
 
@@ -63,6 +64,7 @@ class RelayServer:
         self.smtp_handlers: dict[str, RelayHandler] = {}
         self.servers: dict[str, asyncio.Server] = {}
         self.extra_servers: list[asyncio.Server] = []  # IMAP, POP3, … (closed on stop)
+        self.mail_store: MailStore | None = None      # users' mailboxes, shared by IMAP and POP3
         self.started = False
 
     async def start(self) -> None:
@@ -71,6 +73,7 @@ class RelayServer:
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ssl_context = await asyncio.to_thread(server_context, cfg)
         self.spool = Spool(cfg.queue_dir)
+        self.mail_store = MailStore(cfg.mail_dir, self.bus)
         self.runner = QueueRunner(cfg, self.spool, self.bus, self.users)
         # issue 6: onward SMTP delivery, DSNs and the control socket (relay/control.py)
         self.queue_services = await start_queue_services(self)
@@ -135,7 +138,7 @@ class RelayServer:
             self.spool.close()
         self.servers.clear()
         self.extra_servers.clear()
-        if getattr(self, "mail_store", None) is not None:  # made by the IMAP/POP3 listeners
+        if self.mail_store is not None:
             self.mail_store.close()
             self.mail_store = None
         if self.started:
@@ -146,6 +149,10 @@ class RelayServer:
             except (OSError, ValueError):
                 pass
         self.started = False
+
+    async def authenticate(self, user: str, password: str) -> bool:
+        """Check a login for IMAP/POP3 (scrypt is slow on purpose: off the event loop)."""
+        return await asyncio.to_thread(self.users.authenticate, user, password)
 
     async def __aenter__(self) -> RelayServer:
         await self.start()

@@ -279,7 +279,7 @@ connect_timeout = "3s"
             t.write_bytes(data)
             flags = "S" if i < count - 40 else ""
             os.replace(t, cur / f"{name}:2,{flags}")
-        store = getattr(host.server, "mail_store", None)
+        store = host.server.mail_store if host.server is not None else None
         if store is not None:
             store.user(ALICE).sync(BULK_FOLDER)
             host.server.bus.publish(ALICE, BULK_FOLDER)

@@ -226,22 +226,14 @@ async def start_for_relay(relay) -> asyncio.Server | None:
     """Open the IMAP listener of a relay.server.RelayServer (None when [listen] imap = "").
 
     Shares the relay's ChangeBus, auth throttle, TLS context and user database; the mailbox
-    store is ``relay.mail_store`` (made here if no other part made it yet)."""
-    from relay.store.registry import MailStore
-
+    store is ``relay.mail_store``."""
     cfg = relay.cfg
     addr = cfg.listen.imap
     if addr is None:
         return None
-    if getattr(relay, "mail_store", None) is None:
-        relay.mail_store = MailStore(cfg.mail_dir, relay.bus)
-
-    async def authenticate(user: str, password: str) -> bool:
-        return await asyncio.to_thread(relay.users.authenticate, user, password)
-
     try:
         return await start_imap_server(
-            addr.host, addr.port, store=relay.mail_store.user, authenticate=authenticate,
+            addr.host, addr.port, store=relay.mail_store.user, authenticate=relay.authenticate,
             ssl_context=relay.ssl_context, bus=relay.bus, throttle=relay.throttle,
             allow_plaintext="loopback" if cfg.auth.allow_plaintext_loopback else False,
             hostname=cfg.hostname)

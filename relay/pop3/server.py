@@ -243,20 +243,14 @@ async def start_for_relay(relay) -> asyncio.Server | None:
     """Open the POP3 listener of a relay.server.RelayServer (None when [listen] pop3 = "").
 
     Shares the relay's user database, auth throttle and TLS context; the mailbox store is
-    ``relay.mail_store`` (made here if the IMAP listener did not make it already)."""
+    ``relay.mail_store``."""
     cfg = relay.cfg
     addr = cfg.listen.pop3
     if addr is None:
         return None
-    if getattr(relay, "mail_store", None) is None:
-        relay.mail_store = MailStore(cfg.mail_dir, relay.bus)
-
-    async def authenticate(user: str, password: str) -> bool:
-        return await asyncio.to_thread(relay.users.authenticate, user, password)
-
     try:
         return await start_pop3_server(addr.host, addr.port, store=relay.mail_store,
-                                       authenticate=authenticate, ssl_context=relay.ssl_context,
+                                       authenticate=relay.authenticate, ssl_context=relay.ssl_context,
                                        throttle=relay.throttle,
                                        allow_plaintext=cfg.auth.allow_plaintext_loopback,
                                        hostname=cfg.hostname)
