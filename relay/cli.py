@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet-stderr", action="store_true", help=argparse.SUPPRESS)  # daemon child
     sub.add_parser("stop", parents=[common], help="stop the running relay gracefully")
     sub.add_parser("status", parents=[common], help="pid, listeners and queue size")
-    sub.add_parser("_launch", parents=[common], help=argparse.SUPPRESS)
+    sub.add_parser("_launch", parents=[common])  # the daemon's child; kept out of --help:
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest != "_launch"]  # (3.11 prints ==SUPPRESS==)
     u = sub.add_parser("user", parents=[common], help="manage mail accounts")
     usub = u.add_subparsers(dest="ucmd", required=True, metavar="ACTION")
     for name, hlp in (("add", "create an account"), ("passwd", "change a password")):
