@@ -59,20 +59,6 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durable(tmp: Path, final: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``tmp``, fsync it and rename it to ``final`` (dir fsync is the caller's)."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
-
-
 @dataclass
 class RecipientState:
     address: str

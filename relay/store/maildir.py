@@ -91,14 +91,6 @@ def ensure(root: Path) -> None:
         (root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_message(root: Path, data: bytes, flags, mtime: float | None = None,
                   kwmap: dict[str, int] | None = None) -> tuple[str, str]:
     """Write data to tmp/, set its mtime (INTERNALDATE), rename it into cur/ with flags.
