@@ -21,23 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from make_screenshots import until  # noqa: E402  (same folder: the waiting helper)
 from tui_mail.demo import BOB, DemoWorld  # noqa: E402
 from tui_mail.ui.demo_app import RelayPanel, build_demo_app  # noqa: E402
 from tui_mail.ui.widgets.message_list import MessageList  # noqa: E402
 
 SIZE = (160, 45)
 OUT = ROOT / "screenshots"
-
-
-async def until(pilot, cond, timeout=20.0):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        await pilot.pause()
-        await asyncio.sleep(0.05)
-        if loop.time() > end:
-            raise RuntimeError("the demo did not reach the expected state")
-    await pilot.pause()
 
 
 async def shoot(world: DemoWorld) -> None:
