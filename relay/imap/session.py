@@ -36,12 +36,16 @@ from relay.imap.parser import (
     parse_search,
 )
 from relay.imap.search import keys_use_modseq, search_mailbox
+from relay.imap import esearch as ES
+from relay.imap import threads as TH
+from relay.imap.sortkeys import SortError, from_store_row, parse_criteria, sort_messages
 from relay.errors import RelayError
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 CAPS_ANY = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
 CAPS_AUTH = ("IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE CHILDREN SPECIAL-USE ENABLE ID "
              "UNSELECT CONDSTORE")
+CAPS_AUTH += " SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT ESEARCH ESORT"
 SEP = "/"
 log = logging.getLogger("relay.imap")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -288,16 +292,13 @@ class Session:
             self.tagged(tag, "BAD", "Invalid SASL PLAIN response")
 
     async def _login(self, tag: str, user: str, password: str) -> None:
-        if self.throttle is not None:
-            await self.throttle.before_attempt(self.peer)
-        ok = await self.authenticate(user, password)
+        if self.throttle is not None:   # per IP and per account, shared with SMTP and POP3
+            ok = await self.throttle.check(self.peer, user, lambda: self.authenticate(user, password))
+        else:
+            ok = await self.authenticate(user, password)
         if not ok:
-            if self.throttle is not None:
-                self.throttle.failed(self.peer)
             self.tagged(tag, "NO", "[AUTHENTICATIONFAILED] Authentication failed")
             return
-        if self.throttle is not None:
-            self.throttle.succeeded(self.peer)
         self.user = user
         self.mailbox = await asyncio.to_thread(self.open_mailbox, user)
         self.state = "auth"
@@ -765,6 +766,10 @@ class Session:
     # SEARCH --------------------------------------------------------------------------------
     async def cmd_SEARCH(self, tag, args, uid_mode: bool = False):
         self._need("selected")
+        ret, args = ES.parse_return(args)
+        if ret is not None:
+            await self._esearch(tag, args, ret, uid_mode)
+            return
         try:
             _charset, keys = parse_search(args)
         except BadCharset as e:
@@ -786,6 +791,99 @@ class Session:
 
     async def cmd_UID_SEARCH(self, tag, args):
         await self.cmd_SEARCH(tag, args, uid_mode=True)
+
+    def _search_keys(self, tag, args) -> list | None:
+        """[CHARSET c] keys → keys; None when the charset was refused (NO already sent)."""
+        try:
+            return parse_search(args)[1]
+        except BadCharset as e:
+            self.tagged(tag, "NO", f"[BADCHARSET (UTF-8 US-ASCII)] {e}")
+            return None
+
+    async def _esearch(self, tag, args, ret: ES.ReturnOptions, uid_mode: bool, order=None) -> None:
+        """SEARCH/SORT RETURN (…) (RFC 4731, 5267): one ``* ESEARCH`` line."""
+        verb = "SEARCH" if order is None else "SORT"
+        if order is None:
+            keys = self._search_keys(tag, args)
+            if keys is None:
+                return
+            hits = await asyncio.to_thread(self._search, keys)
+            order = [i for i, _ in hits]
+            modseqs = {i: m for i, m in hits}
+            uses_modseq = keys_use_modseq(keys)
+        else:
+            order, modseqs, uses_modseq = order
+        nums = [self.uids[i] if uid_mode else i + 1 for i in order]
+        modseq = None
+        if uses_modseq:
+            by_num = {(self.uids[i] if uid_mode else i + 1): modseqs.get(i, 0) for i in order}
+            modseq = ES.result_modseq(nums, by_num, ret)
+        self.untagged(ES.encode(tag, uid_mode, nums, ret, modseq))
+        self.sync(expunge=uid_mode)
+        self.tagged(tag, "OK", ("UID " if uid_mode else "") + verb + " completed")
+
+    def _sort_data(self, idx: list[int]):
+        """SortData for the view's messages at 0-based ``idx``, with a UID → index map."""
+        uids = [self.uids[i] for i in idx]
+        rows = self._mb().sort_fields(self.folder, uids)
+        pos = {self.uids[i]: i for i in idx}
+        return [from_store_row(r) for r in rows], pos
+
+    # SORT / THREAD (RFC 5256) ----------------------------------------------------------------
+    async def cmd_SORT(self, tag, args, uid_mode: bool = False):
+        self._need("selected")
+        ret, args = ES.parse_return(args)
+        if len(args) < 3:
+            raise Bad("SORT needs sort criteria, a charset and search keys")
+        try:
+            criteria = parse_criteria(args[0])
+        except SortError as e:
+            raise Bad(str(e)) from None
+        keys = self._search_keys(tag, [Atom("CHARSET"), args[1]] + list(args[2:]))
+        if keys is None:
+            return
+        hits = await asyncio.to_thread(self._search, keys)
+
+        def run():
+            data, pos = self._sort_data([i for i, _ in hits])
+            return [pos[m.uid] for m in sort_messages(data, criteria)]
+
+        order = await asyncio.to_thread(run)
+        if ret is not None:
+            await self._esearch(tag, None, ret, uid_mode,
+                                (order, dict(hits), keys_use_modseq(keys)))
+            return
+        self.untagged("SORT" + "".join(f" {self.uids[i] if uid_mode else i + 1}" for i in order))
+        self.sync(expunge=uid_mode)
+        self.tagged(tag, "OK", ("UID " if uid_mode else "") + "SORT completed")
+
+    async def cmd_UID_SORT(self, tag, args):
+        await self.cmd_SORT(tag, args, uid_mode=True)
+
+    async def cmd_THREAD(self, tag, args, uid_mode: bool = False):
+        self._need("selected")
+        if len(args) < 3 or not isinstance(args[0], Atom):
+            raise Bad("THREAD needs an algorithm, a charset and search keys")
+        algo = args[0].upper()
+        if algo not in ("REFERENCES", "ORDEREDSUBJECT"):
+            raise Bad(f"Unknown threading algorithm {algo[:20]}")
+        keys = self._search_keys(tag, [Atom("CHARSET"), args[1]] + list(args[2:]))
+        if keys is None:
+            return
+        hits = await asyncio.to_thread(self._search, keys)
+
+        def run():
+            data, pos = self._sort_data([i for i, _ in hits])
+            roots = TH.references(data) if algo == "REFERENCES" else TH.ordered_subject(data)
+            return TH.encode_threads(roots, (lambda m: m.uid) if uid_mode else (lambda m: pos[m.uid] + 1))
+
+        text = await asyncio.to_thread(run)
+        self.untagged("THREAD" + (" " + text if text else ""))
+        self.sync(expunge=uid_mode)
+        self.tagged(tag, "OK", ("UID " if uid_mode else "") + "THREAD completed")
+
+    async def cmd_UID_THREAD(self, tag, args):
+        await self.cmd_THREAD(tag, args, uid_mode=True)
 
     # COPY / MOVE ---------------------------------------------------------------------------
     async def cmd_COPY(self, tag, args, uid_mode: bool = False, move: bool = False):

@@ -18,7 +18,12 @@ import sqlite3
 from pathlib import Path
 
 FILENAME = "tui-mail-index.sqlite"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+# older schema version → statements that bring it to the next one (applied in order on open)
+_UPGRADES = {
+    # 6: the References header for THREAD=REFERENCES; NULL = not read yet (filled on first use)
+    5: ("ALTER TABLE messages ADD COLUMN hdr_references TEXT",),
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,6 +61,7 @@ CREATE TABLE IF NOT EXISTS messages (
     hdr_bcc TEXT NOT NULL DEFAULT '',
     hdr_message_id TEXT NOT NULL DEFAULT '',
     hdr_date REAL,
+    hdr_references TEXT,
     PRIMARY KEY (folder, uid)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_base ON messages (folder, base);
@@ -110,9 +116,31 @@ def _open(path: Path, existed: bool) -> sqlite3.Connection:
                 raise IndexCorrupt("index without a schema version")
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif row[0] != str(SCHEMA_VERSION):
-            raise IndexCorrupt(f"index schema {row[0]} is not {SCHEMA_VERSION}")
+            _upgrade(db, row[0])
         db.execute("SELECT count(*) FROM messages").fetchone()
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _upgrade(db: sqlite3.Connection, version: str) -> None:
+    """Bring an index of an older schema up to date in place (UIDs and UIDVALIDITY kept);
+    a version with no upgrade path is rebuilt by the caller."""
+    v = int(version) if version.isdigit() else -1
+    if v not in _UPGRADES:
+        raise IndexCorrupt(f"index schema {version} is not {SCHEMA_VERSION}")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        while v != SCHEMA_VERSION:
+            steps = _UPGRADES.get(v)
+            if steps is None:
+                raise IndexCorrupt(f"no upgrade from index schema {v}")
+            for sql in steps:
+                db.execute(sql)
+            v += 1
+        db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

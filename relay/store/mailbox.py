@@ -307,15 +307,16 @@ class UserStore:
                     "", "", "", "", "", "", None)
             cached = (index.pack(env), index.pack(body), mime.imap_encode(env),
                       mime.imap_encode(body), h.subject, h.from_, h.to, h.cc, h.bcc,
-                      h.message_id, h.date)
+                      h.message_id, h.date, h.references)
         vsize = len(data) + data.count(b"\n") - data.count(b"\r\n")
         db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, vsize, "
                    "internaldate, tzoffset, modseq, recent, envelope, bodystructure, "
                    "envelope_wire, body_wire, hdr_subject, "
-                   "hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date) "
-                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                   "hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date, hdr_references) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                    (folder_id, uid, base, fn, " ".join(sorted(flags)), len(data), vsize,
-                    internaldate, tzoffset, modseq, int(recent)) + tuple(cached))
+                    internaldate, tzoffset, modseq, int(recent)) + tuple(cached)
+                   + ((None,) if len(cached) == 11 else ()))
 
     # ------------------------------------------------------------------ folders
     def folders(self) -> list[FolderInfo]:
@@ -531,6 +532,31 @@ class UserStore:
             rows = list(self._select(self._folder(folder), "uid, hdr_subject, hdr_from, hdr_to, "
                                      "hdr_cc, hdr_bcc, hdr_message_id, hdr_date", uids))
         return {r[0]: HeaderFields(*r[1:]) for r in rows}
+
+    def sort_fields(self, folder: str, uids: Sequence[int] | None = None) -> list[tuple]:
+        """What SORT and THREAD look at, per UID ascending: (uid, internaldate, vsize, Date:
+        as a Unix time or None, decoded Subject, ENVELOPE, raw References). All from the
+        index; References of messages indexed before the column existed are read once from
+        their files and stored."""
+        with self._lock:
+            f = self._folder(folder)
+            rows = list(self._select(f, "uid, internaldate, vsize, hdr_date, hdr_subject, envelope, "
+                                     "hdr_references, filename", uids))
+            missing = [(r[0], r[7]) for r in rows if r[6] is None]
+            filled: dict[int, str] = {}
+            if missing:
+                for uid, fname in missing:
+                    try:
+                        with open(f.path / "cur" / fname, "rb") as fh:
+                            head = mime.header_of(fh.read(256 * 1024))
+                    except FileNotFoundError:
+                        continue
+                    filled[uid] = (mime.header_value(head, "References") or b"").decode("utf-8", "replace")
+                with self._tx() as db:
+                    db.executemany("UPDATE messages SET hdr_references=? WHERE folder=? AND uid=?",
+                                   [(v, f.id, u) for u, v in filled.items()])
+        return [(r[0], r[1], r[2], r[3], r[4], index.unpack(r[5]),
+                 r[6] if r[6] is not None else filled.get(r[0], "")) for r in rows]
 
     def search_header(self, folder: str, field: str, text: str) -> set[int]:
         """UIDs whose decoded ``field`` (subject, from, to, cc, bcc, message-id) contains ``text``

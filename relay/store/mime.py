@@ -350,7 +350,8 @@ def header_fields_of(msg: Message) -> HeaderFields:
     return HeaderFields(subject=decode_words(_value(msg, "Subject")),
                         from_=decode_words(_value(msg, "From")), to=decode_words(_value(msg, "To")),
                         cc=decode_words(_value(msg, "Cc")), bcc=decode_words(_value(msg, "Bcc")),
-                        message_id=_text(_value(msg, "Message-ID")), date=when)
+                        message_id=_text(_value(msg, "Message-ID")), date=when,
+                        references=(_value(msg, "References") or b"").decode("utf-8", "replace"))
 
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")

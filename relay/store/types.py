@@ -69,3 +69,4 @@ class HeaderFields:
     bcc: str
     message_id: str
     date: float | None
+    references: str = ""    # raw (unfolded) References header, for THREAD=REFERENCES

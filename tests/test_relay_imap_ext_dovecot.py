@@ -1,0 +1,140 @@
+"""Dovecot is the oracle for SORT, THREAD and ESEARCH/ESORT: the same messages APPENDed with
+the same INTERNALDATEs (so the same UIDs and arrival times) to Dovecot and to the relay's IMAP
+server must give the same untagged answers to the same commands. Skipped when Dovecot is
+not installed."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import time
+
+from relay.imap.server import start_imap_server, stop_imap_server
+from relay.store import MailStore
+from tests.peers import dovecot  # noqa: F401  (fixture)
+
+T0 = 1_700_000_000
+
+
+def _msg(subject: str, frm: str = "a@x.org", to: str = "b@y.org", date: str | None = "",
+         mid: str | None = "", extra: str = "", body: str = "body") -> bytes:
+    h = [f"From: {frm}", f"To: {to}", f"Subject: {subject}"]
+    if date is not None:
+        h.append("Date: " + (date or "Mon, 13 Nov 2023 10:00:00 +0000"))
+    if mid is not None:
+        h.append(f"Message-ID: {mid}" if mid else f"Message-ID: <{abs(hash(subject + frm)) % 10**9}@x.org>")
+    text = "\r\n".join(h) + "\r\n" + extra + "\r\n" + body + "\r\n"
+    return text.encode("utf-8")
+
+
+# (mtime offset, message): arrival order differs from UID order in places; some ties
+MESSAGES = [
+    (0, _msg("Hello world", "Zed <zed@x.org>", "Amy <amy@y.org>", "Tue, 14 Nov 2023 09:00:00 +0100",
+             "<root@x.org>", "Cc: c1@z.org\r\n")),
+    (5, _msg("Re: Hello world", "=?utf-8?q?=C3=89mile?= <emile@x.org>", "bob@y.org",
+             "Tue, 14 Nov 2023 10:00:00 +0100", "<r1@x.org>",
+             "In-Reply-To: <root@x.org>\r\nReferences: <root@x.org>\r\n")),
+    (5, _msg("[list] Re: [list] Hello world (fwd)", "carl@x.org", "\"Dana D\" <dana@y.org>",
+             "Tue, 14 Nov 2023 11:00:00 +0100", "<r2@x.org>",
+             "References: <root@x.org> <r1@x.org>\r\n")),
+    (2, _msg("Fwd: Another topic", "amy@x.org", "zoe@y.org", None, "<t2@x.org>",
+             "Cc: Zed <a@z.org>\r\n", body="a much longer body " * 20)),
+    (3, _msg("another topic", "Bea <bea@x.org>", "undisclosed-recipients:;",
+             "Wed, 15 Nov 2023 08:00:00 -0500", "<t2b@x.org>")),
+    (9, _msg("RE: [FWD: another topic]", "_under@x.org", "y@y.org", "not a date", "<t2c@x.org>",
+             "In-Reply-To: <missing-parent@x.org>\r\n")),
+    (9, _msg("Child of missing", "b@x.org", "c@y.org", "Thu, 16 Nov 2023 08:00:00 +0000",
+             "<c1@x.org>", "References: <missing-parent@x.org>\r\n")),
+    (7, _msg("Duplicate id", "d@x.org", "e@y.org", "Thu, 16 Nov 2023 09:00:00 +0000", "<root@x.org>")),
+    (8, _msg("Loop a", "l@x.org", "m@y.org", "Fri, 17 Nov 2023 09:00:00 +0000", "<la@x.org>",
+             "References: <lb@x.org>\r\n")),
+    (8, _msg("Loop b", "l@x.org", "m@y.org", "Fri, 17 Nov 2023 10:00:00 +0000", "<lb@x.org>",
+             "References: <la@x.org>\r\n")),
+    (1, _msg("", "noname@x.org", "", "Sat, 18 Nov 2023 10:00:00 +0000", None)),
+    (4, _msg("Re: re: Fw: hello WORLD", "\"Émile\" <z@x.org>", "Zoë <zoe@y.org>",
+             "Sun, 19 Nov 2023 10:00:00 +0000", "<late@x.org>", "In-Reply-To: <nowhere@x.org>\r\n")),
+    (6, _msg("=?utf-8?q?=C3=A9t=C3=A9?=", "=?iso-8859-1?q?Andr=E9?= <andre@x.org>", "b@y.org",
+             "Mon, 20 Nov 2023 10:00:00 +0000", "<ete@x.org>")),
+    (6, _msg("[PATCH 1/2] thing", "p@x.org", "q@y.org", "Mon, 20 Nov 2023 11:00:00 +0000",
+             "<p1@x.org>", "Cc: \"Quoted, Name\" <qn@z.org>\r\n")),
+    (6, _msg("[PATCH 2/2] thing", "p@x.org", "q@y.org", "Mon, 20 Nov 2023 11:00:00 +0000",
+             "<p2@x.org>", "References: <p1@x.org>\r\nIn-Reply-To: <p1@x.org>\r\n")),
+]
+
+COMMANDS = [
+    "SORT (ARRIVAL) UTF-8 ALL",
+    "SORT (REVERSE ARRIVAL) UTF-8 ALL",
+    "SORT (DATE) UTF-8 ALL",
+    "SORT (REVERSE DATE) UTF-8 ALL",
+    "SORT (SIZE) UTF-8 ALL",
+    "SORT (SUBJECT) UTF-8 ALL",
+    "SORT (REVERSE SUBJECT DATE) UTF-8 ALL",
+    "SORT (FROM) UTF-8 ALL",
+    "SORT (TO) UTF-8 ALL",
+    "SORT (CC REVERSE ARRIVAL) UTF-8 ALL",
+    "SORT (DISPLAYFROM) UTF-8 ALL",
+    "SORT (REVERSE DISPLAYTO) UTF-8 ALL",
+    "SORT (SUBJECT) UTF-8 FROM x.org NOT SUBJECT loop",
+    "UID SORT (DATE SUBJECT) UTF-8 2:12",
+    "THREAD REFERENCES UTF-8 ALL",
+    "THREAD ORDEREDSUBJECT UTF-8 ALL",
+    "UID THREAD REFERENCES UTF-8 ALL",
+    "THREAD REFERENCES UTF-8 NOT SUBJECT hello",
+    "SEARCH RETURN (MIN MAX COUNT) SUBJECT topic",
+    "SEARCH RETURN () 3:7",
+    "UID SEARCH RETURN (ALL COUNT) NOT SUBJECT loop",
+    "SEARCH RETURN (COUNT) SUBJECT nothing-matches",
+    "SORT RETURN (MIN MAX ALL COUNT) (REVERSE DATE) UTF-8 ALL",
+    "UID SORT RETURN (ALL) (SUBJECT) UTF-8 ALL",
+]
+
+
+def _answers(port: int, user: str) -> dict[str, list[bytes]]:
+    out = {}
+    c = imaplib.IMAP4("127.0.0.1", port)
+    try:
+        c.login(user, "pw")
+        for off, data in MESSAGES:      # same APPENDs: same UIDs and INTERNALDATEs on both
+            when = time.gmtime(T0 + off * 3600)
+            typ, _ = c.append("INBOX", "", '"' + time.strftime("%d-%b-%Y %H:%M:%S +0000", when) + '"',
+                              data)
+            assert typ == "OK"
+        typ, _ = c.select("INBOX", readonly=True)
+        assert typ == "OK"
+        for cmd in COMMANDS:
+            tag = c._new_tag().decode()
+            c.send(f"{tag} {cmd}\r\n".encode())
+            lines = []
+            while True:
+                line = c.readline()
+                if line.startswith(tag.encode() + b" "):
+                    assert line.split()[1] == b"OK", (cmd, line)
+                    break
+                if line.startswith(b"* ") and not line.startswith(b"* OK"):
+                    lines.append(line.rstrip(b"\r\n").replace(tag.encode(), b"TAG"))
+            out[cmd] = lines
+    finally:
+        c.logout()
+    return out
+
+
+async def test_sort_thread_esearch_match_dovecot(dovecot, tmp_path):
+    dovecot.add_user("bob", "pw")
+    theirs = await asyncio.to_thread(_answers, dovecot.imap_port, "bob")
+
+    async def auth(user, password):
+        return password == "pw"
+
+    with MailStore(tmp_path / "mail") as store:
+        store.user("bob@example.org")
+        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth,
+                                         ssl_context=None, allow_plaintext="loopback",
+                                         hostname="test")
+        try:
+            port = server.sockets[0].getsockname()[1]
+            ours = await asyncio.to_thread(_answers, port, "bob@example.org")
+        finally:
+            await stop_imap_server(server)
+    assert all(ours[cmd] for cmd in COMMANDS)    # every command answered something
+    for cmd in COMMANDS:
+        assert (cmd, ours[cmd]) == (cmd, theirs[cmd])
