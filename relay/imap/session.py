@@ -38,6 +38,7 @@ from relay.imap.parser import (
 from relay.imap.search import keys_use_modseq, search_mailbox
 from relay.imap import esearch as ES
 from relay.imap import threads as TH
+from relay.imap import listext as LX
 from relay.imap.sortkeys import SortError, from_store_row, parse_criteria, sort_messages
 from relay.errors import RelayError
 
@@ -46,6 +47,7 @@ CAPS_ANY = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
 CAPS_AUTH = ("IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE CHILDREN SPECIAL-USE ENABLE ID "
              "UNSELECT CONDSTORE")
 CAPS_AUTH += " SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT ESEARCH ESORT"
+CAPS_AUTH += " LIST-EXTENDED LIST-STATUS"
 SEP = "/"
 log = logging.getLogger("relay.imap")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -134,7 +136,9 @@ class Session:
         self.modseq_seen = 0
         self.own_modseqs: set[int] = set()
         self.pending_gone: set[int] = set()   # expunged elsewhere, not yet told (RFC 3501 7.4.1)
-        self.recent: frozenset[int] = frozenset()
+        self.recent: set[int] = set()          # UIDs this session reports as \Recent
+        self.keywords: set[str] = set()        # keywords announced in FLAGS
+        self.known_flags: set[str] = set(SYSTEM_FLAGS)
         self.condstore = False
         self.out: list[bytes] = []
         self.flush: Callable[[], Awaitable[None]] | None = None
@@ -336,11 +340,12 @@ class Session:
         self.modseq_seen = st.highestmodseq
         self.own_modseqs.clear()
         self.pending_gone.clear()
-        self.recent = frozenset(mb.recent(name)) if not readonly else frozenset()
-        keywords = set()
-        self.untagged("FLAGS " + flag_list(list(SYSTEM_FLAGS) + sorted(keywords)).decode())
-        self.untagged("OK [PERMANENTFLAGS " + ("()" if readonly else flag_list(
-            list(SYSTEM_FLAGS) + ["\\*"]).decode()) + "] Flags permitted")
+        # \Recent (RFC 3501 2.3.2): SELECT claims the messages it reports; EXAMINE only looks
+        self.recent = await asyncio.to_thread(self._recent_of, name, self.uids)
+        kws = getattr(mb, "keywords", None)
+        self.keywords = set(await asyncio.to_thread(kws, name)) if kws is not None else set()
+        self.known_flags = set(SYSTEM_FLAGS) | self.keywords
+        self._flags_lines()
         self.untagged(f"{len(self.uids)} EXISTS")
         self.untagged(f"{len(self.recent)} RECENT")
         unseen = self._first_unseen()
@@ -351,6 +356,25 @@ class Session:
         self.untagged(f"OK [HIGHESTMODSEQ {st.highestmodseq}] Highest")
         mode = "READ-ONLY" if readonly else "READ-WRITE"
         self.tagged(tag, "OK", f"[{mode}] {'EXAMINE' if readonly else 'SELECT'} completed")
+
+    def _recent_of(self, folder: str, uids: list[int]) -> set[int]:
+        """The \\Recent messages among ``uids``, claimed unless the view is read-only."""
+        mb = self._mb()
+        if self.readonly:
+            peek = getattr(mb, "peek_recent", None)
+            return set(peek(folder, uids)) if peek is not None else set()
+        claim = getattr(mb, "claim_recent", None)
+        if claim is not None:
+            return set(claim(folder, uids))
+        return set(mb.recent(folder)) & set(uids)
+
+    def _flags_lines(self) -> None:
+        """``* FLAGS`` and PERMANENTFLAGS with the mailbox's keywords (at SELECT, and again
+        whenever a keyword new to this session shows up, before the FETCH that carries it)."""
+        kws = sorted(self.keywords)
+        self.untagged("FLAGS " + flag_list(list(SYSTEM_FLAGS) + kws).decode())
+        self.untagged("OK [PERMANENTFLAGS " + ("()" if self.readonly else flag_list(
+            list(SYSTEM_FLAGS) + kws + ["\\*"]).decode()) + "] Flags permitted")
 
     def _first_unseen(self) -> int | None:
         mb, folder = self._mb(), self.folder
@@ -431,6 +455,9 @@ class Session:
 
     async def cmd_LIST(self, tag, args, lsub: bool = False):
         self._need("auth", "selected")
+        if not lsub and LX.is_extended(args):
+            await self._list_extended(tag, args)
+            return
         self._nargs(args, 2)
         ref, pattern = astring(args[0]), astring(args[1])
         verb = "LSUB" if lsub else "LIST"
@@ -467,6 +494,26 @@ class Session:
 
     async def cmd_LSUB(self, tag, args):
         await self.cmd_LIST(tag, args, lsub=True)
+
+    async def _list_extended(self, tag, args) -> None:
+        """LIST-EXTENDED (RFC 5258), SPECIAL-USE selection (RFC 6154), LIST-STATUS (RFC 5819)."""
+        from relay.imap.parser import mutf7_decode
+        req = LX.parse(args, lambda s: mutf7_decode(s) if "&" in s else s)
+        mb = self._mb()
+        folders = await asyncio.to_thread(mb.folders)
+        subs = await asyncio.to_thread(mb.subscriptions)
+        for row in LX.select(req, folders, subs, list_pattern, SEP):
+            line = f"LIST ({' '.join(row.attrs)}) \"{SEP}\" ".encode() + mbox_name(row.name)
+            if row.childinfo:
+                line += b' (CHILDINFO ("SUBSCRIBED"))'
+            self.untagged(line)
+            if req.status and row.selectable:
+                values = await asyncio.to_thread(mb.status, row.name)
+                if row.name == self.folder:
+                    values = dict(values, RECENT=len(self.recent))
+                items = " ".join(f"{k} {values.get(k, 0)}" for k in req.status)
+                self.untagged(b"STATUS " + mbox_name(row.name) + f" ({items})".encode())
+        self.tagged(tag, "OK", "LIST completed")
 
     async def cmd_NAMESPACE(self, tag, args):
         self._need("auth", "selected")
@@ -535,7 +582,7 @@ class Session:
         self.tagged(tag, "OK", "CHECK completed")
 
     def _close_view(self) -> None:
-        self.folder, self.uids, self.version, self.recent = None, [], None, frozenset()
+        self.folder, self.uids, self.version, self.recent = None, [], None, set()
         self.pending_gone.clear()
 
     async def cmd_CLOSE(self, tag, args):
@@ -694,6 +741,12 @@ class Session:
         return b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
 
     def _flags(self, rec: MessageRecord):
+        """The flags to send for ``rec``; a keyword this session has not been told about yet is
+        announced first with ``* FLAGS`` (clients must never see a keyword not in FLAGS)."""
+        if not rec.flags <= self.known_flags:
+            self.keywords.update(f for f in rec.flags if not f.startswith("\\"))
+            self.known_flags |= self.keywords
+            self._flags_lines()
         if self.recent and rec.uid in self.recent:
             return frozenset(rec.flags) | {"\\Recent"}
         return rec.flags
@@ -972,6 +1025,7 @@ class Session:
                 if i < len(self.uids) and self.uids[i] == u:
                     self.untagged(f"{i + 1} EXPUNGE")
                     del self.uids[i]
+                    self.recent.discard(u)
             self.pending_gone.clear()
         if v == self.version:
             return
@@ -979,7 +1033,9 @@ class Session:
         added = sorted(r.uid for r in recs if r.uid > last)
         if added:
             self.uids.extend(added)
+            self.recent |= self._recent_of(self.folder, added)
             self.untagged(f"{len(self.uids)} EXISTS")
+            self.untagged(f"{len(self.recent)} RECENT")
         added_set = set(added)
         for r in recs:
             if r.modseq in self.own_modseqs or r.uid in added_set:

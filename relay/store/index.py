@@ -71,6 +71,11 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (folder, uid)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY);
+-- keywords ever used in a folder (SELECT's FLAGS lists them, as Dovecot does); created on open
+-- (no schema bump): an index without it is filled once from messages (meta 'keywords')
+CREATE TABLE IF NOT EXISTS keywords (
+    folder INTEGER NOT NULL, name TEXT NOT NULL, PRIMARY KEY (folder, name)
+) WITHOUT ROWID;
 """
 
 SEARCH_COLUMNS = {"subject": "hdr_subject", "from": "hdr_from", "to": "hdr_to", "cc": "hdr_cc",

@@ -80,6 +80,13 @@ def _check_flags(flags: Iterable[str]) -> set[str]:
     return out
 
 
+def _note_keywords(db, folder_id: int, flags: Iterable[str]) -> None:
+    """Remember the keywords (non-system flags) used in a folder."""
+    kws = [(folder_id, k) for k in flags if not k.startswith("\\")]
+    if kws:
+        db.executemany("INSERT OR IGNORE INTO keywords VALUES (?, ?)", kws)
+
+
 class _Folder:
     __slots__ = ("id", "name", "path", "uidvalidity", "uidnext", "highestmodseq",
                  "cur_mtime", "selectable", "special_use")
@@ -253,6 +260,7 @@ class UserStore:
                                 and x not in kwmap}          # keywords only the index holds
                         newflags = keep | maildir.flags_from_info(maildir.split_name(now)[1], kwlist)
                         modseq += 1
+                        _note_keywords(db, f.id, newflags)
                         db.execute("UPDATE messages SET filename=?, flags=?, modseq=? WHERE folder=? AND uid=?",
                                    (now, " ".join(sorted(newflags)), modseq, f.id, uid))
                         changed = True
@@ -308,6 +316,7 @@ class UserStore:
             cached = (index.pack(env), index.pack(body), mime.imap_encode(env),
                       mime.imap_encode(body), h.subject, h.from_, h.to, h.cc, h.bcc,
                       h.message_id, h.date, h.references)
+        _note_keywords(db, folder_id, flags)
         vsize = len(data) + data.count(b"\n") - data.count(b"\r\n")
         db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, vsize, "
                    "internaldate, tzoffset, modseq, recent, envelope, bodystructure, "
@@ -390,6 +399,7 @@ class UserStore:
                     db.execute("DELETE FROM messages WHERE folder=?", (f.id,))
                     db.execute("DELETE FROM expunged WHERE folder=?", (f.id,))
                     db.execute("DELETE FROM folders WHERE id=?", (f.id,))
+                    db.execute("DELETE FROM keywords WHERE folder=?", (f.id,))
         self._notify(name)
 
     def rename(self, old: str, new: str) -> None:
@@ -467,6 +477,42 @@ class UserStore:
             return {"MESSAGES": n, "RECENT": int(recent), "UIDNEXT": f.uidnext,
                     "UIDVALIDITY": f.uidvalidity, "UNSEEN": int(unseen),
                     "HIGHESTMODSEQ": f.highestmodseq, "SIZE": int(size)}
+
+    def claim_recent(self, folder: str, uids: Sequence[int]) -> set[int]:
+        """Claim \\Recent for the given UIDs only (messages a session is told about for the
+        first time, RFC 3501 2.3.2): returns those still recent, which stop being recent for
+        everyone else."""
+        if not uids:
+            return set()
+        with self._lock:
+            f = self._folder(folder)
+            got = {r[0] for r in self._select(f, "uid, recent", uids) if r[1]}
+            if got:
+                with self._tx() as db:
+                    db.executemany("UPDATE messages SET recent=0 WHERE folder=? AND uid=?",
+                                   [(f.id, u) for u in got])
+            return got
+
+    def peek_recent(self, folder: str, uids: Sequence[int] | None = None) -> set[int]:
+        """The folder's \\Recent messages (among ``uids``) without claiming them (EXAMINE,
+        RFC 3501 6.3.2)."""
+        with self._lock:
+            f = self._folder(folder)
+            if uids is None:
+                self._sync(f)
+            return {r[0] for r in self._select(f, "uid, recent", uids) if r[1]}
+
+    def keywords(self, folder: str) -> list[str]:
+        """Every keyword used in the folder so far, sorted (SELECT's FLAGS)."""
+        with self._lock:
+            f = self._folder(folder)
+            if self._db.execute("SELECT 1 FROM meta WHERE key='keywords'").fetchone() is None:
+                with self._tx() as db:   # an index made before the keywords table: fill it once
+                    for fid, text in db.execute("SELECT DISTINCT folder, flags FROM messages").fetchall():
+                        _note_keywords(db, fid, text.split())
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('keywords', '1')")
+            return [r[0] for r in self._db.execute(
+                "SELECT name FROM keywords WHERE folder=? ORDER BY name", (f.id,))]
 
     def recent(self, folder: str) -> set[int]:
         """Claim the folder's \\Recent messages: the first caller gets them and they stop being
@@ -629,6 +675,8 @@ class UserStore:
             rows = list(self._select(f, "uid, flags, filename, modseq", uids))
             kwmap = self._kwmap(f, want if mode != "remove" else ())
             with self._tx() as db:
+                if mode != "remove":
+                    _note_keywords(db, f.id, want)
                 for uid, flagtext, fname, mseq in rows:
                     if unchangedsince is not None and mseq > unchangedsince:
                         failed.append(uid)
@@ -686,8 +734,7 @@ class UserStore:
         with self._lock:
             src = self._folder(folder)
             dst = self._folder(dest, code="TRYCREATE")
-            if dst.id == src.id and move:
-                raise StoreError("cannot move a message into the folder it is in", "CANNOT")
+            same = dst.id == src.id   # MOVE into the folder itself: new UIDs (RFC 6851)
             self._sync(src)
             self._sync(dst)
             cols = ("uid, base, filename, flags, internaldate, tzoffset, envelope, bodystructure, "
@@ -720,6 +767,7 @@ class UserStore:
                         if move:
                             os.unlink(srcpath)
                     dmod += 1
+                    _note_keywords(db, dst.id, flags)
                     db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, "
                                "vsize, internaldate, tzoffset, modseq, recent, envelope, "
                                "bodystructure, envelope_wire, body_wire, hdr_subject, hdr_from, "
@@ -728,7 +776,11 @@ class UserStore:
                                (dst.id, uid, newbase, newname, flagtext, size, vsize, idate, tzo, dmod,
                                 *cached))
                     if move:
-                        smod += 1
+                        if same:        # one MODSEQ counter for the one folder
+                            dmod += 1
+                            smod = dmod
+                        else:
+                            smod += 1
                         db.execute("DELETE FROM messages WHERE folder=? AND uid=?", (src.id, suid))
                         db.execute("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)", (src.id, suid, smod))
                     done_src.append(suid)
@@ -736,7 +788,7 @@ class UserStore:
                     uid += 1
                 db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, cur_mtime=? WHERE id=?",
                            (uid, dmod, maildir.mtime_ns(dst.path / "cur"), dst.id))
-                if move:
+                if move and not same:
                     db.execute("UPDATE folders SET highestmodseq=?, cur_mtime=? WHERE id=?",
                                (smod, maildir.mtime_ns(src.path / "cur"), src.id))
             result = (dst.uidvalidity, done_src, done_new)
