@@ -29,6 +29,7 @@ import time
 
 from relay.config import RelayConfig, load_config
 from relay.errors import ConfigError, RelayError
+from relay.private import private_dir, private_file
 from relay.server import can_connect, pid_alive, read_state
 
 PROG = "tui-mail relay"
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     except RelayError as e:
         _err(f"error: {e}")
         return 1
+    except OSError as e:   # every start-up failure is one line, never a traceback
+        where = f": {e.filename}" if e.filename else ""
+        _err(f"error: {e.strerror or e}{where}")
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -123,21 +128,32 @@ def cmd_start(cfg: RelayConfig, args) -> int:
 def run_foreground(cfg: RelayConfig, *, stderr_log: bool = True) -> int:
     from relay.log import setup_logging, teardown_logging
 
-    cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    handlers = setup_logging(cfg, foreground=stderr_log)
+    from relay.limits import raise_fd_limit
+    from relay.private import private_umask
+
+    old_umask = private_umask()   # queue, mail, log, state: 0600 files in 0700 dirs
     try:
-        return asyncio.run(_serve(cfg, announce=stderr_log))
+        private_dir(cfg.data_dir)
+        raise_fd_limit()
+        handlers = setup_logging(cfg, foreground=stderr_log)
+        try:
+            return asyncio.run(_serve(cfg, announce=stderr_log))
+        finally:
+            teardown_logging(handlers)
     finally:
-        teardown_logging(handlers)
+        os.umask(old_umask)
 
 
 async def _serve(cfg: RelayConfig, *, announce: bool) -> int:
     from relay.log import maillog
     from relay.server import RelayServer
 
+    from relay.limits import quiet_loop_errors
+
     server = RelayServer(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_loop_errors(loop)   # e.g. out of file descriptors: one line a second, not tracebacks
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -166,8 +182,8 @@ def _child_args(cfg: RelayConfig, args) -> list[str]:
 def cmd_launch(cfg: RelayConfig, args) -> int:
     """Internal: start the relay detached in a new session and exit at once (so the real
     relay is re-parented and never becomes our caller's zombie)."""
-    cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    err = open(cfg.data_dir / "relay.stderr", "wb")
+    private_dir(cfg.data_dir)
+    err = open(private_file(cfg.data_dir / "relay.stderr"), "wb")
     with err:
         subprocess.Popen([sys.executable, "-m", "relay", "start", "--foreground", "--quiet-stderr",
                           *_child_args(cfg, args)],
@@ -177,7 +193,7 @@ def cmd_launch(cfg: RelayConfig, args) -> int:
 
 
 def start_daemon(cfg: RelayConfig, args) -> int:
-    cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(cfg.data_dir)
     try:
         cfg.state_file.unlink()
     except FileNotFoundError:

@@ -50,7 +50,17 @@ max_connections_per_destination = 4
 connect_timeout = "30s"
 
 [auth]
-allow_plaintext_loopback = true   # AUTH/LOGIN without TLS, but only from 127.0.0.0/8 and ::1
+allow_plaintext_loopback = true   # AUTH/LOGIN without TLS, but only from 127.0.0.1 and ::1
+
+[limits]                          # per listener (smtp, submission, imap, pop3)
+max_connections = 500             # open connections in total; more get 421 / * BYE / -ERR
+max_connections_per_ip = 50       # open connections from one client address
+login_timeout = "60s"             # IMAP and POP3: idle time allowed before logging in
+idle_timeout = "30m"              # IMAP and POP3 after login (SMTP: 5 minutes, RFC 5321)
+max_errors = 20                   # SMTP error replies in one session before 421 and close
+
+[senders]                         # addresses a login may use besides its own (MAIL FROM, From:)
+# "alice@example.org" = ["postmaster@example.org", "sales@example.org"]
 
 [tls]
 cert = ""                         # PEM files; empty: a self-signed pair is made on first start
@@ -70,6 +80,9 @@ nameservers = []                  # e.g. ["127.0.0.1:5353"]; empty: the system r
 # password = "..."
 """
 
+_SIMPLE_ADDRESS = re.compile(r"^[^\s@<>]+@[^\s@<>]+$")
+_YEAR = 366 * 86400.0
+MAX_MESSAGE_SIZE = 2 ** 31 - 1    # bytes; the SIZE limit we can advertise and check (2 GiB)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -116,6 +129,15 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    max_connections: int = 500
+    max_connections_per_ip: int = 50
+    login_timeout: float = 60.0
+    idle_timeout: float = 1800.0
+    max_errors: int = 20
+
+
+@dataclass(frozen=True)
 class TLSConfig:
     cert: Path | None = None
     key: Path | None = None
@@ -156,6 +178,13 @@ class RelayConfig:
     routes: dict[str, Route] = field(default_factory=dict)
     smarthost: SmarthostConfig | None = None
     dns: DNSConfig = DNSConfig()
+    limits: LimitsConfig = LimitsConfig()
+    senders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # login -> extra addresses
+
+    def allowed_senders(self, login: str) -> frozenset[str]:
+        """Addresses ``login`` may send as: its own plus its [senders] entries (lower case)."""
+        login = login.lower()
+        return frozenset((login, *self.senders.get(login, ())))
 
     # Paths inside the data dir, one place so every module agrees.
     @property
@@ -234,7 +263,7 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
                           fix="see https://toml.io for the syntax") from None
     v = _Validator(fname, text)
     known_top = {"hostname", "domains", "data_dir", "listen", "queue", "delivery", "auth", "tls",
-                 "routes", "dns", "smarthost"}
+                 "routes", "dns", "smarthost", "limits", "senders"}
     v.unknown_keys(raw, known_top, "")
 
     hostname = v.string(raw, "hostname", "localhost", "")
@@ -262,28 +291,54 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
     dq = QueueConfig()
     v.unknown_keys(t, set(dq.__dataclass_fields__), "queue")
     queue = QueueConfig(
-        first_retry=v.duration(t, "first_retry", dq.first_retry, "queue"),
-        retry_interval=v.duration(t, "retry_interval", dq.retry_interval, "queue", minimum=1),
-        max_lifetime=v.duration(t, "max_lifetime", dq.max_lifetime, "queue", minimum=1),
-        delay_warning=v.duration(t, "delay_warning", dq.delay_warning, "queue"),
-        max_message_size=v.integer(t, "max_message_size", dq.max_message_size, "queue", minimum=1024),
-        max_recipients=v.integer(t, "max_recipients", dq.max_recipients, "queue", minimum=1),
-        max_hops=v.integer(t, "max_hops", dq.max_hops, "queue", minimum=1),
-        max_line_length=v.integer(t, "max_line_length", dq.max_line_length, "queue", minimum=78),
+        first_retry=v.duration(t, "first_retry", dq.first_retry, "queue", maximum=_YEAR),
+        retry_interval=v.duration(t, "retry_interval", dq.retry_interval, "queue", minimum=1, maximum=_YEAR),
+        max_lifetime=v.duration(t, "max_lifetime", dq.max_lifetime, "queue", minimum=1, maximum=_YEAR),
+        delay_warning=v.duration(t, "delay_warning", dq.delay_warning, "queue", maximum=_YEAR),
+        max_message_size=v.integer(t, "max_message_size", dq.max_message_size, "queue", minimum=1024,
+                                   maximum=MAX_MESSAGE_SIZE),
+        max_recipients=v.integer(t, "max_recipients", dq.max_recipients, "queue", minimum=1, maximum=100_000),
+        max_hops=v.integer(t, "max_hops", dq.max_hops, "queue", minimum=1, maximum=1000),
+        max_line_length=v.integer(t, "max_line_length", dq.max_line_length, "queue", minimum=78,
+                                  maximum=1_000_000),
     )
 
     t = v.table(raw, "delivery")
     dd = DeliveryConfig()
     v.unknown_keys(t, set(dd.__dataclass_fields__), "delivery")
     delivery = DeliveryConfig(
-        max_messages_per_connection=v.integer(t, "max_messages_per_connection", dd.max_messages_per_connection, "delivery", minimum=1),
-        max_connections_per_destination=v.integer(t, "max_connections_per_destination", dd.max_connections_per_destination, "delivery", minimum=1),
-        connect_timeout=v.duration(t, "connect_timeout", dd.connect_timeout, "delivery", minimum=0.1),
+        max_messages_per_connection=v.integer(t, "max_messages_per_connection", dd.max_messages_per_connection, "delivery",
+                                              minimum=1, maximum=100_000),
+        max_connections_per_destination=v.integer(t, "max_connections_per_destination", dd.max_connections_per_destination,
+                                                  "delivery", minimum=1, maximum=1000),
+        connect_timeout=v.duration(t, "connect_timeout", dd.connect_timeout, "delivery", minimum=0.1, maximum=3600),
     )
 
     t = v.table(raw, "auth")
     v.unknown_keys(t, {"allow_plaintext_loopback"}, "auth")
     auth = AuthConfig(allow_plaintext_loopback=v.get(t, "allow_plaintext_loopback", True, bool, "true or false", "auth"))
+
+    t = v.table(raw, "limits")
+    dl = LimitsConfig()
+    v.unknown_keys(t, set(dl.__dataclass_fields__), "limits")
+    limits = LimitsConfig(
+        max_connections=v.integer(t, "max_connections", dl.max_connections, "limits", minimum=1, maximum=100_000),
+        max_connections_per_ip=v.integer(t, "max_connections_per_ip", dl.max_connections_per_ip, "limits",
+                                         minimum=1, maximum=100_000),
+        login_timeout=v.duration(t, "login_timeout", dl.login_timeout, "limits", minimum=1, maximum=3600),
+        idle_timeout=v.duration(t, "idle_timeout", dl.idle_timeout, "limits", minimum=1, maximum=86400),
+        max_errors=v.integer(t, "max_errors", dl.max_errors, "limits", minimum=1, maximum=10_000),
+    )
+
+    t = v.table(raw, "senders")
+    senders: dict[str, tuple[str, ...]] = {}
+    for login, extra in t.items():
+        key = f"senders.{login}"
+        if not _SIMPLE_ADDRESS.match(login):
+            v.fail(key, f"{login!r} is not a mail address", fix='write e.g. "alice@example.org" = ["sales@example.org"]')
+        if not isinstance(extra, list) or not all(isinstance(a, str) and _SIMPLE_ADDRESS.match(a) for a in extra):
+            v.fail(key, "expected a list of mail addresses", fix='write e.g. ["sales@example.org"]')
+        senders[login.lower()] = tuple(a.lower() for a in extra)
 
     t = v.table(raw, "tls")
     v.unknown_keys(t, {"cert", "key"}, "tls")
@@ -339,7 +394,7 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
 
     return RelayConfig(data_dir=ddir, path=path, hostname=hostname, domains=tuple(domains), listen=listen,
                        queue=queue, delivery=delivery, auth=auth, tls=tls, routes=routes, smarthost=smarthost,
-                       dns=DNSConfig(tuple(ns)))
+                       dns=DNSConfig(tuple(ns)), limits=limits, senders=senders)
 
 
 def parse_duration(value: Any) -> float | None:
@@ -423,12 +478,13 @@ class _Validator:
             self.fail(f"{prefix}.{key}", f"expected a number {rng}, got {val}")
         return val
 
-    def duration(self, t, key, default, prefix, minimum=0.0) -> float:
+    def duration(self, t, key, default, prefix, minimum=0.0, maximum=_YEAR) -> float:
         if key not in t:
             return default
         d = parse_duration(t[key])
-        if d is None or d < minimum:
-            self.fail(f"{prefix}.{key}", f"expected a duration like \"30m\", \"4h\", \"5d\" or seconds, got {t[key]!r}")
+        if d is None or d < minimum or d > maximum:
+            self.fail(f"{prefix}.{key}", f"expected a duration like \"30m\", \"4h\", \"5d\" or seconds"
+                      f" between {minimum:g} s and {maximum:g} s, got {t[key]!r}")
         return d
 
     def address(self, t, key, default, prefix) -> Address | None:

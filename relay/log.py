@@ -16,6 +16,8 @@ import sys
 import time
 
 from relay.config import RelayConfig
+from relay.limits import OncePerSecond
+from relay.private import private_dir, private_file
 
 MAIL_LOGGER = "relay"
 
@@ -41,12 +43,14 @@ def setup_logging(cfg: RelayConfig, *, foreground: bool, level: int = logging.IN
     logger.setLevel(level)
     logger.propagate = False
     fmt = PostfixFormatter(cfg.hostname)
-    cfg.log_file.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(cfg.log_file.parent)
+    private_file(cfg.log_file)   # senders, recipients and logins: 0600 (issue 10)
     handlers: list[logging.Handler] = [logging.FileHandler(cfg.log_file, encoding="utf-8")]
     if foreground:
         handlers.append(logging.StreamHandler(sys.stderr))
     for h in handlers:
         h.setFormatter(fmt)
+        h.addFilter(OncePerSecond())   # a flood of one warning: one line a second, with a count
         logger.addHandler(h)
     # aiosmtpd logs every connection at INFO; keep only its warnings.
     logging.getLogger("mail.log").setLevel(logging.WARNING)

@@ -23,6 +23,7 @@ from relay.config import Address, RelayConfig
 from relay.control import QueueServices, start_queue_services
 from relay.errors import RelayError
 from relay.events import ChangeBus
+from relay.private import private_dir
 from relay.queue.runner import QueueRunner
 from relay.queue.spool import Spool
 from relay.smtp.handlers import RelayHandler
@@ -70,7 +71,7 @@ class RelayServer:
     async def start(self) -> None:
         cfg = self.cfg
         for d in (cfg.data_dir, cfg.queue_dir, cfg.mail_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(d)   # 0700: queue files, mailboxes and the log are nobody else's
         self.ssl_context = await asyncio.to_thread(server_context, cfg)
         self.spool = Spool(cfg.queue_dir)
         self.mail_store = MailStore(cfg.mail_dir, self.bus)

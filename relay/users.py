@@ -7,9 +7,11 @@ never logged or kept in memory. Every change rewrites the whole file atomically 
 rename + dir fsync, mode 0600), and readers reload it when its mtime/size changes, so
 ``tui-mail relay user add`` works while the relay is running.
 
-:class:`AuthThrottle` is shared by SMTP AUTH, IMAP LOGIN/AUTHENTICATE and POP3 USER/PASS: each
-failure from a client IP doubles the delay that IP waits before its next attempt (capped), a
-success clears it, and quiet IPs are forgotten.
+:class:`AuthThrottle` is shared by SMTP AUTH, IMAP LOGIN/AUTHENTICATE and POP3 USER/PASS
+(``await throttle.check(ip, user, verify)``): attempts from one IP run one at a time, each
+failure doubles the delay that IP waits before its next attempt (capped), failures on an
+account slow attempts on it from addresses that never logged in to it, a success clears the
+IP's record, and quiet IPs are forgotten.
 """
 
 from __future__ import annotations
@@ -197,46 +199,102 @@ class _Failures:
 
 
 class AuthThrottle:
-    """Growing delay per client IP after failed logins: base, 2×base, 4×base… up to ``maximum``.
+    """Slows password guessing per client IP and per account, across connections and protocols.
 
-    ``await before_attempt(ip)`` sleeps for the IP's current delay; call ``failed(ip)`` or
-    ``succeeded(ip)`` after checking the credentials. State older than ``forget_after`` seconds
-    is dropped. Pure bookkeeping plus one ``asyncio.sleep``; the clock is injectable for tests.
+    - Per IP: attempts from one address run one at a time (30 parallel connections get no more
+      guesses than one), and each failure doubles the wait before the next: base, 2×base, …
+      up to ``maximum``; a success clears it.
+    - Per account: failures on an account from anywhere make every attempt on it wait (up to
+      ``account_maximum``), which slows guessing spread over many addresses; an address that
+      logged in to the account successfully before is exempt, so its owner keeps working while
+      someone guesses. The account wait is short so the owner gets in from a new address too.
+    - At most ``parallel_checks`` password hashes (scrypt: ~50 ms and 16 MB each) run at once.
+
+    Use :meth:`check` (``await throttle.check(ip, user, verify)``); ``before_attempt``,
+    ``failed`` and ``succeeded`` are the building blocks. State older than ``forget_after``
+    seconds is dropped; the clock is injectable for tests.
     """
 
     def __init__(self, base: float = 0.5, maximum: float = 15.0, forget_after: float = 900.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, account_maximum: float = 4.0, parallel_checks: int = 2):
         self.base, self.maximum, self.forget_after = base, maximum, forget_after
+        self.account_maximum = account_maximum
+        self.parallel_checks = parallel_checks
         self._clock = clock
         self._ips: dict[str, _Failures] = {}
+        self._accounts: dict[str, _Failures] = {}
+        self._trusted: dict[tuple[str, str], float] = {}   # (ip, account) that logged in: last time
         self._lock = threading.Lock()
+        self._ip_locks: dict[str, list] = {}                # ip -> [asyncio.Lock, users]
+        self._checks: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
-    def delay(self, ip: str) -> float:
+    def _wait(self, table: dict[str, _Failures], key: str, maximum: float) -> float:
         now = self._clock()
-        with self._lock:
-            f = self._ips.get(ip)
-            if f is None:
-                return 0.0
-            if now - f.last > self.forget_after:
-                del self._ips[ip]
-                return 0.0
-            return min(self.maximum, self.base * 2 ** (f.count - 1)) if f.count else 0.0
+        f = table.get(key)
+        if f is None:
+            return 0.0
+        if now - f.last > self.forget_after:
+            del table[key]
+            return 0.0
+        return min(maximum, self.base * 2 ** (f.count - 1)) if f.count else 0.0
 
-    async def before_attempt(self, ip: str) -> None:
-        d = self.delay(ip)
+    def delay(self, ip: str, user: str | None = None) -> float:
+        """Seconds an attempt from ``ip`` (on ``user``, when given) waits before its check."""
+        with self._lock:
+            d = self._wait(self._ips, ip, self.maximum)
+            if user is not None:
+                account = normalize_address(user)[:256]
+                seen = self._trusted.get((ip, account))
+                if seen is None or self._clock() - seen > self.forget_after * 96:
+                    d = max(d, self._wait(self._accounts, account, self.account_maximum))
+            return d
+
+    async def before_attempt(self, ip: str, user: str | None = None) -> None:
+        d = self.delay(ip, user)
         if d > 0:
             await asyncio.sleep(d)
 
-    def failed(self, ip: str) -> None:
+    def failed(self, ip: str, user: str | None = None) -> None:
         now = self._clock()
         with self._lock:
-            if len(self._ips) > 10000:  # keep memory bounded under a spray of addresses
-                for k in [k for k, v in self._ips.items() if now - v.last > self.forget_after]:
-                    del self._ips[k]
-            f = self._ips.setdefault(ip, _Failures())
-            f.count += 1
-            f.last = now
+            for table, key in ((self._ips, ip), (self._accounts, normalize_address(user or "")[:256])):
+                if table is self._accounts and not key:
+                    continue
+                if len(table) > 10000:  # keep memory bounded under a spray of addresses
+                    for k in [k for k, v in table.items() if now - v.last > self.forget_after]:
+                        del table[k]
+                    if len(table) > 10000:
+                        table.clear()
+                f = table.setdefault(key, _Failures())
+                f.count += 1
+                f.last = now
 
-    def succeeded(self, ip: str) -> None:
+    def succeeded(self, ip: str, user: str | None = None) -> None:
         with self._lock:
             self._ips.pop(ip, None)
+            if user:
+                if len(self._trusted) > 10000:
+                    self._trusted.clear()
+                self._trusted[(ip, normalize_address(user)[:256])] = self._clock()
+
+    async def check(self, ip: str, user: str, verify) -> bool:
+        """Run ``await verify()`` (the password check) under the throttle; returns its result."""
+        entry = self._ip_locks.setdefault(ip, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:                       # one attempt at a time per address
+                await self.before_attempt(ip, user)
+                loop = asyncio.get_running_loop()
+                if self._checks is None or self._checks[0] is not loop:
+                    self._checks = (loop, asyncio.Semaphore(self.parallel_checks))
+                async with self._checks[1]:               # bounded scrypt work in parallel
+                    ok = bool(await verify())
+                if ok:
+                    self.succeeded(ip, user)
+                else:
+                    self.failed(ip, user)
+                return ok
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0 and self._ip_locks.get(ip) is entry:
+                del self._ip_locks[ip]

@@ -57,7 +57,7 @@ password = "hunter2"
     ('hostname = "a"\n[queue]\nretry_interval = "soon"\n', "queue.retry_interval", 3, "duration"),
     ('[listen]\nsmtp = "nowhere"\n', "listen.smtp", 2, "host:port"),
     ('domains = "crepes.fr"\n', "domains", 1, "list"),
-    ('[queue]\nmax_hops = 0\n', "queue.max_hops", 2, "at least 1"),
+    ('[queue]\nmax_hops = 0\n', "queue.max_hops", 2, "between 1 and 1000"),
     ('colour = "blue"\n', "colour", 1, "unknown key"),
     ('[routes]\n"a.b" = 7\n', "routes.a.b", None, "host:port"),
 ])

@@ -149,7 +149,9 @@ async def test_submission_auth_plain_and_login_then_relay(relay):
             s.user, s.password = "Bob@example.org", PASSWORDS["bob@example.org"]
             code, _ = s.auth(mech, getattr(s, "auth_" + mech.lower()))
             assert code == 235
-            return s.sendmail("bob@example.org", ["friend@elsewhere.net", "alice@example.org"], MESSAGE)
+            # the From: header must be the login's own address (issue 10: sender identity)
+            msg = MESSAGE.replace(b"From: Alice <alice@crepes.fr>", b"From: Bob <bob@example.org>")
+            return s.sendmail("bob@example.org", ["friend@elsewhere.net", "alice@example.org"], msg)
 
     assert await asyncio.to_thread(send, "PLAIN") == {}
     assert await asyncio.to_thread(send, "LOGIN") == {}
@@ -218,7 +220,8 @@ async def test_starttls_required_for_auth_when_plaintext_loopback_off(tmp_path):
                 code, ext = s.ehlo("laptop")
                 assert b"AUTH LOGIN PLAIN" in ext and b"STARTTLS" not in ext
                 s.login("alice@example.org", PASSWORDS["alice@example.org"])
-                return s.sendmail("alice@example.org", ["bob@example.org"], MESSAGE)
+                msg = MESSAGE.replace(b"<alice@crepes.fr>", b"<alice@example.org>")   # the login's own From
+                return s.sendmail("alice@example.org", ["bob@example.org"], msg)
 
         assert await asyncio.to_thread(send) == {}
         [p] = await wait_delivered(srv, "bob@example.org", 1)

@@ -11,42 +11,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 
 from relay.events import ChangeBus
-from relay.imap.parser import BadInput, Command, CommandReader, ContinuationNeeded, RawLine
+from relay.imap.parser import MAX_LITERAL, BadInput, Command, CommandReader, ContinuationNeeded, RawLine
 from relay.imap.session import Session
+from relay.limits import ConnectionLimiter, listener_limiter, warn_limited
+from relay.peer import is_loopback
 
 log = logging.getLogger("relay.imap")
 
 IDLE_RECHECK = 5.0       # seconds between cheap checks for outside changes while idling
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
+LOGIN_LITERAL = 8192     # largest literal before login (LOGIN/AUTHENTICATE need a few bytes;
+                         # Dovecot's login process allows 4 KB): no megabytes from strangers
 
 
 class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, store, authenticate,
                  ssl_context, bus: ChangeBus | None, throttle, allow_plaintext, hostname: str,
-                 idle_timeout: float, implicit_tls: bool) -> None:
+                 idle_timeout: float, implicit_tls: bool, login_timeout: float = 60.0,
+                 max_literal: int = MAX_LITERAL) -> None:
         self.reader, self.writer = reader, writer
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = str(peer[0])
-        plaintext_ok = allow_plaintext if allow_plaintext != "loopback" else _is_loopback(self.peer)
+        plaintext_ok = allow_plaintext if allow_plaintext != "loopback" else is_loopback(self.peer)
         self.bus, self.idle_timeout = bus, idle_timeout
+        self.login_timeout = min(login_timeout, idle_timeout)
+        self.max_literal = max_literal
         self.ssl_context = ssl_context
         self.session = Session(open_mailbox=store, authenticate=authenticate, hostname=hostname,
                                tls_active=implicit_tls, tls_available=ssl_context is not None and not implicit_tls,
                                allow_plaintext=bool(plaintext_ok), throttle=throttle, peer=self.peer)
         self.session.flush = self.flush
-        self.protocol = CommandReader()
+        self.protocol = CommandReader(max_literal=min(LOGIN_LITERAL, max_literal))
         self.wake = asyncio.Event()
         self._unsub: Callable[[], None] | None = None
 
@@ -80,7 +79,8 @@ class Connection:
                 await self.writer.wait_closed()
 
     async def _read(self) -> bytes:
-        return await asyncio.wait_for(self.reader.read(65536), self.idle_timeout)
+        timeout = self.login_timeout if self.session.user is None else self.idle_timeout
+        return await asyncio.wait_for(self.reader.read(65536), timeout)
 
     async def _serve(self) -> None:
         s = self.session
@@ -97,6 +97,14 @@ class Connection:
                 await self.writer.drain()
                 continue
             if isinstance(ev, BadInput):
+                too_big = ev.message.startswith("[TOOBIG]")
+                if too_big and s.user is None and self.protocol._skip:
+                    # a LITERAL+ literal over the pre-login limit is on its way: don't read it
+                    warn_limited(log, "imap-prelogin-literal", "imap [%s]: literal too large before login; closing",
+                                 self.peer)
+                    self.writer.write(b"* BYE [TOOBIG] Literal too large before login\r\n")
+                    await self.writer.drain()
+                    return
                 self.writer.write(f"{ev.tag} BAD {ev.message}\r\n".encode())
                 await self.writer.drain()
                 continue
@@ -121,6 +129,8 @@ class Connection:
 
     async def _after_login(self) -> None:
         s = self.session
+        if s.user is not None:
+            self.protocol.max_literal = self.max_literal   # APPEND up to max_message_size
         if s.user is not None and self._unsub is None and self.bus is not None:
             self._unsub = self.bus.subscribe(s.user, self._on_change)
 
@@ -179,19 +189,39 @@ async def start_imap_server(host: str, port: int, *, store: Callable, authentica
                             ssl_context: ssl.SSLContext | None = None, bus: ChangeBus | None = None,
                             throttle=None, allow_plaintext: bool | str = "loopback",
                             hostname: str = "localhost", idle_timeout: float = 1800,
-                            implicit_tls: bool = False) -> asyncio.Server:
+                            implicit_tls: bool = False, login_timeout: float = 60.0,
+                            max_literal: int = MAX_LITERAL,
+                            limiter: ConnectionLimiter | None = None) -> asyncio.Server:
     """Listen for IMAP on host:port (0 = any free port).
 
     ``store(user) -> backend.Mailbox`` opens a user's mail; ``authenticate(user, password)``
     checks a login. ``allow_plaintext``: True, False, or "loopback" (LOGIN without TLS only from
-    127.0.0.0/8 and ::1). With ``implicit_tls`` the listener speaks TLS from the first byte (993).
+    127.0.0.1 and ::1, see relay/peer.py). With ``implicit_tls`` the listener speaks TLS from the
+    first byte (993). Before login a client has ``login_timeout`` seconds of silence and
+    literals of LOGIN_LITERAL bytes; after it ``idle_timeout`` and ``max_literal`` (APPEND).
+    ``limiter`` caps open connections (over it: ``* BYE`` and close).
     """
     conns: set[asyncio.Task] = set()
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ip = str((writer.get_extra_info("peername") or ("?",))[0])
+        if limiter is not None and (why := limiter.admit(ip)) is not None:
+            with contextlib.suppress(Exception):
+                writer.write(f"* BYE {why}, try again later\r\n".encode())
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            return
+        try:
+            await _serve_client(reader, writer)
+        finally:
+            if limiter is not None:
+                limiter.release(ip)
+
+    async def _serve_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = Connection(reader, writer, store=store, authenticate=authenticate, ssl_context=ssl_context,
                           bus=bus, throttle=throttle, allow_plaintext=allow_plaintext, hostname=hostname,
-                          idle_timeout=idle_timeout, implicit_tls=implicit_tls)
+                          idle_timeout=idle_timeout, implicit_tls=implicit_tls, login_timeout=login_timeout,
+                          max_literal=max_literal)
         task = asyncio.current_task()
         if task is not None:
             conns.add(task)
@@ -236,7 +266,8 @@ async def start_for_relay(relay) -> asyncio.Server | None:
             addr.host, addr.port, store=relay.mail_store.user, authenticate=relay.authenticate,
             ssl_context=relay.ssl_context, bus=relay.bus, throttle=relay.throttle,
             allow_plaintext="loopback" if cfg.auth.allow_plaintext_loopback else False,
-            hostname=cfg.hostname)
+            hostname=cfg.hostname, idle_timeout=cfg.limits.idle_timeout, login_timeout=cfg.limits.login_timeout,
+            max_literal=cfg.queue.max_message_size, limiter=listener_limiter(cfg, "imap"))
     except OSError as e:
         from relay.server import ListenError
         raise ListenError(f"cannot listen for imap on {addr}: {e.strerror or e}"

@@ -8,7 +8,7 @@ flag updates and expunges here) runs in worker threads so one slow session never
 from __future__ import annotations
 
 import asyncio
-import ipaddress
+import contextlib
 import logging
 import ssl
 import weakref
@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 
 from relay.pop3.protocol import (MAX_LINE, Authenticate, Fetch, Maildrop, Message, Pop3Machine,
                                  Reply, StartTLS, Update, err, uidl_for)
+from relay.limits import ConnectionLimiter, listener_limiter
+from relay.peer import is_loopback
 from relay.store import MailStore, StoreError
 
 log = logging.getLogger("relay.pop3")
@@ -23,32 +25,42 @@ Authenticator = Callable[[str, str], Awaitable[bool]]
 _IN_USE: "weakref.WeakKeyDictionary[MailStore, set[str]]" = weakref.WeakKeyDictionary()
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
-
-
 async def start_pop3_server(host: str, port: int, *, store: MailStore, authenticate: Authenticator,
                             ssl_context: ssl.SSLContext | None, throttle=None,
                             allow_plaintext: bool = True, hostname: str = "localhost",
-                            idle_timeout: float = 600.0) -> asyncio.Server:
+                            idle_timeout: float = 600.0, login_timeout: float = 60.0,
+                            limiter: ConnectionLimiter | None = None) -> asyncio.Server:
     """Listen for POP3 on host:port (port 0: any free port).
 
-    ``authenticate(user, password) -> bool`` checks credentials; ``throttle`` (an
-    relay.users.AuthThrottle or anything with ``before_attempt(ip)``, ``failed(ip)``,
-    ``succeeded(ip)``) delays repeated failures per client IP. ``ssl_context`` enables STLS.
+    ``authenticate(user, password) -> bool`` checks credentials; ``throttle`` (a
+    relay.users.AuthThrottle) slows guessing per client IP and account. ``ssl_context``
+    enables STLS.
     ``allow_plaintext``: USER/PASS without TLS from loopback clients (never from others).
+    ``login_timeout``/``idle_timeout``: silence allowed before/after login; ``limiter`` caps
+    open connections (over it: ``-ERR [SYS/TEMP]`` and close).
     """
     in_use = _IN_USE.setdefault(store, set())
     sessions: set[Pop3Session] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ip = str((writer.get_extra_info("peername") or ("?",))[0])
+        if limiter is not None and (why := limiter.admit(ip)) is not None:
+            with contextlib.suppress(Exception):
+                writer.write(err(f"[SYS/TEMP] {why}, try again later"))
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            return
+        try:
+            await serve(reader, writer)
+        finally:
+            if limiter is not None:
+                limiter.release(ip)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = Pop3Session(reader, writer, store=store, authenticate=authenticate,
                               ssl_context=ssl_context, throttle=throttle,
                               allow_plaintext=allow_plaintext, hostname=hostname,
-                              idle_timeout=idle_timeout, in_use=in_use)
+                              idle_timeout=idle_timeout, in_use=in_use, login_timeout=login_timeout)
         sessions.add(session)
         try:
             await session.run()
@@ -73,11 +85,11 @@ async def start_pop3_server(host: str, port: int, *, store: MailStore, authentic
 class Pop3Session:
     def __init__(self, reader, writer, *, store: MailStore, authenticate: Authenticator,
                  ssl_context, throttle, allow_plaintext: bool, hostname: str, idle_timeout: float,
-                 in_use: set[str]) -> None:
+                 in_use: set[str], login_timeout: float = 60.0) -> None:
         self.reader, self.writer = reader, writer
         self.store, self.authenticate, self.throttle = store, authenticate, throttle
         self.ssl_context = ssl_context
-        self.idle_timeout = idle_timeout
+        self.idle_timeout, self.login_timeout = idle_timeout, min(login_timeout, idle_timeout)
         self.in_use = in_use
         self.locked: str | None = None
         self.user_store = None
@@ -129,7 +141,8 @@ class Pop3Session:
 
     async def _read_line(self) -> bytes | None:
         try:
-            return await asyncio.wait_for(self._readline(), self.idle_timeout)
+            timeout = self.login_timeout if self.user_store is None else self.idle_timeout
+            return await asyncio.wait_for(self._readline(), timeout)
         except asyncio.TimeoutError:
             await self._send(err("autologout; idle for too long"))
             return None
@@ -176,21 +189,18 @@ class Pop3Session:
         raise TypeError(f"unexpected machine output {out!r}")
 
     async def _authenticate(self, req: Authenticate) -> Reply:
-        if self.throttle is not None:
-            await self.throttle.before_attempt(self.ip)
         try:
-            good = await self.authenticate(req.user, req.password)
+            if self.throttle is not None:
+                good = await self.throttle.check(self.ip, req.user, lambda: self.authenticate(req.user, req.password))
+            else:
+                good = await self.authenticate(req.user, req.password)
         except Exception:   # a broken user database must not kill the server
             log.exception("pop3 [%s]: authentication backend failed", self.ip)
             return self.machine.auth_result(req.user, None, "[SYS/TEMP] authentication unavailable")
         if not good:
-            if self.throttle is not None:
-                self.throttle.failed(self.ip)
             log.warning("pop3 [%s]: %s authentication failed for %s", self.ip, req.mechanism,
                         req.user[:64] or "<empty>")
             return self.machine.auth_result(req.user, None, "[AUTH] authentication failed")
-        if self.throttle is not None:
-            self.throttle.succeeded(self.ip)
         address = req.user.strip().lower()
         if address in self.in_use:
             return self.machine.auth_result(req.user, None, "[IN-USE] maildrop is locked by another session")
@@ -253,7 +263,9 @@ async def start_for_relay(relay) -> asyncio.Server | None:
                                        authenticate=relay.authenticate, ssl_context=relay.ssl_context,
                                        throttle=relay.throttle,
                                        allow_plaintext=cfg.auth.allow_plaintext_loopback,
-                                       hostname=cfg.hostname)
+                                       hostname=cfg.hostname, idle_timeout=min(cfg.limits.idle_timeout, 600.0),
+                                       login_timeout=cfg.limits.login_timeout,
+                                       limiter=listener_limiter(cfg, "pop3"))
     except OSError as e:
         from relay.server import ListenError
         raise ListenError(f"cannot listen for pop3 on {addr}: {e.strerror or e}"

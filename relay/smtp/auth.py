@@ -3,8 +3,8 @@
 aiosmtpd's built-in mechanisms call a *synchronous* authenticator, which would block the event
 loop for the whole scrypt hash and leave no room for the per-IP throttle. So we hand-write the
 two mechanisms here as async ``auth_PLAIN``/``auth_LOGIN`` methods that aiosmtpd picks up from
-the handler: decode the SASL exchange (pure functions below), wait out the IP's throttle delay,
-then check the password in a worker thread. Passwords are never logged; the log line names the
+the handler: decode the SASL exchange (pure functions below), then check the password in a
+worker thread under the shared throttle (per IP and per account, relay/users.py). Passwords are never logged; the log line names the
 mechanism and the login only.
 """
 
@@ -50,13 +50,10 @@ class Authenticator:
 
     async def _check(self, server, mechanism: str, login: str, password: str) -> AuthResult:
         ip = server.session.peer[0] if server.session.peer else "?"
-        await self.throttle.before_attempt(ip)
-        ok = await asyncio.to_thread(self.users.authenticate, login, password)
+        ok = await self.throttle.check(ip, login, lambda: asyncio.to_thread(self.users.authenticate, login, password))
         if ok:
-            self.throttle.succeeded(ip)
             maillog().info("client=[%s], sasl_method=%s, sasl_username=%s", ip, mechanism, login.lower())
             return AuthResult(success=True, auth_data=LoginPassword(login.lower().encode(), b""))
-        self.throttle.failed(ip)
         maillog().warning("[%s]: SASL %s authentication failed for %s", ip, mechanism, login[:64] or "<empty>")
         return AuthResult(success=False, handled=False, message="535 5.7.8 Error: authentication failed")
 

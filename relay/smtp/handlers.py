@@ -18,16 +18,18 @@ CR/LF in DATA (SMTP smuggling), the Received header, and the durable hand-off: 2
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Callable
-from email.utils import formatdate
+from email.parser import BytesHeaderParser
+from email.utils import formatdate, getaddresses
 
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from relay.config import RelayConfig
 from relay.errors import QueueError
+from relay.limits import listener_limiter
 from relay.log import maillog
+from relay.peer import is_loopback
 from relay.queue.spool import QueueEntry, Spool, new_queue_id
 from relay.smtp import policy
 from relay.smtp.auth import Authenticator
@@ -36,11 +38,18 @@ from relay.users import AuthThrottle, UserDB
 log = logging.getLogger(__name__)
 
 
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
+REJECTS_LOGGED = 3        # RCPT rejections logged one by one per session; the rest as a count
+YIELD_EVERY = 32          # pipelined commands handled before letting other connections run
+
+
+def header_senders(data: bytes) -> list[str] | None:
+    """The addresses in the From: header(s) of a message, lower case (None: no From header)."""
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end + 4]
+    values = BytesHeaderParser().parsebytes(head).get_all("From")
+    if not values:
+        return None
+    return [addr.lower() for _, addr in getaddresses([str(v) for v in values])]
 
 
 class RelaySMTP(SMTP):
@@ -54,13 +63,47 @@ class RelaySMTP(SMTP):
                          tls_context=tls_context, require_starttls=False, auth_require_tls=True,
                          timeout=300, loop=loop)
         self.relay_handler = handler
+        self.errors = 0             # 4xx/5xx replies sent in this session
+        self.rejected_rcpts = 0     # RCPT rejections (logged one by one only up to REJECTS_LOGGED)
+        self.refused: str | None = None
+        self.admitted_ip: str | None = None
+        self.closing = False
+        self._since_yield = 0
+
+    async def _handle_client(self) -> None:
+        if self.refused is not None:   # over a connection cap: say so politely and hang up
+            self._writer.write(f"421 4.7.0 {self.hostname} Error: {self.refused}, try again later\r\n".encode())
+            self.transport.close()
+            return
+        await super()._handle_client()
 
     async def push(self, status) -> None:
+        if self.closing:
+            return
+        response = status.encode("utf-8") if isinstance(status, str) else status
+        if response[:1] in (b"4", b"5") and not response.startswith(b"421"):
+            self.errors += 1
+            if self.errors > self.relay_handler.cfg.limits.max_errors:
+                # Postfix's smtpd_hard_error_limit: a client that keeps erring is cut off
+                self.closing = True
+                self._held.append(response + b"\r\n" + b"421 4.7.0 Error: too many errors\r\n")
+                self._writer.write(b"".join(self._held))
+                self._held.clear()
+                self._reader._buffer.clear()  # type: ignore[attr-defined]  # the rest is not read
+                self.transport.close()
+                return
+        self._since_yield += 1
+        if self._since_yield >= YIELD_EVERY:
+            # a client pipelining thousands of commands must not hold the event loop
+            self._since_yield = 0
+            await asyncio.sleep(0)
+        await self._push(response)
+
+    async def _push(self, response: bytes) -> None:
         """Send a reply, but hold it while the client has more pipelined commands waiting in
         our input buffer (RFC 2920: replies may be grouped), as Postfix's smtpd does: one write
         for MAIL+RCPT+DATA replies instead of three. Safe because the held reply is flushed by
         the next push, which comes before any read that could wait on the client."""
-        response = status.encode("utf-8") if isinstance(status, str) else status
         self._held.append(response + b"\r\n")
         buffered = getattr(self._reader, "_buffer", b"")
         # only plain 250s wait: 220 (STARTTLS), 221 (QUIT), 334, 354 and errors go out now
@@ -79,10 +122,20 @@ class RelaySMTP(SMTP):
         if self.relay_handler.cfg.auth.allow_plaintext_loopback and is_loopback(host):
             self._auth_require_tls = False
         if self._original_transport is None:  # a new connection, not the STARTTLS upgrade
+            self.refused = self.relay_handler.limiter.admit(host)
+            if self.refused is None:
+                self.admitted_ip = host
             self.relay_handler.connections.add(self)
 
     def connection_lost(self, error) -> None:
         self.relay_handler.connections.discard(self)
+        if self.admitted_ip is not None:
+            self.relay_handler.limiter.release(self.admitted_ip)
+            self.admitted_ip = None
+        if self.rejected_rcpts > REJECTS_LOGGED:
+            maillog().info("NOQUEUE: reject: %d more RCPT from %s not logged one by one",
+                           self.rejected_rcpts - REJECTS_LOGGED,
+                           self.relay_handler._client(self.session))
         super().connection_lost(error)
 
     @property
@@ -107,6 +160,7 @@ class RelayHandler(Authenticator):
         self._idle = asyncio.Event()
         self._idle.set()
         self.listener = "submission" if submission else "smtp"
+        self.limiter = listener_limiter(cfg, self.listener)
 
     # ---- session hooks ---------------------------------------------------------------------
 
@@ -136,6 +190,13 @@ class RelayHandler(Authenticator):
         reply = policy.check_sender(address, smtputf8=smtputf8)
         if reply:
             return reply
+        if self.submission:
+            login = self._login(session)
+            reply = policy.check_sender_login(address, login, self.cfg.allowed_senders(login))
+            if reply:
+                maillog().info("NOQUEUE: reject: MAIL from %s: %s; sasl_username=%s",
+                               self._client(session), reply, login)
+                return reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return policy.OK
@@ -148,8 +209,10 @@ class RelayHandler(Authenticator):
             authenticated=bool(session.authenticated), is_local_domain=self.cfg.is_local_domain,
             user_exists=self.users.exists, smtputf8=smtputf8)
         if reply:
-            maillog().info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=ESMTP helo=<%s>",
-                           self._client(session), reply, envelope.mail_from, address, session.host_name)
+            server.rejected_rcpts += 1
+            if server.rejected_rcpts <= REJECTS_LOGGED:
+                maillog().info("NOQUEUE: reject: RCPT from %s: %s; from=<%s> to=<%s> proto=ESMTP helo=<%s>",
+                               self._client(session), reply, envelope.mail_from, address, session.host_name)
             return reply
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -159,6 +222,9 @@ class RelayHandler(Authenticator):
         data = envelope.original_content or b""
         client = self._client(session)
         reply = policy.check_data(data, max_hops=self.cfg.queue.max_hops)
+        if not reply and self.submission:
+            login = self._login(session)
+            reply = policy.check_header_senders(header_senders(data), login, self.cfg.allowed_senders(login))
         if reply:
             maillog().info("NOQUEUE: reject: DATA from %s: %s; from=<%s>", client, reply, envelope.mail_from)
             return reply
@@ -192,6 +258,11 @@ class RelayHandler(Authenticator):
         return f"250 2.0.0 Ok: queued as {qid}"
 
     # ---- lifecycle ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _login(session: Session) -> str:
+        login = getattr(session.auth_data, "login", None)
+        return login.decode("utf-8", "replace") if isinstance(login, bytes) else ""
 
     @staticmethod
     def _client(session: Session) -> str:

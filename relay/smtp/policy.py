@@ -48,6 +48,23 @@ def check_sender(sender: str, *, smtputf8: bool) -> str | None:
     return None
 
 
+def check_sender_login(sender: str, login: str, allowed: frozenset[str]) -> str | None:
+    """An authenticated client may use only its own addresses as envelope sender
+    (Postfix's ``reject_sender_login_mismatch``); the null sender (bounces) is allowed."""
+    if sender == "" or sender.lower() in allowed:
+        return None
+    return f"553 5.7.1 <{sender}>: Sender address rejected: not owned by user {login}"
+
+
+def check_header_senders(addresses: list[str] | None, login: str, allowed: frozenset[str]) -> str | None:
+    """Every address in the From: header must be the login's too (None: no From header)."""
+    for addr in addresses or ():
+        if addr.lower() not in allowed:
+            shown = addr[:200] or "(empty)"
+            return f"553 5.7.1 <{shown}>: From: header address rejected: not owned by user {login}"
+    return None
+
+
 def check_recipient(address: str, *, count: int, max_recipients: int, authenticated: bool,
                     is_local_domain: Callable[[str], bool], user_exists: Callable[[str], bool],
                     smtputf8: bool) -> str | None:
