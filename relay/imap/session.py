@@ -39,6 +39,7 @@ from relay.imap.search import keys_use_modseq, search_mailbox
 from relay.imap import esearch as ES
 from relay.imap import threads as TH
 from relay.imap import listext as LX
+from relay.imap import qresync as QR
 from relay.imap.sortkeys import SortError, from_store_row, parse_criteria, sort_messages
 from relay.errors import RelayError
 
@@ -47,7 +48,7 @@ CAPS_ANY = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
 CAPS_AUTH = ("IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE CHILDREN SPECIAL-USE ENABLE ID "
              "UNSELECT CONDSTORE")
 CAPS_AUTH += " SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT ESEARCH ESORT"
-CAPS_AUTH += " LIST-EXTENDED LIST-STATUS"
+CAPS_AUTH += " LIST-EXTENDED LIST-STATUS QRESYNC"
 SEP = "/"
 log = logging.getLogger("relay.imap")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -140,6 +141,7 @@ class Session:
         self.keywords: set[str] = set()        # keywords announced in FLAGS
         self.known_flags: set[str] = set(SYSTEM_FLAGS)
         self.condstore = False
+        self.qresync = False                    # RFC 7162: VANISHED instead of EXPUNGE
         self.out: list[bytes] = []
         self.flush: Callable[[], Awaitable[None]] | None = None
         self.idle_tag: str | None = None
@@ -245,9 +247,13 @@ class Session:
             raise Bad("ENABLE needs a capability")
         enabled = []
         for a in args:
-            if astring(a).upper() == "CONDSTORE":
+            cap = astring(a).upper()
+            if cap == "CONDSTORE" and "CONDSTORE" not in enabled:
                 self.condstore = True
                 enabled.append("CONDSTORE")
+            elif cap == "QRESYNC" and "QRESYNC" not in enabled:
+                self.condstore = self.qresync = True
+                enabled.append("QRESYNC")
         self.untagged("ENABLED" + "".join(" " + e for e in enabled))
         self.tagged(tag, "OK", "Enabled")
 
@@ -320,14 +326,16 @@ class Session:
         self._need("auth", "selected")
         self._nargs(args, 1, 2)
         name = decode_mailbox(args[0])
+        qr = None
         if len(args) == 2:
             params = args[1] if isinstance(args[1], list) else [args[1]]
-            if any(astring(p).upper() != "CONDSTORE" for p in params):
-                raise Bad("Unknown SELECT parameter")
+            qr = QR.parse_select_params(params, self.qresync)
             self.condstore = True
         if self.state == "selected":
             self._close_view()
             self.state = "auth"
+            if self.qresync:
+                self.untagged("OK [CLOSED] Previous mailbox closed")
         if name not in self._folder_names():
             raise No("[NONEXISTENT] Mailbox does not exist")
         mb = self._mb()
@@ -354,6 +362,8 @@ class Session:
         self.untagged(f"OK [UIDVALIDITY {st.uidvalidity}] UIDs valid")
         self.untagged(f"OK [UIDNEXT {st.uidnext}] Predicted next UID")
         self.untagged(f"OK [HIGHESTMODSEQ {st.highestmodseq}] Highest")
+        if qr is not None and qr.uidvalidity == st.uidvalidity:
+            await self._qresync_report(qr)
         mode = "READ-ONLY" if readonly else "READ-WRITE"
         self.tagged(tag, "OK", f"[{mode}] {'EXAMINE' if readonly else 'SELECT'} completed")
 
@@ -636,11 +646,12 @@ class Session:
         atts = parse_fetch_items(args[1])
         changedsince = None
         if len(args) == 3:
-            mods = args[2]
-            if (not isinstance(mods, list) or len(mods) != 2 or astring(mods[0]).upper() != "CHANGEDSINCE"):
-                raise Bad("Unknown FETCH modifier")
-            changedsince = number(mods[1])
-            self.condstore = True
+            changedsince, vanished = QR.parse_fetch_modifiers(args[2], uid_mode, self.qresync)
+            self._condstore_on()
+            if vanished:
+                self._vanished_earlier(changedsince, [self.uids[i] for i in idx], SequenceSet.parse(str(args[0])))
+        elif any(a.name == "MODSEQ" for a in atts):
+            self._condstore_on()
         if uid_mode and not any(a.name == "UID" for a in atts):
             atts.insert(0, FetchAtt("UID"))
         if changedsince is not None and not any(a.name == "MODSEQ" for a in atts):
@@ -673,7 +684,15 @@ class Session:
                     continue
                 if changedsince is not None and rec.modseq <= changedsince:
                     continue
-                self.out.append(self._fetch_one(i + 1, rec, atts, rec.uid in seen_now, envs.get(rec.uid)))
+                try:
+                    line = self._fetch_one(i + 1, rec, atts, rec.uid in seen_now, envs.get(rec.uid))
+                except (BackendError, RelayError) as e:
+                    if getattr(e, "code", "") != "EXPUNGEISSUED":
+                        raise
+                    # expunged by another session while we answer: the rest of the command
+                    # still gets its data and OK (RFC 2180 4.1.2, as Dovecot does)
+                    continue
+                self.out.append(line)
             await self._maybe_flush()
         self.sync(expunge=uid_mode)
         self.tagged(tag, "OK", "FETCH completed")
@@ -767,7 +786,7 @@ class Session:
             if (not isinstance(mods, list) or len(mods) != 2 or astring(mods[0]).upper() != "UNCHANGEDSINCE"):
                 raise Bad("Unknown STORE modifier")
             unchangedsince = number(mods[1])
-            self.condstore = True
+            self._condstore_on()
             rest = rest[1:]
         op = astring(rest[0]).upper()
         m = re.match(r"^([+-]?)FLAGS(\.SILENT)?$", op)
@@ -991,6 +1010,36 @@ class Session:
         else:
             self.tagged(tag, "BAD", "Expected DONE")
 
+    # CONDSTORE / QRESYNC (RFC 7162) ------------------------------------------------------------
+    def _condstore_on(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 3.1): MODSEQs are reported from now on; in a
+        selected mailbox the HIGHESTMODSEQ is told once, as Dovecot does."""
+        if self.condstore:
+            return
+        self.condstore = True
+        if self.state == "selected" and self.folder is not None:
+            self.untagged(f"OK [HIGHESTMODSEQ {self._mb().version(self.folder)}] Highest")
+
+    async def _qresync_report(self, qr: "QR.SelectQresync") -> None:
+        """SELECT … (QRESYNC …): what vanished and what changed since the client's MODSEQ."""
+        recs, gone = await asyncio.to_thread(self._mb().changes_since, self.folder, qr.modseq)
+        gone = QR.filter_known(gone, qr.known_uids, self.uids[-1] if self.uids else 0)
+        if gone:
+            self.untagged("VANISHED (EARLIER) " + format_uid_set(gone))
+        for r in recs:
+            i = bisect.bisect_left(self.uids, r.uid)
+            if i < len(self.uids) and self.uids[i] == r.uid:
+                self.out.append(b"* %d FETCH (UID %d FLAGS " % (i + 1, r.uid) + flag_list(self._flags(r))
+                                + b" MODSEQ (%d))\r\n" % r.modseq)
+
+    def _vanished_earlier(self, since: int, _uids: list[int], asked: SequenceSet) -> None:
+        """UID FETCH … (CHANGEDSINCE n VANISHED): UIDs in the requested set expunged after n."""
+        _recs, gone = self._mb().changes_since(self.folder, since)
+        top = max([self.uids[-1] if self.uids else 0] + list(gone))
+        gone = [u for u in gone if asked.contains_uid(u, top)]
+        if gone:
+            self.untagged("VANISHED (EARLIER) " + format_uid_set(gone))
+
     # ------------------------------------------------------------------ change reporting
     def sync(self, *, expunge: bool = True) -> None:
         """Tell the client what changed in the selected mailbox since it last heard.
@@ -1018,6 +1067,14 @@ class Session:
             self.pending_gone.update(u for u in gone if _in(self.uids, u))
         else:
             recs, top = [], self.modseq_seen
+        if expunge and self.pending_gone and self.qresync:
+            gone = sorted(u for u in self.pending_gone if _in(self.uids, u))
+            if gone:
+                self.untagged("VANISHED " + format_uid_set(gone))
+            gone_set = set(gone)
+            self.uids = [u for u in self.uids if u not in gone_set]
+            self.recent -= gone_set
+            self.pending_gone.clear()
         if expunge and self.pending_gone:
             # highest first, so no renumbering between the lines (as Dovecot sends them)
             for u in sorted(self.pending_gone, reverse=True):
@@ -1044,7 +1101,9 @@ class Session:
             if i >= len(self.uids) or self.uids[i] != r.uid:
                 continue
             extra = b" MODSEQ (%d)" % r.modseq if self.condstore else b""
-            self.out.append(b"* %d FETCH (FLAGS " % (i + 1) + flag_list(self._flags(r)) + extra + b")\r\n")
+            uid = b"UID %d " % r.uid if self.qresync else b""
+            self.out.append(b"* %d FETCH (" % (i + 1) + uid + b"FLAGS " + flag_list(self._flags(r)) + extra
+                            + b")\r\n")
         self.modseq_seen = top
         self.own_modseqs.clear()
         self.version = v

@@ -1,0 +1,156 @@
+"""The relay's IMAP extensions over the real store, driven by imaplib on 127.0.0.1 port 0:
+QRESYNC (VANISHED, SELECT … (QRESYNC …), CHANGEDSINCE … VANISHED, CLOSED), CONDSTORE enabling by
+FETCH MODSEQ, LIST-EXTENDED / LIST-STATUS, BINARY, MULTIAPPEND, CATENATE."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import re
+
+import pytest
+
+from relay.imap.server import start_imap_server, stop_imap_server
+from relay.store import MailStore
+
+USER = "bob@example.org"
+
+
+def msg(i: int, body: str = "") -> bytes:
+    return (f"From: a{i}@x.org\r\nTo: {USER}\r\nSubject: message {i}\r\n"
+            f"Message-ID: <m{i}@x.org>\r\n\r\n{body or f'body {i}'}\r\n").encode()
+
+
+@pytest.fixture
+async def server(tmp_path):
+    async def auth(user, password):
+        return (user, password) == (USER, "pw")
+
+    with MailStore(tmp_path / "mail") as store:
+        u = store.user(USER)
+        for i in range(1, 6):
+            u.append("INBOX", msg(i))
+        srv = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth,
+                                      ssl_context=None, allow_plaintext="loopback", hostname="test")
+        try:
+            yield srv.sockets[0].getsockname()[1]
+        finally:
+            await stop_imap_server(srv)
+
+
+class Client:
+    """imaplib with raw commands: returns (untagged lines, tagged line)."""
+
+    def __init__(self, port: int) -> None:
+        self.c = imaplib.IMAP4("127.0.0.1", port)
+        self.c.login(USER, "pw")
+
+    def cmd(self, text: str | bytes, *literals: bytes) -> tuple[list[bytes], bytes]:
+        tag = self.c._new_tag()
+        line = (text.encode() if isinstance(text, str) else text)
+        self.c.send(tag + b" " + line + b"\r\n")
+        for lit in literals:
+            self.c.send(lit + b"\r\n" if lit is literals[-1] else lit)
+        out = []
+        while True:
+            ln = self.c.readline()
+            m = re.search(rb"\{(\d+)\}\r\n$", ln)
+            if m:
+                ln += self.c.read(int(m.group(1))) + self.c.readline()
+            if ln.startswith(tag + b" "):
+                return out, ln.rstrip(b"\r\n")
+            if not ln.startswith(b"+"):
+                out.append(ln.rstrip(b"\r\n"))
+
+    def ok(self, text: str | bytes, *literals: bytes) -> list[bytes]:
+        lines, done = self.cmd(text, *literals)
+        assert done.split()[1] == b"OK", (text, done)
+        return lines
+
+    def close(self) -> None:
+        self.c.logout()
+
+
+def run(fn):
+    return asyncio.to_thread(fn)
+
+
+async def test_qresync_vanished_and_resync(server):
+    def client():
+        a = Client(server)
+        assert b"ENABLED QRESYNC" in a.ok("ENABLE QRESYNC")[0]
+        lines = a.ok("SELECT INBOX")
+        uv = int(re.search(rb"UIDVALIDITY (\d+)", b"\n".join(lines)).group(1))
+        h0 = int(re.search(rb"HIGHESTMODSEQ (\d+)", b"\n".join(lines)).group(1))
+        b = Client(server)
+        b.ok("SELECT INBOX")
+        b.ok("STORE 2 +FLAGS.SILENT (\\Seen)")
+        b.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+        b.ok("EXPUNGE")
+        lines = a.ok("NOOP")
+        assert b"* VANISHED 3" in lines and not any(b"EXPUNGE" in x for x in lines)
+        assert any(re.fullmatch(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Seen( \\Recent)?\) MODSEQ \(\d+\)\)", x)
+                   for x in lines)
+        # a fresh session resyncs from the old MODSEQ
+        c = Client(server)
+        lines, done = c.cmd(f"SELECT INBOX (QRESYNC ({uv} {h0}))")
+        assert b"BAD" in done                       # not enabled yet
+        c.ok("ENABLE QRESYNC")
+        lines = c.ok(f"SELECT INBOX (QRESYNC ({uv} {h0}))")
+        assert b"* VANISHED (EARLIER) 3" in lines
+        assert any(re.fullmatch(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Seen\) MODSEQ \(\d+\)\)", x) for x in lines)
+        lines = c.ok(f"SELECT INBOX (QRESYNC ({uv} {h0} 1:2,4:5))")
+        assert b"* OK [CLOSED] Previous mailbox closed" in lines[0]
+        assert not any(b"VANISHED" in x for x in lines)
+        lines = c.ok(f"SELECT INBOX (QRESYNC ({uv + 1} {h0}))")     # other UIDVALIDITY: full resync
+        assert not any(b"VANISHED" in x or b"FETCH" in x for x in lines)
+        lines = c.ok(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {h0} VANISHED)")
+        assert lines[0] == b"* VANISHED (EARLIER) 3" and len(lines) == 2 and b"UID 2" in lines[1]
+        _, done = c.cmd(f"FETCH 1:* (FLAGS) (CHANGEDSINCE {h0} VANISHED)")
+        assert b"BAD" in done                       # VANISHED needs UID FETCH
+        for x in (a, b, c):
+            x.close()
+
+    await run(client)
+
+
+async def test_fetch_modseq_enables_condstore(server):
+    def client():
+        a = Client(server)
+        a.ok("SELECT INBOX")
+        lines = a.ok("FETCH 1 MODSEQ")
+        assert any(x.startswith(b"* OK [HIGHESTMODSEQ ") for x in lines)
+        lines = a.ok("STORE 1 +FLAGS (\\Seen)")
+        assert re.search(rb"MODSEQ \(\d+\)", lines[-1])
+        assert not any(b"HIGHESTMODSEQ" in x for x in a.ok("FETCH 2 MODSEQ"))   # told once
+        a.close()
+
+    await run(client)
+
+
+async def test_list_extended_and_status(server):
+    def client():
+        a = Client(server)
+        for name in ("Work", "Work/a", "Work/b", "Play"):
+            a.ok(f"CREATE {name}")
+        a.ok("SUBSCRIBE Work/a")
+        a.ok("CREATE Gone")
+        a.ok("SUBSCRIBE Gone")
+        a.ok("DELETE Gone")
+        lines = a.ok('LIST (SUBSCRIBED) "" "*"')
+        assert b'* LIST (\\NonExistent \\Subscribed) "/" Gone' in lines
+        assert b'* LIST (\\Subscribed) "/" Work/a' in lines
+        lines = a.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+        assert b'* LIST () "/" Work (CHILDINFO ("SUBSCRIBED"))' in lines
+        lines = a.ok('LIST "" (Work Play) RETURN (CHILDREN SUBSCRIBED STATUS (MESSAGES UNSEEN))')
+        assert lines == [b'* LIST (\\HasNoChildren) "/" Play', b"* STATUS Play (MESSAGES 0 UNSEEN 0)",
+                         b'* LIST (\\HasChildren) "/" Work', b"* STATUS Work (MESSAGES 0 UNSEEN 0)"]
+        lines = a.ok('LIST (SPECIAL-USE) "" "*"')
+        assert lines and all(re.search(rb"\\(Sent|Drafts|Trash|Junk|Archive)", x) for x in lines)
+        lines = a.ok('LIST "" INBOX RETURN (STATUS (MESSAGES UIDNEXT))')
+        assert lines[1] == b"* STATUS INBOX (MESSAGES 5 UIDNEXT 6)"
+        for bad in ('LIST (RECURSIVEMATCH) "" "*"', 'LIST (BOGUS) "" "*"', 'LIST "" "*" RETURN (BOGUS)'):
+            assert b"BAD" in a.cmd(bad)[1]
+        a.close()
+
+    await run(client)
