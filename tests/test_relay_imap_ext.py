@@ -54,8 +54,7 @@ class Client:
         out = []
         while True:
             ln = self.c.readline()
-            m = re.search(rb"\{(\d+)\}\r\n$", ln)
-            if m:
+            while m := re.search(rb"\{(\d+)\}\r\n$", ln):
                 ln += self.c.read(int(m.group(1))) + self.c.readline()
             if ln.startswith(tag + b" "):
                 return out, ln.rstrip(b"\r\n")
@@ -151,6 +150,64 @@ async def test_list_extended_and_status(server):
         assert lines[1] == b"* STATUS INBOX (MESSAGES 5 UIDNEXT 6)"
         for bad in ('LIST (RECURSIVEMATCH) "" "*"', 'LIST (BOGUS) "" "*"', 'LIST "" "*" RETURN (BOGUS)'):
             assert b"BAD" in a.cmd(bad)[1]
+        a.close()
+
+    await run(client)
+
+
+BINARY_MSG = (b"From: a@x.org\r\nSubject: bin\r\nMIME-Version: 1.0\r\n"
+              b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+              b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+              b"caf=C3=A9 soft=\r\nbreak\r\n--b\r\nContent-Type: application/octet-stream\r\n"
+              b"Content-Transfer-Encoding: binary\r\n\r\n\x00\x01\xff\r\nraw\r\n--b--\r\n")
+
+
+async def test_binary_append_literal8_and_fetch(server):
+    def client():
+        a = Client(server)
+        lines, done = a.cmd(b"APPEND INBOX ~{%d}" % len(BINARY_MSG), BINARY_MSG)
+        assert b"OK [APPENDUID" in done
+        a.ok("SELECT INBOX")
+        lines = a.ok("FETCH 6 (BODY.PEEK[2] BINARY.SIZE[2] BINARY.PEEK[2] BINARY.PEEK[1] BINARY.PEEK[2]<1.2>)")
+        resp = lines[0]
+        assert b"\x00" not in resp.split(b"BINARY.SIZE")[0]        # stored as base64
+        assert b"BINARY.SIZE[2] 8" in resp
+        assert b"BINARY[2] ~{8}\r\n\x00\x01\xff\r\nraw" in resp
+        assert "BINARY[1] {15}\r\ncafé softbreak".encode() in resp
+        assert b"BINARY[2]<1> {2}\r\n\x01\xff" in resp
+        lines = a.ok("FETCH 6 (FLAGS)")
+        assert b"\\Seen" not in lines[0]                           # PEEK did not set \Seen
+        a.close()
+
+    await run(client)
+
+
+async def test_multiappend_and_catenate(server):
+    def client():
+        a = Client(server)
+        one, two = msg(10), msg(11)
+        lines, done = a.cmd(b'APPEND INBOX (\\Seen) "01-Jan-2024 10:00:00 +0000" {%d}' % len(one),
+                            one + b" {%d}\r\n" % len(two), two)
+        assert re.search(rb"OK \[APPENDUID \d+ 6:7\]", done), done
+        a.ok("SELECT INBOX")
+        uv = int(re.search(rb"UIDVALIDITY (\d+)", b"\n".join(a.ok("SELECT INBOX"))).group(1))
+        lines = a.ok("FETCH 6:7 (FLAGS INTERNALDATE)")
+        assert b"\\Seen" in lines[0] and b"01-Jan-2024" in lines[0] and b"\\Seen" not in lines[1]
+        text = b"Subject: joined\r\n\r\nfirst line\r\n"
+        lines, done = a.cmd(b'APPEND INBOX CATENATE (TEXT {%d}' % len(text),
+                            text + f' URL "/INBOX;UIDVALIDITY={uv}/;UID=1/;SECTION=TEXT"'.encode()
+                            + b' URL "/INBOX/;UID=2/;PARTIAL=0.6")')
+        assert b"OK [APPENDUID" in done, done
+        lines = a.ok("UID FETCH 8 BODY.PEEK[]")
+        assert lines[0].endswith(b"Subject: joined\r\n\r\nfirst line\r\nbody 1\r\nFrom: )")
+        lines, done = a.cmd(f'APPEND INBOX CATENATE (URL "/INBOX;UIDVALIDITY={uv + 1}/;UID=1")')
+        assert b'NO [BADURL "/INBOX;UIDVALIDITY=' in done
+        lines, done = a.cmd('APPEND Nowhere CATENATE (URL "/INBOX/;UID=1")')
+        assert b"NO [TRYCREATE]" in done
+        # all or nothing: the second message's bad URL stores neither
+        lines, done = a.cmd(b"APPEND INBOX {%d}" % len(one), one + b' CATENATE (URL "/INBOX/;UID=999")')
+        assert b"NO [BADURL" in done
+        assert b"* 8 EXISTS" not in b"".join(a.ok("NOOP")) and len(a.ok("SEARCH ALL")[0].split()) == 10
         a.close()
 
     await run(client)

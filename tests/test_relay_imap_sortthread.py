@@ -156,3 +156,34 @@ def test_index_upgrade_from_schema_5_keeps_uids_and_reads_references_once(tmp_pa
     db = sqlite3.connect(root / FILENAME)
     assert db.execute("SELECT hdr_references FROM messages").fetchone()[0] is not None
     db.close()
+
+
+def test_binary_decode_and_convert():
+    from relay.imap.binary import UnknownCTE, binary_to_base64, decode, wire
+
+    m = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+         b"AAE=\r\n--b\r\nContent-Transfer-Encoding: x-uue\r\n\r\nzz\r\n--b--\r\n")
+    assert decode(m, (1,)) == b"\x00\x01"
+    assert decode(m, ()) == m and decode(m, (3,)) is None
+    with pytest.raises(UnknownCTE):
+        decode(m, (2,))
+    assert wire(b"a\x00") == b"~{2}\r\na\x00" and wire(b"ab") == b"{2}\r\nab"
+    raw = b"Content-Transfer-Encoding: binary\r\n\r\n\x00\xff\r\n"
+    conv = binary_to_base64(raw)
+    assert b"\x00" not in conv and b"base64" in conv and decode(conv, (1,)) == b"\x00\xff\r\n"
+
+
+def test_append_arguments_and_urls():
+    from relay.imap.append import BadURL, parse, parse_url
+
+    items = parse([[Atom("\\Seen")], b"01-Jan-2024 10:00:00 +0000", b"one", b"two",
+                   Atom("CATENATE"), [Atom("TEXT"), Atom("~"), b"x\x00", Atom("URL"), b"/A/;UID=3"]])
+    assert [(i.flags, i.date is not None, i.binary) for i in items] == [
+        (["\\Seen"], True, False), ([], False, False), ([], False, True)]
+    assert items[2].parts == [("text", b"x\x00"), ("url", "/A/;UID=3")]
+    u = parse_url("imap://bob@host/Sent%20Items;UIDVALIDITY=7/;UID=3/;SECTION=1.MIME/;PARTIAL=2.5")
+    assert (u.mailbox, u.uidvalidity, u.uid, u.section, u.partial) == ("Sent Items", 7, 3, "1.MIME", (2, 5))
+    with pytest.raises(BadURL):
+        parse_url("/INBOX;UID=3")
+    with pytest.raises(ParseError):
+        parse([Atom("CATENATE"), []])

@@ -440,6 +440,9 @@ class FetchAtt:
 
     def response_name(self) -> str:
         """The name as echoed in the FETCH response (no .PEEK; partial shows only the origin)."""
+        if self.name in ("BINARY[]", "BINARY.SIZE[]"):      # RFC 3516
+            s = self.name[:-1] + ".".join(str(p) for p in self.part) + "]"
+            return s + (f"<{self.partial[0]}>" if self.partial is not None else "")
         if not self.is_section:
             return self.name
         spec = ".".join(str(p) for p in self.part)
@@ -454,7 +457,8 @@ class FetchAtt:
 
     @property
     def sets_seen(self) -> bool:
-        return (self.is_section and not self.peek) or self.name in ("RFC822", "RFC822.TEXT")
+        return ((self.is_section or self.name == "BINARY[]") and not self.peek) \
+            or self.name in ("RFC822", "RFC822.TEXT")
 
 
 _MACROS = {
@@ -465,6 +469,7 @@ _MACROS = {
 _SIMPLE = {"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER", "RFC822.SIZE",
            "RFC822.TEXT", "BODY", "BODYSTRUCTURE", "UID", "MODSEQ"}
 _SECTION = re.compile(r"^(BODY(?:\.PEEK)?)\[([^\]]*)\](?:<(\d+)\.(\d+)>)?$", re.I)
+_BINARY = re.compile(r"^BINARY(\.PEEK|\.SIZE)?\[([0-9.]*)\](?:<(\d+)\.(\d+)>)?$", re.I)
 _FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")
 
 
@@ -474,6 +479,15 @@ def parse_fetch_att(tok) -> FetchAtt:
     up = tok.upper()
     if up in _SIMPLE:
         return FetchAtt(up)
+    m = _BINARY.match(str(tok))
+    if m:       # RFC 3516: BINARY[part]<partial>, BINARY.PEEK[…], BINARY.SIZE[part]
+        kind = (m.group(1) or "").upper()
+        nums = m.group(2).split(".") if m.group(2) else []
+        if any(not n.isdigit() or int(n) == 0 for n in nums) or (kind == ".SIZE" and m.group(3)):
+            raise ParseError(f"Invalid FETCH item {str(tok)[:40]!r}")
+        partial = (int(m.group(3)), int(m.group(4))) if m.group(3) is not None else None
+        return FetchAtt("BINARY.SIZE[]" if kind == ".SIZE" else "BINARY[]", tuple(int(n) for n in nums),
+                        partial=partial, peek=kind == ".PEEK")
     m = _SECTION.match(str(tok))
     if not m:
         raise ParseError(f"Invalid FETCH item {str(tok)[:40]!r}")

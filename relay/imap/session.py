@@ -40,6 +40,8 @@ from relay.imap import esearch as ES
 from relay.imap import threads as TH
 from relay.imap import listext as LX
 from relay.imap import qresync as QR
+from relay.imap import binary as BX
+from relay.imap import append as AP
 from relay.imap.sortkeys import SortError, from_store_row, parse_criteria, sort_messages
 from relay.errors import RelayError
 
@@ -48,7 +50,7 @@ CAPS_ANY = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
 CAPS_AUTH = ("IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE CHILDREN SPECIAL-USE ENABLE ID "
              "UNSELECT CONDSTORE")
 CAPS_AUTH += " SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT ESEARCH ESORT"
-CAPS_AUTH += " LIST-EXTENDED LIST-STATUS QRESYNC"
+CAPS_AUTH += " LIST-EXTENDED LIST-STATUS QRESYNC BINARY MULTIAPPEND CATENATE"
 SEP = "/"
 log = logging.getLogger("relay.imap")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -561,28 +563,71 @@ class Session:
         self.tagged(tag, "OK", "STATUS completed")
 
     async def cmd_APPEND(self, tag, args):
+        """APPEND with MULTIAPPEND (several messages, all or none), CATENATE (parts from TEXT
+        literals and IMAP URLs) and BINARY literal8."""
         self._need("auth", "selected")
-        if len(args) < 2 or len(args) > 4:
+        if len(args) < 2:
             raise Bad("Wrong number of arguments")
         name = decode_mailbox(args[0])
-        data = args[-1]
-        if not isinstance(data, bytes):
-            raise Bad("APPEND needs a literal message")
-        flags: list[str] = []
-        date = None
-        for extra in args[1:-1]:
-            if isinstance(extra, list):
-                flags = parse_flags(extra)
-            else:
-                date = parse_datetime(extra)
+        items = AP.parse(list(args[1:]))
         if name not in self._folder_names():
             raise No("[TRYCREATE] Mailbox does not exist")
-        if not data:
-            raise No("Empty message")
-        uidvalidity, uid = await asyncio.to_thread(self._mb().append, name, data, flags, date)
+        mb = self._mb()
+
+        def run() -> list[tuple[int, int]]:
+            datas = []
+            for it in items:
+                try:
+                    data = AP.build(it, self._resolve_url)
+                except AP.BadURL as e:
+                    url = e.url.replace("\\", "\\\\").replace('"', '\\"')
+                    raise No(f'[BADURL "{url}"] {e}') from None
+                if it.binary:
+                    data = BX.binary_to_base64(data)
+                if not data:
+                    raise No("Empty message")
+                datas.append(data)
+            done: list[tuple[int, int]] = []
+            try:
+                for it, data in zip(items, datas):
+                    done.append(mb.append(name, data, it.flags, it.date))
+            except BaseException:
+                if done:        # MULTIAPPEND is all or nothing (RFC 3502)
+                    mb.expunge(name, [u for _, u in done], force=True)
+                raise
+            return done
+
+        done = await asyncio.to_thread(run)
         if self.state == "selected":
             self.sync(expunge=True)
-        self.tagged(tag, "OK", f"[APPENDUID {uidvalidity} {uid}] APPEND completed")
+        uids = format_uid_set([u for _, u in done])
+        self.tagged(tag, "OK", f"[APPENDUID {done[0][0]} {uids}] APPEND completed")
+
+    def _resolve_url(self, url: str) -> bytes:
+        """CATENATE: the bytes an IMAP URL names in this user's mail (RFC 4469/5092)."""
+        u = AP.parse_url(url)
+        mb = self._mb()
+        names = self._folder_names()
+        folder = u.mailbox if u.mailbox in names else decode_mailbox(u.mailbox.encode())
+        if folder not in names:
+            raise AP.BadURL(url, "no such mailbox")
+        if u.uidvalidity is not None and mb.state(folder).uidvalidity != u.uidvalidity:
+            raise AP.BadURL(url, "UIDVALIDITY does not match")
+        try:
+            data = mb.read(folder, u.uid)
+        except (BackendError, RelayError):
+            raise AP.BadURL(url, "no such message") from None
+        try:
+            part, text, fields = AP.section_of(u)
+        except AP.BadURL:
+            raise AP.BadURL(url, "invalid section") from None
+        sec = F.section_bytes(data, FetchAtt("BODY[]", part, text, fields))
+        if sec is None:
+            raise AP.BadURL(url, "no such section")
+        if u.partial is not None:
+            off, length = u.partial
+            sec = sec[off:] if length is None else sec[off:off + length]
+        return sec
 
     # ------------------------------------------------------------------ selected
     async def cmd_CHECK(self, tag, args):
@@ -747,6 +792,19 @@ class Session:
                 elif n == "RFC822.TEXT":
                     _, bs = F.split_header(data)
                     items.append(b"RFC822.TEXT " + encode(Literal(data[bs:])))
+                elif n in ("BINARY[]", "BINARY.SIZE[]"):     # RFC 3516
+                    if a.part:
+                        root = root or F.parse_structure(data)
+                    try:
+                        content = BX.decode(data, a.part, root)
+                    except BX.UnknownCTE as e:
+                        raise No(f"[UNKNOWN-CTE] Cannot decode Content-Transfer-Encoding {e}") from None
+                    content = content if content is not None else b""
+                    head = a.response_name().encode() + b" "
+                    if n == "BINARY.SIZE[]":
+                        items.append(head + b"%d" % len(content))
+                    else:
+                        items.append(head + BX.wire(F.apply_partial(content, a.partial)))
                 else:  # BODY[section]
                     if a.part or a.text:   # the whole message needs no MIME parse
                         root = root or F.parse_structure(data)
