@@ -10,6 +10,7 @@ from relay.imap.parser import (
     Atom, BadCharset, BadInput, Command, CommandReader, ContinuationNeeded, FetchAtt, Literal,
     ParseError, RawLine, SequenceSet, decode_mailbox, encode, format_uid_set, mutf7_decode,
     mutf7_encode, parse_date, parse_datetime, parse_fetch_items, parse_flags, parse_search,
+    valid_mailbox_wire,
 )
 
 
@@ -128,7 +129,6 @@ def test_pipelined_commands_in_one_chunk():
     (b"a* NOOP\r\n", "*"),
     (b"(a NOOP\r\n", "*"),
     (b'"a" NOOP\r\n', "*"),
-    (b"a FETCH 1 BODY[HEADER\r\n", "a"),
     (b"a UID\r\n", "a"),
     (b"a \"NOOP\"\r\n", "a"),
 ])
@@ -409,8 +409,22 @@ def test_mailbox_names():
     assert decode_mailbox(b"InBox/sub") == "INBOX/sub"
     assert decode_mailbox(Atom("Entw&APw-rfe")) == "Entwürfe"
     assert decode_mailbox(b"Entw\xc3\xbcrfe") == "Entwürfe"
-    with pytest.raises(ParseError):
-        decode_mailbox(Atom("a&Zz"))
+    # not modified UTF-7: the name as sent (SELECT then answers NO, as Dovecot), CREATE refuses it
+    assert decode_mailbox(Atom("a&Zz")) == "a&Zz" and not valid_mailbox_wire(Atom("a&Zz"))
+    assert valid_mailbox_wire(Atom("Entw&APw-rfe")) and valid_mailbox_wire(b"plain")
+    with pytest.raises(ParseError):      # invalid UTF-8: a tagged BAD, never a server error
+        decode_mailbox(b"caf\xe9")
+
+
+def test_bracket_is_an_atom_char_outside_sections():
+    """RFC 3501: "[" is an ATOM-CHAR; only a FETCH section needs the matching "]"."""
+    r = CommandReader()
+    r.receive_data(b"a SELECT !#$&'+,-.0123456789:;<=>?@^_`|[}\r\nb FETCH 1 BODY[HEADER\r\n")
+    a, b = list(r.events())
+    assert a == Command("a", "SELECT", ["!#$&'+,-.0123456789:;<=>?@^_`|[}"])
+    assert b.name == "FETCH" and b.args[1] == "BODY[HEADER"
+    with pytest.raises(ParseError):      # the session answers a tagged BAD
+        parse_fetch_items(b.args[1])
 
 
 @pytest.mark.parametrize("env", [

@@ -283,6 +283,7 @@ class Tokenizer:
         while self.pos < len(d):
             c = d[self.pos]
             if c == 0x5B:  # [ : section spec, may hold spaces and parens up to the matching ]
+                bracket = self.pos
                 depth = 0
                 while self.pos < len(d):
                     ch = d[self.pos]
@@ -297,7 +298,10 @@ class Tokenizer:
                         continue
                     self.pos += 1
                 if self.pos >= len(d):
-                    raise ParseError("Unterminated [")
+                    # no matching ]: outside a FETCH section "[" is an ordinary ATOM-CHAR
+                    # (RFC 3501 9: a mailbox name may contain it)
+                    self.pos = bracket + 1
+                    continue
                 self.pos += 1
                 continue
             if c in _NON_ATOM or c == 0x29:
@@ -803,7 +807,9 @@ def encode_body(bs: list) -> bytes:
         return b"(" + b"".join(parts) + (b" " + b" ".join(rest) if rest else b"") + b")"
     t0 = bs[0].lower() if isinstance(bs[0], (str, bytes)) and bs else None
     t1 = bs[1].lower() if len(bs) > 1 and isinstance(bs[1], (str, bytes)) else None
-    if t0 in ("message", b"message") and t1 in ("rfc822", b"rfc822") and len(bs) >= 10:
+    if (t0 in ("message", b"message") and t1 in ("rfc822", b"rfc822") and len(bs) >= 10
+            and type(bs[7]) in (list, tuple) and type(bs[8]) in (list, tuple)):
+        # (a message/rfc822 cut off by the depth cap has no envelope: written as a basic body)
         return (b"(" + b" ".join(encode(x) for x in bs[:7]) + b" " + encode_envelope(bs[7]) + b" "
                 + encode_body(bs[8]) + b"".join(b" " + encode(x) for x in bs[9:]) + b")")
     return encode(bs)
@@ -830,7 +836,14 @@ def encode_envelope(env: list) -> bytes:
 def decode_mailbox(tok) -> str:
     """Mailbox argument → name (modified UTF-7 decoded; UTF-8 accepted; INBOX canonicalised)."""
     raw = astring(tok)
-    name = mutf7_decode(raw) if "&" in raw else raw
+    if any("\udc80" <= c <= "\udcff" for c in raw):     # astring's surrogateescape
+        raise ParseError("Mailbox name is not valid UTF-8")
+    name = raw
+    if "&" in raw:
+        try:
+            name = _mutf7.mutf7_decode(raw)
+        except (ValueError, UnicodeDecodeError):
+            name = raw      # not modified UTF-7: as sent (matches no mailbox; CREATE refuses it)
     if name.upper() == "INBOX":
         return "INBOX"
     if name.upper().startswith("INBOX/"):
@@ -839,6 +852,18 @@ def decode_mailbox(tok) -> str:
 
 
 mutf7_encode = _mutf7.mutf7_encode
+
+
+def valid_mailbox_wire(tok) -> bool:
+    """True if a mailbox argument is valid modified UTF-7 (or plain UTF-8 without "&")."""
+    raw = astring(tok)
+    if "&" not in raw:
+        return True
+    try:
+        _mutf7.mutf7_decode(raw)
+        return True
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def mutf7_decode(s: str) -> str:

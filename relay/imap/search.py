@@ -22,7 +22,9 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 from relay.imap.backend import Mailbox, MessageRecord
-from relay.imap.fetch import header_value, parse_headers, parse_structure, split_header
+from relay.store.mime import _value, _values, address_text, parse_header, parse_tree, split_header
+
+ADDRESS_FIELDS = frozenset({"FROM", "TO", "CC", "BCC"})
 
 
 class SearchTarget(Protocol):
@@ -57,28 +59,37 @@ def decode_text(raw: bytes | None) -> str:
         return text
 
 
+def _header_all(msg, name: str) -> list[bytes]:
+    """Every occurrence of a header field of a SearchTarget."""
+    get_all = getattr(msg, "header_all", None)
+    if get_all is not None:
+        return get_all(name)
+    v = msg.header(name)
+    return [] if v is None else [v]
+
+
 def _fold(s: str) -> str:
     return s.casefold()
 
 
 def body_text(data: bytes) -> str:
     """Transfer-decoded, charset-decoded text of every text/* leaf (for BODY/TEXT searches)."""
-    root = parse_structure(data)
+    root = parse_tree(data)
     out: list[str] = []
     stack = [root]
     while stack:
         p = stack.pop()
-        if p.children:
+        if p.children is not None:
             stack.extend(reversed(p.children))
             continue
         if p.message is not None:
             stack.append(p.message)
             out.append(decode_text(data[p.message.hs:p.message.he]))
             continue
-        if p.ctype != "text":
+        if p.mtype != "text":
             continue
         raw = data[p.bs:p.be]
-        enc = (header_value(p.headers, "CONTENT-TRANSFER-ENCODING") or b"").strip().lower()
+        enc = (_value(p.msg, "Content-Transfer-Encoding") or b"").strip().lower()
         try:
             if enc == b"base64":
                 raw = base64.b64decode(raw, validate=False)
@@ -86,7 +97,9 @@ def body_text(data: bytes) -> str:
                 raw = quopri.decodestring(raw)
         except (ValueError, binascii.Error):
             pass
-        charset = p.params.get("charset", "utf-8")
+        plist = p.ctype[2] or []
+        charset = next((plist[i + 1].decode("ascii", "replace") for i in range(0, len(plist) - 1, 2)
+                        if plist[i].lower() == b"charset"), "utf-8")
         try:
             out.append(raw.decode(charset, "replace"))
         except LookupError:
@@ -159,13 +172,14 @@ class Evaluator:
             hit = self.header_hits.get((key[1], key[2]))
             if hit is not None:
                 return msg.uid in hit
+            values = _header_all(msg, key[1])
+            if not key[2]:                  # HEADER f "": the message has the field (RFC 3501)
+                return bool(values)
             needle = _fold(key[2])
-            raw = msg.header(key[1])
-            if raw is None:
-                return False
-            if not needle:
-                return True
-            return needle in _fold(decode_text(raw))
+            if key[1] in ADDRESS_FIELDS:    # the addresses as Dovecot matches them
+                return needle in _fold(address_text(b", ".join(v for v in values if v)))
+            # a repeated field matches on any of its occurrences
+            return any(needle in _fold(decode_text(v)) for v in values)
         if op == "body":
             return _fold(key[1]) in self._body_of(msg)
         if op == "text":
@@ -207,10 +221,13 @@ class BytesTarget:
         self.size = len(data)
         self.internaldate = internaldate or _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc)
         he, _ = split_header(data)
-        self._headers = parse_headers(data[:he])
+        self._msg = parse_header(data[:he])
 
     def header(self, name: str) -> bytes | None:
-        return header_value(self._headers, name.upper())
+        return _value(self._msg, name)
+
+    def header_all(self, name: str) -> list[bytes]:
+        return _values(self._msg, name)
 
     def read(self) -> bytes:
         return self._data
@@ -245,16 +262,23 @@ def search_mailbox(mb, folder: str, uids: list[int], keys: list, recent=frozense
 class _Target:
     """Adapter from a MessageRecord + Mailbox to search.SearchTarget (headers from the index)."""
 
-    __slots__ = ("mb", "folder", "uid", "flags", "size", "internaldate", "modseq", "_data")
+    __slots__ = ("mb", "folder", "uid", "flags", "size", "internaldate", "modseq", "_data", "_msg")
 
     def __init__(self, mb: Mailbox, folder: str, rec: MessageRecord) -> None:
         self.mb, self.folder = mb, folder
         self.uid, self.flags, self.size = rec.uid, rec.flags, rec.size
         self.internaldate, self.modseq = rec.internaldate, rec.modseq
         self._data = None
+        self._msg = None
 
     def header(self, name: str) -> bytes | None:
         return self.mb.header(self.folder, self.uid, name)
+
+    def header_all(self, name: str) -> list[bytes]:
+        if self._msg is None:
+            data = self.read()
+            self._msg = parse_header(data[:split_header(data)[0]])
+        return _values(self._msg, name)
 
     def read(self) -> bytes:
         if self._data is None:
@@ -286,7 +310,7 @@ def _indexed_header_hits(mb, folder, keys) -> dict | None:
     out = {}
     for k in _header_keys(keys):
         field = INDEXED.get(k[1])
-        if field is not None and (k[1], k[2]) not in out:
+        if field is not None and k[2] and (k[1], k[2]) not in out:   # "" asks for existence
             out[(k[1], k[2])] = search_header(folder, field, k[2])
     return out
 
@@ -309,7 +333,7 @@ def _needs_message(keys, hits: dict) -> bool:
 
 
 def _only_indexed(keys) -> bool:
-    return all(k[0] == "header" and k[1] in INDEXED for k in keys)
+    return all(k[0] == "header" and k[1] in INDEXED and k[2] for k in keys)
 
 
 def _in_view(uids, uid) -> bool:

@@ -29,11 +29,12 @@ from collections.abc import Awaitable, Callable
 import logging
 
 from relay.imap import fetch as F
+from relay.store import mime as MIME
 from relay.imap.backend import BackendError, Mailbox, MessageRecord
 from relay.imap.parser import (
     Atom, BadCharset, Command, FetchAtt, Literal, ParseError, Raw, SequenceSet, astring, decode_mailbox,
     encode, encode_body, encode_envelope, format_uid_set, mutf7_encode, number, parse_datetime, parse_fetch_items, parse_flags,
-    parse_search,
+    parse_search, valid_mailbox_wire,
 )
 from relay.imap.search import keys_use_modseq, search_mailbox
 from relay.imap import esearch as ES
@@ -421,6 +422,8 @@ class Session:
     async def cmd_CREATE(self, tag, args):
         self._need("auth", "selected")
         self._nargs(args, 1)
+        if not valid_mailbox_wire(args[0]):
+            raise No("[CANNOT] Mailbox name is not valid modified UTF-7")
         name = decode_mailbox(args[0]).rstrip(SEP)
         if name == "INBOX":
             raise No("[ALREADYEXISTS] INBOX always exists")
@@ -445,6 +448,8 @@ class Session:
         self._need("auth", "selected")
         self._nargs(args, 2)
         old, new = decode_mailbox(args[0]), decode_mailbox(args[1]).rstrip(SEP)
+        if not valid_mailbox_wire(args[1]):
+            raise No("[CANNOT] Mailbox name is not valid modified UTF-7")
         names = self._folder_names()
         if old not in names:
             raise No("[NONEXISTENT] Mailbox does not exist")
@@ -477,12 +482,14 @@ class Session:
             self.untagged(f'{verb} (\\Noselect) "{SEP}" ""')
             self.tagged(tag, "OK", f"{verb} completed")
             return
-        from relay.imap.parser import mutf7_decode
-        rx = list_pattern(mutf7_decode(ref) if "&" in ref else ref,
-                          mutf7_decode(pattern) if "&" in pattern else pattern)
+        rx = list_pattern(_lenient_mutf7(ref), _lenient_mutf7(pattern))
         folders = self._mb().folders()
         names = {f.name for f in folders}
         subs = self._mb().subscriptions() if lsub else set()
+        if lsub:
+            self._lsub(rx, "%" in pattern, folders, subs)
+            self.tagged(tag, "OK", "LSUB completed")
+            return
         for f in sorted(folders, key=lambda f: (f.name != "INBOX", f.name)):
             if lsub and f.name not in subs:
                 continue
@@ -506,6 +513,25 @@ class Session:
 
     async def cmd_LSUB(self, tag, args):
         await self.cmd_LIST(tag, args, lsub=True)
+
+    def _lsub(self, rx: "list_pattern", percent: bool, folders, subs: set[str]) -> None:
+        """LSUB lines: subscribed names that match (as Dovecot: no child or special-use
+        attributes); with ``%``, an unsubscribed parent of a subscribed child that matches is
+        listed as \\Noselect (RFC 3501 6.3.9)."""
+        selectable = {f.name: f.selectable for f in folders}
+        rows: dict[str, str] = {}
+        for name in subs:
+            if rx.match(name):
+                rows[name] = "" if selectable.get(name, True) else "\\Noselect"
+        if percent:
+            for name in subs:
+                parts = name.split(SEP)
+                for i in range(len(parts) - 1, 0, -1):
+                    parent = SEP.join(parts[:i])
+                    if parent not in subs and parent not in rows and rx.match(parent):
+                        rows[parent] = "\\Noselect"
+        for name in sorted(rows, key=lambda n: (n != "INBOX", n)):
+            self.untagged(f"LSUB ({rows[name]}) \"{SEP}\" ".encode() + mbox_name(name))
 
     async def _list_extended(self, tag, args) -> None:
         """LIST-EXTENDED (RFC 5258), SPECIAL-USE selection (RFC 6154), LIST-STATUS (RFC 5819)."""
@@ -769,21 +795,20 @@ class Session:
                     env = mb.envelope(folder, rec.uid)
                 if env is None:
                     data = data if data is not None else mb.read(folder, rec.uid)
-                    he, _ = F.split_header(data)
-                    env = F.envelope(F.parse_headers(data[:he]))
+                    env = MIME.envelope(data)
                 items.append(b"ENVELOPE " + encode_envelope(env))
             elif n in ("BODY", "BODYSTRUCTURE") and data is None and hasattr(mb, "bodystructure"):
                 bs = mb.bodystructure(folder, rec.uid)   # cached in the index: no file read
                 if bs is None:
                     data = mb.read(folder, rec.uid)
-                    bs = F.bodystructure(data)
+                    bs = MIME.bodystructure(data)
                 items.append(n.encode() + b" " + encode_body(bs if n == "BODYSTRUCTURE" else F.strip_extensions(bs)))
             else:
                 if data is None:
                     data = mb.read(folder, rec.uid)
                 if n in ("BODY", "BODYSTRUCTURE"):
-                    root = root or F.parse_structure(data)
-                    items.append(n.encode() + b" " + encode_body(F.bodystructure(data, root, extended=n == "BODYSTRUCTURE")))
+                    bs = MIME.bodystructure(data)
+                    items.append(n.encode() + b" " + encode_body(bs if n == "BODYSTRUCTURE" else F.strip_extensions(bs)))
                 elif n == "RFC822":
                     items.append(b"RFC822 " + encode(Literal(data)))
                 elif n == "RFC822.HEADER":
@@ -1165,6 +1190,18 @@ class Session:
         self.modseq_seen = top
         self.own_modseqs.clear()
         self.version = v
+
+
+def _lenient_mutf7(s: str) -> str:
+    """A LIST reference/pattern: modified UTF-7 decoded when valid, else as sent (it then
+    matches nothing, as Dovecot answers, instead of a BAD)."""
+    if "&" not in s:
+        return s
+    from relay.imap.parser import mutf7_decode
+    try:
+        return mutf7_decode(s)
+    except ParseError:
+        return s
 
 
 def _in(uids: list[int], uid: int) -> bool:

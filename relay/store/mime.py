@@ -62,11 +62,27 @@ def _value(msg: Message, name: str) -> bytes | None:
     v = fields.get(name.lower())
     if v is None:
         return None
+    return _clean(v)
+
+
+def _clean(v) -> bytes:
     v = str(v)
     if "\n" in v:
         v = _FOLD.sub(" ", v)
-    v = v.strip()
-    return v.encode("utf-8", "surrogateescape")
+    if "\0" in v:      # CHAR8 excludes NUL (RFC 3501 9): U+FFFD, as Dovecot substitutes
+        v = v.replace("\0", "\ufffd")
+    return v.strip().encode("utf-8", "surrogateescape")
+
+
+def _values(msg: Message, name: str) -> list[bytes]:
+    """Every ``name`` field, in order (unfolded raw bytes, as ``_value``)."""
+    key = name.lower()
+    return [_clean(v) for k, v in msg.raw_items() if k.lower() == key]
+
+
+def header_values(header: bytes, name: str) -> list[bytes]:
+    """Every occurrence of a field in a header block (SEARCH HEADER matches any of them)."""
+    return _values(parse_header(header), name)
 
 
 def header_value(header: bytes, name: str) -> bytes | None:
@@ -127,6 +143,57 @@ def _enc(s: str) -> bytes:
     return s.encode("utf-8", "surrogateescape")
 
 
+MISSING_MAILBOX, MISSING_DOMAIN = b"MISSING_MAILBOX", b"MISSING_DOMAIN"
+_COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
+
+
+def _angle(chunk: str) -> tuple[str, str] | None:
+    """(text before, text inside) the top-level ``<...>`` of one address, or None."""
+    quoted = esc = False
+    depth = 0
+    for i, ch in enumerate(chunk):
+        if esc:
+            esc = False
+        elif ch == "\\" and (quoted or depth):
+            esc = True
+        elif quoted:
+            quoted = ch != '"'
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif depth:
+            continue
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            j = chunk.find(">", i)
+            return chunk[:i], chunk[i + 1:] if j < 0 else chunk[i + 1:j]
+    return None
+
+
+def _one_address(chunk: str) -> list:
+    """(name adl mailbox host) of one address as Dovecot gives it: source routes in adl,
+    ``MISSING_MAILBOX``/``MISSING_DOMAIN`` where a part is empty (``<>``, ``@``, ``local``)."""
+    route = None
+    ang = _angle(chunk)
+    if ang is not None:
+        before, inside = ang
+        inside = inside.strip()
+        if inside.startswith("@") and ":" in inside:        # obs-route: <@a,@b:user@host>
+            r, _, inside = inside.partition(":")
+            route = "".join(r.split())
+        addr = email.utils.getaddresses([f"<{inside}>"])[0][1] if inside else ""
+        name = email.utils.getaddresses([before + "<a@b>"])[0][0] if before.strip() else ""
+    else:
+        name, addr = email.utils.getaddresses([chunk])[0]
+    mbox, at, host = addr.rpartition("@")
+    if not at:
+        mbox, host = addr, ""
+    return [_enc(name) if name else None, _enc(route) if route else None,
+            _enc(mbox) if mbox else MISSING_MAILBOX, _enc(host) if host else MISSING_DOMAIN]
+
+
 def _addresses(v: bytes | None) -> list | None:
     """RFC 3501 address list: (name adl mailbox host) each; a group is (NIL NIL name NIL) …
     (NIL NIL NIL NIL)."""
@@ -147,26 +214,46 @@ def _addresses(v: bytes | None) -> list | None:
                 out.append([None, None, None, None])
             in_group = False
             continue
-        for name, addr in email.utils.getaddresses([chunk]):
-            if not addr and not name:
-                continue
-            mbox, at, host = addr.rpartition("@")
-            if not at:      # RFC 3501 wants a host; Dovecot's placeholder, for the same answer
-                mbox, host = addr, "MISSING_DOMAIN"
-            out.append([_enc(name) if name else None, None, _enc(mbox) if mbox else None,
-                        _enc(host) if host else None])
+        if _COMMENT.sub("", chunk).strip():      # a lone (comment) is no address
+            out.append(_one_address(chunk))
     if in_group:
         out.append([None, None, None, None])
     return out or None
 
 
+def _address_field(msg: Message, name: str) -> bytes | None:
+    """All occurrences of an address field joined (a repeated To: adds its addresses)."""
+    vals = [v for v in _values(msg, name) if v]
+    if not vals:
+        return b"" if _value(msg, name) is not None else None
+    return b", ".join(vals)
+
+
+def address_text(v: bytes | None) -> str:
+    """An address list as SEARCH FROM/TO/CC/BCC matches it (as Dovecot): each address as
+    ``Name <mailbox@host>`` (names RFC 2047-decoded, comments and routes dropped)."""
+    out = []
+    for a in _addresses(v) or ():
+        name, _, mbox, host = a
+        if mbox is None or mbox == MISSING_MAILBOX and host == MISSING_DOMAIN:
+            if name:
+                out.append(decode_words(name))
+            continue
+        spec = mbox.decode("utf-8", "surrogateescape")
+        if host and host != MISSING_DOMAIN:
+            spec += "@" + host.decode("utf-8", "surrogateescape")
+        out.append(f"{decode_words(name)} <{spec}>" if name else spec)
+    return ", ".join(out)
+
+
 def envelope_of(msg: Message) -> list:
     def h(name: str) -> bytes | None:
         return _value(msg, name)
-    frm = _addresses(h("From"))
-    return [h("Date"), h("Subject"), frm, _addresses(h("Sender")) or frm,
-            _addresses(h("Reply-To")) or frm, _addresses(h("To")), _addresses(h("Cc")),
-            _addresses(h("Bcc")), h("In-Reply-To"), h("Message-ID")]
+    def a(name: str) -> list | None:
+        return _addresses(_address_field(msg, name))
+    frm = a("From")
+    return [h("Date"), h("Subject"), frm, a("Sender") or frm, a("Reply-To") or frm, a("To"),
+            a("Cc"), a("Bcc"), h("In-Reply-To"), h("Message-ID")]
 
 
 def envelope(data: bytes) -> list:
@@ -216,6 +303,39 @@ def split_params(value: str) -> tuple[str, list[tuple[str, str]]]:
     return head, params
 
 
+_SECTION = re.compile(r"^(.+?)\*(\d+)(\*?)$")
+
+
+def merge_rfc2231(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """RFC 2231 continuations merged, as Dovecot's rfc2231_parse does: ``name*0*=utf-8''a;
+    name*1*=b; name*2=c`` → ``("name*", "utf-8''abc")`` (``*`` kept on the key when the value
+    is in extended form, still percent-encoded), ``t*0="a b"; t*1=" c"`` → ``("t", "a b c")``.
+    Broken sequences (a missing ``*0``, a gap) are left as they are."""
+    groups: dict[str, dict[int, tuple[str, bool]]] = {}
+    for k, v in params:
+        m = _SECTION.match(k)
+        if m:
+            groups.setdefault(m.group(1).lower(), {})[int(m.group(2))] = (v, bool(m.group(3)))
+    if not groups:
+        return list(params)
+    good = {b for b, segs in groups.items() if sorted(segs) == list(range(len(segs)))}
+    out: list[tuple[str, str]] = []
+    done: set[str] = set()
+    for k, v in params:
+        m = _SECTION.match(k)
+        base = m.group(1).lower() if m else None
+        if base is None or base not in good:
+            out.append((k, v))
+            continue
+        if base in done:
+            continue
+        done.add(base)
+        segs = groups[base]
+        extended = segs[0][1]
+        out.append((m.group(1) + ("*" if extended else ""), "".join(segs[i][0] for i in range(len(segs)))))
+    return out
+
+
 def _plist(pairs: list[tuple[str, str]]) -> list | None:
     out: list = []
     for k, v in pairs:
@@ -231,10 +351,10 @@ def _ctype_params(msg: Message, default: str) -> tuple[bytes, bytes, list | None
     if not sep or not maintype or not subtype or not _TOKEN.match((maintype + subtype).lower()):
         maintype, _, subtype = default.partition("/")    # RFC 2045: invalid → the default
         params = params if raw else []
-    plist = _plist(params)
-    if plist is None and maintype.lower() == "text":
-        plist = [b"charset", b"us-ascii"]
-    return maintype.encode(), subtype.encode(), plist
+    params = merge_rfc2231(params)
+    if maintype.lower() == "text" and not any(k.lower() == "charset" for k, _ in params):
+        params.append(("charset", "us-ascii"))      # last, as Dovecot adds it
+    return maintype.encode(), subtype.encode(), _plist(params)
 
 
 def _disposition(msg: Message) -> list | None:
@@ -244,7 +364,7 @@ def _disposition(msg: Message) -> list | None:
     head, params = split_params(_text(raw))
     if not head:
         return None
-    return [head.encode("utf-8", "surrogateescape"), _plist(params)]
+    return [head.encode("utf-8", "surrogateescape"), _plist(merge_rfc2231(params))]
 
 
 def _language(msg: Message):
@@ -255,60 +375,210 @@ def _language(msg: Message):
     return langs[0] if len(langs) == 1 else langs
 
 
-def _boundary_spans(data: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
-    """(start, end) of each body part between "--boundary" delimiter lines in data[start:end];
-    the CRLF before a delimiter belongs to the delimiter (RFC 2046)."""
-    delim = re.compile(rb"(?:^|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|$)", re.M)
-    spans: list[tuple[int, int]] = []
-    part_start: int | None = None
-    for m in delim.finditer(data, start, end):
-        if part_start is not None:
-            spans.append((part_start, m.start()))
-        if m.group(1):
-            part_start = None
-            break
-        part_start = m.end()
-    if part_start is not None:   # missing close delimiter: the last part runs to the end
-        spans.append((part_start, end))
-    return spans
+MAX_DEPTH = 32          # nesting of multipart / message/rfc822 parsed (deeper: one opaque part)
+MAX_PARTS = 10_000      # parts parsed per message (the rest stays inside the last one)
+_CAPPED = (b"application", b"octet-stream", None)
 
 
-def _structure(data: bytes, start: int, end: int, default: str, depth: int,
-               msg: Message | None = None) -> list:
-    hend, bstart = split_header(data, start, end)
-    if msg is None:
-        msg = parse_header(data[start:hend])
-    maintype, subtype, plist = _ctype_params(msg, default)
+class Part:
+    """One MIME entity located in the message bytes: header [hs, he) (with its blank line),
+    body [bs, be). ``children`` for a parsed multipart ([] when it has no parts),
+    ``message`` for a parsed message/rfc822 (the encapsulated message as a Part). The same tree
+    answers BODYSTRUCTURE and BODY[section], so the two never disagree."""
+
+    __slots__ = ("hs", "he", "bs", "be", "msg", "ctype", "children", "message")
+
+    def __init__(self, hs: int, he: int, bs: int, be: int, msg: Message | None,
+                 ctype: tuple[bytes, bytes, list | None]) -> None:
+        self.hs, self.he, self.bs, self.be, self.msg, self.ctype = hs, he, bs, be, msg, ctype
+        self.children: list[Part] | None = None
+        self.message: Part | None = None
+
+    @property
+    def headers(self) -> Message | None:
+        """The parsed header (for relay.imap.fetch.header_value)."""
+        return self.msg
+
+    @property
+    def mtype(self) -> str:
+        """The media type, lower case ("text", "multipart", "message", …)."""
+        return self.ctype[0].decode("ascii", "replace").lower()
+
+
+class _Boundary:
+    __slots__ = ("line", "body_end", "after", "level", "close")
+
+    def __init__(self, line: int, body_end: int, after: int, level: int, close: bool) -> None:
+        self.line, self.body_end, self.after, self.level, self.close = line, body_end, after, level, close
+
+
+def _boundary_at(data: bytes, ls: int, end: int, stack: list[bytes], floor: int) -> _Boundary | None:
+    """The delimiter line starting at ``ls`` ("--" + one of the active boundaries), if any.
+    As Dovecot: the line need only start with the boundary; of several matches the longest,
+    and of equal ones the innermost wins. The line break before the line belongs to it."""
+    best = -1
+    for i in range(len(stack) - 1, -1, -1):
+        b = stack[i]
+        if (best < 0 or len(b) > len(stack[best])) and data.startswith(b, ls + 2, end):
+            best = i
+    if best < 0:
+        return None
+    n = ls + 2 + len(stack[best])
+    close = data.startswith(b"--", n, end)
+    nl = data.find(b"\n", n, end)
+    after = end if nl < 0 else nl + 1
+    body_end = ls
+    if ls > floor and data[ls - 1] == 0x0A:
+        body_end = ls - 2 if ls - 1 > floor and data[ls - 2] == 0x0D else ls - 1
+    return _Boundary(ls, body_end, after, best, close)
+
+
+def _next_boundary(data: bytes, pos: int, end: int, stack: list[bytes]) -> _Boundary | None:
+    """The first delimiter line at or after ``pos`` (which is at a line start)."""
+    if not stack:
+        return None
+    ls = pos
+    while ls < end:
+        if data.startswith(b"--", ls, end):
+            b = _boundary_at(data, ls, end, stack, pos)
+            if b is not None:
+                return b
+        nl = data.find(b"\n--", ls, end)
+        if nl < 0:
+            return None
+        ls = nl + 1
+    return None
+
+
+class _Parse:
+    __slots__ = ("data", "parts")
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.parts = data, 0
+
+    def entity(self, start: int, end: int, stack: list[bytes], default: str, depth: int,
+               msg: Message | None = None) -> tuple[Part, _Boundary | None]:
+        """Parse the entity at ``start``; returns it and the delimiter line that ended it
+        (None: the end of the data)."""
+        data = self.data
+        self.parts += 1
+        he, bs = split_header(data, start, end)
+        stop = _next_boundary(data, start, he, stack) if stack else None
+        if stop is not None:        # a delimiter inside the header: the entity ends there
+            he = bs = stop.body_end
+            if msg is None:
+                msg = parse_header(data[start:he])
+            return Part(start, he, bs, bs, msg, _ctype_params(msg, default)), stop
+        if msg is None:
+            msg = parse_header(data[start:he])
+        ctype = _ctype_params(msg, default)
+        mtype, stype = ctype[0].lower(), ctype[1].lower()
+        deep = depth >= MAX_DEPTH or self.parts >= MAX_PARTS
+        if mtype == b"multipart" and not deep:
+            boundary = next((ctype[2][i + 1] for i in range(0, len(ctype[2] or ()), 2)
+                             if ctype[2][i].lower() == b"boundary"), None)
+            if boundary:
+                return self._multipart(start, he, bs, end, stack, boundary, msg, ctype, depth)
+            stop = _next_boundary(data, bs, end, stack)     # no boundary: a multipart with
+            p = Part(start, he, bs, stop.body_end if stop else end, msg, ctype)   # no parts
+            p.children = []
+            return p, stop
+        if mtype == b"message" and stype == b"rfc822" and not deep:
+            inner, stop = self.entity(bs, end, stack, "text/plain", depth + 1)
+            p = Part(start, he, bs, stop.body_end if stop else end, msg, ctype)
+            p.message = inner
+            return p, stop
+        if deep and mtype in (b"multipart", b"message"):
+            ctype = _CAPPED          # too deep or too many parts: one opaque part, still valid
+        stop = _next_boundary(data, bs, end, stack)
+        return Part(start, he, bs, stop.body_end if stop else end, msg, ctype), stop
+
+    def _multipart(self, start, he, bs, end, stack, boundary, msg, ctype, depth):
+        data = self.data
+        own = stack + [boundary]
+        level = len(own) - 1
+        child_default = "message/rfc822" if ctype[1].lower() == b"digest" else "text/plain"
+        p = Part(start, he, bs, end, msg, ctype)
+        p.children = []
+        stop = _next_boundary(data, bs, end, own)            # the end of the preamble
+        while stop is not None and stop.level == level and not stop.close:
+            child, stop = self.entity(stop.after, end, own, child_default, depth + 1)
+            p.children.append(child)
+        if stop is not None and stop.level == level:          # our close delimiter: epilogue
+            stop = _next_boundary(data, stop.after, end, stack)
+        p.be = stop.body_end if stop is not None else end
+        return p, stop
+
+
+def parse_tree(data: bytes) -> Part:
+    """The MIME tree of a message (offsets into ``data``; CRLF or bare LF line ends)."""
+    return _Parse(data).entity(0, len(data), [], "text/plain", 0)[0]
+
+
+def _empty_part() -> list:
+    return [b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0,
+            None, None, None, None]
+
+
+def _body(data: bytes, p: Part) -> list:
+    msg = p.msg
+    maintype, subtype, plist = p.ctype
     ext_common = [_disposition(msg), _language(msg), _value(msg, "Content-Location")]
-    mtype, stype = maintype.lower(), subtype.lower()
-    if mtype == b"multipart" and depth < 32:
-        boundary = next((plist[i + 1] for i in range(0, len(plist or ()), 2)
-                         if plist[i].lower() == b"boundary"), None)
-        spans = _boundary_spans(data, bstart, end, boundary) if boundary else []
-        child_default = "message/rfc822" if stype == b"digest" else "text/plain"
-        children = [_structure(data, s, e, child_default, depth + 1) for s, e in spans]
-        if not children:   # RFC 3501 needs at least one part
-            children = [[b"text", b"plain", [b"charset", b"us-ascii"], None, None, b"7bit", 0, 0,
-                         None, None, None, None]]
-        return children + [subtype, plist] + ext_common
-    body = data[bstart:end]
+    if p.children is not None:
+        kids = [_body(data, c) for c in p.children] or [_empty_part()]   # RFC 3501: 1*body
+        return kids + [subtype, plist] + ext_common
+    size = p.be - p.bs
     enc = _value(msg, "Content-Transfer-Encoding")
     out: list = [maintype, subtype, plist, _value(msg, "Content-ID"),
-                 _value(msg, "Content-Description"), enc if enc else b"7bit", len(body)]
-    if mtype == b"text":
-        out.append(_lines(body))
-    elif mtype == b"message" and stype == b"rfc822" and depth < 32:
-        inner_hend, _ = split_header(data, bstart, end)
-        out += [envelope_of(parse_header(data[bstart:inner_hend])),
-                _structure(data, bstart, end, "text/plain", depth + 1), _lines(body)]
+                 _value(msg, "Content-Description"), enc if enc else b"7bit", size]
+    if maintype.lower() == b"text":
+        out.append(data.count(b"\n", p.bs, p.be))
+    elif p.message is not None:
+        out += [envelope_of(p.message.msg), _body(data, p.message), data.count(b"\n", p.bs, p.be)]
     return out + [_value(msg, "Content-MD5")] + ext_common
+
+
+def structure_of(data: bytes, root: Part) -> list:
+    """BODYSTRUCTURE (with extension data) of a parsed message."""
+    return _body(data, root)
 
 
 def bodystructure(data: bytes) -> list:
     """BODYSTRUCTURE with extension data (BODY is this without the extension fields), for
     the message with CRLF line ends."""
     data = to_crlf(data)
-    return _structure(data, 0, len(data), "text/plain", 0)
+    return _body(data, parse_tree(data))
+
+
+def find_part(root: Part, numbers: tuple[int, ...]) -> Part | None:
+    """The part a section number (1.2.3) names (RFC 3501 6.4.5): a multipart's parts are
+    numbered from 1; a message/rfc822 part's numbers go on into the encapsulated message; a
+    non-multipart message (or encapsulated message, or leaf part) has just part 1, itself, as
+    Dovecot answers. A multipart
+    with no parts has one empty placeholder part 1. None when it does not exist."""
+    p: Part | None = None
+    for depth, n in enumerate(numbers):
+        if depth == 0:
+            holder = root
+        elif p.children is not None:
+            holder = p
+        elif p.message is not None:
+            holder = p.message
+        else:               # a leaf's part 1 is itself (BODY[1.1] of text/plain = BODY[1])
+            holder = p
+        if holder.children is None:
+            if n != 1:
+                return None
+            p = holder
+        elif not holder.children:
+            if n != 1:
+                return None
+            p = Part(holder.bs, holder.bs, holder.bs, holder.bs, None, _CAPPED)
+        elif n > len(holder.children):
+            return None
+        else:
+            p = holder.children[n - 1]
+    return p
 
 
 # ------------------------------------------------------------------------------ SEARCH columns
@@ -348,8 +618,10 @@ def header_fields_of(msg: Message) -> HeaderFields:
         except (TypeError, ValueError, IndexError, OverflowError):
             when = None
     return HeaderFields(subject=decode_words(_value(msg, "Subject")),
-                        from_=decode_words(_value(msg, "From")), to=decode_words(_value(msg, "To")),
-                        cc=decode_words(_value(msg, "Cc")), bcc=decode_words(_value(msg, "Bcc")),
+                        from_=address_text(_address_field(msg, "From")),
+                        to=address_text(_address_field(msg, "To")),
+                        cc=address_text(_address_field(msg, "Cc")),
+                        bcc=address_text(_address_field(msg, "Bcc")),
                         message_id=_text(_value(msg, "Message-ID")), date=when,
                         references=(_value(msg, "References") or b"").decode("utf-8", "replace"))
 
@@ -370,8 +642,8 @@ def analyse(data: bytes) -> tuple[list, list, HeaderFields]:
     same for files with bare LFs); delivered mail is CRLF already."""
     data = to_crlf(data)
     msg = parse_header(header_of(data))
-    return (envelope_of(msg), _structure(data, 0, len(data), "text/plain", 0, msg),
-            header_fields_of(msg))
+    root = _Parse(data).entity(0, len(data), [], "text/plain", 0, msg)[0]
+    return envelope_of(msg), _body(data, root), header_fields_of(msg)
 
 
 # ------------------------------------------------------------------------------ IMAP wire form
