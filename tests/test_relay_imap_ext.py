@@ -211,3 +211,37 @@ async def test_multiappend_and_catenate(server):
         a.close()
 
     await run(client)
+
+
+async def test_context_search_and_sort_updates(server):
+    """RETURN (UPDATE) keeps a SEARCH or SORT live: another session's flag change and
+    expunge and a new message come as ADDTO/REMOVEFROM; CANCELUPDATE stops them."""
+    def client():
+        a, b = Client(server), Client(server)
+        a.ok("SELECT INBOX")
+        b.ok("SELECT INBOX")
+        lines = a.ok("SEARCH RETURN (UPDATE ALL) SEEN")
+        assert len(lines) == 1 and lines[0].startswith(b"* ESEARCH (TAG ") and lines[0].endswith(b'")')
+        stag = lines[0].split(b'"')[1]
+        lines = a.ok("UID SORT RETURN (UPDATE ALL) (REVERSE SUBJECT) UTF-8 UNSEEN")
+        otag = lines[0].split(b'"')[1]
+        assert lines[0].endswith(b"UID ALL 5,4,3,2,1")
+        b.ok("STORE 2,4 +FLAGS.SILENT (\\Seen)")
+        lines = a.ok("NOOP")
+        assert b'* ESEARCH (TAG "%s") ADDTO (0 2,4)' % stag in lines
+        # reverse subject order 5 4 3 2 1: 4 (position 2) and 2 (position 4) leave, last first
+        assert b'* ESEARCH (TAG "%s") UID REMOVEFROM (4 2)' % otag in lines
+        assert b'* ESEARCH (TAG "%s") UID REMOVEFROM (2 4)' % otag in lines
+        b.ok("STORE 4 +FLAGS.SILENT (\\Deleted)")
+        b.ok("EXPUNGE")
+        b.ok(b"APPEND INBOX {%d}" % len(msg(9)), msg(9))
+        lines = a.ok("NOOP")
+        assert lines.index(b'* ESEARCH (TAG "%s") REMOVEFROM (0 4)' % stag) < lines.index(b"* 4 EXPUNGE")
+        assert b'* ESEARCH (TAG "%s") UID ADDTO (1 6)' % otag in lines
+        a.ok(b'CANCELUPDATE "%s" "%s"' % (stag, otag))
+        b.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
+        assert not any(b"ESEARCH" in x for x in a.ok("NOOP"))
+        a.close()
+        b.close()
+
+    await run(client)

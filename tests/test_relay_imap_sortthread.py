@@ -187,3 +187,19 @@ def test_append_arguments_and_urls():
         parse_url("/INBOX;UID=3")
     with pytest.raises(ParseError):
         parse([Atom("CATENATE"), []])
+
+
+def test_context_update_steps_replay_to_the_new_order():
+    from relay.imap.esearch import context_updates
+
+    old, new = [5, 4, 3, 2, 1], [6, 5, 3, 1, 7]
+    steps = context_updates(old, new, True)
+    cur = list(old)
+    for kind, pos, items in steps:
+        if kind == "REMOVEFROM":
+            assert cur[pos - 1:pos - 1 + len(items)] == items
+            del cur[pos - 1:pos - 1 + len(items)]
+        else:
+            cur[pos - 1:pos - 1] = items
+    assert cur == new
+    assert context_updates([1, 2], [2, 3], False) == [("REMOVEFROM", 0, [1]), ("ADDTO", 0, [3])]

@@ -109,4 +109,64 @@ def result_modseq(result: Sequence[int], modseqs: dict[int, int], opts: ReturnOp
     return max(modseqs.get(n, 0) for n in result)
 
 
-__all__ = ["ReturnOptions", "encode", "parse_partial", "parse_return", "result_modseq"]
+@dataclass
+class LiveResult:
+    """A SEARCH/SORT RETURN (UPDATE) result the session keeps current (RFC 5267 section 4)."""
+
+    keys: list
+    uid: bool
+    criteria: list | None           # sort criteria, None for SEARCH
+    result: list[int]               # UIDs, in answer order
+
+
+MAX_LIVE = 16       # more UPDATE contexts per session are answered with NOUPDATE
+
+
+def context_updates(old: Sequence[int], new: Sequence[int], ordered: bool
+                    ) -> list[tuple[str, int, list[int]]]:
+    """RFC 5267 section 4.4: how a live result changed, as ("REMOVEFROM" | "ADDTO", position,
+    items) steps a client applies in order. For SEARCH (``ordered`` False) the position is 0
+    and one step of each kind carries everything; for SORT each step is one run of adjacent
+    messages at its 1-based position: removals from the end first (earlier positions stay
+    valid), then additions in ascending position (each lands where the final order has it)."""
+    new_set, old_set = set(new), set(old)
+    gone = [x for x in old if x not in new_set]
+    added = [x for x in new if x not in old_set]
+    steps: list[tuple[str, int, list[int]]] = []
+    if not ordered:
+        if gone:
+            steps.append(("REMOVEFROM", 0, sorted(gone)))
+        if added:
+            steps.append(("ADDTO", 0, sorted(added)))
+        return steps
+    gone_set = set(gone)
+    runs: list[tuple[int, list[int]]] = []
+    for i, x in enumerate(old):
+        if x in gone_set:
+            if runs and runs[-1][0] + len(runs[-1][1]) == i + 1:
+                runs[-1][1].append(x)
+            else:
+                runs.append((i + 1, [x]))
+    for pos, items in reversed(runs):
+        steps.append(("REMOVEFROM", pos, items))
+    added_set = set(added)
+    runs = []
+    for i, x in enumerate(new):
+        if x in added_set:
+            if runs and runs[-1][0] + len(runs[-1][1]) == i + 1:
+                runs[-1][1].append(x)
+            else:
+                runs.append((i + 1, [x]))
+    for pos, items in runs:
+        steps.append(("ADDTO", pos, items))
+    return steps
+
+
+def encode_update(tag: str, uid: bool, kind: str, pos: int, items: Sequence[int]) -> str:
+    """``ESEARCH (TAG "t") [UID] ADDTO (pos set)`` (or REMOVEFROM)."""
+    t = tag.replace("\\", "\\\\").replace('"', '\\"')
+    return f'ESEARCH (TAG "{t}")' + (" UID" if uid else "") + f" {kind} ({pos} {format_uid_set(items)})"
+
+
+__all__ = ["LiveResult", "MAX_LIVE", "ReturnOptions", "context_updates", "encode", "encode_update", "parse_partial",
+           "parse_return", "result_modseq"]

@@ -52,6 +52,7 @@ CAPS_AUTH = ("IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE CHILDREN SP
              "UNSELECT CONDSTORE")
 CAPS_AUTH += " SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT ESEARCH ESORT"
 CAPS_AUTH += " LIST-EXTENDED LIST-STATUS QRESYNC BINARY MULTIAPPEND CATENATE"
+CAPS_AUTH += " CONTEXT=SEARCH CONTEXT=SORT"
 SEP = "/"
 log = logging.getLogger("relay.imap")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -145,6 +146,7 @@ class Session:
         self.known_flags: set[str] = set(SYSTEM_FLAGS)
         self.condstore = False
         self.qresync = False                    # RFC 7162: VANISHED instead of EXPUNGE
+        self.contexts: dict[str, ES.LiveResult] = {}    # RFC 5267 RETURN (UPDATE), by tag
         self.out: list[bytes] = []
         self.flush: Callable[[], Awaitable[None]] | None = None
         self.idle_tag: str | None = None
@@ -663,6 +665,7 @@ class Session:
         self.tagged(tag, "OK", "CHECK completed")
 
     def _close_view(self) -> None:
+        self.contexts.clear()
         self.folder, self.uids, self.version, self.recent = None, [], None, set()
         self.pending_gone.clear()
 
@@ -955,7 +958,8 @@ class Session:
             self.tagged(tag, "NO", f"[BADCHARSET (UTF-8 US-ASCII)] {e}")
             return None
 
-    async def _esearch(self, tag, args, ret: ES.ReturnOptions, uid_mode: bool, order=None) -> None:
+    async def _esearch(self, tag, args, ret: ES.ReturnOptions, uid_mode: bool, order=None,
+                       criteria=None) -> None:
         """SEARCH/SORT RETURN (…) (RFC 4731, 5267): one ``* ESEARCH`` line."""
         verb = "SEARCH" if order is None else "SORT"
         if order is None:
@@ -967,15 +971,21 @@ class Session:
             modseqs = {i: m for i, m in hits}
             uses_modseq = keys_use_modseq(keys)
         else:
-            order, modseqs, uses_modseq = order
+            order, modseqs, uses_modseq, keys = order
         nums = [self.uids[i] if uid_mode else i + 1 for i in order]
         modseq = None
         if uses_modseq:
             by_num = {(self.uids[i] if uid_mode else i + 1): modseqs.get(i, 0) for i in order}
             modseq = ES.result_modseq(nums, by_num, ret)
         self.untagged(ES.encode(tag, uid_mode, nums, ret, modseq))
+        note = ""
+        if ret.update:      # CONTEXT=SEARCH/SORT: keep the result live (RFC 5267 4)
+            if len(self.contexts) >= ES.MAX_LIVE and tag not in self.contexts:
+                note = '[NOUPDATE "' + tag.replace("\\", "\\\\").replace('"', '\\"') + '"] '
+            else:
+                self.contexts[tag] = ES.LiveResult(keys, uid_mode, criteria, [self.uids[i] for i in order])
         self.sync(expunge=uid_mode)
-        self.tagged(tag, "OK", ("UID " if uid_mode else "") + verb + " completed")
+        self.tagged(tag, "OK", note + ("UID " if uid_mode else "") + verb + " completed")
 
     def _sort_data(self, idx: list[int]):
         """SortData for the view's messages at 0-based ``idx``, with a UID → index map."""
@@ -1006,7 +1016,7 @@ class Session:
         order = await asyncio.to_thread(run)
         if ret is not None:
             await self._esearch(tag, None, ret, uid_mode,
-                                (order, dict(hits), keys_use_modseq(keys)))
+                                (order, dict(hits), keys_use_modseq(keys), keys), criteria)
             return
         self.untagged("SORT" + "".join(f" {self.uids[i] if uid_mode else i + 1}" for i in order))
         self.sync(expunge=uid_mode)
@@ -1123,6 +1133,32 @@ class Session:
         if gone:
             self.untagged("VANISHED (EARLIER) " + format_uid_set(gone))
 
+    # CONTEXT=SEARCH / CONTEXT=SORT (RFC 5267) --------------------------------------------------
+    async def cmd_CANCELUPDATE(self, tag, args):
+        self._need("selected")
+        if not args:
+            raise Bad("CANCELUPDATE needs a tag")
+        for a in args:
+            self.contexts.pop(astring(a), None)
+        self.tagged(tag, "OK", "CANCELUPDATE completed")
+
+    def _context_refresh(self) -> None:
+        """Re-run every live search/sort and tell the client what changed."""
+        for ctag, ctx in list(self.contexts.items()):
+            hits = self._search(ctx.keys)
+            if ctx.criteria is None:
+                new = [self.uids[i] for i, _ in hits]
+            else:
+                data, _pos = self._sort_data([i for i, _ in hits])
+                new = [m.uid for m in sort_messages(data, ctx.criteria)]
+            self._context_send(ctag, ctx, new)
+
+    def _context_send(self, ctag: str, ctx: "ES.LiveResult", new: list[int]) -> None:
+        for kind, pos, items in ES.context_updates(ctx.result, new, ctx.criteria is not None):
+            nums = items if ctx.uid else [bisect.bisect_left(self.uids, u) + 1 for u in items]
+            self.untagged(ES.encode_update(ctag, ctx.uid, kind, pos, nums))
+        ctx.result = new
+
     # ------------------------------------------------------------------ change reporting
     def sync(self, *, expunge: bool = True) -> None:
         """Tell the client what changed in the selected mailbox since it last heard.
@@ -1150,6 +1186,9 @@ class Session:
             self.pending_gone.update(u for u in gone if _in(self.uids, u))
         else:
             recs, top = [], self.modseq_seen
+        if expunge and self.pending_gone and self.contexts:
+            for ctag, ctx in list(self.contexts.items()):   # REMOVEFROM before the EXPUNGEs
+                self._context_send(ctag, ctx, [u for u in ctx.result if u not in self.pending_gone])
         if expunge and self.pending_gone and self.qresync:
             gone = sorted(u for u in self.pending_gone if _in(self.uids, u))
             if gone:
@@ -1190,6 +1229,8 @@ class Session:
         self.modseq_seen = top
         self.own_modseqs.clear()
         self.version = v
+        if self.contexts:
+            self._context_refresh()
 
 
 def _lenient_mutf7(s: str) -> str:
