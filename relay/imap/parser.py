@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 MAX_LINE = 64 * 1024
+MAX_NESTING = 64          # parentheses / SEARCH NOT-OR-group nesting (deeper: BAD, never a RecursionError)
 MAX_LITERAL = 64 * 1024 * 1024
 
 
@@ -111,10 +112,12 @@ class CommandReader:
             i = self._buf.find(b"\n")
             if i < 0:
                 if len(self._buf) > self.max_line:
+                    # tagged, so the client is not left waiting for its tag forever
+                    tag = _first_tag(self._parts, bytes(self._buf[:256]))
                     self._buf.clear()
                     self._parts = []
                     self._discard_line = True
-                    return BadInput("*", "Line too long")
+                    return BadInput(tag, "Line too long")
                 return None
             line = bytes(self._buf[: i + 1])
             del self._buf[: i + 1]
@@ -235,6 +238,8 @@ class Tokenizer:
                 new: list = []
                 cur.append(new)
                 depth_stack.append(cur)
+                if len(depth_stack) > MAX_NESTING:
+                    raise ParseError("Too deeply nested")
                 cur = new
             elif c == 0x29:  # )
                 if not depth_stack:
@@ -599,8 +604,9 @@ class BadCharset(ParseError):
 
 
 class _SearchParser:
-    def __init__(self, tokens: list, charset: str) -> None:
+    def __init__(self, tokens: list, charset: str, depth: int = 0) -> None:
         self.toks, self.i, self.charset = tokens, 0, charset
+        self.depth = depth
 
     def text(self) -> str:
         tok = self.take()
@@ -624,9 +630,18 @@ class _SearchParser:
         return out
 
     def key(self):
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise ParseError("Search keys too deeply nested")
+            return self._key()
+        finally:
+            self.depth -= 1
+
+    def _key(self):
         tok = self.take()
         if isinstance(tok, list):
-            sub = _SearchParser(tok, self.charset).keys()
+            sub = _SearchParser(tok, self.charset, self.depth).keys()
             if not sub:
                 raise ParseError("Empty search group")
             return ("and", sub) if len(sub) > 1 else sub[0]

@@ -43,6 +43,7 @@ from relay.imap import listext as LX
 from relay.imap import qresync as QR
 from relay.imap import binary as BX
 from relay.imap import append as AP
+from relay.imap import notify as NT
 from relay.imap.sortkeys import SortError, from_store_row, parse_criteria, sort_messages
 from relay.errors import RelayError
 
@@ -52,7 +53,7 @@ CAPS_AUTH = ("IMAP4rev1 LITERAL+ SASL-IR IDLE UIDPLUS MOVE NAMESPACE CHILDREN SP
              "UNSELECT CONDSTORE")
 CAPS_AUTH += " SORT SORT=DISPLAY THREAD=REFERENCES THREAD=ORDEREDSUBJECT ESEARCH ESORT"
 CAPS_AUTH += " LIST-EXTENDED LIST-STATUS QRESYNC BINARY MULTIAPPEND CATENATE"
-CAPS_AUTH += " CONTEXT=SEARCH CONTEXT=SORT"
+CAPS_AUTH += " CONTEXT=SEARCH CONTEXT=SORT NOTIFY"
 SEP = "/"
 log = logging.getLogger("relay.imap")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -147,6 +148,10 @@ class Session:
         self.condstore = False
         self.qresync = False                    # RFC 7162: VANISHED instead of EXPUNGE
         self.contexts: dict[str, ES.LiveResult] = {}    # RFC 5267 RETURN (UPDATE), by tag
+        self.notify: NT.NotifySpec | None = None         # RFC 5465, None = NOTIFY NONE
+        self.notify_told: dict[str, dict] = {}            # last STATUS values told per mailbox
+        self.notify_names: set[str] = set()
+        self.notify_subs: set[str] = set()
         self.out: list[bytes] = []
         self.flush: Callable[[], Awaitable[None]] | None = None
         self.idle_tag: str | None = None
@@ -813,13 +818,13 @@ class Session:
                     bs = MIME.bodystructure(data)
                     items.append(n.encode() + b" " + encode_body(bs if n == "BODYSTRUCTURE" else F.strip_extensions(bs)))
                 elif n == "RFC822":
-                    items.append(b"RFC822 " + encode(Literal(data)))
+                    items.append(b"RFC822 " + encode(Literal(_no_nul(data))))
                 elif n == "RFC822.HEADER":
                     he, _ = F.split_header(data)
-                    items.append(b"RFC822.HEADER " + encode(Literal(data[:he])))
+                    items.append(b"RFC822.HEADER " + encode(Literal(_no_nul(data[:he]))))
                 elif n == "RFC822.TEXT":
                     _, bs = F.split_header(data)
-                    items.append(b"RFC822.TEXT " + encode(Literal(data[bs:])))
+                    items.append(b"RFC822.TEXT " + encode(Literal(_no_nul(data[bs:]))))
                 elif n in ("BINARY[]", "BINARY.SIZE[]"):     # RFC 3516
                     if a.part:
                         root = root or F.parse_structure(data)
@@ -839,7 +844,7 @@ class Session:
                     sec = F.section_bytes(data, a, root)
                     if sec is None:
                         sec = b""
-                    part = F.apply_partial(sec, a.partial)
+                    part = _no_nul(F.apply_partial(sec, a.partial))
                     items.append(a.response_name().encode() + b" " + encode(Literal(part)))
         if flags_changed and not any(a.name == "FLAGS" for a in atts):
             items.insert(0, b"FLAGS " + flag_list(self._flags(rec)))  # first, as Dovecot does
@@ -1159,6 +1164,93 @@ class Session:
             self.untagged(ES.encode_update(ctag, ctx.uid, kind, pos, nums))
         ctx.result = new
 
+    # NOTIFY (RFC 5465) ---------------------------------------------------------------------------
+    async def cmd_NOTIFY(self, tag, args):
+        self._need("auth", "selected")
+        try:
+            spec = NT.parse(args, decode_mailbox)
+        except NT.BadEvent as e:
+            raise No(f"[BADEVENT (MessageNew MessageExpunge FlagChange MailboxName "
+                     f"SubscriptionChange)] Unsupported event: {str(e)[:60]}") from None
+        self.notify = spec
+        if spec is not None:
+            await asyncio.to_thread(self._notify_snapshot, spec.status)
+        self.tagged(tag, "OK", "NOTIFY completed")
+
+    def _notify_targets(self, names) -> dict[str, list[str]]:
+        """STATUS items to watch per (not selected) mailbox among ``names``."""
+        assert self.notify is not None
+        subs = self._mb().subscriptions() if any(g.filter == "SUBSCRIBED" for g in self.notify.groups) else set()
+        out = {}
+        for name in names:
+            if name == self.folder:
+                continue
+            events = NT.events_for(self.notify, name, selected=False, subscribed=name in subs, sep=SEP)
+            items = NT.status_items(events, True)
+            if items:
+                out[name] = items
+        return out
+
+    def _notify_snapshot(self, tell: bool) -> None:
+        mb = self._mb()
+        folders = [f for f in mb.folders() if f.selectable]
+        self.notify_names = {f.name for f in mb.folders()}
+        self.notify_subs = set(mb.subscriptions())
+        self.notify_told = {}
+        for name, items in self._notify_targets([f.name for f in folders]).items():
+            values = mb.status(name)
+            self.notify_told[name] = values
+            if tell:
+                self._notify_status(name, items, values)
+
+    def _notify_status(self, name: str, items: list[str], values: dict) -> None:
+        text = " ".join(f"{k} {values.get(k, 0)}" for k in items)
+        self.untagged(b"STATUS " + mbox_name(name) + f" ({text})".encode())
+
+    def notify_poll(self, changed: set[str] | None = None) -> None:
+        """Between commands (the server calls this when the store changed): tell what NOTIFY
+        asked for. ``changed``: folders the change bus named (None: look at all)."""
+        spec = self.notify
+        if spec is None:
+            return
+        mb = self._mb()
+        sel = spec.selected_group()
+        if self.state == "selected" and sel is not None and sel.events:
+            before = len(self.uids)
+            self.sync(expunge=True)
+            if sel.fetch and len(self.uids) > before:
+                atts = parse_fetch_items(sel.fetch)
+                recs = {r.uid: r for r in mb.records(self.folder, self.uids[before:])}
+                for i in range(before, len(self.uids)):
+                    rec = recs.get(self.uids[i])
+                    if rec is not None:
+                        self.out.append(self._fetch_one(i + 1, rec, atts, False))
+        if spec.wants_names() or changed is None or any(c not in self.notify_told for c in changed):
+            names = {f.name for f in mb.folders()}
+            if spec.wants_names():
+                for n in sorted(names - self.notify_names):
+                    self.untagged(f'LIST () "{SEP}" '.encode() + mbox_name(n))
+                for n in sorted(self.notify_names - names):
+                    self.untagged(f'LIST (\\NonExistent) "{SEP}" '.encode() + mbox_name(n))
+            self.notify_names = names
+        if spec.wants_subscriptions():
+            subs = set(mb.subscriptions())
+            for n in sorted(subs - self.notify_subs):
+                self.untagged(f'LIST (\\Subscribed) "{SEP}" '.encode() + mbox_name(n))
+            for n in sorted(self.notify_subs - subs):
+                self.untagged(f'LIST () "{SEP}" '.encode() + mbox_name(n))
+            self.notify_subs = subs
+        look = self.notify_names if changed is None else [c for c in changed if c in self.notify_names]
+        for name, items in self._notify_targets(look).items():
+            try:
+                values = mb.status(name)
+            except (BackendError, RelayError):
+                continue
+            old = self.notify_told.get(name)
+            self.notify_told[name] = values
+            if old is None or any(old.get(k) != values.get(k) for k in items):
+                self._notify_status(name, items, values)
+
     # ------------------------------------------------------------------ change reporting
     def sync(self, *, expunge: bool = True) -> None:
         """Tell the client what changed in the selected mailbox since it last heard.
@@ -1231,6 +1323,12 @@ class Session:
         self.version = v
         if self.contexts:
             self._context_refresh()
+
+
+def _no_nul(b: bytes) -> bytes:
+    """A literal never carries NUL (RFC 3501 CHAR8): 0x80 instead, same length, as Dovecot
+    sends it (BINARY's literal8 is the way to get the exact bytes)."""
+    return b.replace(b"\0", b"\x80") if b"\0" in b else b
 
 
 def _lenient_mutf7(s: str) -> str:

@@ -564,7 +564,9 @@ def find_part(root: Part, numbers: tuple[int, ...]) -> Part | None:
             holder = p
         elif p.message is not None:
             holder = p.message
-        else:               # a leaf's part 1 is itself (BODY[1.1] of text/plain = BODY[1])
+        elif p is root:     # a single-part message has no part 1.1
+            return None
+        else:               # a leaf part's part 1 is itself (BODY[1.1] of text/plain = BODY[1])
             holder = p
         if holder.children is None:
             if n != 1:
