@@ -343,3 +343,23 @@ async def test_imaplib_sees_top_level_message_rfc822_parts(relay):
         c.logout()
 
     await run(go)
+
+
+async def test_fetch_racing_an_expunge_answers_ok_with_what_exists(relay, tmp_path):
+    """RFC 2180 4.1.2 (as Dovecot): a message whose file went away while a FETCH runs is left
+    out; the rest of the answer and a tagged OK still come."""
+    def go():
+        w = Wire(relay)
+        w.append(b"INBOX", MSG)
+        w.append(b"INBOX", MSG.replace(b"hello", b"second"))
+        w.cmd(b"SELECT INBOX")
+        cur = next(p for p in tmp_path.rglob("cur") if any(p.iterdir()))   # INBOX's
+        first = sorted(cur.iterdir())[0]
+        first.unlink()                                  # gone behind the session's back
+        untagged, tagged = w.cmd(b"FETCH 1:2 BODY.PEEK[TEXT]")
+        assert tagged.split()[1] == b"OK"
+        assert [x for x in untagged if b" FETCH " in x] == [b"* 2 FETCH (BODY[TEXT] {8}\r\nsecond\r\n)\r\n"]
+        assert ok(w.cmd(b"NOOP"))
+        w.close()
+
+    await run(go)

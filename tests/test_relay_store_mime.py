@@ -180,3 +180,41 @@ def test_deep_nesting_is_capped():
         body = body[8]
         depth += 1
     assert 0 < depth <= 33
+
+
+def test_deep_chain_encodes_as_a_valid_body():
+    """Issue 10 item 12: the part cut off by the depth cap is one opaque part, so BODY and
+    BODYSTRUCTURE still encode (a message/rfc822 there used to raise TypeError)."""
+    from relay.imap.fetch import strip_extensions
+    from relay.imap.parser import encode_body
+    data = b"Content-Type: message/rfc822\r\n\r\n" * 40 + b"Subject: bottom\r\n\r\nx"
+    bs = mime.bodystructure(data)
+    wire = encode_body(bs) + encode_body(strip_extensions(bs))
+    assert b'"application" "octet-stream"' in wire and wire.count(b"(") == wire.count(b")")
+
+
+def test_rfc2231_continuations_merge_as_dovecot():
+    assert mime.merge_rfc2231([("name*0*", "utf-8''%E2%82"), ("name*1*", "%AC"), ("name*2", ".txt"),
+                               ("t*0", "a b"), ("t*1", " c"), ("x", "y")]) == [
+        ("name*", "utf-8''%E2%82%AC.txt"), ("t", "a b c"), ("x", "y")]
+    broken = [("n*1", "b"), ("n*2", "c")]          # no *0: left as written
+    assert mime.merge_rfc2231(broken) == broken
+
+
+def test_section_numbers_address_the_tree():
+    """Part numbers (RFC 3501 6.4.5): a top-level message/rfc822 is part 1 and its own parts go
+    on from there; an empty multipart has a placeholder part 1 with no bytes."""
+    data = (b"Content-Type: message/rfc822\r\n\r\nSubject: in\r\n"
+            b"Content-Type: multipart/mixed; boundary=q\r\n\r\n--q\r\n\r\none\r\n--q\r\nX: 2\r\n\r\ntwo\r\n--q--\r\n")
+    root = mime.parse_tree(data)
+    one, two = mime.find_part(root, (1, 1)), mime.find_part(root, (1, 2))
+    assert data[one.bs:one.be] == b"one" and data[two.hs:two.he] == b"X: 2\r\n\r\n"
+    assert mime.find_part(root, (1, 3)) is None and mime.find_part(root, (2,)) is None
+    empty = mime.parse_tree(b"Content-Type: multipart/mixed; boundary=q\r\n\r\nnothing\r\n")
+    ph = mime.find_part(empty, (1,))
+    assert ph is not None and ph.hs == ph.he == ph.bs == ph.be
+
+
+def test_address_text_is_what_search_matches():
+    assert mime.address_text(b"<user (c)@ (c) example.org>, x@y.z (Real)") == "user@example.org, Real <x@y.z>"
+    assert mime.address_text(b"=?utf-8?q?J=C3=BCrgen?= <j@x.de>, grp: a@b.c;") == "Jürgen <j@x.de>, grp:, a@b.c"

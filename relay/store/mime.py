@@ -240,7 +240,10 @@ def address_text(v: bytes | None) -> str:
                 out.append(decode_words(name))
             continue
         spec = mbox.decode("utf-8", "surrogateescape")
-        if host and host != MISSING_DOMAIN:
+        if host is None:            # the start of a group: its name
+            out.append(spec + ":")
+            continue
+        if host != MISSING_DOMAIN:
             spec += "@" + host.decode("utf-8", "surrogateescape")
         out.append(f"{decode_words(name)} <{spec}>" if name else spec)
     return ", ".join(out)
