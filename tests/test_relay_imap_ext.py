@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from relay.events import ChangeBus
 from relay.imap.server import start_imap_server, stop_imap_server
 from relay.store import MailStore
 
@@ -26,11 +27,12 @@ async def server(tmp_path):
     async def auth(user, password):
         return (user, password) == (USER, "pw")
 
-    with MailStore(tmp_path / "mail") as store:
+    bus = ChangeBus()
+    with MailStore(tmp_path / "mail", bus) as store:
         u = store.user(USER)
         for i in range(1, 6):
             u.append("INBOX", msg(i))
-        srv = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth,
+        srv = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth, bus=bus,
                                       ssl_context=None, allow_plaintext="loopback", hostname="test")
         try:
             yield srv.sockets[0].getsockname()[1]
@@ -241,6 +243,44 @@ async def test_context_search_and_sort_updates(server):
         a.ok(b'CANCELUPDATE "%s" "%s"' % (stag, otag))
         b.ok("STORE 1 +FLAGS.SILENT (\\Seen)")
         assert not any(b"ESEARCH" in x for x in a.ok("NOOP"))
+        a.close()
+        b.close()
+
+    await run(client)
+
+
+async def test_notify_pushes_changes_between_commands(server):
+    """NOTIFY SET: with no command running, another session's APPEND to the selected mailbox
+    comes as EXISTS + FETCH, one to another mailbox as STATUS, a new folder as LIST."""
+    def client():
+        a, b = Client(server), Client(server)
+        a.ok("SELECT INBOX")
+        _, done = a.cmd("NOTIFY SET (PERSONAL (MessageNew MessageExpunge AnnotationChange))")
+        assert b"NO [BADEVENT" in done
+        lines = a.ok("NOTIFY SET STATUS (SELECTED (MessageNew (UID) MessageExpunge FlagChange)) "
+                     "(PERSONAL (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange))")
+        assert any(x.startswith(b"* STATUS Sent (MESSAGES 0 UIDNEXT 1 UIDVALIDITY ") for x in lines)
+        assert not any(b"STATUS INBOX" in x for x in lines)          # the selected one: no STATUS
+        a.c.sock.settimeout(10)
+
+        def expect(*wanted: bytes) -> None:
+            got = []
+            while not all(any(w in g for g in got) for w in wanted):
+                got.append(a.c.readline().rstrip(b"\r\n"))
+            return got
+
+        b.ok(b"APPEND Sent {%d}" % len(msg(7)), msg(7))
+        got = expect(b"* STATUS Sent (MESSAGES 1 UIDNEXT 2 UIDVALIDITY ")
+        assert any(b"HIGHESTMODSEQ" in g for g in got)
+        b.ok(b"APPEND INBOX {%d}" % len(msg(8)), msg(8))
+        expect(b"* 6 EXISTS", b"* 6 FETCH (UID 6)")
+        b.ok("CREATE Projects")
+        expect(b'* LIST () "/" Projects')
+        b.ok("SUBSCRIBE Projects")
+        expect(b'* LIST (\\Subscribed) "/" Projects')
+        a.ok("NOTIFY NONE")
+        b.ok(b"APPEND Sent {%d}" % len(msg(9)), msg(9))
+        assert not any(b"STATUS" in x for x in a.ok("NOOP"))
         a.close()
         b.close()
 

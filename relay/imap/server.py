@@ -47,6 +47,7 @@ class Connection:
         self.session.flush = self.flush
         self.protocol = CommandReader(max_literal=min(LOGIN_LITERAL, max_literal))
         self.wake = asyncio.Event()
+        self.changed: set[str] = set()      # folders the change bus named since the last look
         self._unsub: Callable[[], None] | None = None
 
     async def flush(self) -> None:
@@ -57,7 +58,11 @@ class Connection:
 
     def _on_change(self, user: str, folder: str) -> None:
         loop = self._loop
-        loop.call_soon_threadsafe(self.wake.set)
+        loop.call_soon_threadsafe(self._woken, folder)
+
+    def _woken(self, folder: str) -> None:
+        self.changed.add(folder)
+        self.wake.set()
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -80,7 +85,36 @@ class Connection:
 
     async def _read(self) -> bytes:
         timeout = self.login_timeout if self.session.user is None else self.idle_timeout
+        if self.session.notify is not None:
+            return await self._read_notifying(timeout)
         return await asyncio.wait_for(self.reader.read(65536), timeout)
+
+    async def _read_notifying(self, timeout: float) -> bytes:
+        """Wait for input while NOTIFY is on: store changes are told between commands as they
+        happen (RFC 5465), woken by the change bus, never by polling."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        read_task = asyncio.ensure_future(self.reader.read(65536))
+        try:
+            while True:
+                if self.wake.is_set():
+                    self.wake.clear()
+                    changed, self.changed = self.changed, set()
+                    self.session.notify_poll(changed)
+                    await self.flush()
+                wake_task = asyncio.ensure_future(self.wake.wait())
+                done, _ = await asyncio.wait({read_task, wake_task}, timeout=max(0.0, deadline - loop.time()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                wake_task.cancel()
+                if read_task in done:
+                    return read_task.result()
+                if not done:
+                    raise TimeoutError("idle timeout")
+        finally:
+            if not read_task.done():
+                read_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await read_task
 
     async def _serve(self) -> None:
         s = self.session
@@ -176,6 +210,9 @@ class Connection:
                     raise TimeoutError("idle timeout")
                 self.wake.clear()
                 s.sync(expunge=True)
+                if s.notify is not None:
+                    changed, self.changed = self.changed, set()
+                    s.notify_poll(changed)
                 await self.flush()
         finally:
             self.protocol.raw_lines = False

@@ -373,6 +373,7 @@ class UserStore:
                         db.execute("UPDATE folders SET selectable=1 WHERE id=?", (row.id,))
                     else:
                         self._insert_folder(level, special_use if level == name else "")
+        self._notify(name)      # NOTIFY MailboxName listeners (RFC 5465)
 
     def delete(self, name: str) -> None:
         """Delete a folder and its messages. With inferior folders it becomes \\Noselect
@@ -448,6 +449,7 @@ class UserStore:
                 db.execute("INSERT OR IGNORE INTO subscriptions VALUES (?)", (name,))
             else:
                 db.execute("DELETE FROM subscriptions WHERE name=?", (name,))
+        self._notify(name)      # NOTIFY SubscriptionChange listeners (RFC 5465)
 
     # ------------------------------------------------------------------ folder state
     def state(self, folder: str) -> FolderState:
