@@ -1,0 +1,89 @@
+"""Pure logic of the relay's LIST-EXTENDED, QRESYNC and NOTIFY support (relay.imap.listext,
+qresync, notify): argument grammars and the choices they lead to. No sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.imap import listext, notify, qresync
+from relay.imap.parser import Atom, ParseError, SequenceSet
+from relay.imap.session import list_pattern
+from relay.store.types import FolderInfo
+
+
+def A(*names):
+    return [Atom(n) for n in names]
+
+
+FOLDERS = [FolderInfo("INBOX"), FolderInfo("Sent", "\\Sent"), FolderInfo("Work", has_children=True),
+           FolderInfo("Work/a"), FolderInfo("Work/b", selectable=False, has_children=True),
+           FolderInfo("Work/b/c")]
+
+
+def rows(args, subs=frozenset()):
+    req = listext.parse(args, str)
+    return [(r.name, r.attrs, r.childinfo) for r in listext.select(req, FOLDERS, set(subs), list_pattern, "/")]
+
+
+def test_list_extended_selection_and_return_options():
+    assert rows([b"", [b"Work", b"Sent"]]) == [
+        ("Sent", ["\\HasNoChildren", "\\Sent"], False), ("Work", ["\\HasChildren"], False)]
+    assert rows([A("SUBSCRIBED"), b"", b"*"], {"Work/a", "Gone"}) == [
+        ("Gone", ["\\NonExistent", "\\Subscribed"], False), ("Work/a", ["\\Subscribed"], False)]
+    assert rows([A("SUBSCRIBED", "RECURSIVEMATCH"), b"", b"%"], {"Work/b/c"}) == [
+        ("Work", [], True)]
+    assert rows([A("SPECIAL-USE"), b"", b"*"]) == [("Sent", ["\\Sent"], False)]
+    got = rows([b"", b"Work/%", Atom("RETURN"), A("SUBSCRIBED", "CHILDREN")], {"Work/a"})
+    assert got == [("Work/a", ["\\Subscribed", "\\HasNoChildren"], False),
+                   ("Work/b", ["\\Noselect", "\\HasChildren"], False)]
+    req = listext.parse([b"", b"*", Atom("RETURN"), [Atom("STATUS"), A("MESSAGES", "UNSEEN")]], str)
+    assert req.status == ["MESSAGES", "UNSEEN"] and listext.is_extended([b"", b"*", Atom("RETURN"), []])
+    assert not listext.is_extended([b"", b"*"])
+
+
+@pytest.mark.parametrize("args", [
+    [A("RECURSIVEMATCH"), b"", b"*"], [A("REMOTE", "RECURSIVEMATCH"), b"", b"*"],
+    [A("BOGUS"), b"", b"*"], [b"", b"*", Atom("RETURN"), A("BOGUS")],
+    [b"", b"*", Atom("RETURN"), [Atom("STATUS"), A("NOPE")]], [b"", []],
+])
+def test_list_extended_errors(args):
+    with pytest.raises(ParseError):
+        listext.parse(args, str)
+
+
+def test_qresync_select_parameters():
+    q = qresync.parse_select_params([Atom("QRESYNC"), [Atom("67890007"), Atom("20050715194045000"),
+                                                       Atom("41,43:211"), [Atom("1,3"), Atom("41,43")]]], True)
+    assert (q.uidvalidity, q.modseq, q.known_uids.text) == (67890007, 20050715194045000, "41,43:211")
+    assert qresync.parse_select_params([Atom("CONDSTORE")], False) is None
+    with pytest.raises(ParseError):                    # not enabled
+        qresync.parse_select_params([Atom("QRESYNC"), [Atom("1"), Atom("2")]], False)
+    with pytest.raises(ParseError):
+        qresync.parse_select_params([Atom("QRESYNC"), [Atom("1"), Atom("2"), Atom("3:*")]], True)
+    assert qresync.filter_known([9, 3, 5], SequenceSet.parse("1:4,9"), 10) == [3, 9]
+    assert qresync.parse_fetch_modifiers([Atom("CHANGEDSINCE"), Atom("5"), Atom("VANISHED")], True, True) == (5, True)
+    for mods, uid, on in (([Atom("VANISHED")], True, True),
+                          ([Atom("CHANGEDSINCE"), Atom("5"), Atom("VANISHED")], False, True),
+                          ([Atom("CHANGEDSINCE"), Atom("5"), Atom("VANISHED")], True, False)):
+        with pytest.raises(ParseError):
+            qresync.parse_fetch_modifiers(mods, uid, on)
+
+
+def test_notify_grammar_and_matching():
+    spec = notify.parse([Atom("SET"), Atom("STATUS"),
+                         [Atom("SELECTED"), [Atom("MessageNew"), A("UID", "FLAGS"), Atom("MessageExpunge")]],
+                         [Atom("SUBTREE"), [b"Work"], A("MessageNew", "MessageExpunge")],
+                         [Atom("PERSONAL"), Atom("NONE")]], lambda b: b.decode())
+    assert spec.status and spec.selected_group().fetch == A("UID", "FLAGS")
+    ev = notify.events_for(spec, "Work/a", selected=False, subscribed=False)
+    assert ev == {"MESSAGENEW", "MESSAGEEXPUNGE"}
+    assert notify.events_for(spec, "Sent", selected=False, subscribed=False) == set()   # PERSONAL NONE
+    assert notify.status_items(ev) == ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
+    assert notify.status_items({"FLAGCHANGE"}) == ["UIDVALIDITY", "HIGHESTMODSEQ"]
+    assert notify.parse([Atom("NONE")], str) is None
+    with pytest.raises(notify.BadEvent):
+        notify.parse([Atom("SET"), [Atom("PERSONAL"), A("AnnotationChange")]], str)
+    for bad in ([Atom("SET")], [Atom("SET"), [Atom("EVERYWHERE"), A("MessageNew")]],
+                [Atom("SET"), [Atom("PERSONAL"), [Atom("MessageNew"), A("UID")]]]):
+        with pytest.raises(ParseError):
+            notify.parse(bad, str)
