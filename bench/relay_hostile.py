@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -62,9 +63,10 @@ class Relay:
 
     def start(self) -> None:
         subprocess.run([sys.executable, "-m", "relay", "user", "add", USER, "--password-stdin", *self.opts],
-                       input=PASSWORD + "\n", text=True, env=self.env, check=True, capture_output=True)
+                       input=PASSWORD + "\n", text=True, env=self.env, check=True, capture_output=True,
+                       cwd=self.src)   # python -m puts the cwd first on sys.path
         self.proc = subprocess.Popen([sys.executable, "-m", "relay", "start", "--foreground", "--quiet-stderr",
-                                      *self.opts], env=self.env, stdout=subprocess.DEVNULL,
+                                      *self.opts], env=self.env, stdout=subprocess.DEVNULL, cwd=self.src,
                                      stderr=open(self.tmp / "stderr.txt", "wb"))
         state = self.tmp / "data" / "relay.state.json"
         for _ in range(400):
@@ -91,7 +93,7 @@ async def _line(reader) -> bytes:
 
 
 # --------------------------------------------------------------------------- literal attack
-async def literal_attack(relay: Relay, n: int = 6, size: int = 62_000_000) -> dict:
+async def literal_attack(relay: Relay, n: int = 6, size: int = 62_000_000, plus: bool = False) -> dict:
     host, port = relay.listeners["imap"]
     pid = relay.proc.pid
     before = rss_kb(pid)
@@ -101,9 +103,13 @@ async def literal_attack(relay: Relay, n: int = 6, size: int = 62_000_000) -> di
     async def one(i: int) -> str:
         r, w = await asyncio.open_connection(host, port)
         await r.readline()
-        w.write(b"a%d LOGIN {%d}\r\n" % (i, size))
-        await w.drain()
-        reply = await asyncio.wait_for(r.readline(), 10)
+        if plus:   # LITERAL+: the client sends the data without waiting for "+"
+            w.write(b"a%d LOGIN {%d+}\r\n" % (i, size))
+            reply = b"+"
+        else:
+            w.write(b"a%d LOGIN {%d}\r\n" % (i, size))
+            await w.drain()
+            reply = await asyncio.wait_for(r.readline(), 10)
         if not reply.startswith(b"+"):
             w.close()
             return "refused: " + reply.decode(errors="replace").strip()[:60]
@@ -114,7 +120,7 @@ async def literal_attack(relay: Relay, n: int = 6, size: int = 62_000_000) -> di
                 await w.drain()
                 sent += min(len(chunk), size - sent)
         except ConnectionError:
-            return f"closed after {sent // 1_000_000} MB"
+            return f"closed after {sent // 1_000_000} MB: " + (await r.read(200)).decode(errors="replace").strip()[:50]
         w.write(b" pw\r\n")
         await w.drain()
         reply = await asyncio.wait_for(r.readline(), 30)
@@ -207,15 +213,36 @@ async def rcpt_flood(relay: Relay, n: int = 10_000) -> dict:
 
 
 # --------------------------------------------------------------------------- guessing
+async def imap_tls(host: str, port: int, source: str = "127.0.0.1"):
+    """An IMAP connection from ``source`` after STARTTLS (plaintext LOGIN is for 127.0.0.1 only)."""
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    r, w = await asyncio.open_connection(sock=sock)
+    await r.readline()
+    w.write(b"s STARTTLS\r\n")
+    await w.drain()
+    while not (await r.readline()).startswith(b"s "):
+        pass
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    await w.start_tls(ctx)
+    return r, w
+
+
 async def guessing(relay: Relay, conns: int = 30, seconds: float = 15.0) -> dict:
     host, port = relay.listeners["imap"]
-    deadline = time.monotonic() + seconds
     counts = {"no": 0, "other": 0}
+    conns_made = await asyncio.gather(*(imap_tls(host, port) for _ in range(conns)), return_exceptions=True)
+    deadline = time.monotonic() + seconds
 
     async def guesser(i: int):
         try:
-            r, w = await asyncio.open_connection(host, port)
-            await r.readline()
+            if isinstance(conns_made[i], BaseException):
+                counts["other"] += 1
+                return
+            r, w = conns_made[i]
             k = 0
             while time.monotonic() < deadline:
                 k += 1
@@ -228,8 +255,7 @@ async def guessing(relay: Relay, conns: int = 30, seconds: float = 15.0) -> dict
                 if not line:
                     counts["other"] += 1
                     # disconnected: reconnect, as an attacker would
-                    r, w = await asyncio.open_connection(host, port)
-                    await r.readline()
+                    r, w = await imap_tls(host, port)
                     continue
                 counts["no" if b" NO " in line else "other"] += 1
             w.close()
@@ -239,12 +265,7 @@ async def guessing(relay: Relay, conns: int = 30, seconds: float = 15.0) -> dict
     async def owner() -> tuple[float, str]:
         await asyncio.sleep(seconds / 2)
         t = time.monotonic()
-        sock = socket.socket()
-        sock.bind(("127.0.0.2", 0))
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, (host, port))
-        r, w = await asyncio.open_connection(sock=sock)
-        await r.readline()
+        r, w = await imap_tls(host, port, "127.0.0.2")
         w.write(b"o1 LOGIN %s %s\r\n" % (USER.encode(), PASSWORD.encode()))
         await w.drain()
         line = await asyncio.wait_for(r.readline(), 60)
@@ -262,7 +283,8 @@ async def guessing(relay: Relay, conns: int = 30, seconds: float = 15.0) -> dict
 
 async def main_async(args) -> None:
     results = {}
-    for name, fn in (("literal", literal_attack), ("flood", rcpt_flood), ("guess", guessing)):
+    plus = lambda relay: literal_attack(relay, plus=True)   # noqa: E731
+    for name, fn in (("literal", literal_attack), ("literal+", plus), ("flood", rcpt_flood), ("guess", guessing)):
         if name not in args.only:
             continue
         with tempfile.TemporaryDirectory() as d:
@@ -286,7 +308,7 @@ async def main_async(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--src", default=str(ROOT), help="source tree holding the relay package")
-    p.add_argument("--only", default="literal,flood,guess")
+    p.add_argument("--only", default="literal,literal+,flood,guess")
     p.add_argument("--guess-seconds", type=float, default=15.0)
     args = p.parse_args()
     args.only = set(args.only.split(","))

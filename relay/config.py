@@ -443,6 +443,10 @@ class _Validator:
                 continue
             if in_section and re.match(rf'^"?{re.escape(leaf)}"?\s*=', s):
                 return i
+        # an inline table or a key with dots in it (routes."a.example" = {port = …})
+        for i, line in enumerate(self.lines, 1):
+            if re.search(rf'(^|[\s{{,]){re.escape(leaf)}\s*=', line):
+                return i
         return None
 
     def fail(self, dotted: str, expected: str, fix: str | None = None):

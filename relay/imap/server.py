@@ -83,6 +83,20 @@ class Connection:
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
 
+    async def _linger(self, seconds: float = 1.0, limit: int = 64 << 20) -> None:
+        """After a BYE to a client that is still sending: send FIN, then read and drop its
+        data for a moment, so closing does not reset the connection before the BYE is read."""
+        with contextlib.suppress(Exception):
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            loop = asyncio.get_running_loop()
+            end, dropped = loop.time() + seconds, 0
+            while dropped < limit and (left := end - loop.time()) > 0:
+                data = await asyncio.wait_for(self.reader.read(1 << 16), left)
+                if not data:
+                    break
+                dropped += len(data)
+
     async def _read(self) -> bytes:
         timeout = self.login_timeout if self.session.user is None else self.idle_timeout
         if self.session.notify is not None:
@@ -138,6 +152,7 @@ class Connection:
                                  self.peer)
                     self.writer.write(b"* BYE [TOOBIG] Literal too large before login\r\n")
                     await self.writer.drain()
+                    await self._linger()
                     return
                 self.writer.write(f"{ev.tag} BAD {ev.message}\r\n".encode())
                 await self.writer.drain()

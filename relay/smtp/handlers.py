@@ -18,6 +18,7 @@ CR/LF in DATA (SMTP smuggling), the Received header, and the durable hand-off: 2
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from email.parser import BytesHeaderParser
@@ -50,6 +51,21 @@ def header_senders(data: bytes) -> list[str] | None:
     if not values:
         return None
     return [addr.lower() for _, addr in getaddresses([str(v) for v in values])]
+
+
+class _Stalled:
+    """A reader for a session being hung up: aiosmtpd's loop waits here until the close."""
+
+    async def readuntil(self, *args):
+        await asyncio.Event().wait()
+
+    async def readline(self):
+        await asyncio.Event().wait()
+
+    async def read(self, *args):
+        await asyncio.Event().wait()
+
+    _buffer = b""
 
 
 class RelaySMTP(SMTP):
@@ -89,8 +105,7 @@ class RelaySMTP(SMTP):
                 self._held.append(response + b"\r\n" + b"421 4.7.0 Error: too many errors\r\n")
                 self._writer.write(b"".join(self._held))
                 self._held.clear()
-                self._reader._buffer.clear()  # type: ignore[attr-defined]  # the rest is not read
-                self.transport.close()
+                self._hang_up()
                 return
         self._since_yield += 1
         if self._since_yield >= YIELD_EVERY:
@@ -98,6 +113,29 @@ class RelaySMTP(SMTP):
             self._since_yield = 0
             await asyncio.sleep(0)
         await self._push(response)
+
+    def _hang_up(self) -> None:
+        """Close after the last reply without losing it: stop executing commands (the handler
+        loop waits on a reader that never answers), send FIN, drop what the client still
+        pipelines for up to a second, then close (closing with unread input would reset the
+        connection and the client might never see the 421)."""
+        real = self._reader
+        self._reader = _Stalled()
+        with contextlib.suppress(Exception):
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+
+        async def drop_then_close() -> None:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 1.0
+            with contextlib.suppress(Exception):
+                while (left := end - loop.time()) > 0:
+                    if not await asyncio.wait_for(real.read(1 << 16), left):
+                        break
+            if self.transport is not None:
+                self.transport.close()
+
+        self._closer = asyncio.ensure_future(drop_then_close())
 
     async def _push(self, response: bytes) -> None:
         """Send a reply, but hold it while the client has more pipelined commands waiting in
@@ -186,6 +224,8 @@ class RelayHandler(Authenticator):
                           mail_options: list[str]) -> str:
         if self.submission and not session.authenticated:
             return policy.AUTH_REQUIRED
+        if address == "<>":   # the null sender: aiosmtpd (email's get_angle_addr) keeps the brackets
+            address = ""
         smtputf8 = any(o.upper() == "SMTPUTF8" for o in mail_options)
         reply = policy.check_sender(address, smtputf8=smtputf8)
         if reply:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from relay.events import ChangeBus
-from relay.store import index, maildir, mime, names
+from relay.store import copyjournal, index, maildir, mime, names
 from relay.store.names import INBOX, SEPARATOR
 from relay.store.types import (SYSTEM_FLAGS, FolderInfo, FolderState, HeaderFields, MessageRecord,
                                StoreError)
@@ -112,6 +112,7 @@ class UserStore:
         self._closed = False
         if created:
             self._bootstrap()
+        self._recover()
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -138,6 +139,26 @@ class UserStore:
                 self.create(name, special_use=use)
                 self.subscribe(name)
         self.subscribe(INBOX)
+
+    TMP_SWEEP_EVERY = 3600.0   # seconds between sweeps of stale tmp/ files while running
+
+    def _recover(self) -> None:
+        """Finish or undo COPY/MOVEs a crash interrupted (all or nothing, see copyjournal.py);
+        delete tmp/ files older than 36 hours (a killed APPEND or delivery)."""
+        for fid, name in self._db.execute("SELECT id, name FROM folders").fetchall():
+            dn = names.to_dirname(name)
+            path = self.root / dn if dn else self.root
+
+            def committed(base: str, fid=fid) -> bool:
+                return self._db.execute("SELECT 1 FROM messages WHERE folder=? AND base=?",
+                                        (fid, base)).fetchone() is not None
+            try:
+                if copyjournal.recover(path, committed):
+                    log.info("%s: finished or undid an interrupted copy into %s", self.address, name)
+                copyjournal.sweep_tmp(path)
+            except OSError as e:
+                log.warning("%s: cannot clean up %s/tmp: %s", self.address, name, e)
+        self._swept = time.monotonic()
 
     def _disk_folders(self) -> list[str]:
         out = []
@@ -228,6 +249,8 @@ class UserStore:
         """Pick up files delivered to new/ or changed in cur/ by other programs; True if the
         index changed. Cheap when nothing happened (one listing of new/, one stat)."""
         with self._lock:
+            if time.monotonic() - self._swept > self.TMP_SWEEP_EVERY:
+                self._recover()
             return self._sync(self._folder(folder))
 
     def _sync(self, f: _Folder) -> bool:
@@ -747,52 +770,71 @@ class UserStore:
             done_new: list[int] = []
             uid, dmod, smod = dst.uidnext, dst.highestmodseq, src.highestmodseq
             dkw = self._kwmap(dst, {k for r in rows for k in r[3].split()})
-            with self._tx() as db:
-                for (suid, base, fname, flagtext, idate, tzo, *cached, size, vsize) in rows:
-                    srcpath = src.path / "cur" / fname
-                    flags = set(flagtext.split())
-                    keep_name = maildir.cur_name(base, flags, dkw)
-                    if move and not (dst.path / "cur" / keep_name).exists() and \
-                            db.execute("SELECT 1 FROM messages WHERE folder=? AND base=?", (dst.id, base)).fetchone() is None:
-                        newbase, newname = base, keep_name     # dst was just synced: the index knows
-                        try:
-                            os.rename(srcpath, dst.path / "cur" / newname)
-                        except FileNotFoundError:
-                            continue
-                    else:
-                        newbase = maildir.new_unique()
-                        newname = maildir.cur_name(newbase, flags, dkw)
-                        try:
-                            _link_or_copy(srcpath, dst.path, newname)
-                        except FileNotFoundError:
-                            continue
+            # All or nothing across a crash (relay/store/copyjournal.py): journal, stage links in
+            # dst/tmp/, commit the index, then rename into cur/ (and unlink MOVE sources).
+            plan = []
+            for row in rows:
+                base, fname, flagtext = row[1], row[2], row[3]
+                flags = set(flagtext.split())
+                keep_name = maildir.cur_name(base, flags, dkw)
+                if move and not same and not (dst.path / "cur" / keep_name).exists() and \
+                        self._db.execute("SELECT 1 FROM messages WHERE folder=? AND base=?",
+                                         (dst.id, base)).fetchone() is None:
+                    newbase, newname = base, keep_name     # dst was just synced: the index knows
+                else:
+                    newbase = maildir.new_unique()
+                    newname = maildir.cur_name(newbase, flags, dkw)
+                plan.append((row, src.path / "cur" / fname, newbase, newname))
+            journal = copyjournal.begin(dst.path, [(newname, str(sp) if move else "")
+                                                   for _, sp, _, newname in plan])
+            try:
+                staged = [copyjournal.stage(journal, i, sp) for i, (_, sp, _, _) in enumerate(plan)]
+            except BaseException:
+                copyjournal.abort(journal)
+                raise
+            committed = False
+            try:
+                with self._tx() as db:
+                    for ok, ((suid, base, fname, flagtext, idate, tzo, *cached, size, vsize), srcpath, newbase,
+                             newname) in zip(staged, plan):
+                        if not ok:
+                            continue   # the source file vanished meanwhile
+                        flags = set(flagtext.split())
+                        dmod += 1
+                        _note_keywords(db, dst.id, flags)
+                        db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, "
+                                   "vsize, internaldate, tzoffset, modseq, recent, envelope, "
+                                   "bodystructure, envelope_wire, body_wire, hdr_subject, hdr_from, "
+                                   "hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date) "
+                                   "VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?)",
+                                   (dst.id, uid, newbase, newname, flagtext, size, vsize, idate, tzo, dmod,
+                                    *cached))
                         if move:
-                            os.unlink(srcpath)
-                    dmod += 1
-                    _note_keywords(db, dst.id, flags)
-                    db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, "
-                               "vsize, internaldate, tzoffset, modseq, recent, envelope, "
-                               "bodystructure, envelope_wire, body_wire, hdr_subject, hdr_from, "
-                               "hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date) "
-                               "VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?)",
-                               (dst.id, uid, newbase, newname, flagtext, size, vsize, idate, tzo, dmod,
-                                *cached))
-                    if move:
-                        if same:        # one MODSEQ counter for the one folder
-                            dmod += 1
-                            smod = dmod
-                        else:
-                            smod += 1
-                        db.execute("DELETE FROM messages WHERE folder=? AND uid=?", (src.id, suid))
-                        db.execute("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)", (src.id, suid, smod))
-                    done_src.append(suid)
-                    done_new.append(uid)
-                    uid += 1
-                db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, cur_mtime=? WHERE id=?",
-                           (uid, dmod, maildir.mtime_ns(dst.path / "cur"), dst.id))
+                            if same:        # one MODSEQ counter for the one folder
+                                dmod += 1
+                                smod = dmod
+                            else:
+                                smod += 1
+                            db.execute("DELETE FROM messages WHERE folder=? AND uid=?", (src.id, suid))
+                            db.execute("INSERT OR REPLACE INTO expunged VALUES (?, ?, ?)", (src.id, suid, smod))
+                        done_src.append(suid)
+                        done_new.append(uid)
+                        uid += 1
+                    db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, cur_mtime=? WHERE id=?",
+                               (uid, dmod, maildir.mtime_ns(dst.path / "cur"), dst.id))
+                    if move and not same:
+                        db.execute("UPDATE folders SET highestmodseq=?, cur_mtime=? WHERE id=?",
+                                   (smod, maildir.mtime_ns(src.path / "cur"), src.id))
+                committed = True
+            finally:
+                if not committed:
+                    copyjournal.abort(journal)
+            copyjournal.finish(journal)
+            with self._tx() as db:   # the renames changed cur/: remember its new mtime
+                db.execute("UPDATE folders SET cur_mtime=? WHERE id=?", (maildir.mtime_ns(dst.path / "cur"), dst.id))
                 if move and not same:
-                    db.execute("UPDATE folders SET highestmodseq=?, cur_mtime=? WHERE id=?",
-                               (smod, maildir.mtime_ns(src.path / "cur"), src.id))
+                    db.execute("UPDATE folders SET cur_mtime=? WHERE id=?",
+                               (maildir.mtime_ns(src.path / "cur"), src.id))
             result = (dst.uidvalidity, done_src, done_new)
         if done_new:
             self._notify(dst.name, *([src.name] if move else []))
@@ -846,14 +888,3 @@ def _like_prefix(name: str) -> str:
     esc = name.replace("!", "!!").replace("%", "!%").replace("_", "!_")
     return esc + SEPARATOR + "%"
 
-
-def _link_or_copy(src: Path, dest_root: Path, name: str) -> None:
-    target = dest_root / "cur" / name
-    try:
-        os.link(src, target)
-    except FileNotFoundError:
-        raise
-    except OSError:
-        tmp = dest_root / "tmp" / name
-        shutil.copy2(src, tmp)
-        os.rename(tmp, target)
