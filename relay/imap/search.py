@@ -21,10 +21,13 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
-from relay.imap.backend import Mailbox, MessageRecord
+from relay.errors import RelayError
+from relay.imap.backend import BackendError, Mailbox, MessageRecord
 from relay.store.mime import _value, _values, address_text, parse_header, parse_tree, split_header
 
 ADDRESS_FIELDS = frozenset({"FROM", "TO", "CC", "BCC"})
+_VANISHED = (BackendError, RelayError)     # a message file/row gone while searching …
+_GONE = ("EXPUNGEISSUED", "NONEXISTENT")    # … says one of these codes
 
 
 class SearchTarget(Protocol):
@@ -272,7 +275,12 @@ class _Target:
         self._msg = None
 
     def header(self, name: str) -> bytes | None:
-        return self.mb.header(self.folder, self.uid, name)
+        try:
+            return self.mb.header(self.folder, self.uid, name)
+        except _VANISHED as e:
+            if getattr(e, "code", "") not in _GONE:
+                raise
+            return None
 
     def header_all(self, name: str) -> list[bytes]:
         if self._msg is None:
@@ -282,7 +290,12 @@ class _Target:
 
     def read(self) -> bytes:
         if self._data is None:
-            self._data = self.mb.read(self.folder, self.uid)
+            try:
+                self._data = self.mb.read(self.folder, self.uid)
+            except _VANISHED as e:     # expunged by another session meanwhile: no text
+                if getattr(e, "code", "") not in _GONE:
+                    raise
+                self._data = b""
         return self._data
 
 

@@ -766,7 +766,9 @@ class Session:
                 try:
                     line = self._fetch_one(i + 1, rec, atts, rec.uid in seen_now, envs.get(rec.uid))
                 except (BackendError, RelayError) as e:
-                    if getattr(e, "code", "") != "EXPUNGEISSUED":
+                    # the store says EXPUNGEISSUED when the file went, NONEXISTENT when the
+                    # index row went (another session's EXPUNGE between records() and read())
+                    if getattr(e, "code", "") not in ("EXPUNGEISSUED", "NONEXISTENT"):
                         raise
                     # expunged by another session while we answer: the rest of the command
                     # still gets its data and OK (RFC 2180 4.1.2, as Dovecot does)
