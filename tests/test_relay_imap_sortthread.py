@@ -109,7 +109,7 @@ def test_ordered_subject():
 def test_esearch_encoding():
     opts, rest = parse_return([Atom("RETURN"), [Atom("MIN"), Atom("COUNT"), Atom("ALL")], Atom("ALL")])
     assert rest == [Atom("ALL")]
-    assert encode("A1", False, [1, 2, 3, 7], opts) == 'ESEARCH (TAG "A1") MIN 1 COUNT 4 ALL 1:3,7'
+    assert encode("A1", False, [1, 2, 3, 7], opts) == 'ESEARCH (TAG "A1") MIN 1 ALL 1:3,7 COUNT 4'
     assert encode("A1", True, [], opts) == 'ESEARCH (TAG "A1") UID COUNT 0'
     opts, _ = parse_return([Atom("RETURN"), [], Atom("ALL")])
     assert opts.options == ["ALL"]

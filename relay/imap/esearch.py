@@ -79,7 +79,9 @@ def encode(tag: str, uid: bool, result: Sequence[int], opts: ReturnOptions,
     out = ['ESEARCH (TAG "' + tag.replace("\\", "\\\\").replace('"', '\\"') + '")']
     if uid:
         out.append("UID")
-    for name in opts.options:
+    for name in ("MIN", "MAX", "ALL", "PARTIAL", "COUNT"):     # Dovecot's order, whatever was asked
+        if name not in opts.options:
+            continue
         if name == "MIN" and result:
             out.append(f"MIN {result[0]}")
         elif name == "MAX" and result:
