@@ -522,3 +522,34 @@ def test_keywords_in_file_names_follow_moves_and_external_changes(store):
     u.append("Drafts", msg(2), many)              # beyond 26 letters: index only
     assert u.records("Drafts")[0].flags == set(many)
     assert len((u.root / ".Drafts" / "dovecot-keywords").read_text().splitlines()) == 26
+
+
+def test_cached_mime_data_of_an_older_analyser_is_refreshed(tmp_path, monkeypatch):
+    """An index whose ENVELOPE/BODYSTRUCTURE/SEARCH columns came from an older relay.store.mime
+    is re-analysed chunk by chunk as its folders sync, keeping UIDs and UIDVALIDITY."""
+    from relay.store import mailbox
+    monkeypatch.setattr(mailbox, "REFRESH_CHUNK", 2)
+    odd = b"From: <>\r\nTo: a@b.c\r\nTo: d@e.f\r\nSubject: s\r\n\r\nbody\r\n"
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        for _ in range(5):
+            u.append("INBOX", odd)
+        validity = u.state("INBOX").uidvalidity
+        good = u.envelope("INBOX", 1)
+        db = sqlite3.connect(u.root / index.FILENAME)       # as an older relay left it
+        db.execute("UPDATE messages SET envelope=?, envelope_wire=?, hdr_to='old'",
+                   (index.pack([None] * 10), mime.imap_encode([None] * 10)))
+        db.execute("UPDATE meta SET value='1' WHERE key='mime'")
+        db.commit()
+        db.close()
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        st = u.state("INBOX")                                 # each sync refreshes a chunk
+        assert st.uidvalidity == validity and st.uids == [1, 2, 3, 4, 5]
+        for _ in range(3):
+            u.version("INBOX")
+        assert all(u.envelope("INBOX", uid) == good for uid in st.uids)
+        assert u.envelopes_wire("INBOX")[5] == mime.imap_encode(good)
+        assert u.search_header("INBOX", "to", "d@e.f") == {1, 2, 3, 4, 5}
+    with MailStore(tmp_path / "mail") as s:                   # done: nothing left to refresh
+        assert s.user(ADDR)._stale == {}

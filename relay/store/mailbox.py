@@ -87,6 +87,23 @@ def _note_keywords(db, folder_id: int, flags: Iterable[str]) -> None:
         db.executemany("INSERT OR IGNORE INTO keywords VALUES (?, ?)", kws)
 
 
+def _analysed(data: bytes, fn: str) -> tuple:
+    """The cached columns of a message: ENVELOPE and BODYSTRUCTURE (packed and IMAP-encoded),
+    the SEARCH header columns and References."""
+    try:
+        env, body, h = mime.analyse(data)
+    except Exception:   # one odd message must not make its whole folder unusable
+        log.exception("cannot analyse message %s; indexing it as text/plain", fn)
+        env, body, h = [None] * 10, mime.bodystructure(b"\r\n" + data), HeaderFields(
+            "", "", "", "", "", "", None)
+    return (index.pack(env), index.pack(body), mime.imap_encode(env),
+            mime.imap_encode(body), h.subject, h.from_, h.to, h.cc, h.bcc,
+            h.message_id, h.date, h.references)
+
+
+REFRESH_CHUNK = 2000    # stale cached messages re-analysed per sync of a folder
+
+
 class _Folder:
     __slots__ = ("id", "name", "path", "uidvalidity", "uidnext", "highestmodseq",
                  "cur_mtime", "selectable", "special_use")
@@ -113,6 +130,7 @@ class UserStore:
         if created:
             self._bootstrap()
         self._recover()
+        self._stale = self._mime_stale_ranges(created)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -253,7 +271,54 @@ class UserStore:
                 self._recover()
             return self._sync(self._folder(folder))
 
+    # ------------------------------------------------------------------ cache refresh
+    def _mime_stale_ranges(self, created: bool) -> dict[int, tuple[int, int]]:
+        """Folders whose cached ENVELOPE/BODYSTRUCTURE/SEARCH columns were made by an older
+        relay.store.mime (meta 'mime' < mime.CACHE_VERSION): folder id → (next uid, last uid)
+        still to re-analyse. Kept in meta, so a refresh cut short goes on at the next start."""
+        db = self._db
+        row = db.execute("SELECT value FROM meta WHERE key='mime'").fetchone()
+        if row is None or row[0] != str(mime.CACHE_VERSION):
+            with self._tx():
+                if not created:
+                    for fid, uidnext in db.execute("SELECT id, uidnext FROM folders").fetchall():
+                        if uidnext > 1:
+                            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                       (f"mime_todo:{fid}", f"1 {uidnext - 1}"))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('mime', ?)", (str(mime.CACHE_VERSION),))
+        out = {}
+        for key, value in db.execute("SELECT key, value FROM meta WHERE key LIKE 'mime_todo:%'"):
+            nxt, last = value.split()
+            out[int(key.split(":", 1)[1])] = (int(nxt), int(last))
+        return out
+
+    def _refresh_cached(self, f: _Folder) -> None:
+        """Re-analyse the next REFRESH_CHUNK stale messages of ``f`` (see _mime_stale_ranges)."""
+        nxt, last = self._stale[f.id]
+        rows = self._db.execute("SELECT uid, filename FROM messages WHERE folder=? AND uid BETWEEN ? AND ? "
+                                "ORDER BY uid LIMIT ?", (f.id, nxt, last, REFRESH_CHUNK)).fetchall()
+        updates = []
+        for uid, fn in rows:
+            try:
+                data = mime.to_crlf((f.path / "cur" / fn).read_bytes())
+            except FileNotFoundError:
+                continue
+            updates.append(_analysed(data, fn) + (f.id, uid))
+        key = f"mime_todo:{f.id}"
+        with self._tx() as db:
+            db.executemany("UPDATE messages SET envelope=?, bodystructure=?, envelope_wire=?, body_wire=?, "
+                           "hdr_subject=?, hdr_from=?, hdr_to=?, hdr_cc=?, hdr_bcc=?, hdr_message_id=?, "
+                           "hdr_date=?, hdr_references=? WHERE folder=? AND uid=?", updates)
+            if len(rows) < REFRESH_CHUNK:
+                db.execute("DELETE FROM meta WHERE key=?", (key,))
+                del self._stale[f.id]
+            else:
+                self._stale[f.id] = (rows[-1][0] + 1, last)
+                db.execute("UPDATE meta SET value=? WHERE key=?", (f"{rows[-1][0] + 1} {last}", key))
+
     def _sync(self, f: _Folder) -> bool:
+        if self._stale and f.id in self._stale:
+            self._refresh_cached(f)
         new_files = maildir.listing(f.path, "new")
         cur_m = maildir.mtime_ns(f.path / "cur")
         if not new_files and cur_m == f.cur_mtime:
@@ -330,15 +395,7 @@ class UserStore:
                         data: bytes, internaldate: int, tzoffset: int, modseq: int, recent: bool,
                         cached: tuple | None = None) -> None:
         if cached is None:
-            try:
-                env, body, h = mime.analyse(data)
-            except Exception:   # one odd message must not make its whole folder unusable
-                log.exception("cannot analyse message %s; indexing it as text/plain", fn)
-                env, body, h = [None] * 10, mime.bodystructure(b"\r\n" + data), HeaderFields(
-                    "", "", "", "", "", "", None)
-            cached = (index.pack(env), index.pack(body), mime.imap_encode(env),
-                      mime.imap_encode(body), h.subject, h.from_, h.to, h.cc, h.bcc,
-                      h.message_id, h.date, h.references)
+            cached = _analysed(data, fn)
         _note_keywords(db, folder_id, flags)
         vsize = len(data) + data.count(b"\n") - data.count(b"\r\n")
         db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, vsize, "

@@ -21,6 +21,11 @@ from email.policy import compat32
 
 from relay.store.types import HeaderFields
 
+#: Version of what ``analyse`` produces; a store re-analyses messages cached by an older one.
+#: 2: one MIME tree (Dovecot's boundary rules), MISSING_*/routes/repeated To-Cc in ENVELOPE,
+#: RFC 2231 merging, address-form SEARCH columns.
+CACHE_VERSION = 2
+
 _BLANK = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(r"\r?\n[ \t]")        # unfolding: CRLF + WSP → one space (as Dovecot)
 _parser = BytesHeaderParser(policy=compat32)
