@@ -203,3 +203,25 @@ def test_context_update_steps_replay_to_the_new_order():
             cur[pos - 1:pos - 1] = items
     assert cur == new
     assert context_updates([1, 2], [2, 3], False) == [("REMOVEFROM", 0, [1]), ("ADDTO", 0, [3])]
+
+
+def test_sort_cache_loads_each_row_once_and_forgets_expunged():
+    from relay.imap.sortkeys import SortCache
+
+    loads = []
+
+    def load(uids):
+        loads.append(list(uids))
+        return [(u, 100 + u, 10, None, f"s{u % 3}", env(frm=[[None, None, b"a%d" % u, b"x"]]), "")
+                for u in uids]
+
+    c = SortCache()
+    data = c.rows_for([1, 2, 3], load)
+    assert [m.uid for m in sort_messages(data, [("SUBJECT", False)], c)] == [3, 1, 2]
+    c.rows_for([1, 2, 3, 4], load)
+    assert loads == [[1, 2, 3], [4]]
+    assert c.keys["SUBJECT"] == {1: b"S1", 2: b"S2", 3: b"S0"}
+    many = list(range(10, 2100))
+    c.rows_for(many, load)
+    c.rows_for(many[:900], load)          # the rest were expunged: their entries go
+    assert len(c.rows) == 900 and 1 not in c.keys["SUBJECT"]

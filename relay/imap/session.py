@@ -24,6 +24,7 @@ import binascii
 import bisect
 import datetime as _dt
 import re
+import weakref
 from collections.abc import Awaitable, Callable
 
 import logging
@@ -44,7 +45,7 @@ from relay.imap import qresync as QR
 from relay.imap import binary as BX
 from relay.imap import append as AP
 from relay.imap import notify as NT
-from relay.imap.sortkeys import SortError, from_store_row, parse_criteria, sort_messages
+from relay.imap.sortkeys import SortCache, SortError, parse_criteria, sort_messages
 from relay.errors import RelayError
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -354,6 +355,7 @@ class Session:
         st = await asyncio.to_thread(mb.state, name)
         self.folder, self.readonly, self.state = name, readonly, "selected"
         self.uids = list(st.uids)
+        self.view_validity = st.uidvalidity
         self.version = version
         self.modseq_seen = st.highestmodseq
         self.own_modseqs.clear()
@@ -995,11 +997,24 @@ class Session:
         self.tagged(tag, "OK", note + ("UID " if uid_mode else "") + verb + " completed")
 
     def _sort_data(self, idx: list[int]):
-        """SortData for the view's messages at 0-based ``idx``, with a UID → index map."""
+        """SortData for the view's messages at 0-based ``idx``, a UID → index map and the
+        folder's SortCache. Call with the cache's lock held (``self._sort_lock()``)."""
         uids = [self.uids[i] for i in idx]
-        rows = self._mb().sort_fields(self.folder, uids)
+        mb, folder = self._mb(), self.folder
+        cache = _sort_cache(mb, folder, getattr(self, "view_validity", 0))
+        data = cache.rows_for(uids, lambda missing: mb.sort_fields(folder, missing))
         pos = {self.uids[i]: i for i in idx}
-        return [from_store_row(r) for r in rows], pos
+        return data, pos, cache
+
+    async def _sort_hits(self, keys) -> list[tuple[int, int]]:
+        """The messages a SORT/THREAD looks at; ALL needs no search (the sort reads the index
+        anyway, and skips messages another session expunged)."""
+        if keys == [("all",)]:
+            return [(i, 0) for i in range(len(self.uids))]
+        return await asyncio.to_thread(self._search, keys)
+
+    def _sort_lock(self):
+        return _sort_cache(self._mb(), self.folder, getattr(self, "view_validity", 0)).lock
 
     # SORT / THREAD (RFC 5256) ----------------------------------------------------------------
     async def cmd_SORT(self, tag, args, uid_mode: bool = False):
@@ -1014,11 +1029,12 @@ class Session:
         keys = self._search_keys(tag, [Atom("CHARSET"), args[1]] + list(args[2:]))
         if keys is None:
             return
-        hits = await asyncio.to_thread(self._search, keys)
+        hits = await self._sort_hits(keys)
 
         def run():
-            data, pos = self._sort_data([i for i, _ in hits])
-            return [pos[m.uid] for m in sort_messages(data, criteria)]
+            with self._sort_lock():
+                data, pos, cache = self._sort_data([i for i, _ in hits])
+                return [pos[m.uid] for m in sort_messages(data, criteria, cache)]
 
         order = await asyncio.to_thread(run)
         if ret is not None:
@@ -1042,11 +1058,13 @@ class Session:
         keys = self._search_keys(tag, [Atom("CHARSET"), args[1]] + list(args[2:]))
         if keys is None:
             return
-        hits = await asyncio.to_thread(self._search, keys)
+        hits = await self._sort_hits(keys)
 
         def run():
-            data, pos = self._sort_data([i for i, _ in hits])
-            roots = TH.references(data) if algo == "REFERENCES" else TH.ordered_subject(data)
+            with self._sort_lock():
+                data, pos, cache = self._sort_data([i for i, _ in hits])
+                roots = (TH.references(data, cache) if algo == "REFERENCES"
+                         else TH.ordered_subject(data, cache))
             return TH.encode_threads(roots, (lambda m: m.uid) if uid_mode else (lambda m: pos[m.uid] + 1))
 
         text = await asyncio.to_thread(run)
@@ -1156,8 +1174,9 @@ class Session:
             if ctx.criteria is None:
                 new = [self.uids[i] for i, _ in hits]
             else:
-                data, _pos = self._sort_data([i for i, _ in hits])
-                new = [m.uid for m in sort_messages(data, ctx.criteria)]
+                with self._sort_lock():
+                    data, _pos, cache = self._sort_data([i for i, _ in hits])
+                    new = [m.uid for m in sort_messages(data, ctx.criteria, cache)]
             self._context_send(ctag, ctx, new)
 
     def _context_send(self, ctag: str, ctx: "ES.LiveResult", new: list[int]) -> None:
@@ -1343,6 +1362,22 @@ def _lenient_mutf7(s: str) -> str:
         return mutf7_decode(s)
     except ParseError:
         return s
+
+
+_SORT_CACHES: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+
+
+def _sort_cache(mb, folder: str, validity: int) -> SortCache:
+    """The SortCache of a user's folder, shared by that user's sessions (a few folders each)."""
+    per = _SORT_CACHES.get(mb)
+    if per is None:
+        per = _SORT_CACHES[mb] = {}
+    c = per.get((folder, validity))
+    if c is None:
+        while len(per) >= 4:
+            per.pop(next(iter(per)))
+        c = per[(folder, validity)] = SortCache()
+    return c
 
 
 def _in(uids: list[int], uid: int) -> bool:

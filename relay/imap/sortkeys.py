@@ -42,10 +42,62 @@ class SortData(NamedTuple):
 
 def from_store_row(row) -> SortData:
     """A row of relay.store's ``sort_fields`` (uid, internaldate, vsize, Date: or None,
-    subject, envelope, references) as SortData; DATE falls back to INTERNALDATE."""
+    subject, envelope, references) as SortData; DATE falls back to INTERNALDATE. Only what
+    sorting and threading read is kept of the envelope (first From/To/Cc address,
+    In-Reply-To, Message-ID), so a cached row stays small."""
     uid, arrival, vsize, date, subject, env, refs = row
+    if env:
+        env = [None, None, (env[2] or [])[:1], None, None, (env[5] or [])[:1], (env[6] or [])[:1],
+               None, env[8], env[9]]
     return SortData(uid, float(arrival), float(date) if date else float(arrival), vsize,
                     subject or "", env, refs or "")
+
+
+class SortCache:
+    """Sort and thread inputs of one folder (one UIDVALIDITY), kept between commands and
+    sessions: a message's headers never change, so what was computed for a UID stays right as
+    long as the UID exists. Rows come from the index once; each sort key and each message's
+    thread ids are computed once, on first use. Not thread-safe on its own: the session uses
+    it under ``lock``."""
+
+    def __init__(self) -> None:
+        import threading
+        self.lock = threading.Lock()
+        self.rows: dict[int, SortData] = {}
+        self.keys: dict[str, dict[int, object]] = {}
+        self.extra: dict[str, dict[int, object]] = {}
+
+    def rows_for(self, uids, load) -> list[SortData]:
+        """SortData for ``uids`` (ascending); ``load(missing_uids)`` gives store rows."""
+        missing = [u for u in uids if u not in self.rows]
+        if missing:
+            for r in load(missing):
+                self.rows[r[0]] = from_store_row(r)
+        if len(self.rows) > 2 * max(len(uids), 1000):     # expunged messages: forget them
+            keep = set(uids)
+            for u in [u for u in self.rows if u not in keep]:
+                self._forget(u)
+        return [self.rows[u] for u in uids if u in self.rows]
+
+    def _forget(self, uid: int) -> None:
+        self.rows.pop(uid, None)
+        for d in list(self.keys.values()) + list(self.extra.values()):
+            d.pop(uid, None)
+
+    def key(self, m: SortData, key: str):
+        d = self.keys.setdefault(key, {})
+        v = d.get(m.uid)
+        if v is None:
+            v = d[m.uid] = sort_key(m, key)
+        return v
+
+    def memo(self, name: str, m: SortData, fn):
+        """Any other per-message value (thread ids, base subject with its reply flag)."""
+        d = self.extra.setdefault(name, {})
+        v = d.get(m.uid)
+        if v is None:
+            v = d[m.uid] = fn(m)
+        return v
 
 
 # ------------------------------------------------------------------------------ criteria
@@ -228,16 +280,20 @@ def sort_key(m: SortData, key: str):
     return casemap(address_key(m.envelope, key)).encode("utf-8", "surrogatepass")
 
 
-def sort_messages(msgs: Sequence[SortData], criteria: list[tuple[str, bool]]) -> list[SortData]:
+def sort_messages(msgs: Sequence[SortData], criteria: list[tuple[str, bool]],
+                  cache: SortCache | None = None) -> list[SortData]:
     """``msgs`` (in sequence order) ordered by ``criteria``; ties keep sequence order.
     Strings compare as UTF-8 bytes of their case-mapped form (strcmp, as Dovecot)."""
     out = list(msgs)
     # stable sorts from the least significant key up: each key's REVERSE applies to it alone
     for key, reverse in reversed(criteria):
-        keys = {id(m): sort_key(m, key) for m in out}
-        out.sort(key=lambda m: keys[id(m)], reverse=reverse)
+        if cache is not None:
+            out.sort(key=lambda m: cache.key(m, key), reverse=reverse)
+        else:
+            keys = {id(m): sort_key(m, key) for m in out}
+            out.sort(key=lambda m: keys[id(m)], reverse=reverse)
     return out
 
 
 __all__ = ["SORT_KEYS", "SortData", "SortError", "address_key", "base_subject", "casemap",
-           "from_store_row", "parse_criteria", "sort_key", "sort_messages"]
+           "SortCache", "from_store_row", "parse_criteria", "sort_key", "sort_messages"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from relay.imap.sortkeys import SortData, base_subject
+from relay.imap.sortkeys import SortCache, SortData, base_subject
 
 
 class Node:
@@ -87,12 +87,18 @@ def _date_uid(m: SortData) -> tuple[float, int]:
     return (m.date, m.uid)
 
 
-def ordered_subject(msgs: Sequence[SortData]) -> list[Node]:
+def _base(m: SortData, cache: SortCache | None) -> tuple[str, bool]:
+    if cache is None:
+        return base_subject(m.subject)
+    return cache.memo("base", m, lambda x: base_subject(x.subject))
+
+
+def ordered_subject(msgs: Sequence[SortData], cache: SortCache | None = None) -> list[Node]:
     """RFC 5256 ORDEREDSUBJECT: messages grouped by base subject; each group is the first
     message (by sent date) with the others as its children; groups in order of their first."""
     groups: dict[str, list[SortData]] = {}
-    for m in sorted(msgs, key=lambda m: (base_subject(m.subject)[0], m.date, m.uid)):
-        groups.setdefault(base_subject(m.subject)[0], []).append(m)
+    for m in sorted(msgs, key=lambda m: (_base(m, cache)[0], m.date, m.uid)):
+        groups.setdefault(_base(m, cache)[0], []).append(m)
     roots = []
     for members in groups.values():
         root = Node(members[0])
@@ -133,13 +139,23 @@ def _sort_date(node: Node, cache: dict) -> tuple[float, int]:
     return got
 
 
-def references(msgs: Sequence[SortData]) -> list[Node]:
+def _ids(m: SortData) -> tuple[str | None, tuple[str, ...]]:
+    """(own Message-ID, the ids that give its parents: References, else In-Reply-To)."""
+    env = m.envelope or []
+    mid = first_message_id(env[9] if len(env) > 9 else None)
+    refs = message_ids(m.references)
+    if not refs:
+        irt = first_message_id(env[8] if len(env) > 8 else None)
+        refs = [irt] if irt else []
+    return mid, tuple(refs)
+
+
+def references(msgs: Sequence[SortData], cache: SortCache | None = None) -> list[Node]:
     """RFC 5256 THREAD=REFERENCES over ``msgs`` (in UID order)."""
     table: dict[str, Node] = {}
     own: list[Node] = []
     for m in msgs:
-        env = m.envelope or []
-        mid = first_message_id(env[9] if len(env) > 9 else None)
+        mid, refs = _ids(m) if cache is None else cache.memo("ids", m, _ids)
         node = table.get(mid) if mid is not None else None
         if node is None or node.msg is not None:     # new id, no id, or a duplicate
             node = Node(m)
@@ -148,10 +164,6 @@ def references(msgs: Sequence[SortData]) -> list[Node]:
         else:
             node.msg = m                              # a dummy created by an earlier reference
         own.append(node)
-        refs = message_ids(m.references)
-        if not refs:
-            irt = first_message_id(env[8] if len(env) > 8 else None)
-            refs = [irt] if irt else []
         prev: Node | None = None
         for r in refs:
             ref = table.get(r)
@@ -180,7 +192,7 @@ def references(msgs: Sequence[SortData]) -> list[Node]:
         while p.msg is None and p.parent is not None:
             p = p.parent
         p.children.append(n)
-    cache: dict = {}
+    subjects, cache = cache, {}          # cache: sort positions of nodes (dummies)
     roots = [r for r in roots if r.msg is not None or r.children]
     for i, r in enumerate(roots):      # a top dummy with one child: the child is the root
         if r.msg is None and len(r.children) == 1:
@@ -188,7 +200,7 @@ def references(msgs: Sequence[SortData]) -> list[Node]:
     for r in roots:
         r.parent = None
     roots.sort(key=lambda r: _sort_date(r, cache))
-    roots = _gather_subjects(roots, cache)
+    roots = _gather_subjects(roots, cache, subjects)
     # (6) siblings by sent date, then UID
     stack = list(roots)
     while stack:
@@ -199,7 +211,7 @@ def references(msgs: Sequence[SortData]) -> list[Node]:
     return roots
 
 
-def _gather_subjects(roots: list[Node], cache: dict) -> list[Node]:
+def _gather_subjects(roots: list[Node], cache: dict, subjects: SortCache | None = None) -> list[Node]:
     """Step (5): threads whose (oldest) messages share a base subject are merged."""
     n = len(roots)
     up: list[int | None] = [None] * n       # index of the root this one merges into
@@ -208,7 +220,7 @@ def _gather_subjects(roots: list[Node], cache: dict) -> list[Node]:
     table: dict[str, int] = {}
     for i, r in enumerate(roots):
         first = r if r.msg is not None else min(r.children, key=lambda c: _sort_date(c, cache))
-        subj, reply[i] = base_subject(first.msg.subject)
+        subj, reply[i] = _base(first.msg, subjects)
         if not subj:
             continue
         held = table.get(subj)
