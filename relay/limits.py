@@ -135,10 +135,11 @@ class OncePerSecond(logging.Filter):
     INFO lines (one per message queued or delivered) always pass: they are the mail log."""
 
     def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 level: int = logging.WARNING):
+                 level: int = logging.WARNING, tracebacks: bool = True):
         super().__init__()
         self.limit = RateLimit(interval, clock)
         self.level = level
+        self.tracebacks = tracebacks
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < self.level:
@@ -146,6 +147,13 @@ class OncePerSecond(logging.Filter):
         ok, held = self.limit.allow(f"{record.name}\0{record.msg}")
         if ok and held:
             record.msg = f"{record.msg} ({held} similar suppressed)"
+        if ok and not self.tracebacks and record.exc_info:
+            # a client can trigger these at will (aiosmtpd logs a failed STARTTLS handshake
+            # with a traceback): one line naming the exception is enough
+            exc = record.exc_info[1]
+            detail = f"{type(exc).__name__}: {exc}".replace("%", "%%")
+            record.msg = f"{record.msg}: {detail}"
+            record.exc_info, record.exc_text = None, None
         return ok
 
 

@@ -52,9 +52,22 @@ def setup_logging(cfg: RelayConfig, *, foreground: bool, level: int = logging.IN
         h.setFormatter(fmt)
         h.addFilter(OncePerSecond())   # a flood of one warning: one line a second, with a count
         logger.addHandler(h)
-    # aiosmtpd logs every connection at INFO; keep only its warnings.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # aiosmtpd logs every connection at INFO; keep only its warnings, one a second per kind,
+    # without tracebacks (clients can cause them at will, e.g. by dropping a STARTTLS handshake)
+    quiet_third_party()
     return handlers
+
+
+_QUIET = OncePerSecond(tracebacks=False)
+
+
+def quiet_third_party() -> None:
+    """aiosmtpd's and asyncio's own loggers: warnings and up, rate-limited, no tracebacks."""
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    for name in ("mail.log", "asyncio"):
+        lg = logging.getLogger(name)
+        if _QUIET not in lg.filters:
+            lg.addFilter(_QUIET)
 
 
 def teardown_logging(handlers: list[logging.Handler]) -> None:
