@@ -247,20 +247,22 @@ def test_fill_cache_in_chunks_then_condstore_resync(relay):
             st.cache.close()
 
 
-def test_without_sort_on_the_relay_date_order_comes_from_cached_dates(relay):
-    # the relay offers no SORT (issue 4 does not ask for it): UIDs arrive in reverse date
-    # order, the client orders by the dates in its header cache once it has them
-    relay.seed([make_message(9 - i) for i in range(10)])
+def test_sort_keys_reorder_on_the_relay(relay):
+    # the relay offers SORT/ESORT (issue 11): every sort key of the client is answered by the
+    # server in one command, no header cache needed ("o" sorted by from reorders)
+    relay.seed([make_message(9 - i, sender=f"{chr(ord('k') - i)} <{chr(ord('k') - i)}@x.org>",
+                             subject=f"{'Re: ' if i % 2 else ''}topic {chr(ord('a') + (i * 3) % 10)}")
+                for i in range(10)])
     relay.start()
     s = imap_store(relay)
     try:
         s.connect()
-        assert b"SORT" not in s._caps and b"ESORT" not in s._caps
+        assert b"ESORT" in s._caps and b"SORT" in s._caps
         assert s.folder_state("INBOX", sort="arrival").uids == tuple(range(1, 11))
-        s.fill_cache("INBOX")
-        assert s.folder_state("INBOX").uids == tuple(range(10, 0, -1))
-        # other keys fall back to arrival order rather than fail
-        assert s.folder_state("INBOX", sort="subject").uids == tuple(range(1, 11))
+        assert s.folder_state("INBOX").uids == tuple(range(10, 0, -1))            # by date
+        assert s.folder_state("INBOX", sort="from").uids == tuple(range(10, 0, -1))   # b … k
+        # subjects topic a, d, g, j, c, f, i, b, e, h (Re: ignored, RFC 5256 base subject)
+        assert s.folder_state("INBOX", sort="subject").uids == (1, 8, 5, 2, 9, 6, 3, 10, 7, 4)
     finally:
         s.close()
         s.cache.close()
