@@ -90,7 +90,7 @@ async def test_qresync_vanished_and_resync(server):
         b.ok("EXPUNGE")
         lines = a.ok("NOOP")
         assert b"* VANISHED 3" in lines and not any(b"EXPUNGE" in x for x in lines)
-        assert any(re.fullmatch(rb"\* 2 FETCH \(UID 2 FLAGS \(\\Seen( \\Recent)?\) MODSEQ \(\d+\)\)", x)
+        assert any(re.fullmatch(rb"\* 2 FETCH \(UID 2 MODSEQ \(\d+\) FLAGS \(\\Seen( \\Recent)?\)\)", x)
                    for x in lines)
         # a fresh session resyncs from the old MODSEQ
         c = Client(server)

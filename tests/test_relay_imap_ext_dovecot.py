@@ -138,3 +138,80 @@ async def test_sort_thread_esearch_match_dovecot(dovecot, tmp_path):
     assert all(ours[cmd] for cmd in COMMANDS)    # every command answered something
     for cmd in COMMANDS:
         assert (cmd, ours[cmd]) == (cmd, theirs[cmd])
+
+
+QRESYNC_STEPS = ["STORE 2 +FLAGS.SILENT (\\Seen)", "STORE 5 +FLAGS.SILENT (\\Flagged)",
+                 "STORE 3,6 +FLAGS.SILENT (\\Deleted)", "EXPUNGE"]
+
+
+def _qresync_answers(port: int, user: str) -> dict[str, list[bytes]]:
+    """The same QRESYNC dialogue on one server; MODSEQ values (each server counts its own)
+    become N, UIDVALIDITY becomes V."""
+    import re
+
+    def run(c, cmd):
+        tag = c._new_tag().decode()
+        c.send(f"{tag} {cmd}\r\n".encode())
+        out = []
+        while True:
+            line = c.readline()
+            if line.startswith(tag.encode() + b" "):
+                assert line.split()[1] == b"OK", (cmd, line)
+                return out
+            out.append(line.rstrip(b"\r\n"))
+
+    def norm(lines):
+        # flag updates may come before or after VANISHED (both legal): compare them as a set,
+        # without sequence numbers (each FETCH carries its UID under QRESYNC)
+        keep = [x for x in lines if re.match(rb"\* (VANISHED|\d+ FETCH|\d+ EXPUNGE|OK \[CLOSED\])", x)]
+        keep = [re.sub(rb"^\* \d+ FETCH", b"* n FETCH", re.sub(rb"MODSEQ \(\d+\)", b"MODSEQ (N)", x))
+                for x in keep]
+        return sorted(b"* OK [CLOSED]" if x.startswith(b"* OK [CLOSED]") else x for x in keep)
+
+    a, b = imaplib.IMAP4("127.0.0.1", port), imaplib.IMAP4("127.0.0.1", port)
+    out = {}
+    try:
+        for c in (a, b):
+            c.login(user, "pw")
+        for off, data in MESSAGES[:8]:
+            a.append("INBOX", "", None, data)
+        run(a, "ENABLE QRESYNC")
+        sel = b"\n".join(run(a, "SELECT INBOX"))
+        uv = int(re.search(rb"UIDVALIDITY (\d+)", sel).group(1))
+        h0 = int(re.search(rb"HIGHESTMODSEQ (\d+)", sel).group(1))
+        run(b, "SELECT INBOX")
+        for step in QRESYNC_STEPS:
+            run(b, step)
+        out["NOOP"] = norm(run(a, "NOOP"))
+        out["SELECT QRESYNC"] = norm(run(a, f"SELECT INBOX (QRESYNC ({uv} {h0}))"))
+        out["SELECT QRESYNC known"] = norm(run(a, f"SELECT INBOX (QRESYNC ({uv} {h0} 1:4))"))
+        out["CHANGEDSINCE VANISHED"] = norm(run(a, f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {h0} VANISHED)"))
+        run(b, "STORE 1 +FLAGS.SILENT (\\Answered)")
+        out["NOOP flags"] = norm(run(a, "NOOP"))
+    finally:
+        for c in (a, b):
+            c.logout()
+    return out
+
+
+async def test_qresync_matches_dovecot(dovecot, tmp_path):
+    """VANISHED instead of EXPUNGE, SELECT (QRESYNC …) with and without known UIDs, UID FETCH
+    (CHANGEDSINCE … VANISHED) and flag updates with UIDs: the same lines as Dovecot."""
+    dovecot.add_user("bob", "pw")
+    theirs = await asyncio.to_thread(_qresync_answers, dovecot.imap_port, "bob")
+
+    async def auth(user, password):
+        return password == "pw"
+
+    with MailStore(tmp_path / "mail") as store:
+        store.user("bob@example.org")
+        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth,
+                                         ssl_context=None, allow_plaintext="loopback", hostname="test")
+        try:
+            ours = await asyncio.to_thread(_qresync_answers, server.sockets[0].getsockname()[1],
+                                           "bob@example.org")
+        finally:
+            await stop_imap_server(server)
+    assert theirs["NOOP"] and theirs["SELECT QRESYNC"]
+    for k in theirs:
+        assert (k, ours[k]) == (k, theirs[k])

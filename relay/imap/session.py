@@ -1144,7 +1144,10 @@ class Session:
         gone = QR.filter_known(gone, qr.known_uids, self.uids[-1] if self.uids else 0)
         if gone:
             self.untagged("VANISHED (EARLIER) " + format_uid_set(gone))
-        for r in recs:
+        top = self.uids[-1] if self.uids else 0
+        for r in recs:          # only the client's known UIDs, when it named them (RFC 7162 3.2.5)
+            if qr.known_uids is not None and not qr.known_uids.contains_uid(r.uid, top):
+                continue
             i = bisect.bisect_left(self.uids, r.uid)
             if i < len(self.uids) and self.uids[i] == r.uid:
                 self.out.append(b"* %d FETCH (UID %d FLAGS " % (i + 1, r.uid) + flag_list(self._flags(r))
@@ -1336,9 +1339,11 @@ class Session:
             if i >= len(self.uids) or self.uids[i] != r.uid:
                 continue
             extra = b" MODSEQ (%d)" % r.modseq if self.condstore else b""
-            uid = b"UID %d " % r.uid if self.qresync else b""
-            self.out.append(b"* %d FETCH (" % (i + 1) + uid + b"FLAGS " + flag_list(self._flags(r)) + extra
-                            + b")\r\n")
+            if self.qresync:    # UID first, then MODSEQ and FLAGS, as Dovecot writes them
+                self.out.append(b"* %d FETCH (UID %d MODSEQ (%d) FLAGS " % (i + 1, r.uid, r.modseq)
+                                + flag_list(self._flags(r)) + b")\r\n")
+                continue
+            self.out.append(b"* %d FETCH (FLAGS " % (i + 1) + flag_list(self._flags(r)) + extra + b")\r\n")
         self.modseq_seen = top
         self.own_modseqs.clear()
         self.version = v
