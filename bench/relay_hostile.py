@@ -136,6 +136,50 @@ async def literal_attack(relay: Relay, n: int = 6, size: int = 62_000_000, plus:
             "outcomes": sorted({str(o) for o in outcomes})}
 
 
+async def append_upload(relay: Relay, n: int = 6, size: int = 20_000_000) -> dict:
+    """Logged-in users each APPEND a 20 MB message (under the 25 MiB limit), in 1 MB writes
+    with a pause between them, as a slow client would; RSS while the uploads are in flight."""
+    host, port = relay.listeners["imap"]
+    pid = relay.proc.pid
+    before = rss_kb(pid)
+    chunk = b"x" * 1_000_000 + b"\r\n"
+    mid = []
+
+    async def one(i: int) -> str:
+        r, w = await asyncio.open_connection(host, port)
+        await r.readline()
+        w.write(b"l LOGIN %s %s\r\n" % (USER.encode(), PASSWORD.encode()))
+        await w.drain()
+        while not (await r.readline()).startswith(b"l "):
+            pass
+        body = b"Subject: big\r\n\r\n"
+        total = len(body) + (size // len(chunk)) * len(chunk)
+        w.write(b"a APPEND INBOX {%d}\r\n" % total)
+        await w.drain()
+        if not (await r.readline()).startswith(b"+"):
+            return "refused"
+        w.write(body)
+        for k in range(size // len(chunk)):
+            w.write(chunk)
+            await w.drain()
+            await asyncio.sleep(0.05)
+            if i == 0 and k == 15:
+                mid.append(rss_kb(pid))
+        w.write(b"\r\n")
+        await w.drain()
+        line = b""
+        while not line.startswith(b"a "):
+            line = await r.readline()
+        w.close()
+        return line.decode(errors="replace").strip()[:40]
+
+    outcomes = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+    await asyncio.sleep(0.5)
+    return {"rss_before_mb": before / 1024, "rss_mid_upload_mb": (mid[0] if mid else 0) / 1024,
+            "rss_peak_mb": rss_kb(pid, "VmHWM") / 1024, "rss_after_mb": rss_kb(pid) / 1024,
+            "outcomes": sorted({str(o) for o in outcomes})}
+
+
 # --------------------------------------------------------------------------- RCPT flood
 async def rcpt_flood(relay: Relay, n: int = 10_000) -> dict:
     stop = asyncio.Event()
@@ -284,7 +328,8 @@ async def guessing(relay: Relay, conns: int = 30, seconds: float = 15.0) -> dict
 async def main_async(args) -> None:
     results = {}
     plus = lambda relay: literal_attack(relay, plus=True)   # noqa: E731
-    for name, fn in (("literal", literal_attack), ("literal+", plus), ("flood", rcpt_flood), ("guess", guessing)):
+    for name, fn in (("literal", literal_attack), ("literal+", plus), ("append", append_upload),
+                     ("flood", rcpt_flood), ("guess", guessing)):
         if name not in args.only:
             continue
         with tempfile.TemporaryDirectory() as d:
@@ -308,7 +353,7 @@ async def main_async(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--src", default=str(ROOT), help="source tree holding the relay package")
-    p.add_argument("--only", default="literal,literal+,flood,guess")
+    p.add_argument("--only", default="literal,literal+,append,flood,guess")
     p.add_argument("--guess-seconds", type=float, default=15.0)
     args = p.parse_args()
     args.only = set(args.only.split(","))

@@ -158,6 +158,27 @@ class CommandReader:
         while (ev := self.next_event()) is not None:
             yield ev
 
+    # A big literal (an APPEND) need not sit in memory while it arrives: the I/O layer may
+    # stream it to disk and hand it over whole (relay/imap/server.py does above 1 MiB).
+    def literal_pending(self) -> int:
+        """The size of the literal being read while not all of it is buffered, else 0."""
+        if self._need is None or self._skip or len(self._buf) >= self._need:
+            return 0
+        return self._need
+
+    def take_buffered(self) -> bytes:
+        """Hand over (and forget) the bytes buffered so far: the start of a pending literal."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    def supply_literal(self, data: bytes) -> None:
+        """The pending literal, read by the caller (exactly its announced size)."""
+        if self._need is None or len(data) != self._need:
+            raise ValueError("supply_literal: no literal of that size is pending")
+        self._parts.append(("lit", data))
+        self._need = None
+
 
 def _first_tag(parts, line: bytes) -> str:
     first = parts[0] if parts and isinstance(parts[0], bytes) else line

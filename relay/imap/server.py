@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import tempfile
 from collections.abc import Awaitable, Callable
 
 from relay.events import ChangeBus
@@ -24,6 +25,7 @@ from relay.peer import is_loopback
 log = logging.getLogger("relay.imap")
 
 IDLE_RECHECK = 5.0       # seconds between cheap checks for outside changes while idling
+SPOOL_LITERAL = 1 << 20  # literals from this size on are streamed to a temporary file
 LOGIN_LITERAL = 8192     # largest literal before login (LOGIN/AUTHENTICATE need a few bytes;
                          # Dovecot's login process allows 4 KB): no megabytes from strangers
 
@@ -32,7 +34,7 @@ class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, store, authenticate,
                  ssl_context, bus: ChangeBus | None, throttle, allow_plaintext, hostname: str,
                  idle_timeout: float, implicit_tls: bool, login_timeout: float = 60.0,
-                 max_literal: int = MAX_LITERAL) -> None:
+                 max_literal: int = MAX_LITERAL, spool_dir=None) -> None:
         self.reader, self.writer = reader, writer
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = str(peer[0])
@@ -40,6 +42,7 @@ class Connection:
         self.bus, self.idle_timeout = bus, idle_timeout
         self.login_timeout = min(login_timeout, idle_timeout)
         self.max_literal = max_literal
+        self.spool_dir = spool_dir
         self.ssl_context = ssl_context
         self.session = Session(open_mailbox=store, authenticate=authenticate, hostname=hostname,
                                tls_active=implicit_tls, tls_available=ssl_context is not None and not implicit_tls,
@@ -83,7 +86,24 @@ class Connection:
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
 
-    async def _linger(self, seconds: float = 1.0, limit: int = 64 << 20) -> None:
+    async def _spool_literal(self, size: int) -> None:
+        """Receive a big literal into an unlinked temporary file (0600, in the relay's data dir)
+        so a slow upload holds 64 KB of memory, not the whole message, until it is complete."""
+        with tempfile.TemporaryFile(dir=self.spool_dir) as f:
+            head = self.protocol.take_buffered()
+            f.write(head)
+            got = len(head)
+            while got < size:
+                data = await asyncio.wait_for(self.reader.read(min(1 << 16, size - got)), self.idle_timeout)
+                if not data:
+                    raise ConnectionError("client went away during a literal")
+                f.write(data)
+                got += len(data)
+            f.seek(0)
+            literal = f.read()
+        self.protocol.supply_literal(literal)
+
+    async def _linger(self, seconds: float = 1.0, limit: int = 4 << 20) -> None:
         """After a BYE to a client that is still sending: send FIN, then read and drop its
         data for a moment, so closing does not reset the connection before the BYE is read."""
         with contextlib.suppress(Exception):
@@ -134,6 +154,9 @@ class Connection:
         s = self.session
         while s.state != "logout":
             ev = self.protocol.next_event()
+            if ev is None and (size := self.protocol.literal_pending()) >= SPOOL_LITERAL:
+                await self._spool_literal(size)
+                continue
             if ev is None:
                 data = await self._read()
                 if not data:
@@ -242,7 +265,7 @@ async def start_imap_server(host: str, port: int, *, store: Callable, authentica
                             throttle=None, allow_plaintext: bool | str = "loopback",
                             hostname: str = "localhost", idle_timeout: float = 1800,
                             implicit_tls: bool = False, login_timeout: float = 60.0,
-                            max_literal: int = MAX_LITERAL,
+                            max_literal: int = MAX_LITERAL, spool_dir=None,
                             limiter: ConnectionLimiter | None = None) -> asyncio.Server:
     """Listen for IMAP on host:port (0 = any free port).
 
@@ -250,7 +273,8 @@ async def start_imap_server(host: str, port: int, *, store: Callable, authentica
     checks a login. ``allow_plaintext``: True, False, or "loopback" (LOGIN without TLS only from
     127.0.0.1 and ::1, see relay/peer.py). With ``implicit_tls`` the listener speaks TLS from the
     first byte (993). Before login a client has ``login_timeout`` seconds of silence and
-    literals of LOGIN_LITERAL bytes; after it ``idle_timeout`` and ``max_literal`` (APPEND).
+    literals of LOGIN_LITERAL bytes; after it ``idle_timeout`` and ``max_literal`` (APPEND),
+    literals from SPOOL_LITERAL bytes on arriving in a temporary file in ``spool_dir``.
     ``limiter`` caps open connections (over it: ``* BYE`` and close).
     """
     conns: set[asyncio.Task] = set()
@@ -273,7 +297,7 @@ async def start_imap_server(host: str, port: int, *, store: Callable, authentica
         conn = Connection(reader, writer, store=store, authenticate=authenticate, ssl_context=ssl_context,
                           bus=bus, throttle=throttle, allow_plaintext=allow_plaintext, hostname=hostname,
                           idle_timeout=idle_timeout, implicit_tls=implicit_tls, login_timeout=login_timeout,
-                          max_literal=max_literal)
+                          max_literal=max_literal, spool_dir=spool_dir)
         task = asyncio.current_task()
         if task is not None:
             conns.add(task)
@@ -319,7 +343,8 @@ async def start_for_relay(relay) -> asyncio.Server | None:
             ssl_context=relay.ssl_context, bus=relay.bus, throttle=relay.throttle,
             allow_plaintext="loopback" if cfg.auth.allow_plaintext_loopback else False,
             hostname=cfg.hostname, idle_timeout=cfg.limits.idle_timeout, login_timeout=cfg.limits.login_timeout,
-            max_literal=cfg.queue.max_message_size, limiter=listener_limiter(cfg, "imap"))
+            max_literal=cfg.queue.max_message_size, spool_dir=cfg.data_dir,
+            limiter=listener_limiter(cfg, "imap"))
     except OSError as e:
         from relay.server import ListenError
         raise ListenError(f"cannot listen for imap on {addr}: {e.strerror or e}"

@@ -117,7 +117,7 @@ class RelaySMTP(SMTP):
     def _hang_up(self) -> None:
         """Close after the last reply without losing it: stop executing commands (the handler
         loop waits on a reader that never answers), send FIN, drop what the client still
-        pipelines for up to a second, then close (closing with unread input would reset the
+        pipelines for up to a second (4 MB), then close (closing with unread input would reset the
         connection and the client might never see the 421)."""
         real = self._reader
         self._reader = _Stalled()
@@ -127,11 +127,13 @@ class RelaySMTP(SMTP):
 
         async def drop_then_close() -> None:
             loop = asyncio.get_running_loop()
-            end = loop.time() + 1.0
+            end, dropped = loop.time() + 1.0, 0
             with contextlib.suppress(Exception):
-                while (left := end - loop.time()) > 0:
-                    if not await asyncio.wait_for(real.read(1 << 16), left):
+                while (left := end - loop.time()) > 0 and dropped < 4 << 20:
+                    data = await asyncio.wait_for(real.read(1 << 16), left)
+                    if not data:
                         break
+                    dropped += len(data)
             if self.transport is not None:
                 self.transport.close()
 
