@@ -363,3 +363,25 @@ async def test_fetch_racing_an_expunge_answers_ok_with_what_exists(relay, tmp_pa
         w.close()
 
     await run(go)
+
+
+async def test_search_after_another_sessions_expunge_says_expungeissued(relay):
+    """A message another session expunged (not yet reported here) cannot be searched: the
+    answer leaves it out and carries [EXPUNGEISSUED] (RFC 5530, as Dovecot; imaptest's stress
+    checks exactly this)."""
+    def go():
+        a, b = Wire(relay), Wire(relay)
+        for _ in range(3):
+            a.append(b"INBOX", MSG)
+        a.cmd(b"SELECT INBOX")
+        b.cmd(b"SELECT INBOX")
+        assert ok(b.cmd(b"STORE 2 +FLAGS.SILENT (\\Deleted)")) and ok(b.cmd(b"EXPUNGE"))
+        untagged, tagged = a.cmd(b"SEARCH ALL")
+        assert untagged == [b"* SEARCH 1 3\r\n"] and tagged.split()[1:3] == [b"OK", b"[EXPUNGEISSUED]"]
+        untagged, tagged = a.cmd(b"NOOP")
+        assert b"* 2 EXPUNGE\r\n" in untagged
+        assert a.cmd(b"SEARCH ALL")[1].split()[2] != b"[EXPUNGEISSUED]"
+        a.close()
+        b.close()
+
+    await run(go)

@@ -833,15 +833,14 @@ class Session:
                     if a.part:
                         root = root or F.parse_structure(data)
                     try:
-                        content = BX.decode(data, a.part, root)
+                        content, decoded = BX.decode_part(data, a.part, root) or (b"", False)
                     except BX.UnknownCTE as e:
                         raise No(f"[UNKNOWN-CTE] Cannot decode Content-Transfer-Encoding {e}") from None
-                    content = content if content is not None else b""
                     head = a.response_name().encode() + b" "
                     if n == "BINARY.SIZE[]":
                         items.append(head + b"%d" % len(content))
                     else:
-                        items.append(head + BX.wire(F.apply_partial(content, a.partial)))
+                        items.append(head + BX.wire(F.apply_partial(content, a.partial), decoded))
                 else:  # BODY[section]
                     if a.part or a.text:   # the whole message needs no MIME parse
                         root = root or F.parse_structure(data)
@@ -951,7 +950,9 @@ class Session:
             line += f" (MODSEQ {max(m for _, m in hits)})"
         self.untagged(line)
         self.sync(expunge=uid_mode)
-        self.tagged(tag, "OK", "SEARCH completed")
+        # messages of the client's view that another session expunged (not told yet) could not
+        # be searched: say so (RFC 5530, as Dovecot), the client knows they may be missing
+        self.tagged(tag, "OK", ("[EXPUNGEISSUED] " if self.pending_gone else "") + "SEARCH completed")
 
     def _search(self, keys) -> list[tuple[int, int]]:
         return search_mailbox(self._mb(), self.folder, self.uids, keys, self.recent)
