@@ -6,6 +6,8 @@
     .venv/bin/python bench/imaptest.py --imaptest PATH --no-scripted --stress-runs 3
     .venv/bin/python bench/imaptest.py --imaptest PATH -k sort -v         # files matching "sort",
                                                                            # imaptest's output shown
+    .venv/bin/python bench/imaptest.py --imaptest PATH --no-scripted --cheap-login \
+        --stress-args "search=30 sort=20 thread=20 uidfetch=30 copy=30 noop=20 check=10"
 
 What it runs:
 
@@ -25,6 +27,9 @@ throttle are the ones ``tui-mail relay start`` runs; only the daemonising is ski
 thread only waits for imaptest (a subprocess), so it does not compete with the relay for the GIL.
 
 imaptest deletes mail, which is why it only ever sees throw-away users in temp dirs.
+
+``--stress-args`` passes more imaptest settings (command probabilities) to the stress run;
+``--cheap-login`` gives the relay's bench users a cheap scrypt (see ``cheap_login_hashes``).
 
 Output: one table (file | relay | Dovecot) with passed / FAILED / skipped per file, the totals
 (files passed/failed/skipped, individual commands failed for the base protocol and for
@@ -175,10 +180,11 @@ class StressResult:
         return self.commands / self.secs if self.secs else 0.0
 
 
-def run_stress(imaptest: str, server, mbox: Path, secs: int, clients: int) -> StressResult:
+def run_stress(imaptest: str, server, mbox: Path, secs: int, clients: int,
+               extra: list[str] = ()) -> StressResult:
     user = server.new_user()
     cmd = [imaptest, f"host={server.host}", f"port={server.port}", f"user={user}",
-           f"pass={PASSWORD}", f"mbox={mbox}", f"secs={secs}", f"clients={clients}"]
+           f"pass={PASSWORD}", f"mbox={mbox}", f"secs={secs}", f"clients={clients}", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=secs + 120)
     out = r.stdout + "\n" + r.stderr
     errors = [ln for ln in out.splitlines() if ln.startswith(("Error:", "Panic:", "Fatal:"))]
@@ -231,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=10, help="stress clients (default 10)")
     ap.add_argument("--stress-runs", type=int, default=1, help="stress runs per server (default 1)")
     ap.add_argument("--timeout", type=float, default=60, help="seconds per scripted file")
+    ap.add_argument("--stress-args", default="",
+                    help='more imaptest settings for the stress run, e.g. "search=30 sort=20 copy=30"')
     ap.add_argument("--cheap-login", action="store_true",
                     help="relay users with scrypt N=16 (LOGIN as cheap as Dovecot's PLAIN bench user)")
     ap.add_argument("-v", "--verbose", action="store_true",
@@ -285,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                         print(res.output, file=sys.stderr)
                 if not args.no_stress:
                     for _ in range(args.stress_runs):
-                        st = run_stress(imaptest, srv, mbox, args.secs, args.clients)
+                        st = run_stress(imaptest, srv, mbox, args.secs, args.clients,
+                                        args.stress_args.split())
                         stress.setdefault(label, []).append(st)
                         print(f"  {label:8} stress: {st.errors} errors, {st.per_second:.0f} commands/s",
                               file=sys.stderr, flush=True)
@@ -335,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         for x in labels:
             runs = stress.get(x, [])
             cells.append("; ".join(f"{s.errors} errors, {s.per_second:.0f} cmd/s" for s in runs))
-        print(f"| stress secs={args.secs} clients={args.clients} | " + " | ".join(cells) + " |")
+        print(f"| stress secs={args.secs} clients={args.clients} {args.stress_args}".rstrip()
+              + " | " + " | ".join(cells) + " |")
     return 0
 
 
