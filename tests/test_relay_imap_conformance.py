@@ -385,3 +385,41 @@ async def test_search_after_another_sessions_expunge_says_expungeissued(relay):
         b.close()
 
     await run(go)
+
+
+LF_ONLY = (b"From: a@b.c\nSubject: bare LF\nContent-Type: multipart/mixed; boundary=z\n\n--z\n"
+           b"Content-Type: text/plain\n\nline one\nline two\n--z--\n")
+
+
+def _fetch_dropped(addr, user: bytes, password: bytes, new_dir) -> bytes:
+    """Log in (the mailbox exists then), drop LF_ONLY into new/ as another tool would, fetch."""
+    w = Wire(addr, user, password)
+    (new_dir() / "1700000000.lf.host").write_bytes(LF_ONLY)
+    w.cmd(b"SELECT INBOX")
+    untagged, tagged = w.cmd(b"FETCH 1 (RFC822.SIZE BODYSTRUCTURE BODY.PEEK[1] BODY.PEEK[])")
+    assert b" OK " in tagged
+    w.close()
+    return b"".join(untagged)
+
+
+async def test_bare_lf_files_are_served_with_crlf(relay, tmp_path):
+    """A Maildir file written with bare LFs (other tools) is sent with CRLF, and its
+    RFC822.SIZE, BODYSTRUCTURE sizes and BODY[] agree (as Dovecot does)."""
+    def relay_new():
+        return next(p for p in (tmp_path / "relay").rglob("new") if USER in str(p) and p.parent.name == USER)
+
+    ours = await run(lambda: _fetch_dropped(relay, USER.encode(), PASSWORD.encode(), relay_new))
+    crlf = LF_ONLY.replace(b"\n", b"\r\n")
+    assert b"RFC822.SIZE %d " % len(crlf) in ours and _lit(b"BODY[]", crlf) in ours
+    assert _lit(b"BODY[1]", b"line one\r\nline two") in ours and b'"7bit" 18 1 ' in ours
+    if not dovecot_available():
+        pytest.skip("dovecot not installed")
+    dc = Dovecot(tmp_path / "dovecot")
+    dc.add_user("bob", "pw")
+    dc.start()
+    try:
+        theirs = await run(lambda: _fetch_dropped((dc.host, dc.imap_port), b"bob", b"pw",
+                                                  lambda: dc.maildir("bob") / "new"))
+    finally:
+        dc.cleanup()
+    assert ours == theirs

@@ -799,25 +799,26 @@ class Session:
             elif n == "MODSEQ":
                 items.append(b"MODSEQ (%d)" % rec.modseq)
             elif n == "RFC822.SIZE":
-                items.append(b"RFC822.SIZE %d" % rec.size)
+                # the size with CRLF line ends, as sent (files from other tools may use bare LF)
+                items.append(b"RFC822.SIZE %d" % (getattr(rec, "vsize", 0) or rec.size))
             elif n == "INTERNALDATE":
                 items.append(b'INTERNALDATE "' + imap_date(rec.internaldate).encode() + b'"')
             elif n == "ENVELOPE":
                 if env is None:
                     env = mb.envelope(folder, rec.uid)
                 if env is None:
-                    data = data if data is not None else mb.read(folder, rec.uid)
+                    data = data if data is not None else MIME.to_crlf(mb.read(folder, rec.uid))
                     env = MIME.envelope(data)
                 items.append(b"ENVELOPE " + encode_envelope(env))
             elif n in ("BODY", "BODYSTRUCTURE") and data is None and hasattr(mb, "bodystructure"):
                 bs = mb.bodystructure(folder, rec.uid)   # cached in the index: no file read
                 if bs is None:
-                    data = mb.read(folder, rec.uid)
+                    data = MIME.to_crlf(mb.read(folder, rec.uid))
                     bs = MIME.bodystructure(data)
                 items.append(n.encode() + b" " + encode_body(bs if n == "BODYSTRUCTURE" else F.strip_extensions(bs)))
             else:
                 if data is None:
-                    data = mb.read(folder, rec.uid)
+                    data = MIME.to_crlf(mb.read(folder, rec.uid))
                 if n in ("BODY", "BODYSTRUCTURE"):
                     bs = MIME.bodystructure(data)
                     items.append(n.encode() + b" " + encode_body(bs if n == "BODYSTRUCTURE" else F.strip_extensions(bs)))
