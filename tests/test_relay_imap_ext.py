@@ -175,8 +175,8 @@ async def test_binary_append_literal8_and_fetch(server):
         assert b"\x00" not in resp.split(b"BINARY.SIZE")[0]        # stored as base64
         assert b"BINARY.SIZE[2] 8" in resp
         assert b"BINARY[2] ~{8}\r\n\x00\x01\xff\r\nraw" in resp
-        assert "BINARY[1] {15}\r\ncafé softbreak".encode() in resp
-        assert b"BINARY[2]<1> {2}\r\n\x01\xff" in resp
+        assert "BINARY[1] ~{15}\r\ncafé softbreak".encode() in resp
+        assert b"BINARY[2]<1> ~{2}\r\n\x01\xff" in resp
         lines = a.ok("FETCH 6 (FLAGS)")
         assert b"\\Seen" not in lines[0]                           # PEEK did not set \Seen
         a.close()

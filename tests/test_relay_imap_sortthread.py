@@ -159,15 +159,23 @@ def test_index_upgrade_from_schema_5_keeps_uids_and_reads_references_once(tmp_pa
 
 
 def test_binary_decode_and_convert():
-    from relay.imap.binary import UnknownCTE, binary_to_base64, decode, wire
+    from relay.imap.binary import UnknownCTE, binary_to_base64, decode, decode_part, wire
 
     m = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n"
          b"AAE=\r\n--b\r\nContent-Transfer-Encoding: x-uue\r\n\r\nzz\r\n--b--\r\n")
     assert decode(m, (1,)) == b"\x00\x01"
-    assert decode(m, ()) == m and decode(m, (3,)) is None
+    assert decode(m, (3,)) is None
     with pytest.raises(UnknownCTE):
         decode(m, (2,))
     assert wire(b"a\x00") == b"~{2}\r\na\x00" and wire(b"ab") == b"{2}\r\nab"
+    assert wire(b"ab", decoded=True) == b"~{2}\r\nab"
+    # inside a multipart, encoded leaves are decoded and relabelled binary (RFC 3516 4.2)
+    ok = m.replace(b"x-uue", b"7bit")
+    whole, conv = decode_part(ok, ())
+    assert conv and whole.startswith(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                                     b"Content-Transfer-Encoding: binary\r\n\r\n\x00\x01\r\n--b")
+    with pytest.raises(UnknownCTE):
+        decode_part(m, ())
     raw = b"Content-Transfer-Encoding: binary\r\n\r\n\x00\xff\r\n"
     conv = binary_to_base64(raw)
     assert b"\x00" not in conv and b"base64" in conv and decode(conv, (1,)) == b"\x00\xff\r\n"

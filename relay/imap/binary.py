@@ -2,7 +2,8 @@
 Content-Transfer-Encoding on the server, and APPEND with a literal8 (``~{n}``) may carry raw
 binary. Pure functions over message bytes (relay.imap.fetch locates the parts).
 
-Content with NUL bytes goes out as a literal8 (``~{n}``); everything else as a normal literal.
+Content that was decoded (or has NULs) goes out as a literal8 (``~{n}``), content sent as
+stored as a normal literal (Dovecot's choice).
 An APPENDed message whose parts say ``Content-Transfer-Encoding: binary`` is stored with those
 parts converted to base64 (as Dovecot does), so clients that only know BODY[] never see NULs;
 BINARY[part] decodes them back to the exact bytes. Decoding uses the stdlib (base64, binascii).
@@ -53,18 +54,69 @@ def _qp_decode(body: bytes) -> bytes:
 def decode(data: bytes, part: tuple[int, ...], root: Part | None = None) -> bytes | None:
     """BINARY[part] content (None when the part does not exist). ``()`` is the whole message
     as stored; a multipart or message/rfc822 part is returned as it is."""
-    if not part:
-        return data
+    got = decode_part(data, part, root)
+    return None if got is None else got[0]
+
+
+def decode_part(data: bytes, part: tuple[int, ...], root: Part | None = None
+                ) -> tuple[bytes, bool] | None:
+    """(BINARY[part] content, whether a transfer encoding was undone), or None."""
     root = root or parse_structure(data)
+    if not part:
+        return _convert(data, 0, len(data), root)
     p = find_part(root, part)
     if p is None:
         return None
-    body = data[p.bs:p.be]
     if p.children or _mtype(p) in ("multipart", "message"):
-        return body
+        # RFC 3516 4.2: inside a multipart or message part every encoded leaf is decoded and
+        # its Content-Transfer-Encoding becomes binary (as Dovecot does)
+        return _convert(data, p.bs, p.be, p.message if p.message is not None else p)
     cte = _cte(p)
     if cte in _IDENTITY:
-        return body
+        return data[p.bs:p.be], False
+    return _decoded(data[p.bs:p.be], cte), True
+
+
+_CTE_FIELD = re.compile(rb"(?im)^content-transfer-encoding:[^\n]*\n(?:[ \t][^\n]*\n)*")
+
+
+def _relabel(header: bytes) -> bytes:
+    """The header with its Content-Transfer-Encoding field(s) removed and
+    ``Content-Transfer-Encoding: binary`` added last (where Dovecot puts it)."""
+    h = _CTE_FIELD.sub(b"", header)
+    for end in (b"\r\n\r\n", b"\n\n"):
+        if h.endswith(end):
+            return h[:-len(end) // 2] + b"Content-Transfer-Encoding: binary" + end
+    if h in (b"\r\n", b"\n"):
+        return b"Content-Transfer-Encoding: binary\r\n" + h
+    return h + b"\r\nContent-Transfer-Encoding: binary\r\n"
+
+
+def _convert(data: bytes, start: int, end: int, entity: Part) -> tuple[bytes, bool]:
+    """data[start:end] with every base64/quoted-printable leaf under ``entity`` decoded and
+    relabelled ``Content-Transfer-Encoding: binary``."""
+    leaves: list[Part] = []
+    stack = [entity]
+    while stack:
+        p = stack.pop()
+        if p.children:
+            stack.extend(p.children)
+        elif p.message is not None:
+            stack.append(p.message)
+        elif _mtype(p) not in ("multipart", "message") and _cte(p) not in _IDENTITY \
+                and start <= p.hs and p.be <= end:
+            leaves.append(p)
+    if not leaves:
+        return data[start:end], False
+    out = data[start:end]
+    for p in sorted(leaves, key=lambda p: p.hs, reverse=True):
+        header = _relabel(data[p.hs:p.he])
+        body = _decoded(data[p.bs:p.be], _cte(p))
+        out = out[:p.hs - start] + header + body + out[p.be - start:]
+    return out, True
+
+
+def _decoded(body: bytes, cte: bytes) -> bytes:
     if cte == b"base64":
         cleaned = re.sub(rb"[^A-Za-z0-9+/]", b"", body)
         cleaned = cleaned[: len(cleaned) - len(cleaned) % 4] if len(cleaned) % 4 == 1 else cleaned
@@ -78,9 +130,11 @@ def decode(data: bytes, part: tuple[int, ...], root: Part | None = None) -> byte
     raise UnknownCTE(cte.decode("ascii", "replace")[:40])
 
 
-def wire(content: bytes) -> bytes:
-    """A literal (``{n}``) or, when the content has NUL bytes, a literal8 (``~{n}``)."""
-    return (b"~" if b"\0" in content else b"") + b"{%d}\r\n" % len(content) + content
+def wire(content: bytes, decoded: bool = False) -> bytes:
+    """A literal8 (``~{n}``) for content that was decoded from base64/quoted-printable or has
+    NULs (as Dovecot decides; RFC 3516 allows literal8 for any BINARY data), else a literal."""
+    lit8 = decoded or b"\0" in content
+    return (b"~" if lit8 else b"") + b"{%d}\r\n" % len(content) + content
 
 
 _CTE_LINE = re.compile(rb"(?im)^content-transfer-encoding:[ \t]*binary[ \t]*(\r?\n)")
@@ -111,4 +165,4 @@ def binary_to_base64(data: bytes) -> bytes:
     return data
 
 
-__all__ = ["UnknownCTE", "binary_to_base64", "decode", "wire"]
+__all__ = ["UnknownCTE", "binary_to_base64", "decode", "decode_part", "wire"]
