@@ -13,6 +13,7 @@ Representation: nested lists whose leaves are ``bytes`` (strings, raw as in the 
 from __future__ import annotations
 
 import email.header
+import functools
 import email.utils
 import re
 from email.message import Message
@@ -81,8 +82,13 @@ def _clean(v) -> bytes:
 
 def _values(msg: Message, name: str) -> list[bytes]:
     """Every ``name`` field, in order (unfolded raw bytes, as ``_value``)."""
-    key = name.lower()
-    return [_clean(v) for k, v in msg.raw_items() if k.lower() == key]
+    fields = msg.__dict__.get("_all_fields")
+    if fields is None:
+        fields = {}
+        for k, v in msg.raw_items():
+            fields.setdefault(k.lower(), []).append(v)
+        msg.__dict__["_all_fields"] = fields
+    return [_clean(v) for v in fields.get(name.lower(), ())]
 
 
 def header_values(header: bytes, name: str) -> list[bytes]:
@@ -177,9 +183,22 @@ def _angle(chunk: str) -> tuple[str, str] | None:
     return None
 
 
+_SIMPLE_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+)*"
+_WORD = rf"(?:{_SIMPLE_ATOM}|=\?[^?\s]+\?[qQbB]\?[^?\s]*\?=)"
+_BARE_ADDR = re.compile(rf"\s*({_SIMPLE_ATOM})@({_SIMPLE_ATOM})\s*")
+_ANGLE_ADDR = re.compile(rf"\s*({_WORD}(?:\s+{_WORD})*)?\s*<({_SIMPLE_ATOM})@({_SIMPLE_ATOM})>\s*")
+
+
 def _one_address(chunk: str) -> list:
     """(name adl mailbox host) of one address as Dovecot gives it: source routes in adl,
     ``MISSING_MAILBOX``/``MISSING_DOMAIN`` where a part is empty (``<>``, ``@``, ``local``)."""
+    m = _BARE_ADDR.fullmatch(chunk)        # the common forms, without the general parser
+    if m:
+        return [None, None, _enc(m.group(1)), _enc(m.group(2))]
+    m = _ANGLE_ADDR.fullmatch(chunk)
+    if m:
+        name = " ".join(m.group(1).split()) if m.group(1) else None
+        return [_enc(name) if name else None, None, _enc(m.group(2)), _enc(m.group(3))]
     route = None
     ang = _angle(chunk)
     if ang is not None:
@@ -199,9 +218,10 @@ def _one_address(chunk: str) -> list:
             _enc(mbox) if mbox else MISSING_MAILBOX, _enc(host) if host else MISSING_DOMAIN]
 
 
+@functools.lru_cache(maxsize=4096)
 def _addresses(v: bytes | None) -> list | None:
     """RFC 3501 address list: (name adl mailbox host) each; a group is (NIL NIL name NIL) …
-    (NIL NIL NIL NIL)."""
+    (NIL NIL NIL NIL). Memoised (the same senders recur; callers never modify the result)."""
     if v is None or not v.strip():
         return None
     out: list = []
