@@ -13,7 +13,14 @@ Rules kept here:
   unsolicited ``FETCH (FLAGS …)``.
 - Checking for changes is O(1) while nothing changed (``Mailbox.version``), so NOOP and IDLE do
   not rescan large mailboxes.
-- EXAMINE is read-only: no flag changes (not even implicit \\Seen), no EXPUNGE.
+- EXAMINE is read-only: no flag changes (not even implicit \\Seen), no EXPUNGE, and it never
+  claims \\Recent (RFC 3501 6.3.2).
+- \\Recent (RFC 3501 2.3.2): a message is recent in the one session that hears of it first
+  (SELECT, or ``EXISTS`` in ``sync``); ``* n RECENT`` follows every ``* n EXISTS``.
+- Keywords: every FLAGS output goes through ``_flags``, which announces a keyword the client
+  was not told about with ``* FLAGS``/PERMANENTFLAGS before the FETCH that carries it.
+- Messages another session expunged meanwhile are left out of FETCH (OK, RFC 2180 4.1.2) and
+  SEARCH (``OK [EXPUNGEISSUED]``, RFC 5530), as Dovecot answers.
 """
 
 from __future__ import annotations
