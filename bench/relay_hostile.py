@@ -8,6 +8,9 @@ ports, a user added with ``relay user add``), then measures:
 - **RCPT flood**: one inbound SMTP session pipelines 10,000 RCPT TO for a foreign domain
   (each rejected) while IMAP and POP3 clients send NOOP/CAPA every 10 ms; the worst and the
   95th-percentile round trip of those other protocols, and the flood's own duration.
+  ``flood-no-cutoff`` raises ``[limits] max_errors`` so all 10,000 are answered (the yielding
+  alone; a relay before issue 10 rejects that key, run it only on the current code).
+- **append**: six logged-in clients APPEND 20 MB each in 1 MB writes; RSS mid-upload and peak.
 - **parallel guessing**: 30 connections from 127.0.0.1 guess a password over IMAP LOGIN for
   ``--guess-seconds`` (default 15); guesses answered per second, and how long the right
   password takes from 127.0.0.2 meanwhile.
@@ -54,11 +57,11 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
 
 
 class Relay:
-    def __init__(self, src: Path, tmp: Path):
+    def __init__(self, src: Path, tmp: Path, extra: str = ""):
         self.src, self.tmp = src, tmp
         self.env = dict(os.environ, PYTHONPATH=str(src), XDG_CONFIG_HOME=str(tmp / "cfg"),
                         XDG_DATA_HOME=str(tmp / "xdg"))
-        (tmp / "relay.toml").write_text(CONFIG)
+        (tmp / "relay.toml").write_text(CONFIG + extra)
         self.opts = ["--config", str(tmp / "relay.toml"), "--data-dir", str(tmp / "data")]
 
     def start(self) -> None:
@@ -181,6 +184,31 @@ async def append_upload(relay: Relay, n: int = 6, size: int = 20_000_000) -> dic
 
 
 # --------------------------------------------------------------------------- RCPT flood
+FLOOD = r"""
+import socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((host, port))
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"EHLO flood.example\r\n")
+while not f.readline().startswith(b"250 "):
+    pass
+t = time.perf_counter()
+s.sendall(b"MAIL FROM:<x@flood.example>\r\n" + b"".join(
+    b"RCPT TO:<victim%d@elsewhere.example>\r\n" % i for i in range(n)))
+replies, last = 0, b""
+try:
+    while replies < n + 1:
+        line = f.readline()
+        if not line:
+            break
+        replies += 1
+        last = line
+except OSError:
+    pass
+print(f"{time.perf_counter() - t}\t{replies}\t{last.decode(errors='replace').strip()[:70]}")
+"""
+
 async def rcpt_flood(relay: Relay, n: int = 10_000) -> dict:
     stop = asyncio.Event()
     lat: dict[str, list[float]] = {"imap": [], "pop3": []}
@@ -214,30 +242,13 @@ async def rcpt_flood(relay: Relay, n: int = 10_000) -> dict:
         w.close()
 
     async def flood() -> tuple[float, int, str]:
-        r, w = await asyncio.open_connection(*relay.listeners["smtp"])
-        await r.readline()
-        w.write(b"EHLO flood.example\r\n")
-        await w.drain()
-        while not (await r.readline()).startswith(b"250 "):
-            pass
-        t = time.perf_counter()
-        w.write(b"MAIL FROM:<x@flood.example>\r\n" + b"".join(
-            b"RCPT TO:<victim%d@elsewhere.example>\r\n" % i for i in range(n)))
-        await w.drain()
-        replies, last = 0, b""
-        while True:
-            try:
-                line = await asyncio.wait_for(r.readline(), 30)
-            except (ConnectionError, asyncio.TimeoutError):
-                break
-            if not line:
-                break
-            replies += 1
-            last = line
-            if replies == n + 1:
-                break
-        w.close()
-        return time.perf_counter() - t, replies, last.decode(errors="replace").strip()[:70]
+        # in its own process, so reading 10,000 replies does not slow the probes' event loop
+        host, port = relay.listeners["smtp"]
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", FLOOD, host, str(port), str(n),
+                                                    stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        secs, replies, last = out.decode().split("\t", 2)
+        return float(secs), int(replies), last.strip()
 
     probes = [asyncio.ensure_future(probe_imap()), asyncio.ensure_future(probe_pop3())]
     await asyncio.sleep(0.5)
@@ -329,11 +340,13 @@ async def main_async(args) -> None:
     results = {}
     plus = lambda relay: literal_attack(relay, plus=True)   # noqa: E731
     for name, fn in (("literal", literal_attack), ("literal+", plus), ("append", append_upload),
-                     ("flood", rcpt_flood), ("guess", guessing)):
+                     ("flood", rcpt_flood), ("flood-no-cutoff", rcpt_flood), ("guess", guessing)):
         if name not in args.only:
             continue
+        # flood-no-cutoff: the error limit out of the way, to see the yielding alone
+        extra = "[limits]\nmax_errors = 10000\n" if name == "flood-no-cutoff" else ""
         with tempfile.TemporaryDirectory() as d:
-            relay = Relay(Path(args.src).resolve(), Path(d))
+            relay = Relay(Path(args.src).resolve(), Path(d), extra)
             relay.start()
             try:
                 if name == "guess":

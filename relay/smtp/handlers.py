@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 REJECTS_LOGGED = 3        # RCPT rejections logged one by one per session; the rest as a count
-YIELD_EVERY = 32          # pipelined commands handled before letting other connections run
+YIELD_AFTER = 0.002       # seconds of pipelined commands before letting other connections run
 
 
 def header_senders(data: bytes) -> list[str] | None:
@@ -84,7 +84,7 @@ class RelaySMTP(SMTP):
         self.refused: str | None = None
         self.admitted_ip: str | None = None
         self.closing = False
-        self._since_yield = 0
+        self._last_yield = 0.0
 
     async def _handle_client(self) -> None:
         if self.refused is not None:   # over a connection cap: say so politely and hang up
@@ -107,11 +107,12 @@ class RelaySMTP(SMTP):
                 self._held.clear()
                 self._hang_up()
                 return
-        self._since_yield += 1
-        if self._since_yield >= YIELD_EVERY:
-            # a client pipelining thousands of commands must not hold the event loop
-            self._since_yield = 0
+        now = self.loop.time()
+        if now - self._last_yield > YIELD_AFTER:
+            # a client pipelining thousands of commands must not hold the event loop: reading
+            # buffered commands never waits, so take turns every couple of milliseconds
             await asyncio.sleep(0)
+            self._last_yield = self.loop.time()
         await self._push(response)
 
     def _hang_up(self) -> None:
@@ -146,8 +147,11 @@ class RelaySMTP(SMTP):
         the next push, which comes before any read that could wait on the client."""
         self._held.append(response + b"\r\n")
         buffered = getattr(self._reader, "_buffer", b"")
-        # only plain 250s wait: 220 (STARTTLS), 221 (QUIT), 334, 354 and errors go out now
-        if response.startswith(b"250") and b"\n" in buffered and len(self._held) < 64:
+        # 250s and rejections (4xx/5xx but 421) wait while more commands are buffered: a flood
+        # of rejected RCPTs goes out in batches, not one send each; 220 (STARTTLS), 221 (QUIT),
+        # 334, 354 and 421 go out now
+        if (response.startswith(b"250") or (response[:1] in (b"4", b"5") and not response.startswith(b"421"))) \
+                and b"\n" in buffered and len(self._held) < 64:
             return
         self._writer.write(b"".join(self._held))
         self._held.clear()
