@@ -423,3 +423,23 @@ async def test_bare_lf_files_are_served_with_crlf(relay, tmp_path):
     finally:
         dc.cleanup()
     assert ours == theirs
+
+
+async def test_imapclient_sees_keywords_and_recent(relay):
+    """What a client library makes of it: select_folder's FLAGS/PERMANENTFLAGS carry the
+    mailbox's keywords (Thunderbird keeps its tags as keywords) and RECENT counts new mail."""
+    from imapclient import IMAPClient
+
+    def go():
+        with IMAPClient(relay[0], port=relay[1], ssl=False) as c:
+            c.login(USER, PASSWORD)
+            c.append("INBOX", MSG, flags=["$label1", "\\Seen"])
+            info = c.select_folder("INBOX")
+            assert b"$label1" in info[b"FLAGS"] and b"\\*" in info[b"PERMANENTFLAGS"]
+            assert info[b"RECENT"] == 1
+            c.add_flags([1], ["$label2"])
+            assert set(c.get_flags([1])[1]) >= {b"$label1", b"$label2", b"\\Seen"}
+            info = c.select_folder("INBOX")
+            assert b"$label2" in info[b"FLAGS"] and info[b"RECENT"] == 0
+
+    await run(go)
