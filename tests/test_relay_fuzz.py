@@ -1,5 +1,6 @@
 """Fuzzing the relay's three wire protocols with Hypothesis (issue 10): structured commands
-and byte mutations of them. Properties, for every input:
+and byte mutations of them; and the MIME analysis the store runs on every delivered message.
+Properties, for every input:
 
 - no exception escapes a session (the IMAP parser + session, the POP3 machine, aiosmtpd with
   our SMTP handlers behind a real relay socket);
@@ -374,3 +375,37 @@ def test_fuzz_smtp_handlers_through_a_relay_socket(smtp_relay, lines, listener):
                 assert f.read() == b""
                 break
     assert not [e for e in smtp_relay.errors if "exception" in e], smtp_relay.errors
+
+
+# ------------------------------------------------------------------------------ MIME (the index)
+@st.composite
+def mime_message(draw, depth=0):
+    """A message with random headers and nesting (multipart, message/rfc822), maybe mangled."""
+    headers = [b"From: " + draw(st.sampled_from([b"Alice <a@example.org>", b"=?utf-8?q?=C3=A9?= <x@y>",
+                                                  b"undisclosed-recipients:;", b"<>", b"a@b, (c) d@e, \"q\\\"\" <f@g>",
+                                                  b"\xff\xfe@x", b""])),
+               b"Subject: " + draw(st.sampled_from([b"hi", b"=?utf-8?b?w6k=?=", b"=?x?q?broken", b"\x00\x01",
+                                                    b"a" * 2000]))]
+    kind = draw(st.sampled_from(["text", "text", "multipart", "rfc822"] if depth < 40 else ["text"]))
+    if kind == "text":
+        ctype = draw(st.sampled_from([b"text/plain; charset=utf-8", b"text/html; name*0*=utf-8''%C3%A9;name*1=x",
+                                      b"application/octet-stream; name=\"../../x\"", b"text/plain; charset=\"",
+                                      b"image/png; ;;; =", b"x"]))
+        body = draw(st.sampled_from([b"hello\r\n", b"", b"=C3=A9=\r\n", b"\x00\xff" * 50, b"line\n" * 100]))
+        return b"\r\n".join(headers + [b"Content-Type: " + ctype, b"", body])
+    if kind == "rfc822":
+        inner = draw(mime_message(depth + (1 if depth < 5 else 8)))
+        return b"\r\n".join(headers + [b"Content-Type: message/rfc822", b"", inner])
+    boundary = draw(st.sampled_from([b"b", b"=_x", b"a b", b"", b"--", b"x" * 100]))
+    parts = [draw(mime_message(depth + 1)) for _ in range(draw(st.integers(0, 3)))]
+    body = b"".join(b"--" + boundary + b"\r\n" + p + b"\r\n" for p in parts) + b"--" + boundary + b"--\r\n"
+    return b"\r\n".join(headers + [b"Content-Type: multipart/mixed; boundary=\"" + boundary + b"\"", b"", body])
+
+
+@FUZZ
+@given(data=st.one_of(mime_message(), mime_message().flatmap(mutated)))
+def test_fuzz_mime_index_analysis(data):
+    """What the store indexes for every delivered message: a hostile sender controls all of it."""
+    from relay.store import mime
+    env, body, fields = mime.analyse(data)
+    assert mime.imap_encode(env).startswith(b"(") and mime.imap_encode(body).startswith(b"(")
