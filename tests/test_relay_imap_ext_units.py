@@ -87,3 +87,58 @@ def test_notify_grammar_and_matching():
                 [Atom("SET"), [Atom("PERSONAL"), [Atom("MessageNew"), A("UID")]]]):
         with pytest.raises(ParseError):
             notify.parse(bad, str)
+
+
+# ------------------------------------------------------------------------------ fuzz
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from relay.imap import append as AP  # noqa: E402
+from relay.imap import esearch as ES  # noqa: E402
+from relay.imap.sortkeys import SortError, base_subject, parse_criteria  # noqa: E402
+from relay.imap.threads import message_ids  # noqa: E402
+
+WORDS = ["RETURN", "MIN", "MAX", "ALL", "COUNT", "PARTIAL", "UPDATE", "1:5", "5:1", "0:1", "*", "SAVE",
+         "SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE", "CHILDREN", "STATUS", "MESSAGES",
+         "QRESYNC", "CONDSTORE", "CHANGEDSINCE", "VANISHED", "1", "67890007", "1:*", "SET", "NONE",
+         "SELECTED", "PERSONAL", "SUBTREE", "MAILBOXES", "MessageNew", "MessageExpunge", "FlagChange",
+         "AnnotationChange", "CATENATE", "TEXT", "URL", "~", "REVERSE", "DATE", "SUBJECT", "DISPLAYFROM",
+         "\\Seen", "INBOX"]
+
+
+def tokens(depth=0):
+    leaf = st.one_of(st.sampled_from(WORDS).map(Atom), st.binary(max_size=30),
+                     st.sampled_from([b"01-Jan-2024 10:00:00 +0000", b"/INBOX/;UID=1", b"imap://h/x;UID=2"]))
+    if depth >= 3:
+        return leaf
+    return st.one_of(leaf, st.lists(st.deferred(lambda: tokens(depth + 1)), max_size=4))
+
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXPECTED = (ParseError, SortError, AP.BadURL, notify.BadEvent)
+
+
+@FUZZ
+@given(st.lists(tokens(), max_size=6))
+def test_fuzz_extension_parsers_raise_only_their_errors(args):
+    for fn in (lambda a: ES.parse_return(a), lambda a: listext.parse(a, str),
+               lambda a: qresync.parse_select_params(a, True), lambda a: qresync.parse_fetch_modifiers(a, True, True),
+               lambda a: notify.parse(a, lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)),
+               lambda a: AP.parse(a), lambda a: parse_criteria(a[0] if a else a)):
+        try:
+            fn(list(args))
+        except EXPECTED:
+            pass
+
+
+@FUZZ
+@given(st.text(max_size=60), st.binary(max_size=80))
+def test_fuzz_subjects_and_ids(subject, raw):
+    base, reply = base_subject(subject)
+    assert isinstance(base, str) and isinstance(reply, bool) and not base.startswith(" ")
+    for mid in message_ids(raw):
+        assert "@" in mid and ">" not in mid
+    try:
+        AP.parse_url(raw.decode("utf-8", "replace"))
+    except AP.BadURL:
+        pass
