@@ -218,3 +218,19 @@ def test_section_numbers_address_the_tree():
 def test_address_text_is_what_search_matches():
     assert mime.address_text(b"<user (c)@ (c) example.org>, x@y.z (Real)") == "user@example.org, Real <x@y.z>"
     assert mime.address_text(b"=?utf-8?q?J=C3=BCrgen?= <j@x.de>, grp: a@b.c;") == "Jürgen <j@x.de>, grp:, a@b.c"
+
+
+def test_header_fields_split_like_the_compat32_parser():
+    """mime.parse_header is a fast copy of BytesHeaderParser(policy=compat32)'s rules."""
+    import random
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+    parser = BytesHeaderParser(policy=compat32)
+    rnd = random.Random(11)
+    pieces = [b"Subject: x", b"\r\n", b"\n", b"\r", b" cont", b"\tcont", b"From ", b"From: a@b",
+              b":bad", b"noc", b"X-A:", b"\xff", b"To: a", b"=?utf-8?q?x?=", b"  ", b"\x00",
+              b"Content-Type: text/plain; charset=x"]
+    for _ in range(3000):
+        raw = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 14)))
+        want = [(k, str(v)) for k, v in parser.parsebytes(raw).raw_items()]
+        assert list(mime.parse_header(raw).raw_items()) == want, raw

@@ -1,10 +1,14 @@
 """Pure functions from a message's bytes to what the index caches: the IMAP ENVELOPE and
 BODYSTRUCTURE (RFC 3501 section 7.4.2) and the decoded header fields SEARCH looks at.
 
-Header fields are parsed with the stdlib ``email`` package (compat32, which keeps values as
-written), but MIME part boundaries are found in the raw bytes here: ``email`` re-serialises what
-it parses (refolds, rewrites line endings), and BODYSTRUCTURE sizes and line counts must be exact
-for the bytes as delivered.
+Header fields are split by ``parse_header`` with exactly the rules of the stdlib's compat32
+header parser (which keeps values as written; checked against it by tests) but without building
+``email`` Message objects, which cost five times as much; addresses, encoded words and dates use
+``email.utils``/``email.header``. MIME part boundaries are found in the raw bytes here:
+``email`` re-serialises what it parses (refolds, rewrites line endings), and BODYSTRUCTURE sizes
+and line counts must be exact for the bytes as delivered. One MIME tree (``parse_tree``) answers
+BODYSTRUCTURE and BODY[section] (relay/imap/fetch.py), following Dovecot's message parser where
+RFCs leave room (see ``_boundary_at``, ``find_part``).
 
 Representation: nested lists whose leaves are ``bytes`` (strings, raw as in the message),
 ``int`` (sizes, line counts) or ``None`` (NIL); an IMAP encoder writes them directly.
@@ -16,9 +20,6 @@ import email.header
 import functools
 import email.utils
 import re
-from email.message import Message
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 
 from relay.store.types import HeaderFields
 
@@ -29,7 +30,6 @@ CACHE_VERSION = 2
 
 _BLANK = re.compile(rb"\r?\n\r?\n")
 _FOLD = re.compile(r"\r?\n[ \t]")        # unfolding: CRLF + WSP → one space (as Dovecot)
-_parser = BytesHeaderParser(policy=compat32)
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
 
 
@@ -47,8 +47,66 @@ def split_header(data: bytes, start: int = 0, end: int | None = None) -> tuple[i
     return m.end(), m.end()
 
 
-def parse_header(raw: bytes) -> Message:
-    return _parser.parsebytes(raw)
+class Fields:
+    """A parsed header block: ``raw_items()`` gives (name, value) pairs exactly as
+    ``BytesHeaderParser(policy=compat32)`` would (see ``parse_header``), without building an
+    ``email`` Message (about 5x cheaper; every MIME part of every FETCH section needs one)."""
+
+    __slots__ = ("_items", "__dict__")
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items = items
+
+    def raw_items(self):
+        return iter(self._items)
+
+
+_LINE_SPLIT = re.compile(r"(?<=\r\n)|(?<=\r)(?!\n)|(?<=\n)")
+_HEADER_LINE = re.compile(r"^(From |[\041-\071\073-\176]*:|[\t ])")
+
+
+def parse_header(raw: bytes) -> Fields:
+    """The header fields of a header block, with the compat32 parser's rules: lines end at CRLF,
+    CR or LF; a line starting with space/tab continues the previous field; the fields end at an
+    empty line or at the first line that is no field (the rest is body); a leading "From " line
+    is the Unix envelope; values keep their folding (callers unfold)."""
+    text = raw.decode("ascii", "surrogateescape")
+    lines = [x for x in _LINE_SPLIT.split(text) if x]
+    items: list[tuple[str, str]] = []
+    name = None
+    value: list[str] = []
+    header_lines = []
+    for line in lines:
+        if line in ("\r\n", "\n", "\r") or not _HEADER_LINE.match(line):
+            break
+        header_lines.append(line)
+    last = len(header_lines) - 1
+    for i, line in enumerate(header_lines):
+        if line[0] in " \t":
+            if name is not None:
+                value.append(line)
+            continue
+        if name is not None:
+            items.append(_source(name, value))
+            name, value = None, []
+        if line.startswith("From "):
+            if i == 0 or i != last:
+                continue            # the Unix envelope line, or a misplaced one: skipped
+            break                   # a "From " last line is body
+        colon = line.find(":")
+        if colon <= 0:
+            continue
+        name, value = line[:colon], [line]
+    if name is not None:
+        items.append(_source(name, value))
+    return Fields(items)
+
+
+def _source(name: str, lines: list[str]) -> tuple[str, str]:
+    """compat32's header_source_parse: the value after the colon, leading blanks and the
+    final line end removed, continuation lines kept as they are."""
+    v = lines[0].split(":", 1)[1].lstrip(" \t") + "".join(lines[1:])
+    return name, v.rstrip("\r\n")
 
 
 def header_of(data: bytes) -> bytes:
@@ -56,7 +114,7 @@ def header_of(data: bytes) -> bytes:
     return data[:split_header(data)[0]]
 
 
-def _value(msg: Message, name: str) -> bytes | None:
+def _value(msg: Fields, name: str) -> bytes | None:
     """First ``name`` field, unfolded, as raw bytes (8-bit kept: raw_items() holds the
     surrogate-escaped original, where get() would replace undecodable bytes)."""
     fields = msg.__dict__.get("_first_fields")
@@ -80,7 +138,7 @@ def _clean(v) -> bytes:
     return v.strip().encode("utf-8", "surrogateescape")
 
 
-def _values(msg: Message, name: str) -> list[bytes]:
+def _values(msg: Fields, name: str) -> list[bytes]:
     """Every ``name`` field, in order (unfolded raw bytes, as ``_value``)."""
     fields = msg.__dict__.get("_all_fields")
     if fields is None:
@@ -246,7 +304,7 @@ def _addresses(v: bytes | None) -> list | None:
     return out or None
 
 
-def _address_field(msg: Message, name: str) -> bytes | None:
+def _address_field(msg: Fields, name: str) -> bytes | None:
     """All occurrences of an address field joined (a repeated To: adds its addresses)."""
     vals = [v for v in _values(msg, name) if v]
     if not vals:
@@ -274,7 +332,7 @@ def address_text(v: bytes | None) -> str:
     return ", ".join(out)
 
 
-def envelope_of(msg: Message) -> list:
+def envelope_of(msg: Fields) -> list:
     def h(name: str) -> bytes | None:
         return _value(msg, name)
     def a(name: str) -> list | None:
@@ -371,7 +429,7 @@ def _plist(pairs: list[tuple[str, str]]) -> list | None:
     return out or None
 
 
-def _ctype_params(msg: Message, default: str) -> tuple[bytes, bytes, list | None]:
+def _ctype_params(msg: Fields, default: str) -> tuple[bytes, bytes, list | None]:
     raw = _value(msg, "Content-Type")
     head, params = split_params(_text(raw)) if raw else (default, [])
     maintype, sep, subtype = head.partition("/")      # case kept as written (as Dovecot does)
@@ -385,7 +443,7 @@ def _ctype_params(msg: Message, default: str) -> tuple[bytes, bytes, list | None
     return maintype.encode(), subtype.encode(), _plist(params)
 
 
-def _disposition(msg: Message) -> list | None:
+def _disposition(msg: Fields) -> list | None:
     raw = _value(msg, "Content-Disposition")
     if not raw:
         return None
@@ -395,7 +453,7 @@ def _disposition(msg: Message) -> list | None:
     return [head.encode("utf-8", "surrogateescape"), _plist(merge_rfc2231(params))]
 
 
-def _language(msg: Message):
+def _language(msg: Fields):
     v = _value(msg, "Content-Language")
     if not v:
         return None
@@ -416,14 +474,14 @@ class Part:
 
     __slots__ = ("hs", "he", "bs", "be", "msg", "ctype", "children", "message")
 
-    def __init__(self, hs: int, he: int, bs: int, be: int, msg: Message | None,
+    def __init__(self, hs: int, he: int, bs: int, be: int, msg: Fields | None,
                  ctype: tuple[bytes, bytes, list | None]) -> None:
         self.hs, self.he, self.bs, self.be, self.msg, self.ctype = hs, he, bs, be, msg, ctype
         self.children: list[Part] | None = None
         self.message: Part | None = None
 
     @property
-    def headers(self) -> Message | None:
+    def headers(self) -> Fields | None:
         """The parsed header (for relay.imap.fetch.header_value)."""
         return self.msg
 
@@ -485,7 +543,7 @@ class _Parse:
         self.data, self.parts = data, 0
 
     def entity(self, start: int, end: int, stack: list[bytes], default: str, depth: int,
-               msg: Message | None = None) -> tuple[Part, _Boundary | None]:
+               msg: Fields | None = None) -> tuple[Part, _Boundary | None]:
         """Parse the entity at ``start``; returns it and the delimiter line that ended it
         (None: the end of the data)."""
         data = self.data
@@ -639,7 +697,7 @@ def header_fields(data: bytes) -> HeaderFields:
     return header_fields_of(parse_header(header_of(data)))
 
 
-def header_fields_of(msg: Message) -> HeaderFields:
+def header_fields_of(msg: Fields) -> HeaderFields:
     date_v = _value(msg, "Date")
     when: float | None = None
     if date_v:
