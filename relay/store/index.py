@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS messages (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_base ON messages (folder, base);
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder, modseq);
+CREATE INDEX IF NOT EXISTS messages_recent ON messages (folder) WHERE recent=1;
 CREATE TABLE IF NOT EXISTS expunged (
     folder INTEGER NOT NULL, uid INTEGER NOT NULL, modseq INTEGER NOT NULL,
     PRIMARY KEY (folder, uid)

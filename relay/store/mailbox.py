@@ -12,6 +12,7 @@ and stats ``cur/``; only when ``cur/``'s mtime moved does it list ``cur/`` and c
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import logging
 import os
@@ -568,7 +569,7 @@ class UserStore:
             return set()
         with self._lock:
             f = self._folder(folder)
-            got = {r[0] for r in self._select(f, "uid, recent", uids) if r[1]}
+            got = self._recent_among(f, uids)
             if got:
                 with self._tx() as db:
                     db.executemany("UPDATE messages SET recent=0 WHERE folder=? AND uid=?",
@@ -582,7 +583,16 @@ class UserStore:
             f = self._folder(folder)
             if uids is None:
                 self._sync(f)
-            return {r[0] for r in self._select(f, "uid, recent", uids) if r[1]}
+            return self._recent_among(f, uids)
+
+    def _recent_among(self, f: _Folder, uids: Sequence[int] | None) -> set[int]:
+        """Recent UIDs of ``f`` (among the ascending ``uids``): one look at the small partial
+        index of recent rows, so SELECT of a 100,000-message folder stays cheap."""
+        rows = [r[0] for r in self._db.execute(
+            "SELECT uid FROM messages INDEXED BY messages_recent WHERE folder=? AND recent=1", (f.id,))]
+        if uids is None:
+            return set(rows)
+        return {u for u in rows if _in_sorted(uids, u)}
 
     def keywords(self, folder: str) -> list[str]:
         """Every keyword used in the folder so far, sorted (SELECT's FLAGS)."""
@@ -939,6 +949,11 @@ class UserStore:
             gone = [r[0] for r in self._db.execute(
                 "SELECT uid FROM expunged WHERE folder=? AND modseq>? ORDER BY uid", (f.id, modseq))]
             return recs, gone
+
+
+def _in_sorted(uids: Sequence[int], uid: int) -> bool:
+    i = bisect.bisect_left(uids, uid)
+    return i < len(uids) and uids[i] == uid
 
 
 def _like_prefix(name: str) -> str:
