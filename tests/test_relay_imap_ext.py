@@ -270,8 +270,7 @@ async def test_notify_pushes_changes_between_commands(server):
             return got
 
         b.ok(b"APPEND Sent {%d}" % len(msg(7)), msg(7))
-        got = expect(b"* STATUS Sent (MESSAGES 1 UIDNEXT 2 UIDVALIDITY ")
-        assert any(b"HIGHESTMODSEQ" in g for g in got)
+        expect(b"* STATUS Sent (MESSAGES 1 UIDNEXT 2 UIDVALIDITY ")    # as Dovecot
         b.ok(b"APPEND INBOX {%d}" % len(msg(8)), msg(8))
         expect(b"* 6 EXISTS", b"* 6 FETCH (UID 6)")
         b.ok("CREATE Projects")

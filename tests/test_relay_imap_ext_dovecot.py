@@ -271,3 +271,81 @@ async def test_binary_matches_dovecot(dovecot, tmp_path):
             await stop_imap_server(server)
     for cmd in BINARY_FETCHES:
         assert (cmd, ours[cmd]) == (cmd, theirs[cmd])
+
+
+def _notify_answers(port: int, user: str) -> list[bytes]:
+    """NOTIFY SET STATUS, then another session appends to Sent, flags and expunges there: the
+    STATUS lines for Sent, as pushed without a command (UIDVALIDITY and MODSEQs normalised)."""
+    import re
+    import socket
+
+    a, b = imaplib.IMAP4("127.0.0.1", port), imaplib.IMAP4("127.0.0.1", port)
+    got: list[bytes] = []
+
+    def cmd(c, text):
+        tag = c._new_tag()
+        c.send(tag + b" " + text.encode() + b"\r\n")
+        out = []
+        while not (line := c.readline()).startswith(tag):
+            out.append(line.rstrip(b"\r\n"))
+        assert b" OK " in line, (text, line)
+        return out
+
+    def sent_status(lines):
+        return [re.sub(rb"(UIDVALIDITY|HIGHESTMODSEQ) \d+", rb"\1 N", x) for x in lines
+                if x.startswith(b"* STATUS Sent ")]
+
+    def wait_status(until: bytes):
+        """Read pushed lines until a STATUS for Sent contains ``until``; keep that one (servers
+        may report a burst of changes in one or several lines)."""
+        a.sock.settimeout(10)
+        while True:
+            line = a.readline().rstrip(b"\r\n")
+            if line.startswith(b"* STATUS Sent ") and until in line:
+                got.extend(sent_status([line]))
+                return
+
+    try:
+        for c in (a, b):
+            c.login(user, "pw")
+        cmd(a, "SELECT INBOX")
+        got += sent_status(cmd(a, "NOTIFY SET STATUS (SELECTED (MessageNew MessageExpunge)) "
+                                  "(PERSONAL (MessageNew MessageExpunge FlagChange))"))
+        b.append("Sent", "", None, MESSAGES[0][1])
+        wait_status(b"MESSAGES 1")
+        b.select("Sent")
+        b.store("1", "+FLAGS", "\\Seen")
+        wait_status(b"UNSEEN 0")
+        b.store("1", "+FLAGS", "\\Deleted")
+        b.expunge()
+        wait_status(b"MESSAGES 0")
+        a.sock.settimeout(None)
+    finally:
+        for c in (a, b):
+            try:
+                c.logout()
+            except (OSError, imaplib.IMAP4.error, socket.timeout):
+                pass
+    return got
+
+
+async def test_notify_status_matches_dovecot(dovecot, tmp_path):
+    dovecot.add_user("bob", "pw")
+    theirs = await asyncio.to_thread(_notify_answers, dovecot.imap_port, "bob")
+
+    async def auth(user, password):
+        return password == "pw"
+
+    from relay.events import ChangeBus
+    bus = ChangeBus()
+    with MailStore(tmp_path / "mail", bus) as store:
+        store.user("bob@example.org")
+        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth, bus=bus,
+                                         ssl_context=None, allow_plaintext="loopback", hostname="test")
+        try:
+            ours = await asyncio.to_thread(_notify_answers, server.sockets[0].getsockname()[1],
+                                           "bob@example.org")
+        finally:
+            await stop_imap_server(server)
+    assert len(theirs) == 4
+    assert ours == theirs

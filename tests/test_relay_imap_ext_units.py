@@ -79,7 +79,12 @@ def test_notify_grammar_and_matching():
     assert ev == {"MESSAGENEW", "MESSAGEEXPUNGE"}
     assert notify.events_for(spec, "Sent", selected=False, subscribed=False) == set()   # PERSONAL NONE
     assert notify.status_items(ev) == ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
-    assert notify.status_items({"FLAGCHANGE"}) == ["UIDVALIDITY", "HIGHESTMODSEQ"]
+    assert notify.status_items({"FLAGCHANGE"}) == ["UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"]
+    assert notify.status_items(ev, True, initial=False) == ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN",
+                                                            "HIGHESTMODSEQ"]
+    assert notify.status_items({"FLAGCHANGE"}, False, initial=False) == ["MESSAGES", "UIDNEXT", "UIDVALIDITY",
+                                                                        "UNSEEN"]
+    assert notify.status_items({"MAILBOXNAME"}, True, initial=False) == []
     assert notify.parse([Atom("NONE")], str) is None
     with pytest.raises(notify.BadEvent):
         notify.parse([Atom("SET"), [Atom("PERSONAL"), A("AnnotationChange")]], str)

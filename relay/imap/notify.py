@@ -140,20 +140,29 @@ def events_for(spec: NotifySpec, name: str, *, selected: bool, subscribed: bool,
     return set()
 
 
-def status_items(events: set[str], condstore: bool = True) -> list[str]:
-    """STATUS items that report ``events`` for a mailbox that is not selected (RFC 5465 5.2):
-    MessageNew → MESSAGES UIDNEXT UIDVALIDITY, MessageExpunge → MESSAGES, FlagChange →
-    UIDVALIDITY HIGHESTMODSEQ (UNSEEN without CONDSTORE)."""
-    want: list[str] = []
-    if "MESSAGENEW" in events or "MESSAGEEXPUNGE" in events:
-        want.append("MESSAGES")
-    if "MESSAGENEW" in events:
-        want += ["UIDNEXT", "UIDVALIDITY"]
-    if "FLAGCHANGE" in events:
-        if "UIDVALIDITY" not in want:
-            want.append("UIDVALIDITY")
-        want.append("HIGHESTMODSEQ" if condstore else "UNSEEN")
-    return want
+_ORDER = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ")
+
+
+def status_items(events: set[str], condstore: bool = True, *, initial: bool = True) -> list[str]:
+    """STATUS items for a mailbox that is not selected (RFC 5465 5.2), as Dovecot picks them.
+    The first STATUS (NOTIFY SET STATUS): MessageNew → MESSAGES UIDNEXT UIDVALIDITY,
+    MessageExpunge → MESSAGES, FlagChange → UIDVALIDITY UNSEEN HIGHESTMODSEQ. Later changes:
+    MESSAGES UIDNEXT UIDVALIDITY UNSEEN, and HIGHESTMODSEQ with CONDSTORE on."""
+    want: set[str] = set()
+    if initial:
+        if "MESSAGENEW" in events:
+            want |= {"MESSAGES", "UIDNEXT", "UIDVALIDITY"}
+        if "MESSAGEEXPUNGE" in events:
+            want.add("MESSAGES")
+        if "FLAGCHANGE" in events:
+            want |= {"UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"}
+    elif events & {"MESSAGENEW", "MESSAGEEXPUNGE", "FLAGCHANGE"}:
+        # what Dovecot 2.3 sends on every change it reports (its list index reports the
+        # mailbox's whole state), whichever message event it was
+        want |= {"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN"}
+        if condstore:
+            want.add("HIGHESTMODSEQ")
+    return [k for k in _ORDER if k in want]
 
 
 __all__ = ["BadEvent", "Group", "NotifySpec", "events_for", "parse", "status_items"]

@@ -1207,10 +1207,12 @@ class Session:
                      f"SubscriptionChange)] Unsupported event: {str(e)[:60]}") from None
         self.notify = spec
         if spec is not None:
+            if any("FLAGCHANGE" in g.events for g in spec.groups):
+                self._condstore_on()        # flag changes are told with MODSEQs (as Dovecot)
             await asyncio.to_thread(self._notify_snapshot, spec.status)
         self.tagged(tag, "OK", "NOTIFY completed")
 
-    def _notify_targets(self, names) -> dict[str, list[str]]:
+    def _notify_targets(self, names, initial: bool = False) -> dict[str, list[str]]:
         """STATUS items to watch per (not selected) mailbox among ``names``."""
         assert self.notify is not None
         subs = self._mb().subscriptions() if any(g.filter == "SUBSCRIBED" for g in self.notify.groups) else set()
@@ -1219,7 +1221,7 @@ class Session:
             if name == self.folder:
                 continue
             events = NT.events_for(self.notify, name, selected=False, subscribed=name in subs, sep=SEP)
-            items = NT.status_items(events, True)
+            items = NT.status_items(events, self.condstore, initial=initial)
             if items:
                 out[name] = items
         return out
@@ -1230,7 +1232,7 @@ class Session:
         self.notify_names = {f.name for f in mb.folders()}
         self.notify_subs = set(mb.subscriptions())
         self.notify_told = {}
-        for name, items in self._notify_targets([f.name for f in folders]).items():
+        for name, items in self._notify_targets([f.name for f in folders], initial=True).items():
             values = mb.status(name)
             self.notify_told[name] = values
             if tell:
