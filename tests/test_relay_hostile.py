@@ -413,6 +413,53 @@ async def test_item8_pipelined_valid_commands_yield_to_other_connections(relay):
     w.close()
 
 
+async def test_item8_a_long_flood_takes_turns_with_other_protocols(tmp_path):
+    """With the error limit out of the way, 10,000 rejected RCPTs still let an IMAP NOOP and a
+    POP3 CAPA through long before the flood's last reply (before issue 10 they waited for it)."""
+    srv = RelayServer(relay_config(tmp_path, "[limits]\nmax_errors = 10000\n"), grace=2.0)
+    await srv.start()
+    try:
+        r, w = await lines(srv.addresses["smtp"])
+        await smtp_reply(r)
+        ir, iw = await lines(srv.addresses["imap"])
+        await ir.readline()
+        pr, pw = await lines(srv.addresses["pop3"])
+        await pr.readline()
+        w.write(b"EHLO flood.example\r\n")
+        await w.drain()
+        await smtp_reply(r)
+        loop = asyncio.get_running_loop()
+        done: dict[str, float] = {}
+
+        async def flood():
+            w.write(b"MAIL FROM:<x@flood.example>\r\n" + b"".join(
+                b"RCPT TO:<v%d@elsewhere.example>\r\n" % i for i in range(10_000)))
+            await w.drain()
+            for _ in range(10_001):
+                assert (await asyncio.wait_for(r.readline(), 30))[:1] in (b"2", b"5")
+            done["flood"] = loop.time()
+
+        async def others():
+            await asyncio.sleep(0.01)
+            iw.write(b"n NOOP\r\n")
+            pw.write(b"CAPA\r\n")
+            await asyncio.gather(iw.drain(), pw.drain())
+            assert (await read_tagged(ir, b"n")).startswith(b"n OK")
+            while (await pr.readline()) != b".\r\n":
+                pass
+            done["others"] = loop.time()
+            done["rcpts_handled_then"] = max(c.rejected_rcpts for c in srv.smtp_handlers["smtp"].connections)
+
+        await asyncio.gather(flood(), others())
+        # the relay takes turns every 2 ms: the others were answered while the flood was still
+        # being worked through (~150 of 10,000 RCPTs handled then; without turns: all 10,000)
+        assert done["others"] < done["flood"] and done["rcpts_handled_then"] < 5000, done
+        for x in (w, iw, pw):
+            x.close()
+    finally:
+        await srv.stop()
+
+
 # ------------------------------------------------------------------------------ item 9
 def _auth_plain(user: str, password: str) -> bytes:
     return base64.b64encode(f"\0{user}\0{password}".encode())
