@@ -147,3 +147,21 @@ def test_fuzz_subjects_and_ids(subject, raw):
         AP.parse_url(raw.decode("utf-8", "replace"))
     except AP.BadURL:
         pass
+
+
+def test_literals_of_one_command_are_capped_in_total():
+    """MULTIAPPEND/CATENATE legitimately send several literals in one command; together they
+    may not exceed two maximal literals, so one command cannot pile up memory."""
+    from relay.imap.parser import BadInput, Command, CommandReader, ContinuationNeeded
+
+    r = CommandReader(max_literal=10)
+    r.receive_data(b"a APPEND INBOX {8+}\r\n12345678 {8+}\r\n12345678 {8+}\r\n12345678\r\nb NOOP\r\n")
+    ev = r.next_event()
+    assert isinstance(ev, BadInput) and ev.tag == "a" and "TOOBIG" in ev.message
+    assert isinstance(r.next_event(), Command)            # the session goes on: b NOOP
+    r = CommandReader(max_literal=10)
+    r.receive_data(b"c APPEND INBOX {8}\r\n")
+    assert isinstance(r.next_event(), ContinuationNeeded)
+    r.receive_data(b"12345678 {9+}\r\n123456789\r\n")
+    ev = r.next_event()
+    assert isinstance(ev, Command) and ev.args[1:] == [b"12345678", b"123456789"]

@@ -137,7 +137,10 @@ class CommandReader:
             if m:
                 size, plus = int(m.group(1)), m.group(2) == b"+"
                 self._parts.append(line[: m.start()])
-                if size > self.max_literal:
+                # one command holds at most two maximal literals in all (MULTIAPPEND and
+                # CATENATE carry several): a hostile command cannot pile up memory
+                held = sum(len(p[1]) for p in self._parts if isinstance(p, tuple))
+                if size > self.max_literal or held + size > 2 * self.max_literal:
                     tag = _first_tag(self._parts, b"")
                     self._parts, self._total = [], 0
                     if plus:  # the client sends it anyway: swallow it
