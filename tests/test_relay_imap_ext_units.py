@@ -165,3 +165,11 @@ def test_literals_of_one_command_are_capped_in_total():
     r.receive_data(b"12345678 {9+}\r\n123456789\r\n")
     ev = r.next_event()
     assert isinstance(ev, Command) and ev.args[1:] == [b"12345678", b"123456789"]
+
+
+def test_catenate_result_is_capped():
+    item = AP.parse([Atom("CATENATE"), [Atom("TEXT"), b"x" * 10, Atom("URL"), b"/A/;UID=1",
+                                        Atom("URL"), b"/A/;UID=1"]])[0]
+    assert AP.build(item, lambda url: b"y" * 100, 210) == b"x" * 10 + b"y" * 200
+    with pytest.raises(AP.TooBig):
+        AP.build(item, lambda url: b"y" * 100, 209)

@@ -142,12 +142,19 @@ def section_of(u: ImapURL) -> tuple[tuple[int, ...], str, tuple[str, ...]]:
         raise BadURL("", "invalid section") from None
 
 
-def build(item: AppendItem, resolve: Callable[[str], bytes]) -> bytes:
-    """The message bytes: the TEXT parts and the resolved URL parts, in order."""
+class TooBig(Exception):
+    """A CATENATE result over the size limit (answer NO [TOOBIG])."""
+
+
+def build(item: AppendItem, resolve: Callable[[str], bytes], limit: int | None = None) -> bytes:
+    """The message bytes: the TEXT parts and the resolved URL parts, in order; TooBig as soon
+    as they pass ``limit`` (URLs can name big messages many times over)."""
     out = bytearray()
     for kind, value in item.parts:
         out += value if kind == "text" else resolve(value)        # type: ignore[operator]
+        if limit is not None and len(out) > limit:
+            raise TooBig(f"the message would be over {limit} bytes")
     return bytes(out)
 
 
-__all__ = ["AppendItem", "BadURL", "ImapURL", "build", "parse", "parse_url", "section_of"]
+__all__ = ["AppendItem", "BadURL", "ImapURL", "TooBig", "build", "parse", "parse_url", "section_of"]

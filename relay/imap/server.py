@@ -48,6 +48,7 @@ class Connection:
                                tls_active=implicit_tls, tls_available=ssl_context is not None and not implicit_tls,
                                allow_plaintext=bool(plaintext_ok), throttle=throttle, peer=self.peer)
         self.session.flush = self.flush
+        self.session.max_append = max_literal      # a CATENATE result is a message too
         self.protocol = CommandReader(max_literal=min(LOGIN_LITERAL, max_literal))
         self.wake = asyncio.Event()
         self.changed: set[str] = set()      # folders the change bus named since the last look

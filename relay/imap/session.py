@@ -39,6 +39,7 @@ import logging
 from relay.imap import fetch as F
 from relay.store import mime as MIME
 from relay.imap.backend import BackendError, Mailbox, MessageRecord
+from relay.imap.parser import MAX_LITERAL
 from relay.imap.parser import (
     Atom, BadCharset, Command, FetchAtt, Literal, ParseError, Raw, SequenceSet, astring, decode_mailbox,
     encode, encode_body, encode_envelope, format_uid_set, mutf7_encode, number, parse_datetime, parse_fetch_items, parse_flags,
@@ -156,6 +157,7 @@ class Session:
         self.condstore = False
         self.qresync = False                    # RFC 7162: VANISHED instead of EXPUNGE
         self.contexts: dict[str, ES.LiveResult] = {}    # RFC 5267 RETURN (UPDATE), by tag
+        self.max_append = MAX_LITERAL                    # largest message APPEND/CATENATE builds
         self.notify: NT.NotifySpec | None = None         # RFC 5465, None = NOTIFY NONE
         self.notify_told: dict[str, dict] = {}            # last STATUS values told per mailbox
         self.notify_names: set[str] = set()
@@ -620,7 +622,9 @@ class Session:
             datas = []
             for it in items:
                 try:
-                    data = AP.build(it, self._resolve_url)
+                    data = AP.build(it, self._resolve_url, self.max_append)
+                except AP.TooBig as e:
+                    raise No(f"[TOOBIG] {e}") from None
                 except AP.BadURL as e:
                     url = e.url.replace("\\", "\\\\").replace('"', '\\"')
                     raise No(f'[BADURL "{url}"] {e}') from None
