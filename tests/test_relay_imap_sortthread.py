@@ -233,3 +233,33 @@ def test_sort_cache_loads_each_row_once_and_forgets_expunged():
     c.rows_for(many, load)
     c.rows_for(many[:900], load)          # the rest were expunged: their entries go
     assert len(c.rows) == 900 and 1 not in c.keys["SUBJECT"]
+
+
+def test_cache_registry_keeps_the_budget_and_drops_dead_owners():
+    import gc
+
+    from relay.imap.sortkeys import CacheRegistry
+
+    class Owner:
+        pass
+
+    def load(uids):
+        return [(u, 1, 1, None, "s", None, "") for u in uids]
+
+    reg = CacheRegistry(budget=150)
+    a, b = Owner(), Owner()
+    ca = reg.get(a, "INBOX", 1)
+    ca.rows_for(list(range(1, 101)), load)
+    assert reg.get(a, "INBOX", 1) is ca and reg.get(a, "INBOX", 2) is not ca
+    cb = reg.get(b, "INBOX", 1)
+    cb.rows_for(list(range(1, 101)), load)
+    reg.trim(keep=cb)                    # 200 > 150: the least recently used (a's) go
+    assert reg.get(b, "INBOX", 1) is cb and reg.get(a, "INBOX", 1) is not ca
+    big = reg.get(b, "Big", 1)
+    big.rows_for(list(range(1, 201)), load)
+    reg.trim(keep=big)                   # bigger than the whole budget: not kept either
+    assert reg.get(b, "Big", 1) is not big
+    del a, b
+    gc.collect()
+    reg.trim()
+    assert len(reg) == 0

@@ -31,7 +31,6 @@ import binascii
 import bisect
 import datetime as _dt
 import re
-import weakref
 from collections.abc import Awaitable, Callable
 
 import logging
@@ -53,7 +52,7 @@ from relay.imap import qresync as QR
 from relay.imap import binary as BX
 from relay.imap import append as AP
 from relay.imap import notify as NT
-from relay.imap.sortkeys import SortCache, SortError, parse_criteria, sort_messages
+from relay.imap.sortkeys import CacheRegistry, SortCache, SortError, parse_criteria, sort_messages
 from relay.errors import RelayError
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -1016,6 +1015,7 @@ class Session:
         mb, folder = self._mb(), self.folder
         cache = _sort_cache(mb, folder, getattr(self, "view_validity", 0))
         data = cache.rows_for(uids, lambda missing: mb.sort_fields(folder, missing))
+        _SORT_CACHES.trim(keep=cache)
         pos = {self.uids[i]: i for i in idx}
         return data, pos, cache
 
@@ -1384,20 +1384,12 @@ def _lenient_mutf7(s: str) -> str:
         return s
 
 
-_SORT_CACHES: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+_SORT_CACHES = CacheRegistry()     # per (user store, folder, UIDVALIDITY), bounded in messages
 
 
 def _sort_cache(mb, folder: str, validity: int) -> SortCache:
-    """The SortCache of a user's folder, shared by that user's sessions (a few folders each)."""
-    per = _SORT_CACHES.get(mb)
-    if per is None:
-        per = _SORT_CACHES[mb] = {}
-    c = per.get((folder, validity))
-    if c is None:
-        while len(per) >= 4:
-            per.pop(next(iter(per)))
-        c = per[(folder, validity)] = SortCache()
-    return c
+    """The SortCache of a user's folder, shared by that user's sessions."""
+    return _SORT_CACHES.get(mb, folder, validity)
 
 
 def _in(uids: list[int], uid: int) -> bool:

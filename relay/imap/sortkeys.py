@@ -47,10 +47,58 @@ def from_store_row(row) -> SortData:
     In-Reply-To, Message-ID), so a cached row stays small."""
     uid, arrival, vsize, date, subject, env, refs = row
     if env:
-        env = [None, None, (env[2] or [])[:1], None, None, (env[5] or [])[:1], (env[6] or [])[:1],
-               None, env[8], env[9]]
+        env = (None, None, _first(env[2]), None, None, _first(env[5]), _first(env[6]), None, env[8], env[9])
     return SortData(uid, float(arrival), float(date) if date else float(arrival), vsize,
                     subject or "", env, refs or "")
+
+
+def _first(addrs):
+    """The first address of an envelope address list, as a 1-tuple of a tuple (compact)."""
+    return (tuple(addrs[0]),) if addrs else None
+
+
+class CacheRegistry:
+    """The SortCaches of every user's folders in this process. While together they hold more
+    than ``budget`` messages, the least recently used are dropped (a dropped folder is read
+    from the index again on its next SORT). Owners (a user's store) are held weakly."""
+
+    def __init__(self, budget: int = 100_000) -> None:
+        import threading
+        from collections import OrderedDict
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._lru: "OrderedDict[tuple, tuple]" = OrderedDict()
+
+    def get(self, owner, folder: str, validity: int) -> "SortCache":
+        import weakref
+        key = (id(owner), folder, validity)
+        with self._lock:
+            hit = self._lru.get(key)
+            if hit is not None and hit[0]() is owner:
+                self._lru.move_to_end(key)
+                return hit[1]
+            cache = SortCache()
+            self._lru[key] = (weakref.ref(owner), cache)
+            return cache
+
+    def trim(self, keep: "SortCache | None" = None) -> None:
+        """Drop caches, oldest first, until the budget holds (``keep``, the one in use, last:
+        the caller still has its rows for the command at hand)."""
+        with self._lock:
+            for key in [k for k, (ref, _c) in self._lru.items() if ref() is None]:
+                del self._lru[key]
+            total = sum(len(c.rows) for _r, c in self._lru.values())
+            for key in list(self._lru):
+                if total <= self.budget:
+                    break
+                cache = self._lru[key][1]
+                if cache is keep and len(cache.rows) <= self.budget:
+                    continue        # in use; one folder bigger than the budget is not kept
+                total -= len(cache.rows)
+                del self._lru[key]
+
+    def __len__(self) -> int:
+        return len(self._lru)
 
 
 class SortCache:
@@ -296,4 +344,4 @@ def sort_messages(msgs: Sequence[SortData], criteria: list[tuple[str, bool]],
 
 
 __all__ = ["SORT_KEYS", "SortData", "SortError", "address_key", "base_subject", "casemap",
-           "SortCache", "from_store_row", "parse_criteria", "sort_key", "sort_messages"]
+           "CacheRegistry", "SortCache", "from_store_row", "parse_criteria", "sort_key", "sort_messages"]
