@@ -248,6 +248,15 @@ def test_fuzz_pop3_machine(data):
     bodies = {1: MSG, 2: b"Subject: two\r\n\r\n.\r\n..x\r\n", 3: b"no header at all"}
     m = Pop3Machine(hostname="mx", tls_active=False, tls_available=True, plaintext_allowed=True)
     assert m.greeting().startswith(b"+OK")
+    tracemalloc.start()
+    try:
+        _pop3_lines(m, data, bodies)
+        assert tracemalloc.get_traced_memory()[1] < MEMORY_CAP
+    finally:
+        tracemalloc.stop()
+
+
+def _pop3_lines(m, data, bodies):
     for raw in data.split(b"\n"):
         if not raw:
             continue
@@ -407,5 +416,10 @@ def mime_message(draw, depth=0):
 def test_fuzz_mime_index_analysis(data):
     """What the store indexes for every delivered message: a hostile sender controls all of it."""
     from relay.store import mime
-    env, body, fields = mime.analyse(data)
-    assert mime.imap_encode(env).startswith(b"(") and mime.imap_encode(body).startswith(b"(")
+    tracemalloc.start()
+    try:
+        env, body, fields = mime.analyse(data)
+        assert mime.imap_encode(env).startswith(b"(") and mime.imap_encode(body).startswith(b"(")
+        assert tracemalloc.get_traced_memory()[1] < MEMORY_CAP
+    finally:
+        tracemalloc.stop()
