@@ -653,9 +653,8 @@ store.copy("INBOX", uids, "Kept", move=move)
     (False, "staging", 0), (False, "commit", 10), (True, "staging", 0), (True, "commit", 10)])
 async def test_item13_copy_and_move_all_or_nothing_after_kill_9(tmp_path, move, point, expect_copied):
     from relay.store.mailbox import UserStore
-    cfg = relay_config(tmp_path)
-    root = cfg.mail_dir / "bob@example.org"
     from relay.store.registry import maildir_for
+    cfg = relay_config(tmp_path)
     root = maildir_for(cfg.mail_dir, "bob@example.org")
     with UserStore(root, "bob@example.org") as s:
         for i in range(10):
@@ -695,7 +694,7 @@ async def test_item13_copy_and_move_all_or_nothing_after_kill_9(tmp_path, move, 
         w.close()
     finally:
         await srv.stop()
-    leftovers = [n for n in os.listdir(root / ".Kept" / "tmp")] + os.listdir(root / "tmp")
+    leftovers = os.listdir(root / ".Kept" / "tmp") + os.listdir(root / "tmp")
     assert not [n for n in leftovers if n.startswith(copyjournal.PREFIX)]
     assert not old.exists() and fresh.exists()
 
