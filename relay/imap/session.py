@@ -1054,7 +1054,8 @@ class Session:
             await self._esearch(tag, None, ret, uid_mode,
                                 (order, dict(hits), keys_use_modseq(keys), keys), criteria)
             return
-        self.untagged("SORT" + "".join(f" {self.uids[i] if uid_mode else i + 1}" for i in order))
+        nums = [self.uids[i] for i in order] if uid_mode else [i + 1 for i in order]
+        self.untagged(" ".join(["SORT", *map(str, nums)]))
         self.sync(expunge=uid_mode)
         self.tagged(tag, "OK", ("UID " if uid_mode else "") + "SORT completed")
 
