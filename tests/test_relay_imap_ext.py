@@ -139,7 +139,7 @@ async def test_list_extended_and_status(server):
         a.ok("SUBSCRIBE Gone")
         a.ok("DELETE Gone")
         lines = a.ok('LIST (SUBSCRIBED) "" "*"')
-        assert b'* LIST (\\NonExistent \\Subscribed) "/" Gone' in lines
+        assert b'* LIST (\\Subscribed \\NonExistent) "/" Gone' in lines
         assert b'* LIST (\\Subscribed) "/" Work/a' in lines
         lines = a.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
         assert b'* LIST () "/" Work (CHILDINFO ("SUBSCRIBED"))' in lines

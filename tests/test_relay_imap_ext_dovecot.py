@@ -349,3 +349,62 @@ async def test_notify_status_matches_dovecot(dovecot, tmp_path):
             await stop_imap_server(server)
     assert len(theirs) == 4
     assert ours == theirs
+
+
+LIST_SETUP = ["CREATE T", "CREATE T/a", "CREATE T/b", "CREATE T/b/c", "CREATE T/e", "CREATE T/d", "CREATE T/e/f", "SUBSCRIBE T/a", "SUBSCRIBE T/b/c",
+              "SUBSCRIBE T/e/f", "SUBSCRIBE T/d", "DELETE T/d", "APPEND"]
+LIST_COMMANDS = [
+    'LIST "" "T/*"',
+    'LIST (SUBSCRIBED) "" "T/*"',
+    'LIST (SUBSCRIBED RECURSIVEMATCH) "" "T/%"',
+    'LIST (SUBSCRIBED RECURSIVEMATCH) "" "T/%" RETURN (CHILDREN)',
+    'LIST "" ("T/a" "T/b") RETURN (SUBSCRIBED CHILDREN)',
+    'LIST "" "T/%" RETURN (STATUS (MESSAGES UNSEEN UIDNEXT))',
+    'LIST (RECURSIVEMATCH SUBSCRIBED) "T/" "%"',
+]
+
+
+def _list_answers(port: int, user: str) -> dict[str, list[bytes]]:
+    c = imaplib.IMAP4("127.0.0.1", port)
+    out = {}
+    try:
+        c.login(user, "pw")
+        for step in LIST_SETUP:
+            if step == "APPEND":
+                c.append("T/a", "", None, MESSAGES[0][1])
+                continue
+            typ, _ = c._simple_command(*step.split(" ", 1))
+            assert typ == "OK", step
+        for cmd in LIST_COMMANDS:
+            tag = c._new_tag()
+            c.send(tag + b" " + cmd.encode() + b"\r\n")
+            lines = []
+            while not (line := c.readline()).startswith(tag):
+                lines.append(line.rstrip(b"\r\n"))
+            assert b" OK " in line, (cmd, line)
+            out[cmd] = sorted(lines)
+    finally:
+        c.logout()
+    return out
+
+
+async def test_list_extended_matches_dovecot(dovecot, tmp_path):
+    """LIST-EXTENDED selection and return options and LIST-STATUS over a small tree with a
+    deleted-but-subscribed mailbox: the same LIST/STATUS lines as Dovecot (order aside)."""
+    dovecot.add_user("bob", "pw")
+    theirs = await asyncio.to_thread(_list_answers, dovecot.imap_port, "bob")
+
+    async def auth(user, password):
+        return password == "pw"
+
+    with MailStore(tmp_path / "mail") as store:
+        store.user("bob@example.org")
+        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth,
+                                         ssl_context=None, allow_plaintext="loopback", hostname="test")
+        try:
+            ours = await asyncio.to_thread(_list_answers, server.sockets[0].getsockname()[1],
+                                           "bob@example.org")
+        finally:
+            await stop_imap_server(server)
+    for cmd in LIST_COMMANDS:
+        assert (cmd, ours[cmd]) == (cmd, theirs[cmd])

@@ -29,7 +29,7 @@ def test_list_extended_selection_and_return_options():
     assert rows([b"", [b"Work", b"Sent"]]) == [
         ("Sent", ["\\HasNoChildren", "\\Sent"], False), ("Work", ["\\HasChildren"], False)]
     assert rows([A("SUBSCRIBED"), b"", b"*"], {"Work/a", "Gone"}) == [
-        ("Gone", ["\\NonExistent", "\\Subscribed"], False), ("Work/a", ["\\Subscribed"], False)]
+        ("Gone", ["\\Subscribed", "\\NonExistent"], False), ("Work/a", ["\\Subscribed"], False)]
     assert rows([A("SUBSCRIBED", "RECURSIVEMATCH"), b"", b"%"], {"Work/b/c"}) == [
         ("Work", [], True)]
     assert rows([A("SPECIAL-USE"), b"", b"*"]) == [("Sent", ["\\Sent"], False)]

@@ -7,7 +7,8 @@ Choices where the RFC leaves room follow Dovecot: with SUBSCRIBED selection a su
 that no longer exists is answered with ``\\NonExistent``; RECURSIVEMATCH answers a matching
 mailbox with ``CHILDINFO ("SUBSCRIBED")`` when it has a subscribed descendant that no pattern
 matches (one that is listed itself needs no hint); child attributes come with the CHILDREN
-return option or when nothing but a plain listing was asked for.
+return option or when neither selection nor return options were given; STATUS items come in
+Dovecot's order.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from relay.imap.parser import Atom, ParseError, astring
 
 SELECTION = ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE")
 RETURNS = ("SUBSCRIBED", "CHILDREN", "STATUS", "SPECIAL-USE")
-STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "HIGHESTMODSEQ", "SIZE")
+STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ", "SIZE")
 
 
 @dataclass
@@ -28,7 +29,8 @@ class ListRequest:
     patterns: list[str]
     selection: set[str] = field(default_factory=set)
     returns: set[str] = field(default_factory=set)
-    status: list[str] = field(default_factory=list)
+    status: list[str] = field(default_factory=list)     # in Dovecot's order, not as asked
+    has_return: bool = False
 
 
 @dataclass
@@ -72,6 +74,7 @@ def parse(args: list, decode: Callable[[str], str]) -> ListRequest:
                 or not isinstance(rest[1], list):
             raise ParseError("Invalid LIST arguments")
         opts = rest[1]
+        req.has_return = True
         k = 0
         while k < len(opts):
             t = opts[k]
@@ -88,6 +91,7 @@ def parse(args: list, decode: Callable[[str], str]) -> ListRequest:
                         raise ParseError(f"Unknown STATUS item {item[:20]}")
                     if item not in req.status:
                         req.status.append(item)
+                req.status.sort(key=STATUS_ITEMS.index)
             req.returns.add(name)
             k += 1
     return req
@@ -109,21 +113,23 @@ def select(req: ListRequest, folders: list, subscriptions: set[str], match_facto
         return any(m.match(name) for m in matchers)
 
     existing = {f.name: f for f in folders}
-    want_children = "CHILDREN" in req.returns or not req.selection - {"REMOTE"}
+    # child attributes: asked for, or a LIST without selection and return options (Dovecot)
+    want_children = "CHILDREN" in req.returns or (not req.selection and not req.has_return)
     want_subscribed = "SUBSCRIBED" in req.returns or "SUBSCRIBED" in req.selection
     rows: dict[str, ListRow] = {}
 
     def attrs_of(name: str) -> tuple[list[str], bool]:
         f = existing.get(name)
-        attrs: list[str] = []
+        attrs: list[str] = []          # in Dovecot's order
+        if want_subscribed and name in subscriptions:
+            attrs.append("\\Subscribed")
         if f is None:
             attrs.append("\\NonExistent")
         elif not f.selectable:
             attrs.append("\\Noselect")
-        if want_subscribed and name in subscriptions:
-            attrs.append("\\Subscribed")
-        if f is not None and want_children:
-            attrs.append("\\HasChildren" if f.has_children else "\\HasNoChildren")
+        if want_children:
+            kids = f.has_children if f is not None else any(n.startswith(name + sep) for n in existing)
+            attrs.append("\\HasChildren" if kids else "\\HasNoChildren")
         if f is not None and f.special_use:
             attrs.append(f.special_use)
         return attrs, f is not None and f.selectable
