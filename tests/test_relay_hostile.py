@@ -213,6 +213,32 @@ async def test_item6_small_literals_before_login_bounded_memory(cli_relay):
     assert "Traceback" not in relay.stop()
 
 
+async def test_item6_smtp_data_of_tiny_lines_costs_its_size_not_60_bytes_a_line(cli_relay):
+    """aiosmtpd kept one bytearray per DATA line: 4 MB of empty lines from a stranger on the MX
+    port took ~135 MB. Now the relay holds about the message size."""
+    relay = cli_relay()
+    before = relay.rss_kb()
+    r, w = await lines(relay.listeners["smtp"])
+    await smtp_reply(r)
+    w.write(b"EHLO x\r\nMAIL FROM:<a@elsewhere.example>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+    await w.drain()
+    for _ in range(3):
+        await smtp_reply(r)
+    assert (await smtp_reply(r)).startswith(b"354")
+    w.write(b"Subject: blank\r\n\r\n")
+    for _ in range(4):
+        w.write(b"\r\n" * 500_000)                       # 1 MB of empty lines
+        await w.drain()
+    w.write(b"..dot-stuffed\r\n.\r\n")
+    await w.drain()
+    assert (await smtp_reply(r, timeout=60)).startswith(b"250")
+    assert relay.rss_kb("VmHWM") - before < 40_000        # was ~135 MB
+    w.close()
+    assert "Traceback" not in relay.stop()
+    stored = [p for p in (relay.tmp / "data").rglob("*") if p.is_file() and p.stat().st_size > 4_000_000]
+    assert stored and stored[0].read_bytes().endswith(b"\r\n" * 3 + b".dot-stuffed\r\n")
+
+
 async def test_item6_big_append_streams_through_a_temp_file_byte_exact(relay, monkeypatch):
     import tempfile as tempfile_mod
 
