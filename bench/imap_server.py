@@ -14,8 +14,13 @@ client (no client library overhead in the timings):
   publishes on the ChangeBus as local delivery does; Dovecot: a file renamed into new/) until
   the idling client reads ``EXISTS``; p50 and max over several deliveries.
 
+- UID FETCH 1:* (FLAGS) (median of 5), APPEND of one 1–3 KB message (median of 15)
+
 Targets (issue 4): envelopes within 3x of Dovecot at 100,000; SEARCH SUBJECT < 0.3 s at 100,000;
-IDLE p50 < 50 ms; NOOP O(1).
+IDLE p50 < 50 ms; NOOP O(1). Issue 14: LOGIN+SELECT of an indexed 100,000 ≤ 20 ms, UID FETCH
+FLAGS ≤ 1.2x Dovecot, APPEND ≤ 2x Dovecot, first index of 100,000 ≤ 5 s. The ratio column is
+relay / Dovecot of the same run (lower is better). The machine may be shared: the load average
+is printed before and after each size.
 """
 
 from __future__ import annotations
@@ -136,17 +141,32 @@ def measure(port: int, user: str, deliver, n: int) -> dict:
         clients.append(c)
         c.cmd(f"LOGIN {user} secret")
         c.cmd("SELECT INBOX")
-    res["LOGIN+SELECT"], _ = best(login_select)
+    res["LOGIN+SELECT"], _ = best(login_select, 5)
     for extra in clients[:-1]:
         extra.close()
     c = clients[-1]
     res["FETCH 1:* envelopes"], lines = best(lambda: c.cmd("FETCH 1:* (UID FLAGS ENVELOPE RFC822.SIZE)"))
+    assert len(lines) == n + 1, (len(lines), n)
+    res["UID FETCH 1:* (FLAGS)"], lines = best(lambda: c.cmd("UID FETCH 1:* (FLAGS)"), 5)
     assert len(lines) == n + 1, (len(lines), n)
     res["UID SEARCH SUBJECT"], lines = best(lambda: c.cmd("UID SEARCH SUBJECT needle"))
     assert len(lines[0].split()) - 2 == (n + 999) // 1000, lines[0][:200]
     res["one BODY[] fetch"], _ = best(lambda: c.cmd(f"FETCH {n // 2} BODY.PEEK[]"), 5)
     noops = [timed(lambda: c.cmd("NOOP"))[0] for _ in range(20)]
     res["NOOP"] = statistics.median(noops)
+    rnd = random.Random(11)
+    appends = []
+    for k in range(15):
+        msg = realistic(10 * n + k, rnd)
+        c.n += 1
+        tag = b"b%d" % c.n
+        t0 = time.perf_counter()
+        c.sock.sendall(tag + b" APPEND INBOX (\\Seen) {%d}\r\n" % len(msg))
+        assert c.f.readline().startswith(b"+")
+        c.sock.sendall(msg + b"\r\n")
+        c.until(tag)
+        appends.append(time.perf_counter() - t0)
+    res["APPEND"] = statistics.median(appends)
     lat = []
     for k in range(7):
         c.n += 1
@@ -257,7 +277,8 @@ def main() -> None:
             work = Path(tmp)
             src = work / "src"
             t, _ = timed(lambda: write_maildir(src, n))
-            print(f"\n== {n:,} messages (written in {t:.1f} s)")
+            print(f"\n== {n:,} messages (written in {t:.1f} s), load average before: "
+                  f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             ours = run_relay(src, work, n)
             theirs = None if args.no_dovecot else run_dovecot(src, work, n)
             print(f"{'':24} {'relay':>10} {'dovecot':>10} {'ratio':>7}")
@@ -266,6 +287,7 @@ def main() -> None:
                 ratio = f"{v / d:6.2f}x" if d else ""
                 ds = f"{d * 1000:9.1f}ms" if d is not None else f"{'-':>11}"
                 print(f"{k:24} {v * 1000:9.1f}ms {ds} {ratio:>7}")
+            print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             sys.stdout.flush()
 
 

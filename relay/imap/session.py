@@ -751,6 +751,15 @@ class Session:
         want_env = any(a.name == "ENVELOPE" for a in atts)
         uid_only = all(a.name == "UID" for a in atts)
         mb, folder = self._mb(), self.folder
+        if (not sets_seen and hasattr(mb, "flag_rows")
+                and all(a.name in ("UID", "FLAGS", "MODSEQ") for a in atts)):
+            # FETCH (FLAGS), UID FETCH (FLAGS MODSEQ)…: three columns, lines built in bulk
+            for start in range(0, len(idx), FLUSH_EVERY * 10):
+                self._fetch_flag_lines(idx[start:start + FLUSH_EVERY * 10], atts, changedsince)
+                await self._maybe_flush()
+            self.sync(expunge=uid_mode)
+            self.tagged(tag, "OK", "FETCH completed")
+            return
         for start in range(0, len(idx), FLUSH_EVERY):
             chunk = idx[start:start + FLUSH_EVERY]
             uids = [self.uids[i] for i in chunk]
@@ -789,6 +798,44 @@ class Session:
             await self._maybe_flush()
         self.sync(expunge=uid_mode)
         self.tagged(tag, "OK", "FETCH completed")
+
+    def _fetch_flag_lines(self, chunk: list[int], atts: list[FetchAtt], changedsince: int | None) -> None:
+        """``* n FETCH`` lines for items among UID, FLAGS and MODSEQ only (what _fetch_one would
+        give, byte for byte), from (uid, flags, modseq) rows; each distinct flag set is encoded
+        once."""
+        uids = [self.uids[i] for i in chunk]
+        rows = {r[0]: r for r in self._mb().flag_rows(self.folder, uids)}
+        names = [a.name for a in atts]
+        cond_modseq = self.condstore and "MODSEQ" not in names
+        encoded: dict[frozenset, bytes] = {}
+        known, recent, out = self.known_flags, self.recent, self.out
+        for i, uid in zip(chunk, uids):
+            r = rows.get(uid)
+            if r is None:   # expunged by another session, not reported yet (RFC 2180 4.1.1)
+                if all(n == "UID" for n in names):
+                    out.append(b"* %d FETCH (UID %d)\r\n" % (i + 1, uid))
+                continue
+            _, flags, modseq = r
+            if changedsince is not None and modseq <= changedsince:
+                continue
+            items = []
+            for n in names:
+                if n == "UID":
+                    items.append(b"UID %d" % uid)
+                elif n == "FLAGS":
+                    if not flags <= known or (recent and uid in recent):
+                        fl = flag_list(self._flags(MessageRecord(uid, flags, 0, None, modseq)))
+                        known = self.known_flags
+                    else:
+                        fl = encoded.get(flags)
+                        if fl is None:
+                            fl = encoded[flags] = flag_list(flags)
+                    items.append(b"FLAGS " + fl)
+                    if cond_modseq:
+                        items.append(b"MODSEQ (%d)" % modseq)
+                else:
+                    items.append(b"MODSEQ (%d)" % modseq)
+            out.append(b"* %d FETCH (" % (i + 1) + b" ".join(items) + b")\r\n")
 
     def _fetch_one(self, seq: int, rec: MessageRecord, atts: list[FetchAtt], flags_changed: bool,
                    env: list | None = None) -> bytes:

@@ -3,9 +3,14 @@ operation): folders with UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ, messages with UID, M
 flags, size, INTERNALDATE, MODSEQ, cached ENVELOPE/BODYSTRUCTURE and SEARCH header columns,
 expunged UIDs with their MODSEQ (for CHANGEDSINCE), and subscriptions.
 
-ENVELOPE and BODYSTRUCTURE are stored twice: with ``marshal`` (nested lists of bytes/int/None
-load back in microseconds) and already encoded for the IMAP wire (mime.imap_encode), so a FETCH
-ENVELOPE over 100,000 messages need not decode or re-encode anything. The file
+ENVELOPE and BODYSTRUCTURE are stored twice: as MessagePack (the ``msgpack`` library: a
+published, versioned format whose bytes/str/int/nil/array types map one to one onto the nested
+lists of bytes/int/None of relay.store.mime, and whose C decoder loads them back in
+microseconds) and already encoded for the IMAP wire (mime.imap_encode), so a FETCH ENVELOPE over
+100,000 messages need not decode or re-encode anything. Indexes up to schema 6 stored the
+structured columns with ``marshal``, whose format Python does not promise across versions: the
+upgrade to schema 7 re-encodes them on first open; a row whose marshal blob no longer loads gets
+placeholders and its folder is queued for re-analysis from the files (meta ``mime_todo``). The file
 lives in the user's 0700 directory and is written only by the relay; anyone able to write it
 can already rewrite the mail itself. If it is lost or unreadable it is rebuilt from the Maildir
 with new UIDVALIDITYs.
@@ -15,14 +20,40 @@ from __future__ import annotations
 
 import marshal
 import sqlite3
+import threading
 from pathlib import Path
 
+import msgpack
+
+from relay.store import mime
+
 FILENAME = "tui-mail-index.sqlite"
-SCHEMA_VERSION = 6
-# older schema version → statements that bring it to the next one (applied in order on open)
+SCHEMA_VERSION = 7
+
+
+def _marshal_to_msgpack(db: sqlite3.Connection) -> None:
+    """Schema 7: ENVELOPE/BODYSTRUCTURE columns from marshal to MessagePack (see docstring)."""
+    broken: set[int] = set()
+    rows = db.execute("SELECT folder, uid, envelope, bodystructure FROM messages").fetchall()
+    out = []
+    for folder, uid, env, body in rows:
+        try:
+            out.append((pack(marshal.loads(env)), pack(marshal.loads(body)), folder, uid))
+        except (ValueError, EOFError, TypeError):
+            broken.add(folder)
+            out.append((pack([None] * 10), pack(mime.bodystructure(b"\r\n")), folder, uid))
+    db.executemany("UPDATE messages SET envelope=?, bodystructure=? WHERE folder=? AND uid=?", out)
+    for folder in broken:   # re-analysed from the files by relay.store.mailbox (mime_todo)
+        (uidnext,) = db.execute("SELECT uidnext FROM folders WHERE id=?", (folder,)).fetchone()
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"mime_todo:{folder}", f"1 {uidnext - 1}"))
+
+
+# older schema version → SQL statements or functions of the connection that bring it to the
+# next one (applied in order on open, in one transaction)
 _UPGRADES = {
     # 6: the References header for THREAD=REFERENCES; NULL = not read yet (filled on first use)
     5: ("ALTER TABLE messages ADD COLUMN hdr_references TEXT",),
+    6: (_marshal_to_msgpack,),
 }
 
 _SCHEMA = """
@@ -67,6 +98,9 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE UNIQUE INDEX IF NOT EXISTS messages_base ON messages (folder, base);
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder, modseq);
 CREATE INDEX IF NOT EXISTS messages_recent ON messages (folder) WHERE recent=1;
+-- unseen rows (keywords never hold a backslash, so the test is exact): SELECT's [UNSEEN n] and
+-- STATUS UNSEEN read this instead of every row; created on open (IF NOT EXISTS, no schema bump)
+CREATE INDEX IF NOT EXISTS messages_unseen ON messages (folder, uid) WHERE instr(flags, '\\Seen')=0;
 CREATE TABLE IF NOT EXISTS expunged (
     folder INTEGER NOT NULL, uid INTEGER NOT NULL, modseq INTEGER NOT NULL,
     PRIMARY KEY (folder, uid)
@@ -83,12 +117,20 @@ SEARCH_COLUMNS = {"subject": "hdr_subject", "from": "hdr_from", "to": "hdr_to", 
                   "bcc": "hdr_bcc", "message-id": "hdr_message_id"}
 
 
+_local = threading.local()   # a msgpack.Packer keeps a buffer: one per thread
+
+
 def pack(value) -> bytes:
-    return marshal.dumps(value)
+    """Nested lists/tuples of bytes, str, int and None → MessagePack (tuples load as lists)."""
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(value)
 
 
 def unpack(blob: bytes):
-    return marshal.loads(blob)
+    return msgpack.unpackb(blob, raw=False)
 
 
 class IndexCorrupt(Exception):
@@ -142,8 +184,11 @@ def _upgrade(db: sqlite3.Connection, version: str) -> None:
             steps = _UPGRADES.get(v)
             if steps is None:
                 raise IndexCorrupt(f"no upgrade from index schema {v}")
-            for sql in steps:
-                db.execute(sql)
+            for step in steps:
+                if callable(step):
+                    step(db)
+                else:
+                    db.execute(step)
             v += 1
         db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
         db.execute("COMMIT")

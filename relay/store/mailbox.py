@@ -128,6 +128,11 @@ class UserStore:
         os.chmod(root, 0o700)
         self._db, created = index.connect(root)
         self._closed = False
+        # folder id → ((uidnext, highestmodseq), ascending UIDs): SELECT of a big folder need not
+        # read every row again. Every change of a folder's membership raises its HIGHESTMODSEQ,
+        # so a key that no longer matches the index (a write anywhere, even by another process)
+        # means rebuild; writes in here that keep membership or know the change re-key it.
+        self._uid_cache: dict[int, tuple[tuple[int, int], list[int]]] = {}
         if created:
             self._bootstrap()
         self._recover()
@@ -538,9 +543,47 @@ class UserStore:
         with self._lock:
             f = self._folder(folder)
             self._sync(f)
-            uids = [r[0] for r in self._db.execute(
-                "SELECT uid FROM messages WHERE folder=? ORDER BY uid", (f.id,))]
-            return FolderState(f.uidvalidity, f.uidnext, f.highestmodseq, uids, f.highestmodseq)
+            return FolderState(f.uidvalidity, f.uidnext, f.highestmodseq, self._uid_list(f),
+                               f.highestmodseq)
+
+    def _uid_list(self, f: _Folder) -> list[int]:
+        """The folder's UIDs ascending, from the cache when it is current (never mutate it)."""
+        key = (f.uidnext, f.highestmodseq)
+        hit = self._uid_cache.get(f.id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        uids = [r[0] for r in self._db.execute(
+            "SELECT uid FROM messages WHERE folder=? ORDER BY uid", (f.id,))]
+        self._uid_cache[f.id] = (key, uids)
+        return uids
+
+    def _uid_rekey(self, f: _Folder, before: tuple[int, int], added: Sequence[int] = (),
+                   removed: Sequence[int] = ()) -> None:
+        """A write in this process took ``f`` from ``before`` (uidnext, highestmodseq) to its
+        current values, adding UIDs above all others and/or removing some: update the cached
+        list instead of dropping it (only if it was current before the write)."""
+        hit = self._uid_cache.get(f.id)
+        if hit is None:
+            return
+        if hit[0] != before:
+            del self._uid_cache[f.id]
+            return
+        uids = hit[1]
+        if removed:
+            gone = set(removed)
+            uids = [u for u in uids if u not in gone]
+        if added:
+            uids = uids + list(added)
+        self._uid_cache[f.id] = ((f.uidnext, f.highestmodseq), uids)
+
+    def first_unseen(self, folder: str) -> int | None:
+        """The lowest UID without \\Seen (SELECT's [UNSEEN n]), from the partial index of unseen
+        rows: O(log n), never a scan. Reads the index as of the last sync."""
+        with self._lock:
+            f = self._folder(folder)
+            return self._db.execute(
+                "SELECT min(uid) FROM messages INDEXED BY messages_unseen WHERE folder=? AND "
+                "instr(flags, '\\Seen')=0", (f.id,)).fetchone()[0]
 
     def version(self, folder: str) -> int:
         """Sync, then a token that changes whenever anything in the folder changes (O(1))."""
@@ -635,6 +678,13 @@ class UserStore:
         Reads the index as of the last sync (call state()/version() to pick up new mail)."""
         with self._lock:
             return [_record(r) for r in self._select(self._folder(folder), _ROW, uids)]
+
+    def flag_rows(self, folder: str, uids: Sequence[int] | None = None) -> list[tuple[int, frozenset[str], int]]:
+        """(UID, flags, MODSEQ) ascending by UID, for FETCH (FLAGS) and friends: only those three
+        columns are read and no MessageRecord (with its datetime) is built."""
+        with self._lock:
+            return [(u, _flagset(fl), m) for u, fl, m in
+                    self._select(self._folder(folder), "uid, flags, modseq", uids)]
 
     def envelopes(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, list]:
         """Cached ENVELOPE per UID (see relay.store.mime for the representation)."""
@@ -764,6 +814,7 @@ class UserStore:
             f = self._folder(folder)
             self._sync(f)
             modseq = f.highestmodseq
+            before = (f.uidnext, modseq)
             rows = list(self._select(f, "uid, flags, filename, modseq", uids))
             kwmap = self._kwmap(f, want if mode != "remove" else ())
             with self._tx() as db:
@@ -791,6 +842,7 @@ class UserStore:
                 db.execute("UPDATE folders SET highestmodseq=?, cur_mtime=? WHERE id=?",
                            (modseq, maildir.mtime_ns(f.path / "cur"), f.id))
             f.highestmodseq = modseq
+            self._uid_rekey(f, before)
             recs = [_record(r) for r in self._select(f, _ROW, changed)] if changed else []
         if changed:
             self._notify(f.name)
@@ -810,11 +862,14 @@ class UserStore:
             base, fn = maildir.write_message(f.path, data, want, when.timestamp(),
                                              self._kwmap(f, want))
             uid, modseq = f.uidnext, f.highestmodseq + 1
+            before = (uid, f.highestmodseq)
             with self._tx() as db:
                 self._insert_message(db, f.id, uid, base, fn, want, data, int(when.timestamp()),
                                      tzo, modseq, True)
                 db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, cur_mtime=? WHERE id=?",
                            (uid + 1, modseq, maildir.mtime_ns(f.path / "cur"), f.id))
+            f.uidnext, f.highestmodseq = uid + 1, modseq
+            self._uid_rekey(f, before, added=[uid])
             result = (f.uidvalidity, uid)
         self._notify(f.name)
         return result
@@ -917,6 +972,7 @@ class UserStore:
             f = self._folder(folder)
             self._sync(f)
             modseq = f.highestmodseq
+            before = (f.uidnext, modseq)
             rows = list(self._select(f, "uid, filename, flags", uids))
             with self._tx() as db:
                 for uid, fname, flagtext in rows:
@@ -933,6 +989,7 @@ class UserStore:
                 db.execute("UPDATE folders SET highestmodseq=?, cur_mtime=? WHERE id=?",
                            (modseq, maildir.mtime_ns(f.path / "cur"), f.id))
             f.highestmodseq = modseq
+            self._uid_rekey(f, before, removed=removed)
         if removed:
             self._notify(f.name)
         return removed

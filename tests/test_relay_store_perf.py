@@ -1,0 +1,155 @@
+"""The store's speed paths stay correct: the MessagePack index encoding and the upgrade of an
+index written with marshal (schema 6), the cached UID list and the indexed first-unseen that
+SELECT reads instead of every row, checked against a fresh read of the index while two store
+users (as two relay sessions do) append, flag, expunge and another Maildir tool changes files."""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sqlite3
+
+from relay.store import MailStore, index, mime
+
+ADDR = "bob@example.org"
+
+
+def msg(n: int) -> bytes:
+    return (f"From: Alice <alice@x.org>\r\nTo: {ADDR}\r\nSubject: message {n}\r\n"
+            f"Message-ID: <{n}@x.org>\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            f"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbody {n}\r\n--b--\r\n").encode()
+
+
+def test_pack_round_trips_mime_structures():
+    data = msg(1)
+    env, body = mime.envelope(data), mime.bodystructure(data)
+    for value in (env, body):
+        blob = index.pack(value)
+        assert index.unpack(blob) == value
+        assert mime.imap_encode(index.unpack(blob)) == mime.imap_encode(value)
+
+
+def _downgrade_to_marshal(path, broken_uid=None):
+    """Rewrite an index as relay schema 6 left it: marshal blobs, schema '6'."""
+    db = sqlite3.connect(path)
+    for folder, uid, env, body in db.execute(
+            "SELECT folder, uid, envelope, bodystructure FROM messages").fetchall():
+        e = marshal.dumps(index.unpack(env))
+        b = marshal.dumps(index.unpack(body))
+        if uid == broken_uid:
+            e = b"\xff\x00not marshal"
+        db.execute("UPDATE messages SET envelope=?, bodystructure=? WHERE folder=? AND uid=?",
+                   (e, b, folder, uid))
+    db.execute("UPDATE meta SET value='6' WHERE key='schema'")
+    db.commit()
+    db.close()
+
+
+def test_marshal_index_is_upgraded_on_first_open_keeping_uids(tmp_path):
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        for n in range(4):
+            u.append("INBOX", msg(n), ["\\Seen"] if n % 2 else [])
+        before = u.state("INBOX")
+        envs, bodies = u.envelopes("INBOX"), u.bodystructures("INBOX")
+        path = u.root / index.FILENAME
+    _downgrade_to_marshal(path)
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        st = u.state("INBOX")
+        assert (st.uidvalidity, st.uids, st.uidnext) == (before.uidvalidity, before.uids, before.uidnext)
+        assert u.envelopes("INBOX") == envs and u.bodystructures("INBOX") == bodies
+        assert [r.flags for r in u.records("INBOX")] == [frozenset(), {"\\Seen"}] * 2
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(index.SCHEMA_VERSION)
+    for env, body in db.execute("SELECT envelope, bodystructure FROM messages"):
+        index.unpack(env), index.unpack(body)       # MessagePack now, not marshal
+        assert not env.startswith(b"[")             # marshal's list type code
+    db.close()
+
+
+def test_unreadable_marshal_row_is_reanalysed_from_its_file(tmp_path):
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        for n in range(3):
+            u.append("INBOX", msg(n))
+        envs = u.envelopes("INBOX")
+        path = u.root / index.FILENAME
+    _downgrade_to_marshal(path, broken_uid=2)
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        u.version("INBOX")                          # a sync re-analyses the queued folder
+        assert u.envelopes("INBOX") == envs
+        assert u._stale == {}
+
+
+def _truth(u, folder="INBOX"):
+    """What the index says, read row by row (no cache)."""
+    rows = u._db.execute("SELECT m.uid, m.flags FROM messages m JOIN folders f ON f.id=m.folder "
+                         "WHERE f.name=? ORDER BY m.uid", (folder,)).fetchall()
+    unseen = [uid for uid, fl in rows if "\\Seen" not in fl.split()]
+    return [uid for uid, _ in rows], (unseen[0] if unseen else None)
+
+
+def _check(u):
+    cached = list(u.state("INBOX").uids)         # syncs first: then the truth is current
+    uids, first = _truth(u)
+    assert cached == uids
+    assert u.first_unseen("INBOX") == first
+    assert u.status("INBOX")["MESSAGES"] == len(uids)
+
+
+def test_cached_uids_and_first_unseen_follow_every_change(tmp_path):
+    with MailStore(tmp_path / "mail") as s:
+        a = s.user(ADDR)
+        _check(a)
+        for n in range(6):
+            a.append("INBOX", msg(n), ["\\Seen"])
+        _check(a)
+        a.set_flags("INBOX", [3], "remove", ["\\Seen"])
+        _check(a)
+        assert a.first_unseen("INBOX") == 3
+        a.set_flags("INBOX", [1, 2], "set", ["$Work"])      # a keyword, not \Seen
+        _check(a)
+        assert a.first_unseen("INBOX") == 1
+        a.set_flags("INBOX", [1, 2, 3], "add", ["\\Seen", "\\Deleted"])
+        _check(a)
+        assert a.first_unseen("INBOX") is None
+        assert a.expunge("INBOX") == [1, 2, 3]
+        _check(a)
+        a.copy("INBOX", [4], "INBOX", move=True)            # MOVE into itself: new UID
+        _check(a)
+        a.copy("INBOX", [5], "Archive")
+        _check(a)
+        # another Maildir tool: deliver into new/, mark one unseen by renaming, delete one
+        cur = a.root / "cur"
+        (a.root / "new" / "1700000000.Mx.host").write_bytes(msg(99))
+        seen6 = next(p for p in cur.iterdir() if p.name.endswith(":2,S") and "bench" not in p.name)
+        os.rename(seen6, cur / seen6.name[:-1])
+        _check(a)
+        os.unlink(next(iter(sorted(cur.iterdir()))))
+        _check(a)
+
+
+def test_two_store_users_of_one_index_see_each_others_changes(tmp_path):
+    """Two MailStores on one Maildir (as two processes would be): neither trusts a stale
+    cached UID list."""
+    s1, s2 = MailStore(tmp_path / "mail"), MailStore(tmp_path / "mail")
+    try:
+        a, b = s1.user(ADDR), s2.user(ADDR)
+        for n in range(4):
+            a.append("INBOX", msg(n), ["\\Seen"])
+        _check(a), _check(b)
+        b.append("INBOX", msg(10))
+        _check(a), _check(b)
+        assert a.first_unseen("INBOX") == 5
+        a.set_flags("INBOX", [2], "add", ["\\Deleted"])
+        a.expunge("INBOX")
+        _check(b), _check(a)
+        b.set_flags("INBOX", [5], "add", ["\\Seen"])
+        a.append("INBOX", msg(11))
+        _check(b), _check(a)
+        assert list(b.state("INBOX").uids) == [1, 3, 4, 5, 6]
+    finally:
+        s1.close()
+        s2.close()
