@@ -11,6 +11,7 @@ ports, a user added with ``relay user add``), then measures:
   ``flood-no-cutoff`` raises ``[limits] max_errors`` so all 10,000 are answered (the yielding
   alone; a relay before issue 10 rejects that key, run it only on the current code).
 - **append**: six logged-in clients APPEND 20 MB each in 1 MB writes; RSS mid-upload and peak.
+- **smtp-data**: six strangers on the MX port each send 4 MB of empty lines as a message.
 - **parallel guessing**: 30 connections from 127.0.0.1 guess a password over IMAP LOGIN for
   ``--guess-seconds`` (default 15); guesses answered per second, and how long the right
   password takes from 127.0.0.2 meanwhile.
@@ -193,6 +194,37 @@ async def append_upload(relay: Relay, n: int = 6, size: int = 20_000_000) -> dic
             "outcomes": sorted({str(o) for o in outcomes})}
 
 
+async def smtp_data_lines(relay: Relay, n: int = 6, mb: int = 4) -> dict:
+    """Strangers on the MX port each send a message of ``mb`` MB of empty lines (aiosmtpd kept
+    one bytearray per line: ~60 bytes of memory per 2 bytes sent)."""
+    host, port = relay.listeners["smtp"]
+    pid = relay.proc.pid
+    before = rss_kb(pid)
+
+    async def one(i: int) -> str:
+        r, w = await asyncio.open_connection(host, port)
+        await r.readline()
+        w.write(b"EHLO x\r\nMAIL FROM:<a@elsewhere.example>\r\nRCPT TO:<%s>\r\nDATA\r\n" % USER.encode())
+        await w.drain()
+        while not (line := await r.readline()).startswith(b"354"):
+            if line[:1] in (b"4", b"5"):
+                return line.decode(errors="replace").strip()[:40]
+        w.write(b"Subject: blank\r\n\r\n")
+        for _ in range(mb):
+            w.write(b"\r\n" * 500_000)
+            await w.drain()
+        w.write(b".\r\n")
+        await w.drain()
+        line = await asyncio.wait_for(r.readline(), 120)
+        w.close()
+        return line.decode(errors="replace").strip()[:30]
+
+    t = time.monotonic()
+    outcomes = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+    return {"rss_before_mb": before / 1024, "rss_peak_mb": rss_kb(pid, "VmHWM") / 1024,
+            "seconds": time.monotonic() - t, "outcomes": sorted({str(o)[:14] for o in outcomes})}
+
+
 # --------------------------------------------------------------------------- RCPT flood
 FLOOD = r"""
 import socket, sys, time
@@ -350,6 +382,7 @@ async def main_async(args) -> None:
     results = {}
     plus = lambda relay: literal_attack(relay, plus=True)   # noqa: E731
     for name, fn in (("literal", literal_attack), ("literal+", plus), ("append", append_upload),
+                     ("smtp-data", smtp_data_lines),
                      ("flood", rcpt_flood), ("flood-no-cutoff", rcpt_flood), ("guess", guessing)):
         if name not in args.only:
             continue
@@ -376,7 +409,7 @@ async def main_async(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--src", default=str(ROOT), help="source tree holding the relay package")
-    p.add_argument("--only", default="literal,literal+,append,flood,guess")
+    p.add_argument("--only", default="literal,literal+,append,smtp-data,flood,guess")
     p.add_argument("--guess-seconds", type=float, default=15.0)
     args = p.parse_args()
     args.only = set(args.only.split(","))
