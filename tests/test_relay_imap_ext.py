@@ -284,3 +284,24 @@ async def test_notify_pushes_changes_between_commands(server):
         b.close()
 
     await run(client)
+
+
+async def test_notify_selected_delayed_holds_expunges_until_a_command(server):
+    def client():
+        a, b = Client(server), Client(server)
+        a.ok("SELECT INBOX")
+        a.ok("NOTIFY SET (SELECTED-DELAYED (MessageNew MessageExpunge))")
+        b.ok("SELECT INBOX")
+        b.ok("STORE 1 +FLAGS.SILENT (\\Deleted)")
+        b.ok("EXPUNGE")
+        b.ok(b"APPEND INBOX {%d}" % len(msg(6)), msg(6))
+        a.c.sock.settimeout(10)
+        pushed = []
+        while b"* 6 EXISTS" not in pushed:          # new mail comes at once, numbered as before
+            pushed.append(a.c.readline().rstrip(b"\r\n"))
+        assert not any(b"EXPUNGE" in x for x in pushed)
+        assert b"* 1 EXPUNGE" in a.ok("NOOP")        # the expunge at the next command
+        a.close()
+        b.close()
+
+    await run(client)

@@ -1304,7 +1304,8 @@ class Session:
         sel = spec.selected_group()
         if self.state == "selected" and sel is not None and sel.events:
             before = len(self.uids)
-            self.sync(expunge=True)
+            # SELECTED-DELAYED: expunges wait for a command that may report them (RFC 5465 5.2)
+            self.sync(expunge=sel.filter != "SELECTED-DELAYED")
             if sel.fetch and len(self.uids) > before:
                 atts = parse_fetch_items(sel.fetch)
                 recs = {r.uid: r for r in mb.records(self.folder, self.uids[before:])}
