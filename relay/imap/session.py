@@ -52,7 +52,8 @@ from relay.imap import qresync as QR
 from relay.imap import binary as BX
 from relay.imap import append as AP
 from relay.imap import notify as NT
-from relay.imap.sortkeys import CacheRegistry, SortCache, SortError, parse_criteria, sort_messages
+from relay.imap.sortkeys import (CacheRegistry, SortCache, SortError, from_store_row, parse_criteria,
+                                 sort_messages)
 from relay.errors import RelayError
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -1092,8 +1093,15 @@ class Session:
         hits = await self._sort_hits(keys)
 
         def run():
+            idx = [i for i, _ in hits]
+            if all(k in ("ARRIVAL", "DATE", "SIZE") for k, _ in criteria):
+                # numbers only: four index columns, no cache needed (a client's first screen)
+                uids = [self.uids[i] for i in idx]
+                data = [from_store_row(r) for r in self._mb().sort_fields(self.folder, uids, full=False)]
+                pos = {self.uids[i]: i for i in idx}
+                return [pos[m.uid] for m in sort_messages(data, criteria)]
             with self._sort_lock():
-                data, pos, cache = self._sort_data([i for i, _ in hits])
+                data, pos, cache = self._sort_data(idx)
                 return [pos[m.uid] for m in sort_messages(data, criteria, cache)]
 
         order = await asyncio.to_thread(run)

@@ -721,11 +721,18 @@ class UserStore:
                                      "hdr_cc, hdr_bcc, hdr_message_id, hdr_date", uids))
         return {r[0]: HeaderFields(*r[1:]) for r in rows}
 
-    def sort_fields(self, folder: str, uids: Sequence[int] | None = None) -> list[tuple]:
+    def sort_fields(self, folder: str, uids: Sequence[int] | None = None, *,
+                    full: bool = True) -> list[tuple]:
         """What SORT and THREAD look at, per UID ascending: (uid, internaldate, vsize, Date:
         as a Unix time or None, decoded Subject, ENVELOPE, raw References). All from the
         index; References of messages indexed before the column existed are read once from
-        their files and stored."""
+        their files and stored. ``full=False`` (ARRIVAL/DATE/SIZE only) reads just the first
+        four columns: "" / None / "" stand for the rest."""
+        if not full:
+            with self._lock:
+                f = self._folder(folder)
+                return [(r[0], r[1], r[2], r[3], "", None, "")
+                        for r in self._select(f, "uid, internaldate, vsize, hdr_date", uids)]
         with self._lock:
             f = self._folder(folder)
             rows = list(self._select(f, "uid, internaldate, vsize, hdr_date, hdr_subject, envelope, "
