@@ -153,3 +153,37 @@ def test_two_store_users_of_one_index_see_each_others_changes(tmp_path):
     finally:
         s1.close()
         s2.close()
+
+
+def test_big_first_sync_indexes_lazily_and_analyses_on_first_use(tmp_path, monkeypatch):
+    """Many files at once are indexed from the directory only; ENVELOPE, BODYSTRUCTURE and the
+    SEARCH columns are analysed on first use (also after a restart, and in a copy's target)."""
+    from relay.store import mailbox
+    monkeypatch.setattr(mailbox, "LAZY_BATCH", 3)
+    root = tmp_path / "mail" / ADDR
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True)
+    for n in range(6):
+        (root / "cur" / f"{1700000000 + n}.M{n}P1.host:2,{'S' if n % 2 else ''}").write_bytes(msg(n))
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        assert list(u.state("INBOX").uids) == [1, 2, 3, 4, 5, 6]
+        assert u._pending
+        recs = u.records("INBOX")
+        assert [r.vsize for r in recs] == [len(msg(n)) for n in range(6)]
+        assert u.first_unseen("INBOX") == 1
+        assert u.envelope("INBOX", 2) == mime.envelope(msg(1))     # analysed on demand
+        assert u.bodystructures_wire("INBOX", [3]) == {3: mime.imap_encode(mime.bodystructure(msg(2)))}
+        u.copy("INBOX", [4, 5], "Archive")
+    with MailStore(tmp_path / "mail") as s:                      # pending survives a restart
+        u = s.user(ADDR)
+        assert u._pending
+        assert u.search_header("Archive", "subject", "message 4") == {2}
+        assert u.search_header("INBOX", "subject", "message 5") == {6}
+        assert u.header_fields("INBOX")[1].subject == "message 0"
+        assert u.envelopes_wire("INBOX") == {uid: mime.imap_encode(mime.envelope(msg(uid - 1)))
+                                             for uid in range(1, 7)}
+        assert [row[4] for row in u.sort_fields("INBOX")] == [f"message {n}" for n in range(6)]
+        assert u._pending == set()                               # all analysed now
+    with MailStore(tmp_path / "mail") as s:
+        assert s.user(ADDR)._pending == set()

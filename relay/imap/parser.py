@@ -425,8 +425,12 @@ class SequenceSet:
         if not uids:
             return []
         largest = uids[-1]
+        bounds = list(self._bounds(largest))
+        if len(bounds) == 1:    # 1:* and other single ranges: no set of 100,000 indexes
+            lo, hi = bounds[0]
+            return list(range(bisect.bisect_left(uids, lo), bisect.bisect_right(uids, hi)))
         out: set[int] = set()
-        for lo, hi in self._bounds(largest):
+        for lo, hi in bounds:
             i = bisect.bisect_left(uids, lo)
             j = bisect.bisect_right(uids, hi)
             out.update(range(i, j))

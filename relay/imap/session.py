@@ -32,6 +32,7 @@ import bisect
 import datetime as _dt
 import re
 from collections.abc import Awaitable, Callable
+from operator import itemgetter
 
 import logging
 
@@ -802,41 +803,48 @@ class Session:
 
     def _fetch_flag_lines(self, chunk: list[int], atts: list[FetchAtt], changedsince: int | None) -> None:
         """``* n FETCH`` lines for items among UID, FLAGS and MODSEQ only (what _fetch_one would
-        give, byte for byte), from (uid, flags, modseq) rows; each distinct flag set is encoded
-        once."""
+        give, byte for byte), from (uid, flag text, modseq) rows: one format string for the
+        whole command, each distinct flag set encoded once."""
         uids = [self.uids[i] for i in chunk]
-        rows = {r[0]: r for r in self._mb().flag_rows(self.folder, uids)}
+        rows = {r[0]: r for r in self._mb().flag_rows(self.folder, uids[0], uids[-1])}
         names = [a.name for a in atts]
-        cond_modseq = self.condstore and "MODSEQ" not in names
-        encoded: dict[frozenset, bytes] = {}
-        known, recent, out = self.known_flags, self.recent, self.out
+        parts, order = [], []      # order: indexes into (seq, uid, flags, modseq)
+        for n in names:
+            if n == "UID":
+                parts.append(b"UID %d")
+                order.append(1)
+            elif n == "FLAGS":
+                parts.append(b"FLAGS %s")
+                order.append(2)
+                if self.condstore and "MODSEQ" not in names:   # RFC 7162 3.1.4
+                    parts.append(b"MODSEQ (%d)")
+                    order.append(3)
+            else:
+                parts.append(b"MODSEQ (%d)")
+                order.append(3)
+        fmt = b"* %d FETCH (" + b" ".join(parts) + b")\r\n"
+        pick = itemgetter(0, *order)
+        memo: dict[str, tuple[frozenset, bytes]] = {}
+        recent, out = self.recent, self.out
         for i, uid in zip(chunk, uids):
             r = rows.get(uid)
             if r is None:   # expunged by another session, not reported yet (RFC 2180 4.1.1)
                 if all(n == "UID" for n in names):
                     out.append(b"* %d FETCH (UID %d)\r\n" % (i + 1, uid))
                 continue
-            _, flags, modseq = r
+            _, text, modseq = r
             if changedsince is not None and modseq <= changedsince:
                 continue
-            items = []
-            for n in names:
-                if n == "UID":
-                    items.append(b"UID %d" % uid)
-                elif n == "FLAGS":
-                    if not flags <= known or (recent and uid in recent):
-                        fl = flag_list(self._flags(MessageRecord(uid, flags, 0, None, modseq)))
-                        known = self.known_flags
-                    else:
-                        fl = encoded.get(flags)
-                        if fl is None:
-                            fl = encoded[flags] = flag_list(flags)
-                    items.append(b"FLAGS " + fl)
-                    if cond_modseq:
-                        items.append(b"MODSEQ (%d)" % modseq)
-                else:
-                    items.append(b"MODSEQ (%d)" % modseq)
-            out.append(b"* %d FETCH (" % (i + 1) + b" ".join(items) + b")\r\n")
+            m = memo.get(text)
+            if m is None:
+                flags = frozenset(text.split())
+                m = memo[text] = (flags, bytes(flag_list(flags)) if flags <= self.known_flags else None)
+            fl = m[1]
+            if fl is None or (recent and uid in recent):   # new keyword or \Recent: the slow way
+                fl = bytes(flag_list(self._flags(MessageRecord(uid, m[0], 0, None, modseq))))
+                if m[1] is None and m[0] <= self.known_flags:
+                    memo[text] = (m[0], bytes(flag_list(m[0])))
+            out.append(fmt % pick((i + 1, uid, fl, modseq)))
 
     def _fetch_one(self, seq: int, rec: MessageRecord, atts: list[FetchAtt], flags_changed: bool,
                    env: list | None = None) -> bytes:

@@ -100,6 +100,11 @@ CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder, modseq);
 CREATE INDEX IF NOT EXISTS messages_recent ON messages (folder) WHERE recent=1;
 -- unseen rows (keywords never hold a backslash, so the test is exact): SELECT's [UNSEEN n] and
 -- STATUS UNSEEN read this instead of every row; created on open (IF NOT EXISTS, no schema bump)
+-- covering index for FETCH (FLAGS): the table's rows carry the cached ENVELOPE/BODYSTRUCTURE
+-- blobs, so reading three small columns from it walks ~10x more pages than from this
+CREATE INDEX IF NOT EXISTS messages_flags ON messages (folder, uid, flags, modseq);
+-- rows a big first sync indexed without analysis (relay.store.mailbox._fill analyses them)
+CREATE INDEX IF NOT EXISTS messages_pending ON messages (folder, uid) WHERE envelope_wire=x'';
 CREATE INDEX IF NOT EXISTS messages_unseen ON messages (folder, uid) WHERE instr(flags, '\\Seen')=0;
 CREATE TABLE IF NOT EXISTS expunged (
     folder INTEGER NOT NULL, uid INTEGER NOT NULL, modseq INTEGER NOT NULL,

@@ -103,6 +103,9 @@ def _analysed(data: bytes, fn: str) -> tuple:
 
 
 REFRESH_CHUNK = 2000    # stale cached messages re-analysed per sync of a folder
+LAZY_BATCH = 1000       # a sync finding this many new files indexes them without analysis
+# the cached columns of a message indexed but not analysed yet (envelope_wire = x'' marks it)
+PENDING = (b"", b"", b"", b"", "", "", "", "", "", "", None, None)
 
 
 class _Folder:
@@ -137,6 +140,9 @@ class UserStore:
             self._bootstrap()
         self._recover()
         self._stale = self._mime_stale_ranges(created)
+        # folders that may hold rows indexed without analysis (meta 'lazy:<id>', see _fill)
+        self._pending = {int(k.split(":", 1)[1]) for (k,) in self._db.execute(
+            "SELECT key FROM meta WHERE key LIKE 'lazy:%'")}
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -362,8 +368,9 @@ class UserStore:
             else:
                 unknown = []
             arrivals: list[tuple[str, str, Path, bool]] = []
+            curdir = os.path.join(f.path, "cur")    # str joins: 100,000 Paths cost ~0.5 s
             for base, fn in unknown:
-                arrivals.append((base, fn, f.path / "cur" / fn, False))
+                arrivals.append((base, fn, os.path.join(curdir, fn), False))
             for base, fn in new_files.items():
                 flags = maildir.flags_from_info(maildir.split_name(fn)[1], kwlist)
                 if base in known or db.execute("SELECT 1 FROM messages WHERE folder=? AND base=?",
@@ -375,15 +382,36 @@ class UserStore:
                 except FileNotFoundError:
                     continue
                 arrivals.append((base, target, f.path / "cur" / target, True))
+            # Many new files at once (a Maildir never indexed, or filled by another tool):
+            # index them from the directory, stat and size only, and analyse each message
+            # (ENVELOPE, BODYSTRUCTURE, SEARCH columns) when something first asks (_fill).
+            lazy = len(arrivals) >= LAZY_BATCH
             batch = []
             for base, fn, path, recent in arrivals:
                 try:
-                    st = os.stat(path)
-                    data = path.read_bytes()
+                    with open(path, "rb") as fh:
+                        st = os.fstat(fh.fileno())
+                        data = fh.read()
                 except FileNotFoundError:
                     continue
+                if lazy:
+                    data = (len(data), len(data) + data.count(b"\n") - data.count(b"\r\n"))
                 batch.append((st.st_mtime, base, fn, data, recent))
             batch.sort(key=lambda t: (t[0], t[1]))
+            if lazy and batch:
+                rows = []
+                for mtime, base, fn, (size, vsize), recent in batch:
+                    modseq += 1
+                    flags = maildir.flags_from_info(maildir.split_name(fn)[1], kwlist)
+                    _note_keywords(db, f.id, flags)
+                    rows.append((f.id, uidnext, base, fn, " ".join(sorted(flags)), size, vsize,
+                                 int(mtime), 0, modseq, int(recent)) + PENDING)
+                    uidnext += 1
+                db.executemany(_INSERT, rows)
+                db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (f"lazy:{f.id}",))
+                self._pending.add(f.id)
+                changed = True
+                batch = []
             for mtime, base, fn, data, recent in batch:
                 modseq += 1
                 self._insert_message(db, f.id, uidnext, base, fn,
@@ -404,12 +432,7 @@ class UserStore:
             cached = _analysed(data, fn)
         _note_keywords(db, folder_id, flags)
         vsize = len(data) + data.count(b"\n") - data.count(b"\r\n")
-        db.execute("INSERT INTO messages (folder, uid, base, filename, flags, size, vsize, "
-                   "internaldate, tzoffset, modseq, recent, envelope, bodystructure, "
-                   "envelope_wire, body_wire, hdr_subject, "
-                   "hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date, hdr_references) "
-                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                   (folder_id, uid, base, fn, " ".join(sorted(flags)), len(data), vsize,
+        db.execute(_INSERT, (folder_id, uid, base, fn, " ".join(sorted(flags)), len(data), vsize,
                     internaldate, tzoffset, modseq, int(recent)) + tuple(cached)
                    + ((None,) if len(cached) == 11 else ()))
 
@@ -663,6 +686,38 @@ class UserStore:
             return uids
 
     # ------------------------------------------------------------------ per-message data
+    def _fill(self, f: _Folder, uids: Sequence[int] | None) -> None:
+        """Analyse the rows among ``uids`` (all when None) that a big sync indexed without
+        analysis (PENDING), so the cached columns read next are real. O(1) for a folder
+        without such rows; the partial index messages_pending finds them otherwise."""
+        if f.id not in self._pending:
+            return
+        q = "SELECT uid, filename FROM messages INDEXED BY messages_pending WHERE folder=? AND envelope_wire=x''"
+        if uids is None:
+            rows = self._db.execute(q, (f.id,)).fetchall()
+        elif not uids:
+            return
+        else:
+            want = set(uids)
+            rows = [r for r in self._db.execute(q + " AND uid BETWEEN ? AND ?",
+                                                (f.id, min(want), max(want))) if r[0] in want]
+        updates = []
+        for uid, fn in rows:
+            try:
+                data = mime.to_crlf((f.path / "cur" / fn).read_bytes())
+            except FileNotFoundError:
+                data = b"\r\n"    # gone: the next sync drops the row; answer something valid
+            updates.append(_analysed(data, fn) + (f.id, uid))
+        with self._tx() as db:
+            if updates:
+                db.executemany("UPDATE messages SET envelope=?, bodystructure=?, envelope_wire=?, "
+                               "body_wire=?, hdr_subject=?, hdr_from=?, hdr_to=?, hdr_cc=?, hdr_bcc=?, "
+                               "hdr_message_id=?, hdr_date=?, hdr_references=? WHERE folder=? AND uid=?",
+                               updates)
+            if db.execute(q + " LIMIT 1", (f.id,)).fetchone() is None:
+                db.execute("DELETE FROM meta WHERE key=?", (f"lazy:{f.id}",))
+                self._pending.discard(f.id)
+
     def _select(self, f: _Folder, cols: str, uids: Sequence[int] | None):
         if uids is None:
             return self._db.execute(f"SELECT {cols} FROM messages WHERE folder=? ORDER BY uid", (f.id,))
@@ -679,33 +734,44 @@ class UserStore:
         with self._lock:
             return [_record(r) for r in self._select(self._folder(folder), _ROW, uids)]
 
-    def flag_rows(self, folder: str, uids: Sequence[int] | None = None) -> list[tuple[int, frozenset[str], int]]:
-        """(UID, flags, MODSEQ) ascending by UID, for FETCH (FLAGS) and friends: only those three
-        columns are read and no MessageRecord (with its datetime) is built."""
+    def flag_rows(self, folder: str, first: int, last: int) -> list[tuple[int, str, int]]:
+        """(UID, flags as space-separated text, MODSEQ) of every message with ``first`` <= UID
+        <= ``last``, ascending, for FETCH (FLAGS) and friends: three columns straight from the
+        index, nothing built per row."""
         with self._lock:
-            return [(u, _flagset(fl), m) for u, fl, m in
-                    self._select(self._folder(folder), "uid, flags, modseq", uids)]
+            return self._db.execute("SELECT uid, flags, modseq FROM messages INDEXED BY messages_flags "
+                                    "WHERE folder=? AND "
+                                    "uid BETWEEN ? AND ? ORDER BY uid",
+                                    (self._folder(folder).id, first, last)).fetchall()
 
     def envelopes(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, list]:
         """Cached ENVELOPE per UID (see relay.store.mime for the representation)."""
         with self._lock:
-            rows = list(self._select(self._folder(folder), "uid, envelope", uids))
+            f = self._folder(folder)
+            self._fill(f, uids)
+            rows = list(self._select(f, "uid, envelope", uids))
         return {u: index.unpack(b) for u, b in rows}
 
     def envelopes_wire(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, bytes]:
         """ENVELOPE per UID already encoded for IMAP (what relay.imap.parser.encode would give
         for ``envelopes()``): send it as is, nothing is decoded."""
         with self._lock:
-            return dict(self._select(self._folder(folder), "uid, envelope_wire", uids))
+            f = self._folder(folder)
+            self._fill(f, uids)
+            return dict(self._select(f, "uid, envelope_wire", uids))
 
     def bodystructures_wire(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, bytes]:
         """BODYSTRUCTURE per UID already encoded for IMAP."""
         with self._lock:
-            return dict(self._select(self._folder(folder), "uid, body_wire", uids))
+            f = self._folder(folder)
+            self._fill(f, uids)
+            return dict(self._select(f, "uid, body_wire", uids))
 
     def bodystructures(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, list]:
         with self._lock:
-            rows = list(self._select(self._folder(folder), "uid, bodystructure", uids))
+            f = self._folder(folder)
+            self._fill(f, uids)
+            rows = list(self._select(f, "uid, bodystructure", uids))
         return {u: index.unpack(b) for u, b in rows}
 
     def envelope(self, folder: str, uid: int) -> list | None:
@@ -717,7 +783,9 @@ class UserStore:
     def header_fields(self, folder: str, uids: Sequence[int] | None = None) -> dict[int, HeaderFields]:
         """The decoded SEARCH columns per UID."""
         with self._lock:
-            rows = list(self._select(self._folder(folder), "uid, hdr_subject, hdr_from, hdr_to, "
+            f = self._folder(folder)
+            self._fill(f, uids)
+            rows = list(self._select(f, "uid, hdr_subject, hdr_from, hdr_to, "
                                      "hdr_cc, hdr_bcc, hdr_message_id, hdr_date", uids))
         return {r[0]: HeaderFields(*r[1:]) for r in rows}
 
@@ -731,10 +799,12 @@ class UserStore:
         if not full:
             with self._lock:
                 f = self._folder(folder)
+                self._fill(f, uids)         # rows indexed without analysis have no Date: yet
                 return [(r[0], r[1], r[2], r[3], "", None, "")
                         for r in self._select(f, "uid, internaldate, vsize, hdr_date", uids)]
         with self._lock:
             f = self._folder(folder)
+            self._fill(f, uids)
             rows = list(self._select(f, "uid, internaldate, vsize, hdr_date, hdr_subject, envelope, "
                                      "hdr_references, filename", uids))
             missing = [(r[0], r[7]) for r in rows if r[6] is None]
@@ -761,6 +831,7 @@ class UserStore:
             raise StoreError(f"no indexed header field {field}")
         with self._lock:
             f = self._folder(folder)
+            self._fill(f, None)
             if text.isascii():
                 rows = self._db.execute(f"SELECT uid FROM messages WHERE folder=? AND "
                                         f"instr(lower({col}), ?) > 0", (f.id, text.lower()))
@@ -959,6 +1030,10 @@ class UserStore:
                 if not committed:
                     copyjournal.abort(journal)
             copyjournal.finish(journal)
+            if src.id in self._pending and done_new:   # copied rows may be unanalysed too
+                with self._tx() as db:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (f"lazy:{dst.id}",))
+                self._pending.add(dst.id)
             with self._tx() as db:   # the renames changed cur/: remember its new mtime
                 db.execute("UPDATE folders SET cur_mtime=? WHERE id=?", (maildir.mtime_ns(dst.path / "cur"), dst.id))
                 if move and not same:
@@ -1013,6 +1088,13 @@ class UserStore:
             gone = [r[0] for r in self._db.execute(
                 "SELECT uid FROM expunged WHERE folder=? AND modseq>? ORDER BY uid", (f.id, modseq))]
             return recs, gone
+
+
+_INSERT = ("INSERT INTO messages (folder, uid, base, filename, flags, size, vsize, "
+           "internaldate, tzoffset, modseq, recent, envelope, bodystructure, "
+           "envelope_wire, body_wire, hdr_subject, "
+           "hdr_from, hdr_to, hdr_cc, hdr_bcc, hdr_message_id, hdr_date, hdr_references) "
+           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 
 
 def _in_sorted(uids: Sequence[int], uid: int) -> bool:
