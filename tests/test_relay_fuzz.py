@@ -22,7 +22,7 @@ import threading
 import tracemalloc
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from relay.config import parse_config
@@ -201,6 +201,7 @@ def imap_store(tmp_path):
 
 @FUZZ
 @given(chunks=imap_session())
+@example(chunks=[b"t0 CAPABILITY BODY[\xb1.2.HEADER.FIELDS (Subject)]<0.10>\r\n"])  # found: 8-bit in [..]
 def test_fuzz_imap_parser_and_session(imap_store, chunks):
     async def run():
         d = ImapDriver(imap_store)
@@ -413,6 +414,7 @@ def mime_message(draw, depth=0):
 
 @FUZZ
 @given(data=st.one_of(mime_message(), mime_message().flatmap(mutated)))
+@example(data=b"Subject: =?utf-8?b?\x7f6k=?=\r\n\r\nx\r\n")   # found: bad base64 word
 def test_fuzz_mime_index_analysis(data):
     """What the store indexes for every delivered message: a hostile sender controls all of it."""
     from relay.store import mime

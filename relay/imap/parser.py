@@ -325,6 +325,8 @@ class Tokenizer:
                     elif ch == 0x22:  # quoted field name inside HEADER.FIELDS
                         self._quoted()
                         continue
+                    elif ch >= 0x80:  # 8-bit in a section spec: BAD, never a UnicodeDecodeError
+                        raise ParseError("8-bit data in atom")
                     self.pos += 1
                 if self.pos >= len(d):
                     # no matching ]: outside a FETCH section "[" is an ordinary ATOM-CHAR

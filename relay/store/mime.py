@@ -16,6 +16,7 @@ Representation: nested lists whose leaves are ``bytes`` (strings, raw as in the 
 
 from __future__ import annotations
 
+import email.errors
 import email.header
 import functools
 import email.utils
@@ -687,8 +688,8 @@ def decode_words(v: bytes | None) -> str:
         try:
             (raw, charset), = email.header.decode_header(m.group(0))
             return raw.decode(charset or "ascii", "replace") if isinstance(raw, bytes) else raw
-        except (ValueError, LookupError, UnicodeError):
-            return m.group(0)
+        except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+            return m.group(0)   # e.g. "=?utf-8?b?\x7f6k=?=": bad base64 (found by fuzzing)
 
     return _EWORD.sub(one, _EWORD_GAP.sub(r"\1", text))
 
