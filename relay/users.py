@@ -7,6 +7,14 @@ never logged or kept in memory. Every change rewrites the whole file atomically 
 rename + dir fsync, mode 0600), and readers reload it when its mtime/size changes, so
 ``tui-mail relay user add`` works while the relay is running.
 
+Successful checks are remembered for ``VERIFIED_TTL`` seconds (like Dovecot's auth cache), so a
+client that logs in again and again pays scrypt once a minute, not per login: the cache holds
+(address → HMAC-SHA256 of the password under a random key made at start and never stored,
+the stored hash it was checked against, expiry). A login matches only if both the HMAC and the
+stored hash are the same, so a password change (by this process or ``user passwd`` from outside)
+drops the entry at once. Failures are never cached: wrong passwords still pay scrypt and the
+throttle. The password itself is still never kept.
+
 :class:`AuthThrottle` is shared by SMTP AUTH, IMAP LOGIN/AUTHENTICATE and POP3 USER/PASS
 (``await throttle.check(ip, user, verify)``): attempts from one IP run one at a time, each
 failure doubles the delay that IP waits before its next attempt (capped), failures on an
@@ -83,11 +91,16 @@ def _dummy_hash() -> str:
 class UserDB:
     """Accounts in one file; safe to share between threads and with other processes."""
 
+    VERIFIED_TTL = 60.0
+    VERIFIED_MAX = 10_000
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock = threading.RLock()
         self._stamp: tuple[int, int] | None = None
         self._users: dict[str, str] = {}
+        self._key = os.urandom(32)
+        self._verified: dict[str, tuple[bytes, str, float]] = {}
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -117,11 +130,23 @@ class UserDB:
 
     def authenticate(self, address: str, password: str) -> bool:
         """True when the password is right; unknown users cost the same time as wrong passwords."""
-        stored = self._load().get(normalize_address(address))
+        addr = normalize_address(address)
+        stored = self._load().get(addr)
         if stored is None:
             verify_password(password, _dummy_hash())
             return False
-        return verify_password(password, stored)
+        mac = hmac.new(self._key, password.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        hit = self._verified.get(addr)
+        if (hit is not None and hit[1] == stored and time.monotonic() < hit[2]
+                and hmac.compare_digest(hit[0], mac)):
+            return True
+        ok = verify_password(password, stored)
+        if ok:
+            with self._lock:
+                if len(self._verified) >= self.VERIFIED_MAX:
+                    self._verified.clear()
+                self._verified[addr] = (mac, stored, time.monotonic() + self.VERIFIED_TTL)
+        return ok
 
     # ---- writing -------------------------------------------------------------------------
 

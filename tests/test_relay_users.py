@@ -112,3 +112,28 @@ def test_concurrent_adds_from_several_processes_lose_nothing(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(k)]) for k in range(4)]
     assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
     assert len(UserDB(path).list()) == 20
+
+
+def test_successful_logins_are_cached_until_the_password_changes(tmp_path, monkeypatch):
+    """A repeated right password skips scrypt (Dovecot-style auth cache); wrong passwords never
+    do; a password change — here or by another process — ends the cached success at once."""
+    import relay.users as users_mod
+    calls = []
+    real = users_mod.verify_password
+    monkeypatch.setattr(users_mod, "verify_password", lambda pw, h: calls.append(1) or real(pw, h))
+    path = tmp_path / "users"
+    db, other = UserDB(path), UserDB(path)
+    db.add("bob@example.org", "hunter2")
+    assert db.authenticate("bob@example.org", "hunter2") and len(calls) == 1
+    assert db.authenticate("BOB@example.org", "hunter2") and len(calls) == 1     # cached
+    assert not db.authenticate("bob@example.org", "hunter3") and len(calls) == 2
+    assert not db.authenticate("bob@example.org", "hunter3") and len(calls) == 3  # never cached
+    assert "hunter2" not in repr(db._verified)
+    other.set_password("bob@example.org", "new one")                  # another process
+    assert not db.authenticate("bob@example.org", "hunter2") and len(calls) == 4
+    assert db.authenticate("bob@example.org", "new one")
+    monkeypatch.setattr(UserDB, "VERIFIED_TTL", 0.0)
+    db.set_password("bob@example.org", "third")
+    assert db.authenticate("bob@example.org", "third")
+    n = len(calls)
+    assert db.authenticate("bob@example.org", "third") and len(calls) == n + 1   # expired
