@@ -5,14 +5,18 @@ Two flavours share one handler class:
 * *inbound* (MX, default :2525): mail for local domains only, no AUTH; anything else is
   "554 5.7.1 Relay access denied".
 * *submission* (default :2587): MAIL needs AUTH (PLAIN/LOGIN, relay/smtp/auth.py); AUTH is
-  offered only after STARTTLS, or in plaintext from loopback when
-  ``[auth] allow_plaintext_loopback`` is true; authenticated senders may relay anywhere.
+  offered only after STARTTLS, or in plaintext from 127.0.0.1/::1 when
+  ``[auth] allow_plaintext_loopback`` is true; authenticated senders may relay anywhere, but
+  only as their own addresses (MAIL FROM and From:, plus ``[senders]`` aliases).
 
 What aiosmtpd already does for us: the wire parsing, PIPELINING, STARTTLS, SIZE, 8BITMIME,
-SMTPUTF8, ending DATA only on CRLF.CRLF, dot-unstuffing, line-length and size limits. What we
-add: ENHANCEDSTATUSCODES/PIPELINING in EHLO, the accept/reject rules (policy.py), refusing bare
-CR/LF in DATA (SMTP smuggling), the Received header, and the durable hand-off: 250 only after
-:meth:`Spool.store` has fsynced the queue file and directory, 451 4.3.0 if it failed.
+SMTPUTF8, line-length limits. What we add: ENHANCEDSTATUSCODES/PIPELINING in EHLO, the
+accept/reject rules (policy.py), refusing bare CR/LF in DATA (SMTP smuggling), the Received
+header, and the durable hand-off: 250 only after :meth:`Spool.store` has fsynced the queue file
+and directory, 451 4.3.0 if it failed. Against hostile clients (issue 10): connection caps per
+listener and address (421), ``[limits] max_errors`` then 421 and close, turns taken every 2 ms
+of pipelined commands, rejections logged in aggregate, and our own DATA loop (one buffer per
+message instead of aiosmtpd's one object per line).
 """
 
 from __future__ import annotations
