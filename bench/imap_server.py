@@ -244,7 +244,7 @@ def run_relay(src: Path, work: Path, n: int) -> dict:
             proc.join()
 
 
-def run_dovecot(src: Path, work: Path, n: int) -> dict | None:
+def run_dovecot(src: Path, work: Path, n: int, fsync: str = "never") -> dict | None:
     try:
         from tests.peers import Dovecot, dovecot_available
     except ImportError:
@@ -252,6 +252,9 @@ def run_dovecot(src: Path, work: Path, n: int) -> dict | None:
     if not dovecot_available():
         return None
     dc = Dovecot(work / "dovecot", idle_interval=1)
+    if fsync != "never":    # the test peer never fsyncs; the relay always fsyncs an APPEND
+        base_config = dc._config
+        dc._config = lambda: base_config().replace("mail_fsync = never", f"mail_fsync = {fsync}")
     try:
         md = dc.add_user("bob", "secret")
         shutil.rmtree(md)
@@ -271,6 +274,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2,000 messages only")
     ap.add_argument("--sizes", type=int, nargs="*", help="mailbox sizes (default 10000 100000)")
     ap.add_argument("--no-dovecot", action="store_true")
+    ap.add_argument("--dovecot-fsync", choices=("never", "optimized", "always"), default="never",
+                    help="Dovecot's mail_fsync (default never, as the test peer; the relay fsyncs "
+                         "every APPENDed message: compare APPEND with 'always' or 'optimized' "
+                         "on a real disk, --dir /tmp)")
     ap.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                     help="where the Maildirs go (default /dev/shm: the shared disk here is the "
                          "bottleneck otherwise, for both servers alike)")
@@ -284,7 +291,7 @@ def main() -> None:
             print(f"\n== {n:,} messages (written in {t:.1f} s), load average before: "
                   f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             ours = run_relay(src, work, n)
-            theirs = None if args.no_dovecot else run_dovecot(src, work, n)
+            theirs = None if args.no_dovecot else run_dovecot(src, work, n, args.dovecot_fsync)
             print(f"{'':24} {'relay':>10} {'dovecot':>10} {'ratio':>7}")
             for k, v in ours.items():
                 d = theirs.get(k) if theirs else None
