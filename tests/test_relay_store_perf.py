@@ -187,3 +187,64 @@ def test_big_first_sync_indexes_lazily_and_analyses_on_first_use(tmp_path, monke
         assert u._pending == set()                               # all analysed now
     with MailStore(tmp_path / "mail") as s:
         assert s.user(ADDR)._pending == set()
+
+
+async def test_fetch_flags_built_by_sqlite_equals_row_by_row(tmp_path, monkeypatch):
+    """FETCH (FLAGS) of a contiguous run is written by the store's SQLite in one statement;
+    its answer is byte for byte the row-by-row one (keywords announced first, \\Recent, MODSEQ,
+    CHANGEDSINCE, a view holding messages another session expunged)."""
+    from relay.store.mailbox import UserStore
+    from tests.test_relay_imap_session import Client
+
+    used = []
+    real = UserStore.render_flag_rows
+
+    def spy(self, *a, **kw):
+        text = real(self, *a, **kw)
+        used.append(text is not None)
+        return text
+    monkeypatch.setattr(UserStore, "render_flag_rows", spy)
+
+    async def both(cl, cmd):
+        told = await cl("n NOOP")      # changes of the other session reported apart
+        used.clear()
+        fast = await cl(cmd)
+        sql_used = any(used)
+        with monkeypatch.context() as m:
+            m.setattr(UserStore, "render_flag_rows", None)
+            slow = await cl(cmd)
+        fetch = lambda text: [x for x in text.splitlines() if x.startswith("* ") and " FETCH " in x]   # noqa: E731
+        assert fetch(fast) == fetch(slow) and fetch(fast)
+        return told + fast, sql_used
+
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        for n in range(12):
+            u.append("INBOX", msg(n), [["\\Seen"], [], ["\\Flagged", "\\Seen"], ["$Work"]][n % 4])
+        u.claim_recent("INBOX", list(range(1, 9)))      # 9..12 stay \Recent
+        a, b = Client(None), Client(None)
+        for cl in (a, b):
+            cl.s.open_mailbox = lambda user: u
+            cl.s.authenticate = _yes
+            assert "OK" in await cl("l LOGIN bob x")
+        assert "OK" in await a("s SELECT INBOX")
+        fast, sql = await both(a, "f1 FETCH 1:* (FLAGS)")
+        assert sql and "\\Recent" in fast and "$Work" in fast
+        _, sql = await both(a, "f2 UID FETCH 2:7 (FLAGS MODSEQ)")
+        assert sql
+        modseq = u.state("INBOX").highestmodseq
+        assert "OK" in await b("s SELECT INBOX")
+        assert "OK" in await b("st STORE 3 +FLAGS (\\Answered $Other)")
+        fast, sql = await both(a, f"f3 UID FETCH 1:* (FLAGS) (CHANGEDSINCE {modseq})")
+        assert sql and "MODSEQ" in fast and "$Other" in fast
+        assert 0 <= fast.index("* FLAGS") < fast.index(" FETCH ")   # the new keyword told first
+        assert "OK" in await b("st STORE 5 +FLAGS (\\Deleted)")
+        assert "OK" in await b("e EXPUNGE")
+        used.clear()
+        out = await a("f4 FETCH 1:* (FLAGS)")        # a's view still holds UID 5: row by row
+        assert used == [False] and "* 5 FETCH" not in out and "* 12 FETCH" in out
+        assert "* 5 EXPUNGE" in await a("n NOOP")
+
+
+async def _yes(user, password):
+    return True

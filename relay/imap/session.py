@@ -756,8 +756,11 @@ class Session:
         if (not sets_seen and hasattr(mb, "flag_rows")
                 and all(a.name in ("UID", "FLAGS", "MODSEQ") for a in atts)):
             # FETCH (FLAGS), UID FETCH (FLAGS MODSEQ)…: three columns, lines built in bulk
-            for start in range(0, len(idx), FLUSH_EVERY * 10):
-                self._fetch_flag_lines(idx[start:start + FLUSH_EVERY * 10], atts, changedsince)
+            for start in range(0, len(idx), FLUSH_EVERY * 40):
+                chunk = idx[start:start + FLUSH_EVERY * 40]
+                if not self._fetch_flag_text(chunk, atts, changedsince):
+                    for sub in range(0, len(chunk), FLUSH_EVERY * 10):
+                        self._fetch_flag_lines(chunk[sub:sub + FLUSH_EVERY * 10], atts, changedsince)
                 await self._maybe_flush()
             self.sync(expunge=uid_mode)
             self.tagged(tag, "OK", "FETCH completed")
@@ -800,6 +803,50 @@ class Session:
             await self._maybe_flush()
         self.sync(expunge=uid_mode)
         self.tagged(tag, "OK", "FETCH completed")
+
+    def _fetch_flag_text(self, chunk: list[int], atts: list[FetchAtt], changedsince: int | None) -> bool:
+        """The same lines as _fetch_flag_lines for a contiguous run of the view, written by the
+        store's SQLite in one statement (no Python step per message); False when the store
+        cannot (the index holds other messages in that UID range than the view: expunged
+        meanwhile) and the caller goes row by row."""
+        mb = self._mb()
+        render = getattr(mb, "render_flag_rows", None)
+        if render is None or chunk[-1] - chunk[0] + 1 != len(chunk):
+            return False
+        lo, hi = self.uids[chunk[0]], self.uids[chunk[-1]]
+        forms: dict[str, str] = {}
+        marked_forms: dict[str, str] = {}
+        marked = [u for u in self.recent if lo <= u <= hi] if self.recent else []
+        for text in mb.flag_texts(self.folder, lo, hi):
+            flags = frozenset(text.split())
+            if not flags <= self.known_flags:   # announce new keywords first (* FLAGS)
+                self._flags(MessageRecord(0, flags, 0, None, 0))
+            form = bytes(flag_list(flags))
+            if not form.isascii():
+                return False
+            forms[text] = form.decode()
+            if marked:
+                marked_forms[text] = bytes(flag_list(flags | {"\\Recent"})).decode()
+        names = [a.name for a in atts]
+        pieces: list = [chunk[0], "* ", 0, " FETCH ("]
+        for k, n in enumerate(names):
+            if k:
+                pieces.append(" ")
+            if n == "UID":
+                pieces += ["UID ", 1]
+            elif n == "FLAGS":
+                pieces += ["FLAGS ", 2]
+                if self.condstore and "MODSEQ" not in names:   # RFC 7162 3.1.4
+                    pieces += [" MODSEQ (", 3, ")"]
+            else:
+                pieces += ["MODSEQ (", 3, ")"]
+        pieces.append(")\r\n")
+        text = mb.render_flag_rows(self.folder, lo, hi, len(chunk), pieces, forms, marked,
+                                   marked_forms, changedsince)
+        if text is None:
+            return False
+        self.out.append(text.encode())
+        return True
 
     def _fetch_flag_lines(self, chunk: list[int], atts: list[FetchAtt], changedsince: int | None) -> None:
         """``* n FETCH`` lines for items among UID, FLAGS and MODSEQ only (what _fetch_one would
