@@ -269,22 +269,32 @@ async def test_null_sender_is_sent_as_empty_path(tmp_path, receiver):
     assert receiver.messages[0]["from"] == "<>"  # aiosmtpd reports the null path literally
 
 
-async def test_twenty_messages_share_one_connection(tmp_path, receiver, monkeypatch):
-    monkeypatch.setattr("relay.remote.SUSTAINED_BACKLOG", 60.0)  # see the slow-start test below
+async def test_consecutive_messages_share_one_connection(tmp_path, receiver):
     async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": receiver.port})) as rd:
+        msgs = [OutboundMessage("alice@crepes.fr", MSG.replace(b"hi", b"hi %d" % i)) for i in range(20)]
+        for m in msgs:  # one after another, as a destination that keeps up sees them
+            res = await rd.deliver_message(m, ["bob@hamburger.edu"])
+            assert res["bob@hamburger.edu"].status == "sent"
+        assert rd.connections_opened == 1
+    assert receiver.connections == 1
+    assert [m["data"] for m in receiver.messages] == [m.data for m in msgs]
+
+
+async def test_a_burst_opens_at_most_the_window(tmp_path, receiver):
+    cfg = cfg_for(tmp_path, {"hamburger.edu": receiver.port},
+                  "[delivery]\ninitial_concurrency = 1\nmax_connections_per_destination = 1\n")
+    async with RemoteDelivery(cfg) as rd:
         msgs = [OutboundMessage("alice@crepes.fr", MSG.replace(b"hi", b"hi %d" % i)) for i in range(20)]
         results = await asyncio.gather(*(rd.deliver_message(m, ["bob@hamburger.edu"]) for m in msgs))
         assert all(r["bob@hamburger.edu"].status == "sent" for r in results)
-        # a later message still reuses the idle connection
-        await rd.deliver_message(OutboundMessage("alice@crepes.fr", MSG), ["bob@hamburger.edu"])
         assert rd.connections_opened == 1
     assert receiver.connections == 1
-    assert len(receiver.messages) == 21
-    assert sorted(m["data"] for m in receiver.messages[:20]) == sorted(m.data for m in msgs)
+    assert sorted(m["data"] for m in receiver.messages) == sorted(m.data for m in msgs)
 
 
 async def test_messages_per_connection_cap(tmp_path, receiver):
-    cfg = cfg_for(tmp_path, {"hamburger.edu": receiver.port}, "[delivery]\nmax_messages_per_connection = 5\n")
+    cfg = cfg_for(tmp_path, {"hamburger.edu": receiver.port},
+                  "[delivery]\nmax_messages_per_connection = 5\nmax_connections_per_destination = 1\n")
     async with RemoteDelivery(cfg) as rd:
         await asyncio.gather(*(rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
                                for _ in range(20)))
@@ -528,19 +538,19 @@ class SlowReceiver(Receiver):
         return await super().handle_DATA(server, session, envelope)
 
 
-async def test_sustained_backlog_opens_more_connections(tmp_path, monkeypatch):
-    import relay.remote
-
-    monkeypatch.setattr(relay.remote, "SUSTAINED_BACKLOG", 0.2)
+async def test_slow_start_opens_more_connections_under_backlog(tmp_path):
     r = await SlowReceiver().start()
     try:
-        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": r.port})) as rd:
-            async def producer(n: int):  # like the queue runner: a few messages in flight at once
+        cfg = cfg_for(tmp_path, {"hamburger.edu": r.port}, "[delivery]\ninitial_concurrency = 1\n")
+        async with RemoteDelivery(cfg) as rd:
+            async def producer(n: int):  # like the queue runner: several messages in flight at once
                 for i in range(n):
                     res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
                     assert res["bob@hamburger.edu"].status == "sent"
 
             await asyncio.gather(*(producer(12) for _ in range(8)))
+            (dest,) = rd.destinations()
+            assert dest["window"] == 4 and dest["delivered"] == 96 and dest["state"] == "ok"
         assert len(r.messages) == 96
         assert 1 < r.connections <= 4  # max_connections_per_destination
     finally:
