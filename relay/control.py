@@ -215,7 +215,7 @@ def entry_summary(entry) -> dict:
 
 
 class QueueCommands:
-    """``queue.list/show/flush/delete/bounce`` over the runner's view of the spool.
+    """``queue.list/show/flush/delete/bounce/destinations`` over the runner's view of the spool.
 
     The runner's in-memory entries are the truth while the relay runs (they carry the latest
     per-recipient state); the spool is changed only for delete/bounce, and never for a message
@@ -226,7 +226,7 @@ class QueueCommands:
 
     def handlers(self) -> dict[str, Handler]:
         return {"queue.list": self.list, "queue.show": self.show, "queue.flush": self.flush,
-                "queue.delete": self.delete, "queue.bounce": self.bounce}
+                "queue.delete": self.delete, "queue.bounce": self.bounce, "queue.destinations": self.destinations}
 
     def _entry(self, req: dict):
         qid = req.get("id")
@@ -252,6 +252,12 @@ class QueueCommands:
     async def list(self, req: dict) -> list[dict]:
         entries = sorted(self.runner.entries.values(), key=lambda e: (e.arrival, e.id))
         return [entry_summary(e) for e in entries]
+
+    async def destinations(self, req: dict) -> list[dict]:
+        """Per-destination state of the onward scheduler (active connections, window, queued,
+        deferred until, dead until, last error); [] when onward delivery is not configured."""
+        snapshot = getattr(self.runner.remote, "destinations", None)
+        return snapshot() if snapshot is not None else []
 
     async def show(self, req: dict) -> dict:
         entry = self._entry(req)

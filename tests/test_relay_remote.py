@@ -143,7 +143,7 @@ class ScriptedServer:
                     if not self.replies["DATA"].startswith("354"):
                         continue
                     buf = b""
-                    while not buf.endswith(b"\r\n.\r\n"):
+                    while not (buf.endswith(b"\r\n.\r\n") or buf == b".\r\n"):
                         chunk = await reader.read(65536)
                         if not chunk:
                             return
