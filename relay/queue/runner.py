@@ -103,6 +103,15 @@ class LogOnlyNotifier:
         maillog().info("%s: sender delay notification not sent (no DSN generator configured)", entry.id)
 
 
+class _CommitLane:
+    """Outcomes waiting for one kind of commit, and the thread that does it."""
+
+    def __init__(self, executor: ThreadPoolExecutor):
+        self.executor = executor
+        self.pending: list[tuple[QueueEntry, asyncio.Future]] = []
+        self.running = False
+
+
 class QueueRunner:
     def __init__(self, cfg: RelayConfig, spool: Spool, bus: ChangeBus, users: UserDB | None = None, *,
                  remote: RemoteDeliverer | None = None, notifier: Notifier | None = None,
@@ -126,9 +135,11 @@ class QueueRunner:
         self._stopping = False
         self._loop_task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="local-delivery")
-        self._state_executor = ThreadPoolExecutor(1, thread_name_prefix="queue-state")
-        self._to_commit: list[tuple[QueueEntry, bool, asyncio.Future]] = []
-        self._committing = False
+        # two commit lanes, each one thread: removals of finished entries (unlinks, quick) never
+        # wait behind state writes (tmp + fsync + rename each), e.g. a dead destination's
+        # thousand deferrals; a delivered message must leave the queue as soon as it is sent
+        self._lanes = {done: _CommitLane(ThreadPoolExecutor(1, thread_name_prefix=f"queue-{name}"))
+                       for done, name in ((True, "remove"), (False, "state"))}
 
     # ---- control -------------------------------------------------------------------------
 
@@ -209,7 +220,8 @@ class QueueRunner:
             if pending:
                 await asyncio.wait(pending)
         self._executor.shutdown(wait=True)
-        self._state_executor.shutdown(wait=True)
+        for lane in self._lanes.values():
+            lane.executor.shutdown(wait=True)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -393,34 +405,35 @@ class QueueRunner:
     async def _commit(self, entry: QueueEntry, done: bool) -> None:
         """Make one entry's new state durable (removed when ``done``). Outcomes that complete
         while a commit is running share the next one; nothing waits for unrelated deliveries."""
+        lane = self._lanes[done]
         fut = asyncio.get_running_loop().create_future()
-        self._to_commit.append((entry, done, fut))
-        if not self._committing:
-            self._committing = True
-            task = asyncio.create_task(self._commit_loop(), name="queue-state-commit")
+        lane.pending.append((entry, fut))
+        if not lane.running:
+            lane.running = True
+            task = asyncio.create_task(self._commit_loop(lane, done), name="queue-commit")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         await fut
 
-    async def _commit_loop(self) -> None:
+    async def _commit_loop(self, lane: _CommitLane, done: bool) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._to_commit:
-                batch, self._to_commit = self._to_commit, []
-                done = [e for e, d, _ in batch if d]
-                waiting = [e for e, d, _ in batch if not d]
+            while lane.pending:
+                batch, lane.pending = lane.pending, []
+                entries = [e for e, _ in batch]
                 try:
-                    await loop.run_in_executor(self._state_executor, self._persist, done, waiting)
+                    await loop.run_in_executor(lane.executor, self._persist, entries if done else [],
+                                               [] if done else entries)
                 except Exception as e:  # noqa: BLE001 - handed to every waiter
-                    for _, _, f in batch:
+                    for _, f in batch:
                         if not f.done():
                             f.set_exception(e)
                     continue
-                for _, _, f in batch:
+                for _, f in batch:
                     if not f.done():
                         f.set_result(None)
         finally:
-            self._committing = False
+            lane.running = False
 
     def _persist(self, done: list[QueueEntry], waiting: list[QueueEntry]) -> None:
         if waiting:
