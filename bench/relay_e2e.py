@@ -3,6 +3,7 @@
     python bench/relay_e2e.py                  # 1,000 messages over 10 submission sessions
     python bench/relay_e2e.py --quick          # 100 messages
     python bench/relay_e2e.py --messages 5000 --sessions 20
+    python bench/relay_e2e.py --rate 200       # a steady offered load of 200 msg/s instead of flat out
 
 Two relays run as separate processes (``python -m relay start --foreground``) under a temp dir
 on free loopback ports: crepes.fr (submission with AUTH, static route for hamburger.edu) and
@@ -91,6 +92,14 @@ class Relay:
                 time.sleep(0.05)
         raise SystemExit(f"{self.dir.name} did not come up in {timeout:.0f}s")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the relay process has used so far (Linux /proc)."""
+        try:
+            fields = (Path("/proc") / str(self.proc.pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError, AttributeError):
+            return float("nan")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -120,24 +129,29 @@ async def watch(maildir: Path, total: int, arrived: dict[int, float], deadline: 
         await asyncio.sleep(0.002)
 
 
-async def submit(port: int, seqs: list[int], started: dict[int, float], accepted: dict[int, float]) -> None:
+async def submit(port: int, seqs: list[int], started: dict[int, float], accepted: dict[int, float],
+                 schedule: dict[int, float] | None = None) -> None:
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=60,
                                username="alice@crepes.fr", password=PASSWORD) as smtp:
         for i in seqs:
             data = message(i)
+            if schedule is not None:  # steady offered load: wait for this message's slot
+                await asyncio.sleep(max(0.0, schedule[i] - time.monotonic()))
             started[i] = time.monotonic()
             await smtp.sendmail("alice@crepes.fr", ["bob@hamburger.edu"], data)
             accepted[i] = time.monotonic()
 
 
-async def run(total: int, sessions: int, sub_port: int, maildir: Path) -> dict:
+async def run(total: int, sessions: int, sub_port: int, maildir: Path, rate: float = 0.0) -> dict:
     started: dict[int, float] = {}
     accepted: dict[int, float] = {}
     arrived: dict[int, float] = {}
     t0 = time.monotonic()
     watcher = asyncio.create_task(watch(maildir, total, arrived, t0 + 120 + total * 0.05))
     shares = [list(range(s, total, sessions)) for s in range(sessions)]
-    await asyncio.gather(*(submit(sub_port, share, started, accepted) for share in shares))
+    # with --rate, message i is due at t0 + i/rate; a late session does not catch up faster
+    schedule = {i: t0 + 0.2 + i / rate for i in range(total)} if rate else None
+    await asyncio.gather(*(submit(sub_port, share, started, accepted, schedule) for share in shares))
     t_accepted = max(accepted.values())
     await watcher
     if len(arrived) < total:
@@ -152,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="100 messages")
+    ap.add_argument("--rate", type=float, default=0.0, help="steady offered load in msg/s (default: flat out)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, Maildirs)")
     args = ap.parse_args(argv)
     total = 100 if args.quick else args.messages
@@ -171,9 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         hamburger.wait_ready([ham_port])
         crepes.wait_ready([crepes_smtp, crepes_sub])
         maildir = hamburger.cfg.mail_dir / "bob@hamburger.edu" / "new"
-        print(f"relay e2e: {total} messages of 1 KB, {args.sessions} submission sessions, "
+        load = f"offered at {args.rate:g} msg/s" if args.rate else "flat out"
+        print(f"relay e2e: {total} messages of 1 KB, {args.sessions} submission sessions {load}, "
               f"crepes.fr → hamburger.edu on loopback (data in {tmp})")
-        r = asyncio.run(run(total, args.sessions, crepes_sub, maildir))
+        cpu0 = crepes.cpu_seconds(), hamburger.cpu_seconds()
+        r = asyncio.run(run(total, args.sessions, crepes_sub, maildir, args.rate))
+        cpu = crepes.cpu_seconds() - cpu0[0], hamburger.cpu_seconds() - cpu0[1]
     finally:
         crepes.stop()
         hamburger.stop()
@@ -183,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  end to end     {r['e2e_rate']:8.1f} msg/s")
     print(f"  latency        p50 {r['p50']:.1f} ms   p95 {r['p95']:.1f} ms   max {r['max']:.1f} ms")
     print(f"  onward leg     {connections} SMTP connection(s) from crepes.fr to hamburger.edu")
+    print(f"  cpu per msg    crepes.fr {cpu[0] / total * 1000:.2f} ms   hamburger.edu {cpu[1] / total * 1000:.2f} ms "
+          "(user+sys; independent of other load on the machine)")
     if not args.keep:
         import shutil
 

@@ -237,6 +237,12 @@ class QueueCommands:
             raise ControlError(f"no message {qid} in the queue")
         return entry
 
+    def _forget(self, qid: str) -> None:
+        """The onward scheduler stops counting ``qid`` as waiting at its destination."""
+        forget = getattr(self.runner.remote, "forget", None)
+        if forget is not None:
+            forget(qid)
+
     async def _idle_entry(self, req: dict, wait: float = 5.0):
         """The entry, once no delivery attempt is running for it (waits up to ``wait`` s)."""
         entry = self._entry(req)
@@ -279,6 +285,7 @@ class QueueCommands:
     async def delete(self, req: dict) -> str:
         entry = await self._idle_entry(req)
         self.runner.entries.pop(entry.id, None)
+        self._forget(entry.id)
         await asyncio.to_thread(self.spool.remove, entry)
         log.info("%s: deleted from the queue by the operator", entry.id)
         return entry.id
@@ -292,6 +299,7 @@ class QueueCommands:
             r.text = f"5.0.0 returned to sender by the postmaster; last error: {r.text or 'none'}"
             r.code = 550
         self.runner.entries.pop(entry.id, None)
+        self._forget(entry.id)
         if pending and self.notifier is not None and entry.sender:
             await self.notifier.bounce(entry, pending)
         await asyncio.to_thread(self.spool.remove, entry)

@@ -46,6 +46,9 @@ from relay.smtp_client import LinkError, ReplyError, SMTPConnection, Timeouts
 
 log = logging.getLogger(__name__)
 
+INLINE_READ = 256 * 1024
+"""Queue files smaller than this are read in the event loop (page cache); larger in a thread."""
+
 # ---- results ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class OutboundMessage:
     data: bytes | None
     id: str = ""
     load: Callable[[], bytes] | None = field(default=None, repr=False)
+    size: int = 0        # of the lazily loaded data, when known
 
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b\s*")
@@ -121,11 +125,22 @@ def needs_8bitmime(data: bytes) -> bool:
     return not data.isascii()
 
 
+_TLS_CONTEXTS: dict[bool, ssl.SSLContext] = {}
+
+
 def _tls_context(verify: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+    """One client context per kind, made once: loading the system's CA store costs tens of
+    milliseconds, which was paid again by every new connection. Without ``verify`` no CA
+    store is needed at all (unauthenticated opportunistic TLS, as between MXes)."""
+    ctx = _TLS_CONTEXTS.get(verify)
+    if ctx is None:
+        if verify:
+            ctx = ssl.create_default_context()
+        else:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        _TLS_CONTEXTS[verify] = ctx
     return ctx
 
 
@@ -332,6 +347,10 @@ class _Slots:
             self.used += 1
             return True
         self.waiting.want(pool.dests)
+        for other in self.owner._pools.values():  # an idle connection elsewhere gives its slot up
+            if other is not pool and other.waiting and not other.jobs:
+                other.wakeup.set()
+                break
         return False
 
     def release(self) -> None:
@@ -411,8 +430,8 @@ class _DestinationPool:
         self.waiting += 1
         try:
             while not self.jobs:
-                if self.owner.closing:
-                    return None
+                if self.owner.closing or (idle and self.owner.slots.contended):
+                    return None  # shutting down, or another destination waits for this slot
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
@@ -447,7 +466,9 @@ class _DestinationPool:
         msg = job.msg
         if msg.data is None:
             try:
-                msg.data = await asyncio.to_thread(msg.load)
+                # a small queue file is in the page cache: reading it here costs less than a
+                # thread hand-off; a big one is read in a thread so the loop never waits on disk
+                msg.data = msg.load() if msg.size < INLINE_READ else await asyncio.to_thread(msg.load)
             except OSError as e:
                 return dict.fromkeys(job.rcpts, deferred(f"cannot read the queue file: {e}", "4.3.0"))
             hops = count_received(msg.data)
@@ -667,8 +688,8 @@ class RemoteDelivery:
         """The queue runner's hook: ``entry`` is a spool QueueEntry (sender, id, read_message()).
         The message bytes are read only when a connection is ready to send them, so a large
         backlog waiting for a slow destination costs no memory for its bodies."""
-        return await self.deliver_message(OutboundMessage(entry.sender, None, entry.id, entry.read_message),
-                                          recipients)
+        return await self.deliver_message(OutboundMessage(entry.sender, None, entry.id, entry.read_message,
+                                                          entry.size or INLINE_READ), recipients)
 
     # ---- what the queue runner and the control socket use -------------------------------
 

@@ -654,3 +654,25 @@ async def test_aclose_cuts_off_a_hanging_transaction(tmp_path):
             assert (res.status, res.code) == ("deferred", 421) and "shutting down" in res.text
     finally:
         await r.stop()
+
+
+# ---- the scheduler: fair share of the relay-wide connection slots --------------------------
+
+async def test_a_large_backlog_does_not_starve_a_small_destination(tmp_path):
+    big, small = await SlowReceiver().start(), await Receiver().start()
+    try:
+        cfg = cfg_for(tmp_path, {"big.example": big.port, "small.example": small.port},
+                      "[delivery]\nmax_connections = 1\nmax_messages_per_connection = 5\n")
+        async with RemoteDelivery(cfg) as rd:
+            backlog = [asyncio.ensure_future(rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), [f"u{i}@big.example"]))
+                       for i in range(40)]
+            await asyncio.sleep(0.05)  # the only slot is busy with big.example's backlog
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["v@small.example"])
+            assert res["v@small.example"].status == "sent"
+            # small.example got the slot when the big one's connection had sent its 5, not after all 40
+            assert len(big.messages) <= 10
+            assert all(r[k].status == "sent" for r in await asyncio.gather(*backlog) for k in r)
+            assert len(big.messages) == 40 and big.connections >= 8  # it gave the slot back every 5
+    finally:
+        await big.stop()
+        await small.stop()
