@@ -170,6 +170,7 @@ class _Session:
         self.cfg = cfg
         self.conn = SMTPConnection(cfg.hostname, timeouts)
         self.messages = 0
+        self.pipelined = 0
 
     @property
     def remote(self) -> str:
@@ -250,7 +251,9 @@ class _Session:
         if utf8:
             options.append("SMTPUTF8")
         try:
+            before = conn.pipelined
             tx = await conn.transaction(msg.sender, rcpts, msg.data, options, utf8=utf8)
+            self.pipelined += conn.pipelined - before
         except ValueError as e:  # CR/LF in an address: never sent
             return dict.fromkeys(rcpts, failed(f"bad address: {e}", "5.1.3", 553))
         if tx.mail.code // 100 != 2:
@@ -399,7 +402,7 @@ class _DestinationPool:
         if job.msg.id:
             self.state.forget(job.msg.id)
         if self.state.is_dead(now):
-            job.future.set_result(dict.fromkeys(job.rcpts, self._dead_result(now)))
+            self._finish(job, dict.fromkeys(job.rcpts, self._dead_result(now)), note=False)
             return
         self.jobs.append(job)
         self.wakeup.set()
@@ -477,13 +480,15 @@ class _DestinationPool:
                     f"mail loop: the message has passed {hops} hops (limit {self.owner.cfg.queue.max_hops})", "5.4.6", 554))
         return None
 
-    def _finish(self, job: _Job, results: dict[str, DeliveryResult]) -> None:
+    def _finish(self, job: _Job, results: dict[str, DeliveryResult], note: bool = True) -> None:
+        """Hand a job its results; ``note=False`` for deferrals that only repeat the last error."""
         now = self.owner.clock()
         if any(r.status == "sent" for r in results.values()):
             self.state.message_delivered()
         late = next((r for r in results.values() if r.status == "deferred"), None)
         if late is not None:
-            self.state.note_error(now, late.text)
+            if note:
+                self.state.note_error(now, late.text)
             if job.msg.id:
                 self.owner._deferred_at[job.msg.id] = self.dests
         if not job.future.done():
@@ -541,6 +546,8 @@ class _DestinationPool:
                     self.state.connected()
                 try:
                     results = await session.send(job.msg, job.rcpts)
+                    self.owner.pipelined += session.pipelined
+                    session.pipelined = 0
                 except SessionFailed as e:  # 4xx to MAIL FROM: worth trying the other MXes
                     results = await self._via_others(job, index, e.result)
                 except OSError as e:  # LinkError (timeouts, dropped link) is a ConnectionError
@@ -597,7 +604,7 @@ class _DestinationPool:
     def _defer_all(self, job: _Job | None, err: DeliveryResult) -> None:
         """The destination is dead: this job and everything queued behind it wait for a retry."""
         for j in [job, *self.jobs] if job is not None else list(self.jobs):
-            self._finish(j, dict.fromkeys(j.rcpts, err))
+            self._finish(j, dict.fromkeys(j.rcpts, err), note=False)
         self.jobs.clear()
 
     def snapshot(self, now: float) -> dict:
@@ -629,6 +636,7 @@ class RemoteDelivery:
         self.clock = clock
         self.closing = False
         self.connections_opened = 0
+        self.pipelined = 0  # transactions sent with PIPELINING (RFC 2920)
         self.slots = _Slots(self, cfg.delivery.max_connections)
         self._pools: dict[tuple[Destination, ...], _DestinationPool] = {}
         self._deferred_at: dict[str, tuple[Destination, ...]] = {}  # queue ID -> where it was last deferred

@@ -190,6 +190,7 @@ async def test_twenty_messages_share_a_few_connections(relays):
     cap = relays.crepes_cfg.delivery.max_connections_per_destination
     assert 1 <= relays.hamburger_connections <= cap
     assert remote.connections_opened == relays.hamburger_connections
+    assert remote.pipelined == 20  # our relay offers PIPELINING: one round trip for MAIL, RCPT, DATA
 
 
 # ---- deferral, the queue view, flush ---------------------------------------------------------
