@@ -141,3 +141,25 @@ def test_window_stays_within_bounds(events, cap, initial, dead_after):
         assert 1 <= d.limit() <= cap
         assert d.active >= 0
         assert d.dead_until <= now + d.backoff_max
+
+
+def test_delivery_keys_in_relay_toml():
+    import pytest
+
+    from relay.config import DeliveryConfig, parse_config
+    from relay.errors import ConfigError
+    from relay.remote import timeouts_for
+
+    d = parse_config("", None, "/tmp/x").delivery
+    assert d == DeliveryConfig()
+    assert (d.greeting_timeout, d.command_timeout, d.data_timeout, d.data_block_timeout, d.data_done_timeout) == \
+        (300.0, 300.0, 120.0, 180.0, 600.0)  # RFC 5321 4.5.3.2
+    cfg = parse_config('[delivery]\ninitial_concurrency = 1\nmax_connections = 7\ndead_after = 5\n'
+                       'greeting_timeout = "2s"\ndata_done_timeout = "1m"\n', None, "/tmp/x")
+    assert (cfg.delivery.initial_concurrency, cfg.delivery.max_connections, cfg.delivery.dead_after) == (1, 7, 5)
+    t = timeouts_for(cfg)
+    assert (t.greeting, t.data_done, t.command, t.connect) == (2.0, 60.0, 300.0, 30.0)
+    with pytest.raises(ConfigError, match="delivery.greeting_timeout"):
+        parse_config('[delivery]\ngreeting_timeout = "soon"\n', None, "/tmp/x")
+    with pytest.raises(ConfigError, match="delivery.dead_after"):
+        parse_config('[delivery]\ndead_after = 0\n', None, "/tmp/x")
