@@ -171,3 +171,34 @@ async def test_refused_greeting_is_a_reply_error():
         await conn.close()
     finally:
         await s.stop()
+
+
+async def test_pipelined_delivery_into_a_real_postfix(tmp_path):
+    """The onward scheduler against Postfix (which offers PIPELINING): bytes intact, one
+    connection, every transaction pipelined."""
+    from relay.config import parse_config
+    from relay.remote import OutboundMessage, RemoteDelivery
+    from tests.postfix_peer import Postfix, postfix_available
+
+    if not postfix_available():
+        pytest.skip("postfix not installed")
+    pf = Postfix()
+    try:
+        try:
+            await asyncio.to_thread(pf.start)
+        except (RuntimeError, OSError, KeyError) as e:
+            pytest.skip(f"postfix cannot run here: {e}")
+        cfg = parse_config(f'hostname = "crepes.fr"\n[routes]\n"example.org" = "127.0.0.1:{pf.port}"\n', None,
+                           tmp_path / "data")
+        msgs = [(f"From: a@crepes.fr\r\nTo: bob@example.org\r\nSubject: pipelined {i}\r\nMessage-ID: <{i}@crepes.fr>\r\n"
+                 f"Date: Fri, 4 Dec 2026 08:00:00 +0000\r\n\r\n.dot {i}\r\nbody\r\n").encode() for i in range(5)]
+        async with RemoteDelivery(cfg) as rd:
+            for m in msgs:
+                res = await rd.deliver_message(OutboundMessage("a@crepes.fr", m), ["bob@example.org", "carol@example.org"])
+                assert {r.status for r in res.values()} == {"sent"} and all(r.code == 250 for r in res.values())
+            assert rd.connections_opened == 1 and rd.pipelined == 5
+        got = await asyncio.to_thread(pf.wait_for, "bob", 5)
+        # Postfix stores with LF line ends, after its own Return-Path/Received lines
+        assert sorted(g[g.index(b"From: a@crepes.fr"):] for g in got) == sorted(m.replace(b"\r\n", b"\n") for m in msgs)
+    finally:
+        await asyncio.to_thread(pf.cleanup)
