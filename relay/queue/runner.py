@@ -305,7 +305,10 @@ class QueueRunner:
         loop = asyncio.get_running_loop()
         handed_off: set[str] = set()
         try:
-            results = await loop.run_in_executor(self._executor, self._deliver_locals, entries)
+            if any(self._is_local(r.address) for e in entries for r in e.pending):
+                results = await loop.run_in_executor(self._executor, self._deliver_locals, entries)
+            else:  # onward only (a relay's usual case): no thread hand-off for nothing
+                results = {e.id: {} for e in entries}
             for e in entries:
                 for addr, res in results[e.id].items():
                     if res.status == "sent":
