@@ -14,7 +14,9 @@ ordered by their next attempt (relay/queue/schedule.py). Ready entries are taken
 deliveries of a batch share one group commit (relay/delivery.py ``deliver_batch``). Then
 every entry goes its own way at once: an entry with onward recipients is handed to the
 scheduler (``await remote.deliver(entry, recipients)``) and the batch slot is free again; an
-entry with nothing onward is recorded straight away.
+entry with nothing onward is recorded straight away. At most ``max_active`` entries (20,000,
+Postfix's ``qmgr_message_active_limit``) are in progress at once, which bounds the memory a
+huge backlog costs; the rest wait in the ready queue.
 
 **Per-destination queues.** The scheduler keeps one queue per destination (route) with a
 concurrency window (relay/queue/destinations.py): ``initial_concurrency`` connections at
@@ -115,12 +117,13 @@ class _CommitLane:
 class QueueRunner:
     def __init__(self, cfg: RelayConfig, spool: Spool, bus: ChangeBus, users: UserDB | None = None, *,
                  remote: RemoteDeliverer | None = None, notifier: Notifier | None = None,
-                 concurrency: int = 4, batch_size: int = 64, clock=time.time):
+                 concurrency: int = 4, batch_size: int = 64, max_active: int = 20000, clock=time.time):
         self.cfg, self.spool, self.bus, self.users = cfg, spool, bus, users
         self.remote: RemoteDeliverer = remote or UnconfiguredRemote()
         self.notifier: Notifier = notifier or LogOnlyNotifier()
         self.concurrency = concurrency  # delivery batches in flight
         self.batch_size = batch_size
+        self.max_active = max_active  # entries being delivered at once (Postfix: qmgr_message_active_limit)
         self._inflight = 0
         self.clock = clock
         self.entries: dict[str, QueueEntry] = {}
@@ -234,9 +237,9 @@ class QueueRunner:
                 entry = self.entries.get(qid)
                 if entry is not None and entry.next_attempt == when and qid not in self._busy:
                     self._schedule(entry)  # otherwise the item is stale (flushed, removed, rescheduled)
-            while self._ready and self._inflight < self.concurrency:
+            while self._ready and self._inflight < self.concurrency and len(self._busy) < self.max_active:
                 batch = []
-                while self._ready and len(batch) < self.batch_size:
+                while self._ready and len(batch) < self.batch_size and len(self._busy) < self.max_active:
                     qid = self._ready.popleft()
                     self._ready_ids.discard(qid)
                     entry = self.entries.get(qid)
