@@ -118,10 +118,12 @@ async def test_healthy_mail_flows_beside_a_tarpit_a_slow_talker_a_refusing_port_
         # ... then the healthy one, which must not wait for any of them
         started = time.monotonic()
         await submit_many(crepes, [message(f"healthy {i}") for i in range(20)], "bob@hamburger.edu")
-        await wait_for(lambda: len(maildir_files(hamburger.cfg, "bob@hamburger.edu")) == 20, timeout=10,
+        await wait_for(lambda: len(maildir_files(hamburger.cfg, "bob@hamburger.edu")) == 20, timeout=30,
                        what="healthy mail")
         healthy = time.monotonic() - started
-        assert healthy < 5.0, f"healthy mail took {healthy:.1f}s"
+        # well before any stalled peer could time out (60 s): nothing waited for them
+        assert healthy < 20.0, f"healthy mail took {healthy:.1f}s"
+        assert tarpit.open >= 1 and slow.open >= 1  # ... which are still stuck meanwhile
 
         dests = by_domain(crepes.runner.remote.destinations())
         # the tarpit and the slow talker hold connections, but no more than their window
@@ -168,8 +170,8 @@ async def test_tarpit_becomes_dead_and_flush_revives_it(tmp_path):
         await wait_for(lambda: len(crepes.runner.entries) == 8 and all(
             e.recipients[0].status == "deferred" for e in crepes.runner.entries.values()), what="all deferred")
         # two greeting timeouts, not eight: the rest were deferred at once when it died
-        assert time.monotonic() - started < 3.0
         assert tarpit.connections == 2
+        assert time.monotonic() - started < 10.0
         (d,) = crepes.runner.remote.destinations()
         assert d["state"] == "dead" and d["failures"] == 2 and "timed out after 0.4s waiting for the greeting" in d["last_error"]
         texts = {e.recipients[0].text for e in crepes.runner.entries.values()}
