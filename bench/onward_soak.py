@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE))
 from relay_e2e import PASSWORD, Relay, free_port, message  # noqa: E402
 
 SEQ = re.compile(rb"^X-Bench-Seq: (\d+)\r?$", re.M)
+KILLS: list[tuple[float, str]] = []  # (wall time, relay) of every SIGKILL
 
 
 class Restartable(Relay):
@@ -59,6 +60,7 @@ class Restartable(Relay):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self.kills += 1
+        KILLS.append((time.time(), self.dir.name))
 
     def queue_files(self) -> list[str]:
         active = self.cfg.queue_dir / "active"
@@ -110,16 +112,32 @@ async def soak(args, crepes: Restartable, hamburger: Restartable, sub_port: int)
             "left": len(crepes.queue_files()) + len(hamburger.queue_files())}
 
 
-def delivered(maildir_root: Path) -> Counter:
-    seqs: Counter = Counter()
+def delivered(maildir_root: Path) -> dict[int, list[float]]:
+    """Sequence number -> arrival time of each copy at hamburger.edu (from its queue ID, whose
+    first 13 hex digits are microseconds; the Maildir file is named after it)."""
+    seqs: dict[int, list[float]] = {}
     for sub in ("new", "cur"):
         d = maildir_root / sub
         for name in os.listdir(d) if d.exists() else []:
             with open(d / name, "rb") as f:
                 m = SEQ.search(f.read(4096))
             if m:
-                seqs[int(m.group(1))] += 1
+                try:
+                    t = int(name[:13], 16) / 1e6
+                except ValueError:
+                    t = 0.0
+                seqs.setdefault(int(m.group(1)), []).append(t)
     return seqs
+
+
+def blame(got: dict[int, list[float]]) -> Counter:
+    """Each extra copy counted against the last kill before it arrived."""
+    out: Counter = Counter()
+    for times in got.values():
+        for t in sorted(times)[1:]:
+            before = [name for when, name in KILLS if when <= t]
+            out[before[-1] if before else "no kill"] += 1
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,13 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     got = delivered(hamburger.cfg.mail_dir / "bob@hamburger.edu")
     acked, sent = r["acked"], r["sent_in_full"]
     lost = acked - set(got)
-    extra = sum(n - 1 for n in got.values() if n > 1)
+    extra = sum(len(t) - 1 for t in got.values())
+    by_victim = blame(got)
     never_sent = set(got) - sent
     kills = crepes.kills + hamburger.kills
     print(f"  accepted       {len(acked):8d} messages in {r['elapsed']:.0f}s ({len(acked) / r['elapsed']:.0f} msg/s)")
     print(f"  kills          {kills:8d} (crepes.fr {crepes.kills}, hamburger.edu {hamburger.kills})")
     print(f"  lost           {len(lost):8d}")
-    print(f"  duplicated     {extra:8d} extra copies ({extra / max(1, kills):.2f} per kill)")
+    print(f"  duplicated     {extra:8d} extra copies ({extra / max(1, kills):.2f} per kill; after a kill of "
+          f"crepes.fr {by_victim['crepes.fr']} = {by_victim['crepes.fr'] / max(1, crepes.kills):.2f} each, "
+          f"of hamburger.edu {by_victim['hamburger.edu']} = {by_victim['hamburger.edu'] / max(1, hamburger.kills):.2f} each)")
     print(f"  never sent     {len(never_sent):8d}")
     print(f"  left queued    {r['left']:8d}")
     if not args.keep:

@@ -41,7 +41,8 @@ every other destination flows as if it were not there.
 **Outcomes are durable as they complete.** Each entry's outcome is recorded as soon as *its*
 deliveries are done: state written (tmp + fsync + rename) or the entry removed, with a group
 commit across whatever completed meanwhile (:meth:`QueueRunner._commit`), never waiting for
-unrelated deliveries. A crash between a peer's 250 and that record is SMTP's unavoidable
+unrelated deliveries; a delivered entry is removed (two unlinks) at once, in the loop. A crash
+between a peer's 250 and that record is SMTP's unavoidable
 window: the messages inside it at that instant — at most one per open connection, usually
 one — are sent again after the restart; nothing is lost. Local delivery stays idempotent: an
 entry found at start-up is "recovering", and local delivery then checks the Maildir for the
@@ -138,11 +139,10 @@ class QueueRunner:
         self._stopping = False
         self._loop_task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="local-delivery")
-        # two commit lanes, each one thread: removals of finished entries (unlinks, quick) never
-        # wait behind state writes (tmp + fsync + rename each), e.g. a dead destination's
-        # thousand deferrals; a delivered message must leave the queue as soon as it is sent
-        self._lanes = {done: _CommitLane(ThreadPoolExecutor(1, thread_name_prefix=f"queue-{name}"))
-                       for done, name in ((True, "remove"), (False, "state"))}
+        # state writes (tmp + fsync + rename each) are group-committed by one thread; removals
+        # of finished entries are two unlinks done in the loop at once, never behind state
+        # writes (a dead destination's thousand deferrals, say), as Postfix's qmgr does
+        self._state_lane = _CommitLane(ThreadPoolExecutor(1, thread_name_prefix="queue-state"))
 
     # ---- control -------------------------------------------------------------------------
 
@@ -223,8 +223,7 @@ class QueueRunner:
             if pending:
                 await asyncio.wait(pending)
         self._executor.shutdown(wait=True)
-        for lane in self._lanes.values():
-            lane.executor.shutdown(wait=True)
+        self._state_lane.executor.shutdown(wait=True)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -410,26 +409,32 @@ class QueueRunner:
 
     async def _commit(self, entry: QueueEntry, done: bool) -> None:
         """Make one entry's new state durable (removed when ``done``). Outcomes that complete
-        while a commit is running share the next one; nothing waits for unrelated deliveries."""
-        lane = self._lanes[done]
+        while a commit is running share the next one; nothing waits for unrelated deliveries.
+
+        A removal is done right here: the sooner a sent message leaves the queue, the fewer
+        are sent twice after a crash (unlinks need no fsync to survive a process crash; after
+        a power loss local delivery recognises what it delivered already)."""
+        if done:
+            self.spool.remove(entry)
+            return
+        lane = self._state_lane
         fut = asyncio.get_running_loop().create_future()
         lane.pending.append((entry, fut))
         if not lane.running:
             lane.running = True
-            task = asyncio.create_task(self._commit_loop(lane, done), name="queue-commit")
+            task = asyncio.create_task(self._commit_loop(lane), name="queue-commit")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         await fut
 
-    async def _commit_loop(self, lane: _CommitLane, done: bool) -> None:
+    async def _commit_loop(self, lane: _CommitLane) -> None:
         loop = asyncio.get_running_loop()
         try:
             while lane.pending:
                 batch, lane.pending = lane.pending, []
                 entries = [e for e, _ in batch]
                 try:
-                    await loop.run_in_executor(lane.executor, self._persist, entries if done else [],
-                                               [] if done else entries)
+                    await loop.run_in_executor(lane.executor, self._persist, [], entries)
                 except Exception as e:  # noqa: BLE001 - handed to every waiter
                     for _, f in batch:
                         if not f.done():
