@@ -43,8 +43,9 @@ deliveries are done: state written (tmp + fsync + rename) or the entry removed, 
 commit across whatever completed meanwhile (:meth:`QueueRunner._commit`), never waiting for
 unrelated deliveries; a delivered entry is removed (two unlinks) at once, in the loop. A crash
 between a peer's 250 and that record is SMTP's unavoidable
-window: the messages inside it at that instant — at most one per open connection, usually
-one — are sent again after the restart; nothing is lost. Local delivery stays idempotent: an
+window: the messages inside it at that instant — at most one per connection with a
+transaction in flight (``max_connections_per_destination = 1`` makes it one per crash) — are
+sent again after the restart; nothing is lost. Local delivery stays idempotent: an
 entry found at start-up is "recovering", and local delivery then checks the Maildir for the
 message it may have delivered already.
 
