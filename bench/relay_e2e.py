@@ -3,6 +3,8 @@
     python bench/relay_e2e.py                  # 1,000 messages over 10 submission sessions
     python bench/relay_e2e.py --quick          # 100 messages
     python bench/relay_e2e.py --messages 5000 --sessions 20
+    python bench/relay_e2e.py --rate 200       # a steady offered load of 200 msg/s instead of flat out
+    python bench/relay_e2e.py --postfix        # and the same load through two Postfix instances
 
 Two relays run as separate processes (``python -m relay start --foreground``) under a temp dir
 on free loopback ports: crepes.fr (submission with AUTH, static route for hamburger.edu) and
@@ -10,6 +12,12 @@ hamburger.edu (inbound SMTP, local Maildir delivery). This process is the load: 
 each log in once as alice@crepes.fr and send their share of 1 KB messages back to back, while
 a watcher polls bob's ``new/`` every 2 ms and matches each file to its submission by an
 ``X-Bench-Seq`` header.
+
+With ``--postfix`` the same load then goes through two Postfix instances configured under temp
+dirs (tests/postfix_peer.py): the first accepts from loopback without AUTH (mynetworks) and
+relays hamburger.edu to the second by a transport map; the second delivers into bob's Maildir
+(virtual(8)). Both are stock otherwise: no TLS between them (our relays use STARTTLS), up to
+20 parallel deliveries per destination.
 
 Reported: submitted msg/s (first MAIL → last 250), end-to-end msg/s (first MAIL → last file in
 bob's Maildir), latency from the start of each message's submission to its file appearing
@@ -91,6 +99,14 @@ class Relay:
                 time.sleep(0.05)
         raise SystemExit(f"{self.dir.name} did not come up in {timeout:.0f}s")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the relay process has used so far (Linux /proc)."""
+        try:
+            fields = (Path("/proc") / str(self.proc.pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError, AttributeError):
+            return float("nan")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -120,24 +136,29 @@ async def watch(maildir: Path, total: int, arrived: dict[int, float], deadline: 
         await asyncio.sleep(0.002)
 
 
-async def submit(port: int, seqs: list[int], started: dict[int, float], accepted: dict[int, float]) -> None:
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=60,
-                               username="alice@crepes.fr", password=PASSWORD) as smtp:
+async def submit(port: int, seqs: list[int], started: dict[int, float], accepted: dict[int, float],
+                 schedule: dict[int, float] | None = None, auth: bool = True) -> None:
+    login = {"username": "alice@crepes.fr", "password": PASSWORD} if auth else {}
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=60, **login) as smtp:
         for i in seqs:
             data = message(i)
+            if schedule is not None:  # steady offered load: wait for this message's slot
+                await asyncio.sleep(max(0.0, schedule[i] - time.monotonic()))
             started[i] = time.monotonic()
             await smtp.sendmail("alice@crepes.fr", ["bob@hamburger.edu"], data)
             accepted[i] = time.monotonic()
 
 
-async def run(total: int, sessions: int, sub_port: int, maildir: Path) -> dict:
+async def run(total: int, sessions: int, sub_port: int, maildir: Path, rate: float = 0.0, auth: bool = True) -> dict:
     started: dict[int, float] = {}
     accepted: dict[int, float] = {}
     arrived: dict[int, float] = {}
     t0 = time.monotonic()
     watcher = asyncio.create_task(watch(maildir, total, arrived, t0 + 120 + total * 0.05))
     shares = [list(range(s, total, sessions)) for s in range(sessions)]
-    await asyncio.gather(*(submit(sub_port, share, started, accepted) for share in shares))
+    # with --rate, message i is due at t0 + i/rate; a late session does not catch up faster
+    schedule = {i: t0 + 0.2 + i / rate for i in range(total)} if rate else None
+    await asyncio.gather(*(submit(sub_port, share, started, accepted, schedule, auth) for share in shares))
     t_accepted = max(accepted.values())
     await watcher
     if len(arrived) < total:
@@ -152,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=1000)
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="100 messages")
+    ap.add_argument("--rate", type=float, default=0.0, help="steady offered load in msg/s (default: flat out)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, Maildirs)")
+    ap.add_argument("--postfix", action="store_true", help="also run the load through two Postfix instances")
     args = ap.parse_args(argv)
     total = 100 if args.quick else args.messages
     tmp = Path(tempfile.mkdtemp(prefix="tui-mail-e2e-"))
@@ -171,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         hamburger.wait_ready([ham_port])
         crepes.wait_ready([crepes_smtp, crepes_sub])
         maildir = hamburger.cfg.mail_dir / "bob@hamburger.edu" / "new"
-        print(f"relay e2e: {total} messages of 1 KB, {args.sessions} submission sessions, "
+        load = f"offered at {args.rate:g} msg/s" if args.rate else "flat out"
+        print(f"relay e2e: {total} messages of 1 KB, {args.sessions} submission sessions {load}, "
               f"crepes.fr → hamburger.edu on loopback (data in {tmp})")
-        r = asyncio.run(run(total, args.sessions, crepes_sub, maildir))
+        cpu0 = crepes.cpu_seconds(), hamburger.cpu_seconds()
+        r = asyncio.run(run(total, args.sessions, crepes_sub, maildir, args.rate))
+        cpu = crepes.cpu_seconds() - cpu0[0], hamburger.cpu_seconds() - cpu0[1]
     finally:
         crepes.stop()
         hamburger.stop()
@@ -183,11 +209,48 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  end to end     {r['e2e_rate']:8.1f} msg/s")
     print(f"  latency        p50 {r['p50']:.1f} ms   p95 {r['p95']:.1f} ms   max {r['max']:.1f} ms")
     print(f"  onward leg     {connections} SMTP connection(s) from crepes.fr to hamburger.edu")
+    print(f"  cpu per msg    crepes.fr {cpu[0] / total * 1000:.2f} ms   hamburger.edu {cpu[1] / total * 1000:.2f} ms "
+          "(user+sys; independent of other load on the machine)")
+    if args.postfix:
+        p = run_postfix(total, args.sessions, args.rate)
+        print(f"  Postfix pair   submitted {p['submitted_rate']:.1f} msg/s, end to end {p['e2e_rate']:.1f} msg/s, "
+              f"p50 {p['p50']:.1f} ms, p95 {p['p95']:.1f} ms, max {p['max']:.1f} ms")
+        print(f"  ratio          end to end relay/Postfix {r['e2e_rate'] / p['e2e_rate']:.2f}, "
+              f"p95 relay/Postfix {r['p95'] / p['p95']:.2f}")
     if not args.keep:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def run_postfix(total: int, sessions: int, rate: float) -> dict:
+    """The same load through Postfix A (relaying by transport map) → Postfix B (Maildir)."""
+    from tests.postfix_peer import Postfix
+
+    class RelayingPostfix(Postfix):
+        def __init__(self, next_hop: int):
+            super().__init__(domain="crepes.fr", users=("alice",))
+            self.next_hop = next_hop
+
+        def _config(self) -> str:
+            return (super()._config().replace("virtual_mailbox_domains = static:all", "virtual_mailbox_domains = crepes.fr")
+                    + f"transport_maps = texthash:{self.conf_dir}/transport\n")
+
+        def start(self, timeout: float = 15.0):
+            self.conf_dir.mkdir(parents=True, exist_ok=True)
+            (self.conf_dir / "transport").write_text(f"hamburger.edu smtp:[127.0.0.1]:{self.next_hop}\n")
+            return super().start(timeout)
+
+    b = Postfix(domain="hamburger.edu", users=("bob",))
+    a = RelayingPostfix(b.port)
+    try:
+        b.start()
+        a.start()
+        return asyncio.run(run(total, sessions, a.port, b.maildir("bob") / "new", rate, auth=False))
+    finally:
+        a.cleanup()
+        b.cleanup()
 
 
 if __name__ == "__main__":

@@ -48,6 +48,14 @@ max_line_length = 1000            # octets per line, CRLF included (RFC 5321 4.5
 max_messages_per_connection = 100
 max_connections_per_destination = 4
 connect_timeout = "30s"
+initial_concurrency = 2           # connections per destination at first (slow start up to the max)
+max_connections = 100             # onward connections in all, shared out round-robin
+dead_after = 3                    # failed connections in a row before a destination is "dead"
+greeting_timeout = "5m"           # RFC 5321 4.5.3.2 timeouts for onward SMTP
+command_timeout = "5m"            # MAIL, RCPT (and EHLO, RSET)
+data_timeout = "2m"               # the 354 after DATA
+data_block_timeout = "3m"         # each block of message data written
+data_done_timeout = "10m"         # the reply after the final dot
 
 [auth]
 allow_plaintext_loopback = true   # AUTH/LOGIN without TLS, but only from 127.0.0.1 and ::1
@@ -121,6 +129,14 @@ class DeliveryConfig:
     max_messages_per_connection: int = 100
     max_connections_per_destination: int = 4
     connect_timeout: float = 30.0
+    initial_concurrency: int = 2
+    max_connections: int = 100
+    dead_after: int = 3
+    greeting_timeout: float = 300.0
+    command_timeout: float = 300.0
+    data_timeout: float = 120.0
+    data_block_timeout: float = 180.0
+    data_done_timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -312,6 +328,11 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
         max_connections_per_destination=v.integer(t, "max_connections_per_destination", dd.max_connections_per_destination,
                                                   "delivery", minimum=1, maximum=1000),
         connect_timeout=v.duration(t, "connect_timeout", dd.connect_timeout, "delivery", minimum=0.1, maximum=3600),
+        initial_concurrency=v.integer(t, "initial_concurrency", dd.initial_concurrency, "delivery", minimum=1, maximum=1000),
+        max_connections=v.integer(t, "max_connections", dd.max_connections, "delivery", minimum=1, maximum=10_000),
+        dead_after=v.integer(t, "dead_after", dd.dead_after, "delivery", minimum=1, maximum=1000),
+        **{k: v.duration(t, k, getattr(dd, k), "delivery", minimum=0.1, maximum=86400)
+           for k in ("greeting_timeout", "command_timeout", "data_timeout", "data_block_timeout", "data_done_timeout")},
     )
 
     t = v.table(raw, "auth")

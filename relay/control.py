@@ -215,7 +215,7 @@ def entry_summary(entry) -> dict:
 
 
 class QueueCommands:
-    """``queue.list/show/flush/delete/bounce`` over the runner's view of the spool.
+    """``queue.list/show/flush/delete/bounce/destinations`` over the runner's view of the spool.
 
     The runner's in-memory entries are the truth while the relay runs (they carry the latest
     per-recipient state); the spool is changed only for delete/bounce, and never for a message
@@ -226,7 +226,7 @@ class QueueCommands:
 
     def handlers(self) -> dict[str, Handler]:
         return {"queue.list": self.list, "queue.show": self.show, "queue.flush": self.flush,
-                "queue.delete": self.delete, "queue.bounce": self.bounce}
+                "queue.delete": self.delete, "queue.bounce": self.bounce, "queue.destinations": self.destinations}
 
     def _entry(self, req: dict):
         qid = req.get("id")
@@ -236,6 +236,12 @@ class QueueCommands:
         if entry is None:
             raise ControlError(f"no message {qid} in the queue")
         return entry
+
+    def _forget(self, qid: str) -> None:
+        """The onward scheduler stops counting ``qid`` as waiting at its destination."""
+        forget = getattr(self.runner.remote, "forget", None)
+        if forget is not None:
+            forget(qid)
 
     async def _idle_entry(self, req: dict, wait: float = 5.0):
         """The entry, once no delivery attempt is running for it (waits up to ``wait`` s)."""
@@ -252,6 +258,12 @@ class QueueCommands:
     async def list(self, req: dict) -> list[dict]:
         entries = sorted(self.runner.entries.values(), key=lambda e: (e.arrival, e.id))
         return [entry_summary(e) for e in entries]
+
+    async def destinations(self, req: dict) -> list[dict]:
+        """Per-destination state of the onward scheduler (active connections, window, queued,
+        deferred until, dead until, last error); [] when onward delivery is not configured."""
+        snapshot = getattr(self.runner.remote, "destinations", None)
+        return snapshot() if snapshot is not None else []
 
     async def show(self, req: dict) -> dict:
         entry = self._entry(req)
@@ -273,6 +285,7 @@ class QueueCommands:
     async def delete(self, req: dict) -> str:
         entry = await self._idle_entry(req)
         self.runner.entries.pop(entry.id, None)
+        self._forget(entry.id)
         await asyncio.to_thread(self.spool.remove, entry)
         log.info("%s: deleted from the queue by the operator", entry.id)
         return entry.id
@@ -286,6 +299,7 @@ class QueueCommands:
             r.text = f"5.0.0 returned to sender by the postmaster; last error: {r.text or 'none'}"
             r.code = 550
         self.runner.entries.pop(entry.id, None)
+        self._forget(entry.id)
         if pending and self.notifier is not None and entry.sender:
             await self.notifier.bounce(entry, pending)
         await asyncio.to_thread(self.spool.remove, entry)

@@ -1,7 +1,9 @@
 """`tui-mail relay queue …`: look at and steer the running relay's queue (like mailq/postqueue).
 
     tui-mail relay queue [list] [--json]   ID, age, size, sender, recipients with their state,
-                                           next attempt and last error
+                                           next attempt and last error; then each onward
+                                           destination: connections, window, queued,
+                                           deferred/dead until, last error
     tui-mail relay queue show ID [--json]  one message: envelope, per-recipient state, headers
     tui-mail relay queue flush [ID]        retry now (everything, or one message)
     tui-mail relay queue delete ID         drop a message without telling anyone
@@ -86,10 +88,12 @@ def run(args: argparse.Namespace, cfg: RelayConfig) -> int:
     try:
         if action == "list":
             entries = request(sock, "queue.list")
+            dests = request(sock, "queue.destinations")
             if as_json:
-                print(json.dumps(entries, indent=2, ensure_ascii=False))
+                print(json.dumps({"messages": entries, "destinations": dests}, indent=2, ensure_ascii=False))
             else:
                 render_list(out, entries)
+                render_destinations(out, dests)
         elif action == "show":
             entry = request(sock, "queue.show", id=args.id)
             if as_json:
@@ -137,6 +141,31 @@ def render_list(out: Console, entries: list[dict]) -> None:
                           when if i == 0 else "", error)
     out.print(table)
     out.print(f"-- {human_size(total)} in {len(entries)} message{'s' if len(entries) != 1 else ''}")
+
+
+DEST_STATE = {"ok": "ok", "deferred": "deferred", "dead": "DEAD"}
+
+
+def render_destinations(out: Console, dests: list[dict]) -> None:
+    """The onward scheduler's view: one row per destination it has talked to (or tried)."""
+    if not dests:
+        return
+    now = time.time()
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("Destination", "Domains", "State", "Conns", "Queued", "Sent", "Until"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("Last error", overflow="fold", min_width=20)
+    for d in dests:
+        until = ""
+        if d.get("dead_until"):
+            until = f"dead, in {human_age(d['dead_until'] - now)}"
+        elif d.get("deferred_until"):
+            until = f"retry in {human_age(d['deferred_until'] - now)}"
+        table.add_row(d["destination"], ", ".join(d.get("domains", [])), DEST_STATE.get(d["state"], d["state"]),
+                      f"{d['active']}/{d['window']}", str(d.get("queued", 0) + d.get("sending", 0) + d.get("waiting", 0)),
+                      str(d.get("delivered", 0)), until, d.get("last_error", "") if d["state"] != "ok" else "")
+    out.print()
+    out.print(table)
 
 
 def render_show(out: Console, e: dict) -> None:

@@ -136,6 +136,13 @@ def test_relay_panel_renders_queue_and_log(world):
     console.print(log_text(world.log.tail("crepes.fr")))
     out = console.export_text()
     assert "bob@hamburger.edu (" in out and "crepes.fr" in out and "from=<alice@crepes.fr>" in out
+    # the onward scheduler's line for hamburger.edu (down): deferred, with the refusal
+    from tui_mail.ui.demo_app import destinations_text
+
+    dests = wait_for(lambda: [d for d in world.relay("crepes.fr").destinations() if d["state"] != "ok"])
+    console.print(destinations_text(dests, time.time()))
+    line = console.export_text().splitlines()[-1]
+    assert line.startswith("  → hamburger.edu 127.0.0.1:") and "deferred" in line and "refused" in line
 
 
 def test_demo_command_leaves_no_process_and_no_temp_dir(tmp_path):

@@ -292,3 +292,33 @@ async def test_runner_survives_a_crashing_remote(parts):
         assert r.status == "deferred" and "boom" in r.text
     finally:
         await runner.stop()
+
+
+async def test_runner_keeps_at_most_max_active_entries_in_progress(parts):
+    cfg, users, spool = parts
+    gate = asyncio.Event()
+    seen: list[int] = []
+
+    class Slow:  # a destination that takes its time: everything handed over waits here
+        def __init__(self):
+            self.waiting = 0
+
+        async def deliver(self, entry, recipients):
+            self.waiting += 1
+            seen.append(self.waiting)
+            await gate.wait()
+            self.waiting -= 1
+            return dict.fromkeys(recipients, DeliveryResult("sent", 250, "ok", "2.0.0", "mx.far.net"))
+
+    runner = QueueRunner(cfg, spool, ChangeBus(), users, remote=Slow(), max_active=3)
+    await runner.start()
+    try:
+        for i in range(10):
+            runner.add(await spool.store("a@x.org", [f"u{i}@far.net"], MSG))
+        await asyncio.sleep(0.2)
+        assert max(seen) == 3 and len(runner._busy) == 3
+        gate.set()
+        await runner.wait_idle()
+        assert spool.count() == 0 and len(seen) == 10 and max(seen) <= 3
+    finally:
+        await runner.stop()

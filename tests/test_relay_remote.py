@@ -143,7 +143,7 @@ class ScriptedServer:
                     if not self.replies["DATA"].startswith("354"):
                         continue
                     buf = b""
-                    while not buf.endswith(b"\r\n.\r\n"):
+                    while not (buf.endswith(b"\r\n.\r\n") or buf == b".\r\n"):
                         chunk = await reader.read(65536)
                         if not chunk:
                             return
@@ -269,22 +269,32 @@ async def test_null_sender_is_sent_as_empty_path(tmp_path, receiver):
     assert receiver.messages[0]["from"] == "<>"  # aiosmtpd reports the null path literally
 
 
-async def test_twenty_messages_share_one_connection(tmp_path, receiver, monkeypatch):
-    monkeypatch.setattr("relay.remote.SUSTAINED_BACKLOG", 60.0)  # see the slow-start test below
+async def test_consecutive_messages_share_one_connection(tmp_path, receiver):
     async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": receiver.port})) as rd:
+        msgs = [OutboundMessage("alice@crepes.fr", MSG.replace(b"hi", b"hi %d" % i)) for i in range(20)]
+        for m in msgs:  # one after another, as a destination that keeps up sees them
+            res = await rd.deliver_message(m, ["bob@hamburger.edu"])
+            assert res["bob@hamburger.edu"].status == "sent"
+        assert rd.connections_opened == 1
+    assert receiver.connections == 1
+    assert [m["data"] for m in receiver.messages] == [m.data for m in msgs]
+
+
+async def test_a_burst_opens_at_most_the_window(tmp_path, receiver):
+    cfg = cfg_for(tmp_path, {"hamburger.edu": receiver.port},
+                  "[delivery]\ninitial_concurrency = 1\nmax_connections_per_destination = 1\n")
+    async with RemoteDelivery(cfg) as rd:
         msgs = [OutboundMessage("alice@crepes.fr", MSG.replace(b"hi", b"hi %d" % i)) for i in range(20)]
         results = await asyncio.gather(*(rd.deliver_message(m, ["bob@hamburger.edu"]) for m in msgs))
         assert all(r["bob@hamburger.edu"].status == "sent" for r in results)
-        # a later message still reuses the idle connection
-        await rd.deliver_message(OutboundMessage("alice@crepes.fr", MSG), ["bob@hamburger.edu"])
         assert rd.connections_opened == 1
     assert receiver.connections == 1
-    assert len(receiver.messages) == 21
-    assert sorted(m["data"] for m in receiver.messages[:20]) == sorted(m.data for m in msgs)
+    assert sorted(m["data"] for m in receiver.messages) == sorted(m.data for m in msgs)
 
 
 async def test_messages_per_connection_cap(tmp_path, receiver):
-    cfg = cfg_for(tmp_path, {"hamburger.edu": receiver.port}, "[delivery]\nmax_messages_per_connection = 5\n")
+    cfg = cfg_for(tmp_path, {"hamburger.edu": receiver.port},
+                  "[delivery]\nmax_messages_per_connection = 5\nmax_connections_per_destination = 1\n")
     async with RemoteDelivery(cfg) as rd:
         await asyncio.gather(*(rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
                                for _ in range(20)))
@@ -528,19 +538,19 @@ class SlowReceiver(Receiver):
         return await super().handle_DATA(server, session, envelope)
 
 
-async def test_sustained_backlog_opens_more_connections(tmp_path, monkeypatch):
-    import relay.remote
-
-    monkeypatch.setattr(relay.remote, "SUSTAINED_BACKLOG", 0.2)
+async def test_slow_start_opens_more_connections_under_backlog(tmp_path):
     r = await SlowReceiver().start()
     try:
-        async with RemoteDelivery(cfg_for(tmp_path, {"hamburger.edu": r.port})) as rd:
-            async def producer(n: int):  # like the queue runner: a few messages in flight at once
+        cfg = cfg_for(tmp_path, {"hamburger.edu": r.port}, "[delivery]\ninitial_concurrency = 1\n")
+        async with RemoteDelivery(cfg) as rd:
+            async def producer(n: int):  # like the queue runner: several messages in flight at once
                 for i in range(n):
                     res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["bob@hamburger.edu"])
                     assert res["bob@hamburger.edu"].status == "sent"
 
             await asyncio.gather(*(producer(12) for _ in range(8)))
+            (dest,) = rd.destinations()
+            assert dest["window"] == 4 and dest["delivered"] == 96 and dest["state"] == "ok"
         assert len(r.messages) == 96
         assert 1 < r.connections <= 4  # max_connections_per_destination
     finally:
@@ -644,3 +654,25 @@ async def test_aclose_cuts_off_a_hanging_transaction(tmp_path):
             assert (res.status, res.code) == ("deferred", 421) and "shutting down" in res.text
     finally:
         await r.stop()
+
+
+# ---- the scheduler: fair share of the relay-wide connection slots --------------------------
+
+async def test_a_large_backlog_does_not_starve_a_small_destination(tmp_path):
+    big, small = await SlowReceiver().start(), await Receiver().start()
+    try:
+        cfg = cfg_for(tmp_path, {"big.example": big.port, "small.example": small.port},
+                      "[delivery]\nmax_connections = 1\nmax_messages_per_connection = 5\n")
+        async with RemoteDelivery(cfg) as rd:
+            backlog = [asyncio.ensure_future(rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), [f"u{i}@big.example"]))
+                       for i in range(40)]
+            await asyncio.sleep(0.05)  # the only slot is busy with big.example's backlog
+            res = await rd.deliver_message(OutboundMessage("a@crepes.fr", MSG), ["v@small.example"])
+            assert res["v@small.example"].status == "sent"
+            # small.example got the slot when the big one's connection had sent its 5, not after all 40
+            assert len(big.messages) <= 10
+            assert all(r[k].status == "sent" for r in await asyncio.gather(*backlog) for k in r)
+            assert len(big.messages) == 40 and big.connections >= 8  # it gave the slot back every 5
+    finally:
+        await big.stop()
+        await small.stop()

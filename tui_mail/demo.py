@@ -166,6 +166,17 @@ class RelayHost:
         except Exception:  # noqa: BLE001 - the panel shows an empty queue rather than crash
             return []
 
+    def destinations(self) -> list[dict]:
+        """The onward scheduler's per-destination state ([] when the relay is down)."""
+        if not self.running:
+            return []
+        from relay.control import request
+
+        try:
+            return request(self.cfg.control_socket, "queue.destinations", timeout=5)
+        except Exception:  # noqa: BLE001 - the panel shows no destinations rather than crash
+            return []
+
     def flush(self) -> None:
         if self.running:
             from relay.control import request

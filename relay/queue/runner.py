@@ -1,29 +1,64 @@
-"""The queue runner: takes queued messages to their recipients and keeps retrying the rest.
+"""The queue runner and the onward scheduler: how queued mail leaves, and how fast.
 
-One asyncio task. New messages arrive through :meth:`QueueRunner.add` (called by the SMTP
-layer right after the 250), which *kicks* the loop so local delivery is immediate; messages
-waiting for a retry sit in a heap ordered by their next attempt (relay/queue/schedule.py).
-Ready messages are taken in batches (up to ``batch_size``; ``concurrency`` batches at once):
-all local deliveries of a batch share one group commit (relay/delivery.py ``deliver_batch``)
-and so do the queue-state updates, which keeps fsyncs and thread hand-offs per message low.
+**One owner of the queue.** A running relay has exactly one :class:`QueueRunner`; it alone
+decides when an entry is tried and writes its state, and its onward scheduler
+(``self.remote``, relay/remote.py :class:`~relay.remote.RemoteDelivery`) alone holds the
+connections to other servers. A relay that runs several worker processes (issue 14) keeps
+both in one process — the accept workers only store and hand over queue IDs — because the
+window, dead-destination and retry state below is per relay, not per process.
 
-Per attempt: local recipients (``cfg.domains``) go to their Maildir (relay/delivery.py, in a
-worker thread); the others go to ``self.remote`` — any object with
-``async deliver(entry, recipients) -> {recipient: DeliveryResult}`` (issue 6 plugs the SMTP
-client in here); the default :class:`UnconfiguredRemote` defers them with a clear reason.
+**The flow.** New messages arrive through :meth:`QueueRunner.add` (called by the SMTP layer
+right after the 250), which *kicks* the loop; messages waiting for a retry sit in a heap
+ordered by their next attempt (relay/queue/schedule.py). Ready entries are taken in batches
+(``batch_size``, ``concurrency`` batches at once) only for the *local* part: all local
+deliveries of a batch share one group commit (relay/delivery.py ``deliver_batch``). Then
+every entry goes its own way at once: an entry with onward recipients is handed to the
+scheduler (``await remote.deliver(entry, recipients)``) and the batch slot is free again; an
+entry with nothing onward is recorded straight away. At most ``max_active`` entries (20,000,
+Postfix's ``qmgr_message_active_limit``) are in progress at once, which bounds the memory a
+huge backlog costs; the rest wait in the ready queue.
+
+**Per-destination queues.** The scheduler keeps one queue per destination (route) with a
+concurrency window (relay/queue/destinations.py): ``initial_concurrency`` connections at
+first, +1 per delivered message up to ``max_connections_per_destination`` (slow start), halved
+by every failed connection (refused, no greeting in time, dropped, 421). A connection opens
+only when messages wait and no open one is free, and runs one message after another
+(connection reuse, PIPELINING when offered, relay/smtp_client.py), so a destination that
+keeps up stays on few connections and one that falls behind gets more. Connection slots
+relay-wide (``max_connections``) go round-robin to the destinations waiting for one, and a
+connection that has sent ``max_messages_per_connection`` gives its slot up when others wait:
+one large destination cannot starve small ones.
+
+**Dead destinations.** ``dead_after`` failed connections in a row make a destination dead
+until ``first_retry`` (doubling per further death, at most ``retry_interval``): everything
+queued for it is deferred at once and nothing more is tried there until then (one probe
+connection decides whether it lives). ``relay queue flush`` revives them. Each wait on the
+wire has its RFC 5321 §4.5.3.2 timeout, configurable: greeting 5 min, MAIL/RCPT 5 min, DATA
+2 min, each data block 3 min, the final dot 10 min. So a tarpit (never greets), a slow talker
+(1 byte/s), a refusing port or a peer answering 4xx occupies at most its own window; mail to
+every other destination flows as if it were not there.
+
+**Outcomes are durable as they complete.** Each entry's outcome is recorded as soon as *its*
+deliveries are done: state written (tmp + fsync + rename) or the entry removed, with a group
+commit across whatever completed meanwhile (:meth:`QueueRunner._commit`), never waiting for
+unrelated deliveries. A crash between a peer's 250 and that record is SMTP's unavoidable
+window: the messages inside it at that instant — at most one per open connection, usually
+one — are sent again after the restart; nothing is lost. Local delivery stays idempotent: an
+entry found at start-up is "recovering", and local delivery then checks the Maildir for the
+message it may have delivered already.
+
 Failed recipients (and recipients still deferred when ``max_lifetime`` runs out) go to
 ``self.notifier.bounce(entry, recipients)``; ``notifier.delay_warning`` once after
-``delay_warning``. A null-sender message (a bounce) is never bounced. The default
-:class:`LogOnlyNotifier` only logs (DSN generation is relay/queue/dsn.py's job).
-
-Crash safety: state is saved after each attempt; an entry found at start-up is "recovering",
-and local delivery then also checks cur/ for the message it may have delivered already.
+``delay_warning``. A null-sender message (a bounce) is never bounced. The defaults
+(:class:`UnconfiguredRemote`, :class:`LogOnlyNotifier`) defer onward mail with a clear reason
+and only log; relay/control.py plugs the SMTP scheduler and the DSN generator in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import inspect
 import logging
 import time
 from collections import deque
@@ -70,15 +105,25 @@ class LogOnlyNotifier:
         maillog().info("%s: sender delay notification not sent (no DSN generator configured)", entry.id)
 
 
+class _CommitLane:
+    """Outcomes waiting for one kind of commit, and the thread that does it."""
+
+    def __init__(self, executor: ThreadPoolExecutor):
+        self.executor = executor
+        self.pending: list[tuple[QueueEntry, asyncio.Future]] = []
+        self.running = False
+
+
 class QueueRunner:
     def __init__(self, cfg: RelayConfig, spool: Spool, bus: ChangeBus, users: UserDB | None = None, *,
                  remote: RemoteDeliverer | None = None, notifier: Notifier | None = None,
-                 concurrency: int = 4, batch_size: int = 64, clock=time.time):
+                 concurrency: int = 4, batch_size: int = 64, max_active: int = 20000, clock=time.time):
         self.cfg, self.spool, self.bus, self.users = cfg, spool, bus, users
         self.remote: RemoteDeliverer = remote or UnconfiguredRemote()
         self.notifier: Notifier = notifier or LogOnlyNotifier()
         self.concurrency = concurrency  # delivery batches in flight
         self.batch_size = batch_size
+        self.max_active = max_active  # entries being delivered at once (Postfix: qmgr_message_active_limit)
         self._inflight = 0
         self.clock = clock
         self.entries: dict[str, QueueEntry] = {}
@@ -93,6 +138,11 @@ class QueueRunner:
         self._stopping = False
         self._loop_task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(2, thread_name_prefix="local-delivery")
+        # two commit lanes, each one thread: removals of finished entries (unlinks, quick) never
+        # wait behind state writes (tmp + fsync + rename each), e.g. a dead destination's
+        # thousand deferrals; a delivered message must leave the queue as soon as it is sent
+        self._lanes = {done: _CommitLane(ThreadPoolExecutor(1, thread_name_prefix=f"queue-{name}"))
+                       for done, name in ((True, "remove"), (False, "state"))}
 
     # ---- control -------------------------------------------------------------------------
 
@@ -123,7 +173,11 @@ class QueueRunner:
         self._kick.set()
 
     def kick(self) -> None:
-        """Retry everything that is waiting, now (``relay queue flush``)."""
+        """Retry everything that is waiting, now (``relay queue flush``); dead destinations
+        are tried again too."""
+        revive = getattr(self.remote, "revive", None)
+        if revive is not None:
+            revive()
         self._later.clear()
         for entry in self.entries.values():
             if entry.id not in self._busy:
@@ -154,16 +208,23 @@ class QueueRunner:
         if self._loop_task is not None:
             await self._loop_task
             self._loop_task = None
-        if self._tasks:
+        # the onward scheduler first: it lets the messages on the wire finish (up to grace)
+        # and hands every message still waiting for a connection back, untried
+        aclose = getattr(self.remote, "aclose", None)
+        if aclose is not None:
+            if "grace" in inspect.signature(aclose).parameters:
+                await aclose(grace=grace)
+            else:
+                await aclose()
+        while self._tasks:  # local batches and the recording of outcomes (commits included)
             done, pending = await asyncio.wait(list(self._tasks), timeout=grace)
             for t in pending:
                 t.cancel()
             if pending:
                 await asyncio.wait(pending)
         self._executor.shutdown(wait=True)
-        aclose = getattr(self.remote, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        for lane in self._lanes.values():
+            lane.executor.shutdown(wait=True)
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -176,9 +237,9 @@ class QueueRunner:
                 entry = self.entries.get(qid)
                 if entry is not None and entry.next_attempt == when and qid not in self._busy:
                     self._schedule(entry)  # otherwise the item is stale (flushed, removed, rescheduled)
-            while self._ready and self._inflight < self.concurrency:
+            while self._ready and self._inflight < self.concurrency and len(self._busy) < self.max_active:
                 batch = []
-                while self._ready and len(batch) < self.batch_size:
+                while self._ready and len(batch) < self.batch_size and len(self._busy) < self.max_active:
                     qid = self._ready.popleft()
                     self._ready_ids.discard(qid)
                     entry = self.entries.get(qid)
@@ -241,70 +302,144 @@ class QueueRunner:
             return dict.fromkeys(remote, DeliveryResult("deferred", 451, f"onward delivery error: {e}", "4.3.0"))
 
     async def _attempt(self, entries: list[QueueEntry]) -> None:
+        """Local recipients of the whole batch now (one group commit), then each entry on its
+        own: an entry with onward recipients is handed to the onward scheduler and recorded
+        when *its* deliveries are done; the batch slot is free as soon as the local part is."""
         loop = asyncio.get_running_loop()
+        handed_off: set[str] = set()
         try:
-            results = await loop.run_in_executor(self._executor, self._deliver_locals, entries)
+            if any(self._is_local(r.address) for e in entries for r in e.pending):
+                results = await loop.run_in_executor(self._executor, self._deliver_locals, entries)
+            else:  # onward only (a relay's usual case): no thread hand-off for nothing
+                results = {e.id: {} for e in entries}
             for e in entries:
                 for addr, res in results[e.id].items():
                     if res.status == "sent":
                         self.bus.publish(addr.lower(), "INBOX")
-            remote = await asyncio.gather(*(self._deliver_remote(e) for e in entries))
-            for e, rres in zip(entries, remote):
-                results[e.id].update(rres)
-            await self._record(entries, results)
+            for e in entries:
+                if any(not self._is_local(r.address) for r in e.pending):
+                    coro = self._onward(e, results[e.id])
+                else:
+                    coro = self._finish(e, results[e.id])
+                task = asyncio.create_task(coro, name=f"deliver-{e.id}")
+                handed_off.add(e.id)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("delivery attempt failed; will retry")
             for e in entries:
+                if e.id in handed_off:
+                    continue
                 maillog().error("%s: delivery attempt failed unexpectedly; will retry", e.id)
                 e.next_attempt = self.clock() + self.cfg.queue.first_retry
+                self._busy.discard(e.id)
                 self._schedule(e)
         finally:
-            for e in entries:
-                self._busy.discard(e.id)
             self._inflight -= 1
             self._kick.set()
 
-    async def _record(self, entries: list[QueueEntry], results: dict[str, dict[str, DeliveryResult]]) -> None:
+    async def _onward(self, entry: QueueEntry, results: dict[str, DeliveryResult]) -> None:
+        remote = await self._deliver_remote(entry)
+        if self._stopping and remote and all(r.code == 421 and r.enhanced == "4.3.2" for r in remote.values()):
+            # never tried: the relay is shutting down; leave the entry as it is on disk
+            self._busy.discard(entry.id)
+            self._kick.set()
+            return
+        results.update(remote)
+        await self._finish(entry, results)
+
+    async def _finish(self, entry: QueueEntry, results: dict[str, DeliveryResult]) -> None:
+        """Record one entry's outcome durably, as soon as its deliveries are done."""
+        try:
+            await self._record(entry, results)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("recording the delivery of %s failed; will retry", entry.id)
+            maillog().error("%s: delivery attempt failed unexpectedly; will retry", entry.id)
+            entry.next_attempt = self.clock() + self.cfg.queue.first_retry
+            self._schedule(entry)
+        finally:
+            self._busy.discard(entry.id)
+            self._kick.set()
+
+    async def _record(self, entry: QueueEntry, results: dict[str, DeliveryResult]) -> None:
         now = self.clock()
-        done, waiting = [], []
-        for entry in entries:
-            newly_failed: list[RecipientState] = []
-            for addr, res in results[entry.id].items():
-                r = entry.recipient(addr)
-                r.status = res.status if res.status in ("sent", "deferred", "failed") else DEFERRED
-                r.attempts += 1
-                r.code, r.text, r.updated = res.code, res.text, now
-                relay = getattr(res, "remote_mta", "") or "none"
-                maillog().info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)", entry.id, addr, relay,
-                               now - entry.arrival, res.enhanced or "-", r.status, res.text)
-                if r.status == FAILED:
-                    newly_failed.append(r)
-            entry.attempts += 1
-            if not entry.done and schedule.expired(self.cfg.queue, entry.arrival, now):
-                for r in entry.pending:
-                    r.status = FAILED
-                    r.text = f"message expired in the queue; last error: {r.text}"
-                    maillog().info("%s: to=<%s>, status=expired, returned to sender", entry.id, r.address)
-                    newly_failed.append(r)
-            if newly_failed and entry.sender:
-                await self.notifier.bounce(entry, newly_failed)
-            if entry.done:
-                done.append(entry)
-                continue
-            if entry.sender and schedule.needs_delay_warning(self.cfg.queue, entry.arrival, now, entry.warned):
-                await self.notifier.delay_warning(entry, entry.pending)
-                entry.warned = True
-            entry.next_attempt = schedule.next_attempt(self.cfg.queue, entry.arrival, entry.attempts, now, entry.id)
-            waiting.append(entry)
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._persist, done, waiting)
-        for entry in done:
+        newly_failed: list[RecipientState] = []
+        for addr, res in results.items():
+            r = entry.recipient(addr)
+            r.status = res.status if res.status in ("sent", "deferred", "failed") else DEFERRED
+            r.attempts += 1
+            r.code, r.text, r.updated = res.code, res.text, now
+            relay = getattr(res, "remote_mta", "") or "none"
+            maillog().info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)", entry.id, addr, relay,
+                           now - entry.arrival, res.enhanced or "-", r.status, res.text)
+            if r.status == FAILED:
+                newly_failed.append(r)
+        entry.attempts += 1
+        if not entry.done and schedule.expired(self.cfg.queue, entry.arrival, now):
+            for r in entry.pending:
+                r.status = FAILED
+                r.text = f"message expired in the queue; last error: {r.text}"
+                maillog().info("%s: to=<%s>, status=expired, returned to sender", entry.id, r.address)
+                newly_failed.append(r)
+        if newly_failed and entry.sender:
+            await self.notifier.bounce(entry, newly_failed)
+        if entry.done:
+            await self._commit(entry, True)
             maillog().info("%s: removed", entry.id)
             self.entries.pop(entry.id, None)
             self._recovered.discard(entry.id)
-        for entry in waiting:
-            self._schedule(entry)
+            forget = getattr(self.remote, "forget", None)
+            if forget is not None:
+                forget(entry.id)
+            return
+        if entry.sender and schedule.needs_delay_warning(self.cfg.queue, entry.arrival, now, entry.warned):
+            await self.notifier.delay_warning(entry, entry.pending)
+            entry.warned = True
+        entry.next_attempt = schedule.next_attempt(self.cfg.queue, entry.arrival, entry.attempts, now, entry.id)
+        await self._commit(entry, False)
+        note = getattr(self.remote, "note_retry", None)
+        if note is not None:
+            note(entry.id, entry.next_attempt)
+        self._schedule(entry)
+
+    # ---- group commit of outcomes --------------------------------------------------------
+
+    async def _commit(self, entry: QueueEntry, done: bool) -> None:
+        """Make one entry's new state durable (removed when ``done``). Outcomes that complete
+        while a commit is running share the next one; nothing waits for unrelated deliveries."""
+        lane = self._lanes[done]
+        fut = asyncio.get_running_loop().create_future()
+        lane.pending.append((entry, fut))
+        if not lane.running:
+            lane.running = True
+            task = asyncio.create_task(self._commit_loop(lane, done), name="queue-commit")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await fut
+
+    async def _commit_loop(self, lane: _CommitLane, done: bool) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while lane.pending:
+                batch, lane.pending = lane.pending, []
+                entries = [e for e, _ in batch]
+                try:
+                    await loop.run_in_executor(lane.executor, self._persist, entries if done else [],
+                                               [] if done else entries)
+                except Exception as e:  # noqa: BLE001 - handed to every waiter
+                    for _, f in batch:
+                        if not f.done():
+                            f.set_exception(e)
+                    continue
+                for _, f in batch:
+                    if not f.done():
+                        f.set_result(None)
+        finally:
+            lane.running = False
 
     def _persist(self, done: list[QueueEntry], waiting: list[QueueEntry]) -> None:
         if waiting:

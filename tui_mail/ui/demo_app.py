@@ -4,7 +4,9 @@ so a user can watch a message go from Alice's outbox through crepes.fr's queue t
 hamburger.edu and into Bob's mailbox.
 
 The panel reads the queues over each relay's control socket (the same path `tui-mail relay
-queue` uses) in a thread worker, twice a second; it never blocks the UI on a relay.
+queue` uses) in a thread worker, twice a second; it never blocks the UI on a relay. Under each
+queue, one line per onward destination shows the scheduler's view: connections in use out of
+its window, messages queued, deferred or dead until when, and the last error.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import time
 from datetime import datetime
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import work
@@ -60,6 +63,30 @@ def queue_table(domain: str, running: bool, listeners: dict, entries: list[dict]
         t.add_row(str(e.get("id", ""))[:12], _age(now - float(e.get("arrival", now))), e.get("sender") or "<>",
                   rcpts, _age(nxt - now) if nxt > now else "now", Text(errors[0] if errors else "", style="yellow"))
     return t
+
+
+def destinations_text(dests: list[dict], now: float) -> Text:
+    """One line per onward destination: connections/window, queued, deferred or dead until,
+    last error (pure; every string from the relay is shown as text, never markup)."""
+    out = Text()
+    for d in dests:
+        state = d.get("state", "ok")
+        out.append("  → ", style="dim")
+        out.append(", ".join(d.get("domains", [])) or "?", style="bold")
+        out.append(f" {d.get('destination', '')}  ", style="dim")
+        out.append(state.upper() if state == "dead" else state,
+                   style={"ok": "green", "deferred": "yellow", "dead": "bold red"}.get(state, ""))
+        queued = d.get("queued", 0) + d.get("sending", 0) + d.get("waiting", 0)
+        out.append(f"  {d.get('active', 0)}/{d.get('window', 0)} conns  {queued} queued  {d.get('delivered', 0)} sent")
+        if d.get("dead_until"):
+            out.append(f"  dead for {_age(d['dead_until'] - now)}", style="red")
+        elif d.get("deferred_until"):
+            out.append(f"  retry in {_age(d['deferred_until'] - now)}", style="yellow")
+        if state != "ok" and d.get("last_error"):
+            out.append(f"  {d['last_error']}", style="yellow")
+        out.append("\n")
+    out.rstrip()
+    return out
 
 
 def log_text(lines: list[tuple[float, str, str]]) -> Text:
@@ -121,14 +148,15 @@ class RelayPanel(Screen):
 
     @work(thread=True, exclusive=True, group="relay-panel", exit_on_error=False)
     def refresh_panel(self) -> None:
-        snap = {d: (h.running, h.addresses, h.queue()) for d, h in self.world.relays.items()}
+        snap = {d: (h.running, h.addresses, h.queue(), h.destinations()) for d, h in self.world.relays.items()}
         self.app.call_from_thread(self._show, snap)
 
     def _show(self, snap: dict) -> None:
         now = time.time()
         for domain, wid in (("crepes.fr", "#q-crepes"), ("hamburger.edu", "#q-hamburger")):
-            running, listeners, entries = snap[domain]
-            self.query_one(wid, Static).update(queue_table(domain, running, listeners, entries, now))
+            running, listeners, entries, dests = snap[domain]
+            table = queue_table(domain, running, listeners, entries, now)
+            self.query_one(wid, Static).update(Group(table, destinations_text(dests, now)) if dests else table)
         if self.world.log.version != self._log_version:
             self._log_version = self.world.log.version
             self.query_one("#log", Static).update(log_text(self.world.log.tail(n=40)))
