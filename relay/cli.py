@@ -166,6 +166,9 @@ async def _serve(cfg: RelayConfig, *, announce: bool) -> int:
         maillog().info("daemon started -- version 0.1.0, listening on %s, data in %s", listeners, cfg.data_dir)
         if announce:
             print(f"relay running (pid {os.getpid()}): {listeners}; Ctrl-C stops", flush=True)
+            if cfg.sink.enabled:
+                from relay.sink.service import banner
+                print(banner(cfg), flush=True)
         await stop.wait()
         maillog().info("terminating on signal; finishing open transactions")
     finally:
@@ -225,6 +228,9 @@ def start_daemon(cfg: RelayConfig, args) -> int:
                 print(f"relay started (pid {state['pid']})")
                 for name, (h, p) in listeners.items():
                     print(f"  {name:<11} {h}:{p}")
+                if cfg.sink.enabled:
+                    from relay.sink.service import banner
+                    print(banner(cfg))
                 return 0
         elif errfile.exists() and errfile.stat().st_size and _launch_failed(errfile):
             break

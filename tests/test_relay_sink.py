@@ -311,3 +311,28 @@ async def test_non_loopback_listener_requires_auth(tmp_path):
         assert await asyncio.to_thread(send, srv, "a@b.test", ["c@d.test"], message(), "submission") == {}
     finally:
         await srv.stop()
+
+
+def test_cli_start_sink_daemon(tmp_path):
+    """`tui-mail relay start --sink` as a user runs it: detached, the banner names where the
+    password is (never the password), mail for any domain is kept, `stop` ends it."""
+    import sys
+
+    conf = tmp_path / "relay.toml"
+    conf.write_text('[listen]\nsmtp = "127.0.0.1:0"\nsubmission = "127.0.0.1:0"\nimap = "127.0.0.1:0"\n'
+                    'pop3 = "127.0.0.1:0"\nhttp = "127.0.0.1:0"\n')
+    base = [sys.executable, "-m", "tui_mail", "relay", "--config", str(conf), "--data-dir", str(tmp_path / "d")]
+    out = subprocess.run(base + ["start", "--sink"], capture_output=True, text=True, timeout=60)
+    try:
+        assert out.returncode == 0, out.stderr
+        assert "sink mode" in out.stdout and "sink.password" in out.stdout
+        password = (tmp_path / "d" / "sink.password").read_text().strip()
+        assert password and password not in out.stdout
+        state = json.loads((tmp_path / "d" / "relay.state.json").read_text())
+        smtp_port, http_port = state["listeners"]["smtp"][1], state["listeners"]["http"][1]
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as s:
+            assert s.sendmail("a@b.test", ["x@y.example"], message()) == {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/v1/messages", timeout=10) as r:
+            assert json.loads(r.read())["total"] == 1
+    finally:
+        subprocess.run(base + ["stop"], capture_output=True, timeout=60)

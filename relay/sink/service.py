@@ -44,6 +44,13 @@ def sink_password(cfg: RelayConfig) -> str:
     return pw
 
 
+def banner(cfg: RelayConfig) -> str:
+    """What `relay start --sink` prints (where the password is, never the password)."""
+    where = "[sink] password in relay.toml" if cfg.sink.password else str(password_file(cfg))
+    return ("sink mode: mail to any address is kept, nothing is delivered onward;\n"
+            f"  read it over IMAP/POP3 as user 'sink' (password: {where}) or HTTP /api/v1/messages")
+
+
 class SinkUsers:
     """The relay's UserDB plus the in-memory login ``sink`` (case-insensitive)."""
 
