@@ -111,3 +111,46 @@ def test_browser_sees_alices_inbox_and_sends_to_bob(web_demo):
             assert hosts == {web_demo.base.split("/")[2]}            # no request anywhere else
         finally:
             browser.close()
+
+
+def test_tls_listener_sets_a_secure_cookie(tmp_path):
+    """With --cert/--key the page is HTTPS and the session cookie is Secure too."""
+    import os
+    import re
+    import signal
+    import ssl
+    import subprocess
+    import sys
+
+    from relay.config import parse_config
+    from relay.tls import ensure_self_signed
+
+    cert, key = ensure_self_signed(parse_config("", None, tmp_path / "relay"))
+    proc = subprocess.Popen([sys.executable, "-m", "tui_mail", "web", "--listen", "127.0.0.1:0",
+                             "--cert", str(cert), "--key", str(key)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        url = re.search(r"(https://\S+)", proc.stdout.readline()).group(1)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPSHandler(context=ctx))
+        with pytest.raises(urllib.error.HTTPError) as e:
+            opener.open(url.split("?")[0], timeout=20)
+        e.value.close()
+        assert e.value.code == 401
+        with pytest.raises(urllib.error.HTTPError) as e:
+            opener.open(url, timeout=20)
+        e.value.close()
+        assert e.value.code == 303
+        cookie = e.value.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=Strict" in cookie
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+        proc.stdout.close()
+        proc.stderr.close()
