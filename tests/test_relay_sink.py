@@ -203,6 +203,7 @@ async def test_parsed_message_attachments_and_delete(sink):
     assert (await asyncio.to_thread(api, sink, f"/api/v1/message/{mid}/attachment/2"))[0] == 404
     assert (await asyncio.to_thread(api, sink, "/api/v1/message/999"))[0] == 404
     assert (await asyncio.to_thread(api, sink, "/api/v1/message/abc"))[0] == 404
+    assert (await asyncio.to_thread(api_json, sink, "/api/v1/message/latest"))[1]["ID"] == mid
     # delete one, then all
     await asyncio.to_thread(send, sink, "a@b.test", ["y@x.test"], message(subject="two"))
     await asyncio.to_thread(send, sink, "a@b.test", ["y@x.test"], message(subject="three"))
@@ -336,3 +337,52 @@ def test_cli_start_sink_daemon(tmp_path):
             assert json.loads(r.read())["total"] == 1
     finally:
         subprocess.run(base + ["stop"], capture_output=True, timeout=60)
+
+
+# ---- hostile bytes ---------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from relay.sink import message as sink_message  # noqa: E402
+
+_LINES = st.lists(st.one_of(
+    st.sampled_from([b"X-Envelope-To: <f@e>", b"Delivered-To: x", b" folded", b"\tfolded", b"Subject: s",
+                     b"Content-Type: multipart/mixed; boundary=b", b"--b", b"--b--", b"",
+                     b"Content-Disposition: attachment; filename*=utf-8''%ff%fe",
+                     b"Content-Transfer-Encoding: base64", b"=?utf-8?b?////?=", b"From: \"\\\" <@>"]),
+    st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))), max_size=30)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_LINES)
+def test_hostile_messages_become_json_and_lose_forged_envelopes(lines):
+    data = b"\r\n".join(lines) + b"\r\n"
+    stripped = envelope.strip_envelope_headers(data)
+    head = stripped.split(b"\r\n\r\n", 1)[0]
+    assert not any(line.lower().startswith((b"x-envelope-to:", b"delivered-to:"))
+                   for line in head.split(b"\r\n"))
+    full = sink_message.full("1", envelope.envelope_headers("a@b", ["c@d"]) + stripped,
+                             read=False, created="")
+    assert full["EnvelopeTo"] == ["c@d"]
+    json.dumps(full)   # always serialisable: everything from the message is data
+
+
+async def test_imap_expunge_is_seen_by_the_api(sink):
+    for i in range(3):
+        await asyncio.to_thread(send, sink, "a@b.test", [f"u{i}@x.test"], message(subject=f"m{i}"))
+
+    def imap_delete_first():
+        h, p = sink.addresses["imap"]
+        with imaplib.IMAP4(h, p) as im:
+            im.login("sink", PASSWORD)
+            im.select("INBOX")
+            im.uid("STORE", "1", "+FLAGS", "(\\Deleted \\Seen)")
+            im.uid("STORE", "2", "+FLAGS", "(\\Seen)")
+            im.expunge()
+
+    await asyncio.to_thread(imap_delete_first)
+    status, page = await asyncio.to_thread(api_json, sink, "/api/v1/messages")
+    assert [(m["Subject"], m["Read"]) for m in page["messages"]] == [("m2", False), ("m1", True)]
+    status, page = await asyncio.to_thread(api_json, sink, "/api/v1/messages?query=is:unread")
+    assert [m["Subject"] for m in page["messages"]] == ["m2"]

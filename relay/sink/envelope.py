@@ -41,10 +41,13 @@ def check_recipient(address: str, *, count: int, max_recipients: int, smtputf8: 
 
 def strip_envelope_headers(data: bytes) -> bytes:
     """``data`` without any envelope-like header field (continuation lines included)."""
+    if data.startswith(b"\r\n"):   # no header at all: all of it is body
+        return data
     end = data.find(b"\r\n\r\n")
     head_end = len(data) if end < 0 else end + 2
     lines = data[:head_end].split(b"\r\n")
-    out, dropping = [], False
+    # a continuation line before any field would fold into the headers we put on top: dropped
+    out, dropping = [], True
     for line in lines[:-1] if data[:head_end].endswith(b"\r\n") else lines:
         if line[:1] in (b" ", b"\t"):
             if not dropping:

@@ -2,7 +2,7 @@
 
     GET    /api/v1/messages?query=…&start=0&limit=50   newest first (also /api/v1/search)
     DELETE /api/v1/messages                            all, or {"IDs": ["3", "4"]}
-    GET    /api/v1/message/{ID}                         parsed: headers, Text, HTML, Attachments
+    GET    /api/v1/message/{ID}   (ID may be "latest")  parsed: headers, Text, HTML, Attachments
     GET    /api/v1/message/{ID}/raw | /headers | /part/{PartID} | /attachment/{n}
     DELETE /api/v1/message/{ID}
     GET    /api/v1/wait?query=…&timeout=10&after={ID}  long poll: the first match with ID > after
@@ -100,9 +100,17 @@ class SinkAPI:
 
     # ---- handlers ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _uid(request) -> int | None:
+    def _latest(self) -> int | None:
+        store = self.service.store()
+        store.sync(FOLDER)
+        recs = store.records(FOLDER)
+        return recs[-1].uid if recs else None
+
+    async def _uid(self, request) -> int | None:
+        """The {id} of the path: a UID, or ``latest`` (Mailpit's alias for the newest)."""
         text = request.match_info.get("id", "")
+        if text == "latest":
+            return await asyncio.to_thread(self._latest)
         return int(text) if text.isdigit() and len(text) < 10 else None
 
     async def list(self, request: web.Request) -> web.Response:
@@ -133,12 +141,12 @@ class SinkAPI:
         return _json({"deleted": n})
 
     async def one(self, request: web.Request) -> web.Response:
-        uid = self._uid(request)
+        uid = await self._uid(request)
         full = await asyncio.to_thread(self._full, uid) if uid else None
         return _json(full) if full else _error(404, "no such message")
 
     async def raw(self, request: web.Request) -> web.Response:
-        uid = self._uid(request)
+        uid = await self._uid(request)
         rec = await asyncio.to_thread(self._record, uid) if uid else None
         if rec is None:
             return _error(404, "no such message")
@@ -148,12 +156,12 @@ class SinkAPI:
                                      "Content-Disposition": f'attachment; filename="{uid}.eml"'})
 
     async def headers(self, request: web.Request) -> web.Response:
-        uid = self._uid(request)
+        uid = await self._uid(request)
         full = await asyncio.to_thread(self._full, uid) if uid else None
         return _json(full["Headers"]) if full else _error(404, "no such message")
 
     async def part(self, request: web.Request) -> web.Response:
-        uid = self._uid(request)
+        uid = await self._uid(request)
         n = request.match_info.get("n", "")
         if not uid or not n.isdigit() or len(n) > 6:
             return _error(404, "no such part")
@@ -184,7 +192,7 @@ class SinkAPI:
                                      "Content-Disposition": f'attachment; filename="{safe}"'})
 
     async def delete_one(self, request: web.Request) -> web.Response:
-        uid = self._uid(request)
+        uid = await self._uid(request)
         n = await asyncio.to_thread(self._delete, [uid]) if uid else 0
         return _json({"deleted": n}) if n else _error(404, "no such message")
 
@@ -276,7 +284,7 @@ def _op(summary: str, params=(), responses=None) -> dict:
             "responses": responses or {"200": {"description": "OK"}}}
 
 
-_ID = ("id", "path", "string", "message ID")
+_ID = ("id", "path", "string", "message ID, or latest")
 _QUERY = ("query", "query", "string", "search language: from: to: cc: subject: body: since: before: is: has:")
 OPENAPI = {
     "openapi": "3.0.3",
