@@ -109,6 +109,12 @@ def test_browser_sees_alices_inbox_and_sends_to_bob(web_demo):
             assert found is not None, "the message did not reach Bob's Maildir"
             assert b"Sent from a browser." in found.read_bytes()
             assert hosts == {web_demo.base.split("/")[2]}            # no request anywhere else
+            assert len(web_demo.app_processes()) == 1                # one TUI process for this tab …
+            page.close()
+            deadline = time.monotonic() + 20
+            while web_demo.app_processes() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert web_demo.app_processes() == []                    # … ended with the tab
         finally:
             browser.close()
 

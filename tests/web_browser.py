@@ -54,6 +54,21 @@ class WebDemo:
         self.__exit__()
         raise RuntimeError(f"tui-mail demo --web did not print its URL: {self.proc.stderr.read()[-2000:]}")
 
+    def app_processes(self) -> list[int]:
+        """PIDs of the per-tab TUI processes (``-m tui_mail`` in the demo's session, not the demo)."""
+        out = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == self.proc.pid:
+                continue
+            try:
+                sid = int((proc / "stat").read_text().rpartition(")")[2].split()[3])
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except (OSError, ValueError, IndexError):
+                continue
+            if sid == self.proc.pid and b"tui_mail" in cmd and b"demo" not in cmd and b"sh" not in cmd[0]:
+                out.append(int(proc.name))
+        return out
+
     @property
     def base(self) -> str:
         return self.url.split("/?", 1)[0]
