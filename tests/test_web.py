@@ -84,6 +84,14 @@ def test_browser_sees_alices_inbox_and_sends_to_bob(web_demo):
             screen.wait_for("Do you like ketchup?", 40)             # Alice's inbox
             screen.wait_for("5 messages")
             page.click("#terminal")
+            page.keyboard.press("Enter")                             # open the newest message …
+            screen.wait_for("Next")
+            for _ in range(4):                                       # … n(ext) to Bob's ketchup reply
+                page.wait_for_timeout(300)
+                page.keyboard.press("n")
+            screen.wait_for("Pickles too, sliced thin.")
+            page.keyboard.press("q")                                 # back to the list
+            page.wait_for_timeout(500)
             subject = f"web-{int(time.time())}"
             page.keyboard.press("c")
             screen.wait_for("Subject")
