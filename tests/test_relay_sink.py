@@ -207,9 +207,14 @@ async def test_parsed_message_attachments_and_delete(sink):
     # delete one, then all
     await asyncio.to_thread(send, sink, "a@b.test", ["y@x.test"], message(subject="two"))
     await asyncio.to_thread(send, sink, "a@b.test", ["y@x.test"], message(subject="three"))
+    await asyncio.to_thread(send, sink, "a@b.test", ["y@x.test"], message(subject="four"))
     assert (await asyncio.to_thread(api_json, sink, f"/api/v1/message/{mid}", "DELETE")) == (200, {"deleted": 1})
+    assert (await asyncio.to_thread(api_json, sink, "/api/v1/search?query=subject:four", "DELETE")) == (
+        200, {"deleted": 1})
+    assert (await asyncio.to_thread(api_json, sink, "/api/v1/search?query=", "DELETE"))[0] == 400
     status, page = await asyncio.to_thread(api_json, sink, "/api/v1/messages")
     assert [m["Subject"] for m in page["messages"]] == ["three", "two"]
+    assert page["messages_unread"] == 2 and page["tags"] == []
     assert (await asyncio.to_thread(api_json, sink, "/api/v1/messages", "DELETE")) == (200, {"deleted": 2})
     status, page = await asyncio.to_thread(api_json, sink, "/api/v1/messages")
     assert page["total"] == 0
@@ -386,3 +391,15 @@ async def test_imap_expunge_is_seen_by_the_api(sink):
     assert [(m["Subject"], m["Read"]) for m in page["messages"]] == [("m2", False), ("m1", True)]
     status, page = await asyncio.to_thread(api_json, sink, "/api/v1/messages?query=is:unread")
     assert [m["Subject"] for m in page["messages"]] == ["m2"]
+
+
+async def test_parked_waits_are_bounded(sink, monkeypatch):
+    import relay.sink.http as sink_http
+
+    monkeypatch.setattr(sink_http, "MAX_WAITERS", 1)
+    first = asyncio.create_task(asyncio.to_thread(api_json, sink, "/api/v1/wait?query=subject:none&timeout=1"))
+    await asyncio.sleep(0.3)
+    status, err = await asyncio.to_thread(api_json, sink, "/api/v1/wait?query=subject:none&timeout=1")
+    assert status == 503 and "waits at once" in err["error"]
+    assert (await first)[0] == 408
+    assert (await asyncio.to_thread(api_json, sink, "/api/v1/wait?timeout=0.1"))[0] == 408   # the slot is free

@@ -2,6 +2,7 @@
 
     GET    /api/v1/messages?query=…&start=0&limit=50   newest first (also /api/v1/search)
     DELETE /api/v1/messages                            all, or {"IDs": ["3", "4"]}
+    DELETE /api/v1/search?query=…                      the matching ones
     GET    /api/v1/message/{ID}   (ID may be "latest")  parsed: headers, Text, HTML, Attachments
     GET    /api/v1/message/{ID}/raw | /headers | /part/{PartID} | /attachment/{n}
     DELETE /api/v1/message/{ID}
@@ -34,6 +35,7 @@ from relay.sink.query import QueryError, compile_query
 FOLDER = "INBOX"
 MAX_LIMIT = 1000
 MAX_WAIT = 300.0
+MAX_WAITERS = 256          # long polls parked at once; more get 503 (each holds a connection)
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -49,6 +51,7 @@ class SinkAPI:
     def __init__(self, service) -> None:
         self.service = service
         self.bus = service.server.bus
+        self.waiters = 0
 
     # ---- store access (blocking; in threads) --------------------------------------------------
 
@@ -75,8 +78,9 @@ class SinkAPI:
                                 created=r.internaldate.isoformat()) for r in page]
         for row, r in zip(rows, page):
             row["Size"] = r.size
-        return {"total": total, "unread": sum(1 for r in recs if "\\Seen" not in r.flags),
-                "count": len(rows), "messages_count": len(recs), "start": start, "messages": rows}
+        unread = sum(1 for r in recs if "\\Seen" not in r.flags)
+        return {"total": total, "unread": unread, "count": len(rows), "messages_count": len(recs),
+                "messages_unread": unread, "start": start, "tags": [], "messages": rows}
 
     def _record(self, uid: int):
         store = self.service.store()
@@ -90,6 +94,9 @@ class SinkAPI:
             return None
         data = self.service.store().read(FOLDER, uid)
         return message.full(str(uid), data, read="\\Seen" in rec.flags, created=rec.internaldate.isoformat())
+
+    def _delete_matching(self, query: str) -> int:
+        return self._delete([r.uid for r in self._matching(query)]) if query.strip() else 0
 
     def _delete(self, uids: list[int] | None) -> int:
         store = self.service.store()
@@ -139,6 +146,16 @@ class SinkAPI:
                 uids = [int(i) for i in ids]
         n = await asyncio.to_thread(self._delete, uids)
         return _json({"deleted": n})
+
+    async def delete_search(self, request: web.Request) -> web.Response:
+        """Mailpit's DELETE /api/v1/search?query=…: the messages matching a (non-empty) query."""
+        query = request.query.get("query", "")
+        if not query.strip():
+            return _error(400, "a query is required (DELETE /api/v1/messages deletes all)")
+        try:
+            return _json({"deleted": await asyncio.to_thread(self._delete_matching, query)})
+        except QueryError as e:
+            return _error(400, str(e))
 
     async def one(self, request: web.Request) -> web.Response:
         uid = await self._uid(request)
@@ -207,6 +224,9 @@ class SinkAPI:
             return _error(400, "timeout and after must be numbers")
         except QueryError as e:
             return _error(400, str(e))
+        if self.waiters >= MAX_WAITERS:
+            return _error(503, f"more than {MAX_WAITERS} waits at once")
+        self.waiters += 1
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()
         unsubscribe = self.bus.subscribe(SINK_USER, lambda user, folder: loop.call_soon_threadsafe(changed.set))
@@ -228,6 +248,7 @@ class SinkAPI:
                     pass
         finally:
             unsubscribe()
+            self.waiters -= 1
 
     async def openapi(self, request: web.Request) -> web.Response:
         return _json(OPENAPI)
@@ -251,6 +272,7 @@ def make_app(service) -> web.Application:
     for path in ("/api/v1/messages", "/api/v1/search"):
         r.add_get(path, api.list)
     r.add_delete("/api/v1/messages", api.delete_many)
+    r.add_delete("/api/v1/search", api.delete_search)
     r.add_get("/api/v1/message/{id}", api.one)
     r.add_delete("/api/v1/message/{id}", api.delete_one)
     r.add_get("/api/v1/message/{id}/raw", api.raw)
@@ -295,7 +317,8 @@ OPENAPI = {
             "get": _op("List messages, newest first", [_QUERY, ("start", "query", "integer", "offset"),
                                                         ("limit", "query", "integer", "at most 1000")]),
             "delete": _op("Delete all messages, or those in the JSON body {\"IDs\": [...]}")},
-        "/api/v1/search": {"get": _op("Same as GET /api/v1/messages", [_QUERY])},
+        "/api/v1/search": {"get": _op("Same as GET /api/v1/messages", [_QUERY]),
+                           "delete": _op("Delete the messages matching a non-empty query", [_QUERY])},
         "/api/v1/message/{id}": {
             "get": _op("One message parsed: Headers, Text, HTML, Attachments, Inline", [_ID],
                        {"200": {"description": "OK"}, "404": {"description": "no such message"}}),
