@@ -403,3 +403,16 @@ async def test_parked_waits_are_bounded(sink, monkeypatch):
     assert status == 503 and "waits at once" in err["error"]
     assert (await first)[0] == 408
     assert (await asyncio.to_thread(api_json, sink, "/api/v1/wait?timeout=0.1"))[0] == 408   # the slot is free
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list('ab :-"\\\\toisubjecfrmdyh2026-7?\u00e9\t')), max_size=60))
+def test_query_compiler_takes_any_text(text):
+    """Any text either compiles to search keys the relay's evaluator runs, or is a QueryError."""
+    from relay.imap.search import BytesTarget, Evaluator, SearchContext
+
+    try:
+        keys = compile_query(text)
+    except QueryError:
+        return
+    Evaluator(keys, SearchContext(1, 1)).matches(1, BytesTarget(message()))
