@@ -55,11 +55,13 @@ class SinkAPI:
 
     # ---- store access (blocking; in threads) --------------------------------------------------
 
-    def _matching(self, query: str) -> list:
-        """Records matching ``query``, oldest first."""
+    def _matching(self, query: str, after: int = 0) -> list:
+        """Records matching ``query`` (with a UID above ``after``), oldest first."""
         store = self.service.store()
         store.sync(FOLDER)
         recs = store.records(FOLDER)
+        if after:
+            recs = [r for r in recs if r.uid > after]
         if not recs:
             return []
         keys = compile_query(query)
@@ -234,11 +236,14 @@ class SinkAPI:
             deadline = loop.time() + timeout
             while True:
                 changed.clear()
-                recs = [r for r in await asyncio.to_thread(self._matching, query) if r.uid > after]
+                # each wake-up searches only what arrived since the last look
+                newest = await asyncio.to_thread(self._latest) or 0
+                recs = await asyncio.to_thread(self._matching, query, after)
                 if recs:
                     full = await asyncio.to_thread(self._full, recs[0].uid)
                     if full is not None:
                         return _json(full)
+                after = max(after, newest)
                 left = deadline - loop.time()
                 if left <= 0:
                     return _error(408, f"no message matching the query within {timeout:g} s")
