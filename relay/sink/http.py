@@ -28,13 +28,15 @@ import json
 from aiohttp import web
 
 from relay.config import Address
-from relay.imap.search import search_mailbox
+from relay.errors import RelayError
+from relay.imap.search import BytesTarget, Evaluator, SearchContext, search_mailbox
 from relay.sink import SINK_USER, message
 from relay.sink.query import QueryError, compile_query
 
 FOLDER = "INBOX"
 MAX_LIMIT = 1000
 MAX_WAIT = 300.0
+FEW = 64                   # new messages matched from their bytes rather than through the index
 MAX_WAITERS = 256          # long polls parked at once; more get 503 (each holds a connection)
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
@@ -55,16 +57,35 @@ class SinkAPI:
 
     # ---- store access (blocking; in threads) --------------------------------------------------
 
+    def _uidnext(self) -> int:
+        return self.service.store().status(FOLDER)["UIDNEXT"]
+
     def _matching(self, query: str, after: int = 0) -> list:
-        """Records matching ``query`` (with a UID above ``after``), oldest first."""
+        """Records matching ``query`` (with a UID above ``after``), oldest first. A few new
+        messages (the long poll's case) are matched from their bytes; many, through the index."""
         store = self.service.store()
-        store.sync(FOLDER)
-        recs = store.records(FOLDER)
+        keys = compile_query(query)
         if after:
-            recs = [r for r in recs if r.uid > after]
+            uidnext = self._uidnext()   # syncs
+            recs = store.records(FOLDER, range(after + 1, uidnext)) if uidnext > after + 1 else []
+            if len(recs) <= FEW:
+                ev = Evaluator(keys, SearchContext(len(recs), recs[-1].uid if recs else 0))
+                out = []
+                for r in recs:
+                    try:
+                        data = store.read(FOLDER, r.uid, 0, 256 * 1024)
+                    except RelayError:   # expunged meanwhile
+                        continue
+                    target = BytesTarget(data, uid=r.uid, flags=r.flags, internaldate=r.internaldate,
+                                         modseq=r.modseq)
+                    if ev.matches(1, target):
+                        out.append(r)
+                return out
+        else:
+            store.sync(FOLDER)
+            recs = store.records(FOLDER)
         if not recs:
             return []
-        keys = compile_query(query)
         if keys == [("all",)]:
             return recs
         uids = [r.uid for r in recs]
@@ -237,7 +258,7 @@ class SinkAPI:
             while True:
                 changed.clear()
                 # each wake-up searches only what arrived since the last look
-                newest = await asyncio.to_thread(self._latest) or 0
+                newest = await asyncio.to_thread(self._uidnext) - 1
                 recs = await asyncio.to_thread(self._matching, query, after)
                 if recs:
                     full = await asyncio.to_thread(self._full, recs[0].uid)
