@@ -48,9 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("start", parents=[common], help="start the relay")
     s.add_argument("--foreground", action="store_true", help="run in this terminal, log to stderr")
     s.add_argument("--quiet-stderr", action="store_true", help=argparse.SUPPRESS)  # daemon child
+    s.add_argument("--sink", action="store_true",
+                   help="test mail server: keep all mail for any recipient in mailbox 'sink', deliver nothing")
     sub.add_parser("stop", parents=[common], help="stop the running relay gracefully")
     sub.add_parser("status", parents=[common], help="pid, listeners and queue size")
-    sub.add_parser("_launch", parents=[common])  # the daemon's child; kept out of --help:
+    sub.add_parser("_launch", parents=[common]).add_argument("--sink", action="store_true")  # the daemon's child; kept out of --help:
     sub._choices_actions = [a for a in sub._choices_actions if a.dest != "_launch"]  # (3.11 prints ==SUPPRESS==)
     u = sub.add_parser("user", parents=[common], help="manage mail accounts")
     usub = u.add_subparsers(dest="ucmd", required=True, metavar="ACTION")
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         _err(f"error: {e}")
         return 2
+    if getattr(args, "sink", False):
+        cfg = sink_config(cfg)
     try:
         if args.cmd == "start":
             return cmd_start(cfg, args)
@@ -162,6 +166,9 @@ async def _serve(cfg: RelayConfig, *, announce: bool) -> int:
         maillog().info("daemon started -- version 0.1.0, listening on %s, data in %s", listeners, cfg.data_dir)
         if announce:
             print(f"relay running (pid {os.getpid()}): {listeners}; Ctrl-C stops", flush=True)
+            if cfg.sink.enabled:
+                from relay.sink.service import banner
+                print(banner(cfg), flush=True)
         await stop.wait()
         maillog().info("terminating on signal; finishing open transactions")
     finally:
@@ -172,8 +179,19 @@ async def _serve(cfg: RelayConfig, *, announce: bool) -> int:
     return 0
 
 
+def sink_config(cfg: RelayConfig) -> RelayConfig:
+    """``--sink``: [sink] enabled, and the HTTP API on its default address unless configured."""
+    from dataclasses import replace
+
+    from relay.config import SINK_HTTP_DEFAULT
+    return replace(cfg, sink=replace(cfg.sink, enabled=True),
+                   listen=replace(cfg.listen, http=cfg.listen.http or SINK_HTTP_DEFAULT))
+
+
 def _child_args(cfg: RelayConfig, args) -> list[str]:
     out = ["--data-dir", str(cfg.data_dir)]
+    if getattr(args, "sink", False):
+        out.append("--sink")
     if args.config:
         out += ["--config", str(args.config)]
     return out
@@ -210,6 +228,9 @@ def start_daemon(cfg: RelayConfig, args) -> int:
                 print(f"relay started (pid {state['pid']})")
                 for name, (h, p) in listeners.items():
                     print(f"  {name:<11} {h}:{p}")
+                if cfg.sink.enabled:
+                    from relay.sink.service import banner
+                    print(banner(cfg))
                 return 0
         elif errfile.exists() and errfile.stat().st_size and _launch_failed(errfile):
             break

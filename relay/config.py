@@ -33,6 +33,7 @@ smtp = "127.0.0.1:2525"           # inbound (MX) SMTP: local domains only, no AU
 submission = "127.0.0.1:2587"     # submission: AUTH required, relays anywhere
 imap = "127.0.0.1:1143"
 pop3 = "127.0.0.1:1110"
+# http = "127.0.0.1:8026"         # sink's HTTP JSON API (loopback only); on by default with [sink]
 
 [queue]
 first_retry = "1m"                # first retry after a temporary failure
@@ -80,6 +81,10 @@ key = ""
 [dns]
 nameservers = []                  # e.g. ["127.0.0.1:5353"]; empty: the system resolver
 
+[sink]                            # a local test mail server: catch all mail, deliver nothing onward
+enabled = false                   # also: tui-mail relay start --sink
+password = ""                     # IMAP/POP3/AUTH password of user "sink"; "" = random, in <data_dir>/sink.password
+
 # [smarthost]                     # send all non-local mail through one server
 # host = "smtp.example.com"
 # port = 587
@@ -110,6 +115,7 @@ class ListenConfig:
     submission: Address | None = Address("127.0.0.1", 2587)
     imap: Address | None = Address("127.0.0.1", 1143)
     pop3: Address | None = Address("127.0.0.1", 1110)
+    http: Address | None = None   # the sink's HTTP API (relay/sink/http.py); loopback only
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,15 @@ class LimitsConfig:
     login_timeout: float = 60.0
     idle_timeout: float = 1800.0
     max_errors: int = 20
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    enabled: bool = False
+    password: str = field(default="", repr=False)  # never in reprs, logs or dumps
+
+
+SINK_HTTP_DEFAULT = Address("127.0.0.1", 8026)
 
 
 @dataclass(frozen=True)
@@ -196,6 +211,7 @@ class RelayConfig:
     dns: DNSConfig = DNSConfig()
     limits: LimitsConfig = LimitsConfig()
     senders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # login -> extra addresses
+    sink: SinkConfig = SinkConfig()
 
     def allowed_senders(self, login: str) -> frozenset[str]:
         """Addresses ``login`` may send as: its own plus its [senders] entries (lower case)."""
@@ -279,7 +295,7 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
                           fix="see https://toml.io for the syntax") from None
     v = _Validator(fname, text)
     known_top = {"hostname", "domains", "data_dir", "listen", "queue", "delivery", "auth", "tls",
-                 "routes", "dns", "smarthost", "limits", "senders"}
+                 "routes", "dns", "smarthost", "limits", "senders", "sink"}
     v.unknown_keys(raw, known_top, "")
 
     hostname = v.string(raw, "hostname", "localhost", "")
@@ -298,10 +314,19 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
         data_dir = v.string(raw, "data_dir", "", "")
     ddir = Path(data_dir).expanduser() if data_dir else default_data_dir()
 
+    t = v.table(raw, "sink")
+    v.unknown_keys(t, {"enabled", "password"}, "sink")
+    sink = SinkConfig(enabled=v.get(t, "enabled", False, bool, "true or false", "sink"),
+                      password=v.string(t, "password", "", "sink"))
+
     t = v.table(raw, "listen")
-    v.unknown_keys(t, {"smtp", "submission", "imap", "pop3"}, "listen")
+    v.unknown_keys(t, {"smtp", "submission", "imap", "pop3", "http"}, "listen")
     d = ListenConfig()
-    listen = ListenConfig(**{k: v.address(t, k, getattr(d, k), "listen") for k in ("smtp", "submission", "imap", "pop3")})
+    listen = ListenConfig(**{k: v.address(t, k, getattr(d, k), "listen") for k in ("smtp", "submission", "imap", "pop3")},
+                          http=v.address(t, "http", SINK_HTTP_DEFAULT if sink.enabled else None, "listen"))
+    if listen.http is not None and not _loopback_host(listen.http.host):
+        v.fail("listen.http", f"the HTTP API has no login and listens on loopback only, not {listen.http.host}",
+               fix='write e.g. "127.0.0.1:8026"')
 
     t = v.table(raw, "queue")
     dq = QueueConfig()
@@ -415,7 +440,12 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
 
     return RelayConfig(data_dir=ddir, path=path, hostname=hostname, domains=tuple(domains), listen=listen,
                        queue=queue, delivery=delivery, auth=auth, tls=tls, routes=routes, smarthost=smarthost,
-                       dns=DNSConfig(tuple(ns)), limits=limits, senders=senders)
+                       dns=DNSConfig(tuple(ns)), limits=limits, senders=senders, sink=sink)
+
+
+def _loopback_host(host: str) -> bool:
+    from relay.peer import is_loopback
+    return host == "localhost" or is_loopback(host)
 
 
 def parse_duration(value: Any) -> float | None:

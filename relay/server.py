@@ -66,6 +66,7 @@ class RelayServer:
         self.servers: dict[str, asyncio.Server] = {}
         self.extra_servers: list[asyncio.Server] = []  # IMAP, POP3, … (closed on stop)
         self.mail_store: MailStore | None = None      # users' mailboxes, shared by IMAP and POP3
+        self.sink = None                               # relay/sink/service.py SinkService in sink mode
         self.started = False
 
     async def start(self) -> None:
@@ -78,14 +79,20 @@ class RelayServer:
         self.runner = QueueRunner(cfg, self.spool, self.bus, self.users)
         # issue 6: onward SMTP delivery, DSNs and the control socket (relay/control.py)
         self.queue_services = await start_queue_services(self)
+        if cfg.sink.enabled:   # issue 15: catch everything, deliver nothing onward
+            from relay.sink.service import SinkService
+            self.sink = SinkService(self)
+            self.sink.prepare()
+            self.sink.no_onward()
         await self.runner.start()
         try:
             for name, addr, submission in (("smtp", cfg.listen.smtp, False),
                                            ("submission", cfg.listen.submission, True)):
                 if addr is None:
                     continue
-                handler = RelayHandler(cfg, self.spool, self.users, self.throttle, submission=submission,
-                                       on_queued=self.runner.add)
+                handler = (self.sink.smtp_handler(name, addr, submission) if self.sink else
+                           RelayHandler(cfg, self.spool, self.users, self.throttle, submission=submission,
+                                        on_queued=self.runner.add))
                 self.smtp_handlers[name] = handler
                 srv = await open_listener(name, addr, handler.factory(self.ssl_context))
                 self.servers[name] = srv
@@ -102,6 +109,8 @@ class RelayServer:
             if (srv := await start_pop3(self)) is not None:
                 self.extra_servers.append(srv)
                 self.addresses["pop3"] = bound_address(srv)
+            if self.sink is not None and (bound := await self.sink.start_http()) is not None:
+                self.addresses["http"] = bound
             # -------------------------------------------------------------------------------------
         except BaseException:
             await self.stop()
@@ -129,6 +138,8 @@ class RelayServer:
             await srv.wait_closed()
         if sessions:
             await asyncio.wait(sessions, timeout=self.grace)
+        if self.sink is not None:
+            await self.sink.close()
         if self.queue_services is not None:
             await self.queue_services.close()
             self.queue_services = None

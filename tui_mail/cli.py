@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         from tui_mail.demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv and argv[0] == "web":   # issue 15: the TUI in a browser (tui_mail/web.py)
+        from tui_mail.web import main as web_main
+
+        return web_main(argv[1:])
     if argv and argv[0] in ("send", "account"):
         from tui_mail.commands import main as commands_main
 

@@ -382,6 +382,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ascii", action="store_true", help="ASCII flag marks")
     p.add_argument("--no-ui", action="store_true",
                    help="run only the two relays and print how to connect (Ctrl+C stops)")
+    p.add_argument("--web", action="store_true",
+                   help="serve the TUI to a browser instead (tui-mail web) and print its URL")
+    p.add_argument("--listen", default="127.0.0.1:8025", metavar="HOST:PORT", help="with --web: where")
     return p.parse_args(argv)
 
 
@@ -409,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         world.start(stop_hamburger=args.stop_hamburger)
         if args.no_ui:
             return _run_headless(world)
+        if args.web:   # issue 15: one TUI process per browser tab, as alice (tui_mail/web.py)
+            from tui_mail.web import run as run_web
+
+            return run_web(args.listen, None, None, ["--ascii"] if args.ascii else [],
+                           banner=f"demo relays: {world.client_config.parent}\n")
         from tui_mail.ui.demo_app import run_demo_app
 
         run_demo_app(world, ascii_only=args.ascii)
