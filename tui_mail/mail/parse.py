@@ -1,13 +1,13 @@
 """RFC 5322/MIME bytes → a ``MessageView``: what the reader pane shows.
 
 Decoded headers (RFC 2047/2231, any charset; bad charsets fall back instead of failing), the
-best text to show (text/plain preferred, else HTML converted to readable text by html2text
+best text to show (text/plain preferred, else HTML converted to readable text by inscriptis
 with links kept as numbered references), the links found, the attachments with IMAP section
 numbers ("2", "1.3"), and ``problems``: what could not be shown and why.
 
 ``parse_message`` never raises on a malformed message: the ``email`` package is lenient and
 records defects, and every step that could still fail (header classes, charsets, base64,
-html2text) is guarded so the rest of the message is still shown.
+the HTML converter) is guarded so the rest of the message is still shown.
 
 ``summary_from_headers`` is the fast path for stores that only have the header block: it
 returns exactly the fields of ``tui_mail.store.base.MessageSummary`` that headers determine.
@@ -288,6 +288,7 @@ class _Collector:
         self.texts: list[tuple[str, str]] = []   # (source, text)
         self.attachments: list[Attachment] = []
         self.shown: set[int] = set()             # id() of parts whose text is shown
+        self.links: list[str] = []               # numbered link targets of the HTML shown
         self.ids: dict[int, str] = {}
 
     def text_of(self, part: Message, pid: str) -> str:
@@ -341,7 +342,8 @@ class _Collector:
         if ctype in ("text/plain", "text/html") and not is_attachment and inline_ok:
             text = self.text_of(part, pid)
             if ctype == "text/html":
-                text = html_to_text(text, self.problems)
+                text, links = html_to_text_and_links(text, self.problems)
+                self.links.extend(links)
                 self.texts.append(("html", text))
             else:
                 self.texts.append(("plain", text))
@@ -441,39 +443,91 @@ def html_links(html: str) -> list[str]:
     return finder.links
 
 
-HTML_LIMIT = 256 * 1024     # html2text is slow (~1 s per 300 KB); beyond this, cut
-REFERENCE_LINKS_LIMIT = 100  # its reference-style links are quadratic; more → inline links
+HTML_LIMIT = 4 * 1024 * 1024   # inscriptis converts ~1 MB in 0.4 s (bench/html_parse.py); beyond this, cut
+_SAFE_SCHEMES = ("http://", "https://", "mailto:", "ftp://")
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-def html_to_text(html: str, problems: list[str] | None = None, width: int = 78) -> str:
-    """Readable text from HTML: paragraphs, lists, emphasis; links as numbered references
-    listed at the end (inline when there are very many); images by their alt text; scripts
-    and styles dropped. Very large HTML is cut (and ``problems`` says so) so opening a
-    message never stalls."""
-    import html2text
+def _link_target(href: str | None) -> str:
+    """A link worth listing: absolute http(s)/ftp/mailto only (no javascript:, data:, anchors)."""
+    href = (href or "").strip()
+    return href if href.lower().startswith(_SAFE_SCHEMES) and not any(c.isspace() for c in href) else ""
+
+
+def html_to_text_and_links(html: str, problems: list[str] | None = None) -> tuple[str, list[str]]:
+    """Readable text from HTML by inscriptis (Apache-2.0; it lays out tables as columns):
+    each link is followed by its number, ``[1]``, and the numbered targets are listed at the
+    end so they can be read and opened (the same target keeps one number); ``<blockquote>``
+    lines are marked ``> `` (nested: ``> > ``); images show their alt text; scripts and styles
+    are dropped. Returns (text, links) where ``links[n-1]`` is the target of ``[n]``.
+    Very large HTML (over ``HTML_LIMIT``) is cut, and ``problems`` says so."""
+    from inscriptis.model.config import ParserConfig
+    from inscriptis.html_engine import Inscriptis
+    from inscriptis.model.tag import CustomHtmlTagHandlerMapping
+    from lxml.html import document_fromstring
 
     if len(html) > HTML_LIMIT:
         cut = html.rfind("<", 0, HTML_LIMIT)
         html = html[: cut if cut > HTML_LIMIT // 2 else HTML_LIMIT]
         if problems is not None:
-            problems.append(f"HTML part is large; showing its first {HTML_LIMIT // 1024} KB as text")
-    conv = html2text.HTML2Text()
-    conv.body_width = width
-    conv.inline_links = html.lower().count("<a ") > REFERENCE_LINKS_LIMIT
-    conv.wrap_links = False
-    conv.images_to_alt = True
-    conv.unicode_snob = True
-    conv.ignore_emphasis = False
+            problems.append(f"HTML part is large; showing its first {HTML_LIMIT // (1024 * 1024)} MB as text")
+    html = _XML_BAD.sub("", html).strip()
+    if html.startswith("<?xml"):
+        html = re.sub(r"^<\?xml[^>]*>", "", html, count=1)
+    links: dict[str, int] = {}
+    open_links: list[str] = []
+
+    def a_start(state, attrs) -> None:
+        open_links.append(_link_target(attrs.get("href")))
+
+    def a_end(state) -> None:
+        target = open_links.pop() if open_links else ""
+        if target:
+            n = links.setdefault(target, len(links) + 1)
+            state.tags[-1].write(f"[{n}]")
+
+    config = ParserConfig(
+        display_images=True, deduplicate_captions=True, annotation_rules={"blockquote": ["quote"]},
+        custom_html_tag_handler_mapping=CustomHtmlTagHandlerMapping({"a": a_start}, {"a": a_end}))
     try:
-        text = conv.handle(html)
-    except Exception as exc:  # noqa: BLE001 - third-party parser on hostile input
+        if not html:
+            return "\n", []
+        tree = document_fromstring(html)
+        engine = Inscriptis(tree, config)
+        text = engine.get_text()
+        quotes = [(a.start, a.end) for a in engine.get_annotations() if a.metadata == "quote"]
+    except Exception as exc:  # noqa: BLE001 - third-party parser on hostile input (incl. RecursionError)
         if problems is not None:
             problems.append(f"HTML could not be converted ({type(exc).__name__}); tags stripped")
-        text = re.sub(r"<[^>]*>", "", re.sub(r"(?is)<(script|style)\b.*?</\1>", "", html))
         import html as html_mod
 
-        text = html_mod.unescape(text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+        text = re.sub(r"<[^>]*>", "", re.sub(r"(?is)<(script|style)\b.*?</\1>", "", html))
+        text, quotes, links = html_mod.unescape(text), [], {}
+        links = {m: i for i, m in enumerate(dict.fromkeys(_link_target(u) for u in html_links(html)), 1) if m}
+    if quotes:
+        text = _mark_quotes(text, quotes)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    text = re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+    if links:
+        text += "\n" + "".join(f"[{n}] {url}\n" for url, n in links.items())
+    return text, list(links)
+
+
+def _mark_quotes(text: str, spans: list[tuple[int, int]]) -> str:
+    """Prefix each line inside a blockquote span with one ``> `` per level of nesting."""
+    out, pos = [], 0
+    for line in text.split("\n"):
+        depth = sum(1 for s, e in spans if s < pos + len(line) and pos < e) if line.strip() else \
+            sum(1 for s, e in spans if s < pos < e)
+        out.append(("> " * depth + line).rstrip() if depth else line)
+        pos += len(line) + 1
+    return "\n".join(out)
+
+
+def html_to_text(html: str, problems: list[str] | None = None, width: int = 78) -> str:
+    """Readable text from HTML (see ``html_to_text_and_links``); ``width`` is kept for
+    callers: the reader pane wraps lines itself."""
+    return html_to_text_and_links(html, problems)[0]
 
 
 def text_links(text: str) -> list[str]:
@@ -533,13 +587,7 @@ def parse_message(raw: bytes) -> MessageView:
         view.text = sanitize(text.replace("\r\n", "\n"), keep_newlines=True)
         view.text_source = "plain" if all(s == "plain" for s, _ in texts) else "html"
     view.attachments = collector.attachments
-    links: list[str] = []
-    for pid, part in numbered:
-        if id(part) in collector.shown and _content_type(part) == "text/html":
-            try:
-                links.extend(html_links(_decode_part(part)))
-            except Exception:  # noqa: BLE001
-                pass
+    links = collector.links
     if not links:
         links = text_links(view.text)
     view.links = list(dict.fromkeys(links))
