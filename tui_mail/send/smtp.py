@@ -26,6 +26,7 @@ from email.utils import getaddresses
 import aiosmtplib
 
 from tui_mail.errors import AuthError, MailError, SendError
+from tui_mail.mail.addresses import envelope_address
 
 SECURITY = ("tls", "starttls", "none")
 
@@ -238,6 +239,8 @@ class SmtpSubmitter:
             recipients = recipients if recipients is not None else env_to
         else:
             data = strip_bcc(message) if isinstance(message, bytes) else wire_bytes(message)
+        sender = envelope_address(sender)        # IDNA 2008: straße.de is not strasse.de
+        recipients = [envelope_address(r) for r in recipients]
 
         async def transaction(client: aiosmtplib.SMTP) -> SendResult:
             needs_utf8 = not (sender + "".join(recipients)).isascii()
