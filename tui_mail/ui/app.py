@@ -18,6 +18,7 @@ from textual.worker import Worker, WorkerState
 
 from tui_mail.errors import MailError
 from tui_mail.ui.keys import APP_KEYS, MAIN_KEYS, bindings, validate_keymap
+from tui_mail.ui.keyorder import OrderedKeys
 from tui_mail.ui.services import Account
 from tui_mail.ui.trace import TraceBuffer
 
@@ -37,7 +38,11 @@ class UISettings:
             raise ValueError(f"mark_read must be open, never or delay:N, not {self.mark_read!r}")
 
 
-class MailApp(App[None]):
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class MailApp(OrderedKeys, App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "tui-mail"
     BINDINGS = bindings(APP_KEYS)

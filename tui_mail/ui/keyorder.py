@@ -1,0 +1,245 @@
+"""Type-ahead that keeps its order: every key goes to the widget that has focus after the keys
+before it were handled.
+
+Why this exists: Textual forwards a key to the focused widget's own message queue and goes on
+with the next key at once. Whatever a key does to focus happens later: a binding such as Tab
+(``focus_next``) runs only when the key has bubbled back up to the App, ``Widget.focus()``
+lands through ``App.call_later``, and a pushed screen composes and focuses its first field in
+its own task. So the keys of one burst (a paste, tmux ``send-keys``, a fast typist) reached the
+widget that had focus *before* the burst: ``To: bob@hamburger.educc@x.orgSubjectBody``, and
+after ``c`` (compose) the whole burst fell on the main screen, where letters are commands.
+
+The fix is at that mechanism, for every screen: a key (or paste) is dispatched the ordinary
+Textual way, and the next one waits in a backlog until the app has *settled*: every message
+queue of the App and of the top screen's widgets has processed what the key set off (rounds of
+``call_later`` callbacks, the technique Textual's own Pilot uses between keys, repeated until a
+round leaves every queue empty), the top screen is mounted, and no ``hold_keys()`` is open.
+An action that opens a screen from a worker (reply fetches the message first) holds the keys
+until that screen is up, so type-ahead after ``r`` lands in the reply, as in mutt.
+
+Bounded: a settle gives up after ``SETTLE_LIMIT`` seconds and a hold after ``HOLD_LIMIT``, so a
+busy or broken widget can slow input down but never swallow or freeze it. Keys are never
+dropped and never reordered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from textual import events
+from textual.message_pump import MessagePump
+
+SETTLE_LIMIT = 2.0     # seconds one key may take to settle before the next goes anyway
+HOLD_LIMIT = 10.0      # seconds a hold_keys() may keep keys back
+MAX_ROUNDS = 64
+
+
+@dataclass
+class _KeyGate:
+    backlog: deque[events.Event] = field(default_factory=deque)
+    busy: bool = False
+    feeder: asyncio.Task | None = None
+    holds: set[object] = field(default_factory=set)
+    hold_changed: asyncio.Event | None = None
+    dispatched: asyncio.Event | None = None
+    keys_dispatched: int = 0
+
+
+def _is_input(event: events.Event) -> bool:
+    return isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded
+
+
+def _copy(event: events.Event) -> events.Event:
+    if isinstance(event, events.Key):
+        fresh: events.Event = events.Key(event.key, event.character)
+    else:
+        fresh = events.Paste(event.text)  # type: ignore[attr-defined]
+    fresh._tui_released = True  # type: ignore[attr-defined]
+    return fresh
+
+
+def _quiet(pump: MessagePump, app: MessagePump) -> bool:
+    """Nothing left to do in ``pump``'s queue (for the App: nothing but unreleased input,
+    which is the backlog arriving)."""
+    if pump.message_queue_size == 0:
+        return True
+    if pump is not app:
+        return False
+    queued = getattr(pump._message_queue, "_queue", None)
+    if queued is None:
+        return False
+    return all(_is_input(m) and not getattr(m, "_tui_released", False) for m in list(queued))
+
+
+class OrderedKeys:
+    """App mixin (put it before ``App`` in the bases)."""
+
+    @property
+    def _key_gate(self) -> _KeyGate:
+        gate = self.__dict__.get("_tui_key_gate")
+        if gate is None:
+            gate = self.__dict__["_tui_key_gate"] = _KeyGate()
+        return gate
+
+    # --- holds: an action that opens a screen later keeps the keys until then --------------
+    def hold_keys(self, reason: str = "") -> object:
+        """Keep typed keys back until ``release_keys(token)`` (or ``HOLD_LIMIT``)."""
+        token = object()
+        gate = self._key_gate
+        gate.holds.add(token)
+        return token
+
+    def release_keys(self, token: object | None) -> None:
+        gate = self._key_gate
+        if token is None or token not in gate.holds:
+            return
+        gate.holds.discard(token)
+        if gate.hold_changed is not None:
+            gate.hold_changed.set()
+        if not gate.holds and gate.backlog:
+            self._ensure_feeder()
+
+    @property
+    def keys_pending(self) -> int:
+        """Keys typed but not yet handed to a widget (tests and the bench read this)."""
+        gate = self._key_gate
+        return len(gate.backlog) + (1 if gate.busy else 0)
+
+    async def keys_settled(self, timeout: float = 10.0) -> None:
+        """Wait until every typed key was handled and the app settled (for tests)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            queued = getattr(self._message_queue, "_queue", ())  # type: ignore[attr-defined]
+            if not self.keys_pending and not any(_is_input(m) for m in list(queued)):
+                return
+
+    # --- dispatch -------------------------------------------------------------------------
+    async def on_event(self, event: events.Event) -> None:
+        if not _is_input(event):
+            await super().on_event(event)  # type: ignore[misc]
+            return
+        gate = self._key_gate
+        if getattr(event, "_tui_released", False):
+            try:
+                await super().on_event(event)  # type: ignore[misc]
+            finally:
+                gate.keys_dispatched += 1
+                if gate.dispatched is not None:
+                    gate.dispatched.set()
+            return
+        if gate.busy or gate.backlog or gate.holds:
+            gate.backlog.append(event)
+            self._ensure_feeder()
+            return
+        gate.busy = True
+        gate.keys_dispatched += 1
+        try:
+            await super().on_event(event)  # type: ignore[misc]
+        finally:
+            self._ensure_feeder()
+
+    def _ensure_feeder(self) -> None:
+        gate = self._key_gate
+        if gate.feeder is not None and not gate.feeder.done():
+            return
+        gate.busy = True
+        gate.feeder = asyncio.get_running_loop().create_task(self._feed(), name="ordered keys")
+
+    async def _feed(self) -> None:
+        gate = self._key_gate
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._settle()
+                if not gate.backlog:
+                    return
+                event = gate.backlog.popleft()
+                gate.dispatched = asyncio.Event()
+                if not self.post_message(_copy(event)):  # type: ignore[attr-defined]
+                    gate.backlog.clear()                  # the app is closing
+                    return
+                try:
+                    await asyncio.wait_for(gate.dispatched.wait(), SETTLE_LIMIT)
+                except asyncio.TimeoutError:
+                    pass
+                if loop.is_closed():
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # never leave the keyboard dead
+            self.log(f"ordered keys: {error!r}")  # type: ignore[attr-defined]
+            while gate.backlog:
+                self.post_message(_copy(gate.backlog.popleft()))  # type: ignore[attr-defined]
+        finally:
+            gate.busy = False
+            gate.dispatched = None
+            if gate.feeder is asyncio.current_task():
+                gate.feeder = None
+
+    async def _wait_for_holds(self, loop: asyncio.AbstractEventLoop) -> None:
+        gate = self._key_gate
+        deadline = loop.time() + HOLD_LIMIT
+        while gate.holds:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                gate.holds.clear()   # a hold nobody released: give the keyboard back
+                return
+            gate.hold_changed = asyncio.Event()
+            try:
+                await asyncio.wait_for(gate.hold_changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _settle(self) -> None:
+        """Return once the App and the top screen have handled everything already queued."""
+        loop = asyncio.get_running_loop()
+        await self._wait_for_holds(loop)
+        deadline = loop.time() + SETTLE_LIMIT
+        app = self  # type: ignore[assignment]
+        for _ in range(MAX_ROUNDS):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                screen = app.screen  # type: ignore[attr-defined]
+            except Exception:
+                return
+            if not screen.is_mounted:
+                try:
+                    await asyncio.wait_for(screen._mounted_event.wait(), remaining)
+                except asyncio.TimeoutError:
+                    return
+                continue
+            pumps = [app, *screen.walk_children(with_self=True)]
+            await _round(pumps, remaining)
+            if app.screen is screen and all(_quiet(p, app) for p in pumps):  # type: ignore[attr-defined]
+                if self._key_gate.holds:
+                    await self._wait_for_holds(loop)
+                    continue
+                return
+
+
+async def _round(pumps: Iterable[MessagePump], timeout: float) -> None:
+    """Each pump handles what it had queued when this was called."""
+    pending = 0
+    done = asyncio.Event()
+
+    def tick() -> None:
+        nonlocal pending
+        pending -= 1
+        if pending == 0:
+            done.set()
+
+    for pump in pumps:
+        if pump.call_later(tick):
+            pending += 1
+    if pending:
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
