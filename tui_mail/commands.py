@@ -54,50 +54,61 @@ def _server_arg(text: str) -> tuple[str, int | None]:
     return text.strip("[]"), None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="tui-mail", add_help=True)
-    p.add_argument("--config", help="config.toml to use (default: $TUI_MAIL_CONFIG or the XDG one)")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    send = sub.add_parser("send", help="send a message; the body is read from stdin")
-    send.add_argument("--account", required=True)
-    send.add_argument("--to", action="append", default=[], metavar="ADDR")
-    send.add_argument("--cc", action="append", default=[], metavar="ADDR")
-    send.add_argument("--bcc", action="append", default=[], metavar="ADDR")
-    send.add_argument("--subject", default="")
-    send.add_argument("--attach", action="append", default=[], metavar="FILE")
-    send.add_argument("--from", dest="from_", help="override the account's From")
+def add_send_parser(sub, common: argparse.ArgumentParser) -> None:
+    send = sub.add_parser(
+        "send", parents=[common], help="send a message from a script; the body is read from stdin",
+        description="Compose a message and submit it through the account's SMTP server. The body "
+                    "is read from standard input (UTF-8) until end of file, e.g. "
+                    "`echo hi | tui-mail send --account work --to bob@example.org --subject Hi`. "
+                    "Exit 0 sent, 1 not sent (it waits in the account's Outbox), 2 usage/config error.")
+    send.add_argument("--account", required=True, metavar="NAME", help="the account to send from")
+    send.add_argument("--to", action="append", default=[], metavar="ADDR", help="a recipient (repeatable)")
+    send.add_argument("--cc", action="append", default=[], metavar="ADDR", help="a Cc recipient (repeatable)")
+    send.add_argument("--bcc", action="append", default=[], metavar="ADDR", help="a Bcc recipient (repeatable)")
+    send.add_argument("--subject", default="", metavar="TEXT")
+    send.add_argument("--attach", action="append", default=[], metavar="FILE", help="attach a file (repeatable)")
+    send.add_argument("--from", dest="from_", metavar="ADDR", help="override the account's From")
     send.add_argument("--queue-only", action="store_true",
                       help="only put the message in the Outbox; do not contact the server")
 
-    acc = sub.add_parser("account", help="manage accounts")
-    acc_sub = acc.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    acc_sub.add_parser("list", help="list configured accounts")
-    test = acc_sub.add_parser("test", help="log in to the account's servers and report")
-    test.add_argument("name")
-    add = acc_sub.add_parser("add", help="add an account (prompts for what is missing)")
-    add.add_argument("--name")
-    add.add_argument("--address")
-    add.add_argument("--display-name", default=None)
+
+def add_account_parser(sub, common: argparse.ArgumentParser) -> None:
+    acc = sub.add_parser("account", parents=[common], help="add, list and test accounts",
+                         description="Manage the accounts in config.toml.")
+    acc_sub = acc.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(acc))
+    acc_sub.add_parser("list", parents=[common], help="list configured accounts")
+    test = acc_sub.add_parser("test", parents=[common], help="log in to the account's servers and report")
+    test.add_argument("name", metavar="NAME")
+    add = acc_sub.add_parser("add", parents=[common], help="add an account (prompts for what is missing)")
+    add.add_argument("--name", metavar="NAME")
+    add.add_argument("--address", metavar="ADDR")
+    add.add_argument("--display-name", default=None, metavar="TEXT")
     kind = add.add_mutually_exclusive_group()
     kind.add_argument("--imap", metavar="HOST[:PORT]")
     kind.add_argument("--pop3", metavar="HOST[:PORT]")
     add.add_argument("--security", choices=("tls", "starttls", "none"), default=None,
                      help="for the IMAP/POP3 server (default tls)")
-    add.add_argument("--user", help="login for the IMAP/POP3 server (default: the address)")
+    add.add_argument("--user", metavar="LOGIN", help="login for the IMAP/POP3 server (default: the address)")
     add.add_argument("--smtp", metavar="HOST[:PORT]")
     add.add_argument("--smtp-security", choices=("tls", "starttls", "none"), default=None,
                      help="default starttls")
-    add.add_argument("--smtp-user", help="login for SMTP (default: the IMAP/POP3 login)")
+    add.add_argument("--smtp-user", metavar="LOGIN", help="login for SMTP (default: the IMAP/POP3 login)")
     add.add_argument("--pop3-mode", choices=("keep", "delete", "leave"), default="keep")
-    add.add_argument("--leave-days", type=int, default=14)
+    add.add_argument("--leave-days", type=int, default=14, metavar="DAYS")
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of stdin")
-    add.add_argument("--password-command", help="get the password by running this command "
-                     "instead of storing it in the keyring")
-    add.add_argument("--cafile", help="a CA certificate to trust for these servers")
+    add.add_argument("--password-command", metavar="COMMAND", help="get the password by running this "
+                     "command instead of storing it in the keyring")
+    add.add_argument("--cafile", metavar="FILE", help="a CA certificate to trust for these servers, "
+                     "in addition to the system's")
     add.add_argument("--no-test", action="store_true", help="save without testing the connection")
-    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``tui-mail`` command line (tui_mail.cli), erroring with UsageError."""
+    from tui_mail.cli import build_parser as full
+
+    return full(_Parser)
 
 
 # --- entry -----------------------------------------------------------------------------------
@@ -113,13 +124,14 @@ def main(argv: list[str], io: Io | None = None) -> int:
     except SystemExit as e:  # --help
         return int(e.code or 0)
     args._interactive = io.interactive
+    args.config = getattr(args, "config", None)
     try:
         if args.command == "send":
             return cmd_send(args, io)
         return {"list": cmd_account_list, "test": cmd_account_test,
                 "add": cmd_account_add}[args.action](args, io)
     except UsageError as e:
-        io.err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        io.err.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False, markup=True)
         return EXIT_USAGE
     except MailError as e:
         io.err.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False)

@@ -360,9 +360,19 @@ connect_timeout = "3s"
                 "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
 
 
+DESCRIPTION = ("Two relays (crepes.fr, hamburger.edu) and the TUI as alice and bob, in a temp dir. "
+               "The demo writes its own config.toml there: --config is accepted and not used.")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="tui-mail demo",
-                                description="Two relays (crepes.fr, hamburger.edu) and the TUI as alice and bob")
+    from tui_mail.cli import common_options
+
+    p = argparse.ArgumentParser(prog="tui-mail demo", description=DESCRIPTION, parents=[common_options()])
+    add_arguments(p)
+    return p.parse_args(argv)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", metavar="DIR", help="use DIR instead of a temp dir and keep it afterwards")
     p.add_argument("--stop-hamburger", action="store_true",
                    help="start with hamburger.edu down: mail to bob waits in crepes.fr's queue")
@@ -371,7 +381,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ascii", action="store_true", help="ASCII flag marks")
     p.add_argument("--no-ui", action="store_true",
                    help="run only the two relays and print how to connect (Ctrl+C stops)")
-    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,8 +48,10 @@ class MailApp(OrderedKeys, App[None]):
     BINDINGS = bindings(APP_KEYS)
 
     def __init__(self, accounts: Iterable[Account], settings: UISettings | None = None,
-                 clock: Callable[[], datetime] | None = None, trace: TraceBuffer | None = None):
+                 clock: Callable[[], datetime] | None = None, trace: TraceBuffer | None = None,
+                 start_mail=None):
         super().__init__()
+        self.start_mail = start_mail     # tui_mail.mail.mailto.MailtoFields: open the composer
         self.accounts = list(accounts)
         self.settings = settings or UISettings()
         self.clock = clock or (lambda: datetime.now().astimezone())
@@ -69,6 +71,8 @@ class MailApp(OrderedKeys, App[None]):
 
         self.main_screen = MainScreen(self.accounts)
         self.push_screen(self.main_screen)
+        if self.start_mail is not None and self.accounts:
+            self.open_composer_from_mailto(self.accounts[0], self.start_mail)
 
     def on_unmount(self) -> None:
         for account in self.accounts:
@@ -117,6 +121,20 @@ class MailApp(OrderedKeys, App[None]):
             return
         known = self.known_addresses()
         self.push_screen(ComposeScreen(account, draft_for(account, purpose, view), known))
+
+    def open_composer_from_mailto(self, account: Account, fields) -> None:
+        """``tui-mail mailto:…``: a new message from ``account`` filled in from the link."""
+        from tui_mail.ui.screens.compose import ComposeScreen, draft_for
+
+        draft = draft_for(account, "new", None)
+        draft.to, draft.cc, draft.bcc = (fields.address_text(k) for k in ("to", "cc", "bcc"))
+        draft.subject, draft.in_reply_to, draft.references = fields.subject, fields.in_reply_to, fields.references
+        if fields.body:
+            draft.body = fields.body.rstrip("\n") + "\n" + draft.body
+        self.push_screen(ComposeScreen(account, draft, self.known_addresses()))
+        if fields.ignored:
+            self.notify("The mailto: link also asked for " + ", ".join(fields.ignored) + "; ignored.",
+                        severity="warning")
 
     def known_addresses(self) -> list[str]:
         """Addresses seen in loaded summaries, for To/Cc/Bcc completion."""

@@ -11,11 +11,16 @@ import sys
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="tui-mail", description="Keyboard-driven terminal mail client")
-    p.add_argument("--config", help="config.toml to use (default: $TUI_MAIL_CONFIG or the XDG config dir)")
-    p.add_argument("--account", help="open this account first")
-    p.add_argument("--ascii", action="store_true", help="ASCII flag marks instead of ● ★ ↩ ⊕")
-    return p.parse_args(argv)
+    from tui_mail.cli import add_tui_arguments, common_options
+
+    p = argparse.ArgumentParser(prog="tui-mail", description="Keyboard-driven terminal mail client",
+                                parents=[common_options()])
+    add_tui_arguments(p)
+    p.add_argument("mailto", nargs="?", metavar="MAILTO-URL",
+                   help="open the composer filled in from a mailto: link (RFC 6068)")
+    args = p.parse_args(argv)
+    args.config = getattr(args, "config", None)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     from tui_mail.ui.trace import TraceBuffer
 
     trace = TraceBuffer()
+    start_mail = None
+    if args.mailto:
+        from tui_mail.mail.mailto import MailtoError, parse_mailto
+
+        try:
+            start_mail = parse_mailto(args.mailto)
+        except MailtoError as e:
+            print(f"tui-mail: {e}", file=sys.stderr)
+            return 2
     try:
         accounts, settings = build(args, trace)
     except MailError as e:
@@ -31,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from tui_mail.ui.app import MailApp
 
-    MailApp(accounts, settings, trace=trace).run()
+    MailApp(accounts, settings, trace=trace, start_mail=start_mail).run()
     return 0
 
 
