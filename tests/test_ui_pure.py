@@ -47,7 +47,7 @@ def test_flags_cell_slots():
 def test_fit_pads_cuts_and_neutralises_escapes():
     assert fit("abc", 5) == "abc  "
     assert fit("abcdefgh", 5) == "abcd…"
-    assert fit("\x1b]0;pwned\x07x", 12) == " ]0;pwned x "
+    assert fit("\x1b]0;pwned\x07x", 12) == "␛]0;pwned␇x "
     assert fit("日本語テキスト", 7) == "日本語…"   # wide characters count as two cells
 
 

@@ -408,7 +408,8 @@ def cmd_account_add(args, io: Io) -> int:
     account = config.Account(
         name=name, address=address, display_name=display or "", **server_in,
         smtp=config.Server(shost, sport, security=ssec, user=smtp_user, password_command=cmd,
-                           cafile=args.cafile))
+                           cafile=args.cafile),
+        password_command=cmd)     # saved once, at account level: both servers inherit it
 
     password = None
     if cmd is None:

@@ -285,7 +285,7 @@ connect_timeout = "3s"
             host.server.bus.publish(ALICE, BULK_FOLDER)
 
     def _write_client_config(self) -> None:
-        import tomli_w
+        import tomlkit
 
         secrets = self.root / "client" / "secrets"
         secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -314,7 +314,7 @@ connect_timeout = "3s"
             ],
         }
         self.client_config.parent.mkdir(parents=True, exist_ok=True)
-        self.client_config.write_text(tomli_w.dumps(doc), encoding="utf-8")
+        self.client_config.write_text(tomlkit.dumps(doc), encoding="utf-8")
 
     # --- running -------------------------------------------------------------------------
     def relay(self, domain: str) -> RelayHost:

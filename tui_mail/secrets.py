@@ -134,8 +134,8 @@ def password_for(account, kind: str, prompt: Callable[[str], str] | None = None)
     server = getattr(account, kind, None)
     if server is None:
         return None
-    return get_password(account.name, kind, password_command=getattr(server, "password_command", None),
-                        prompt=prompt)
+    command = getattr(server, "password_command", None) or getattr(account, "password_command", None)
+    return get_password(account.name, kind, password_command=command, prompt=prompt)
 
 
 def describe_command(command: str) -> str:

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from textual.app import App, SystemCommand
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tui_mail.errors import MailError
 from tui_mail.ui.keys import APP_KEYS, MAIN_KEYS, bindings, validate_keymap
 from tui_mail.ui.keyorder import OrderedKeys
+from tui_mail.ui.safe_text import shown, shown_block
 from tui_mail.ui.services import Account
 from tui_mail.ui.trace import TraceBuffer
 
@@ -84,6 +86,15 @@ class MailApp(OrderedKeys, App[None]):
                     store.close()
                 except MailError:
                     pass
+
+    # --- every toast ---------------------------------------------------------------------
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Toasts carry server and message text (error replies, folder names, subjects): always
+        plain text with control characters made visible, whatever ``markup`` says. Widgets'
+        and screens' ``notify`` end here too."""
+        super().notify(shown_block(_cut(str(message), 600)),
+                       title=shown(title, limit=200), severity=severity, timeout=timeout, markup=False)
 
     # --- the one error handler ----------------------------------------------------------
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:

@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from tui_mail.ui.app import MailApp
+from tui_mail.ui.safe_text import as_text, shown
 
 
 def _age(seconds: float) -> str:
@@ -52,13 +53,15 @@ def queue_table(domain: str, running: bool, listeners: dict, entries: list[dict]
     for e in entries:
         rcpts = Text()
         for i, r in enumerate(e.get("recipients", [])):
-            status = r.get("status", "")
-            rcpts.append((", " if i else "") + f"{r['address']} ")
+            status = shown(r.get("status", ""), 40)
+            rcpts.append((", " if i else "") + f"{shown(r['address'], 300)} ")
             rcpts.append(f"({status})", style={"deferred": "yellow", "failed": "red", "sent": "green"}.get(status, ""))
         nxt = e.get("next_attempt") or 0
         errors = [r.get("text", "") for r in e.get("recipients", []) if r.get("status") != "sent" and r.get("text")]
-        t.add_row(str(e.get("id", ""))[:12], _age(now - float(e.get("arrival", now))), e.get("sender") or "<>",
-                  rcpts, _age(nxt - now) if nxt > now else "now", Text(errors[0] if errors else "", style="yellow"))
+        # Senders, recipients and error texts come from the network: Text cells, never markup.
+        t.add_row(as_text(str(e.get("id", ""))[:12]), _age(now - float(e.get("arrival", now))),
+                  as_text(e.get("sender") or "<>", limit=300), rcpts,
+                  _age(nxt - now) if nxt > now else "now", as_text(errors[0] if errors else "", "yellow"))
     return t
 
 
@@ -67,8 +70,8 @@ def log_text(lines: list[tuple[float, str, str]]) -> Text:
     for created, relay, msg in lines:
         stamp = datetime.fromtimestamp(created).strftime("%H:%M:%S")
         out.append(f"{stamp} ", style="dim")
-        out.append(f"{relay or '?':>13} ", style="bold cyan" if relay == "crepes.fr" else "bold magenta")
-        out.append(msg + "\n")
+        out.append(f"{shown(relay or '?', 40):>13} ", style="bold cyan" if relay == "crepes.fr" else "bold magenta")
+        out.append(shown(msg, limit=2000) + "\n")
     return out
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from rich.cells import cell_len, set_cell_size
 
 from tui_mail.store.base import MessageSummary
+from tui_mail.ui.safe_text import shown
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,15 @@ def size_cell(size: int) -> str:
     return f"{size / 1024 ** 4:.0f}T"
 
 
-# Header text comes from strangers: every control character (ESC included) becomes a space so
-# a Subject can never move the cursor or retitle the terminal.
-_CONTROLS = {c: " " for c in (*range(0x20), *range(0x7F, 0xA0))}
+# Header text comes from strangers: every control character (ESC included) is made visible by
+# safe_text.shown so a Subject can never move the cursor or retitle the terminal.
 
 
 def fit(text: str, width: int) -> str:
     """Cut or pad ``text`` to exactly ``width`` terminal cells, marking cuts with an ellipsis."""
     if width <= 0:
         return ""
-    text = text.translate(_CONTROLS)
+    text = shown(text, limit=max(width * 4, 64))
     if cell_len(text) > width:
         return set_cell_size(text, width - 1) + "…" if width > 1 else set_cell_size(text, width)
     return set_cell_size(text, width)

@@ -31,6 +31,7 @@ from tui_mail.store.base import DRAFT, SEEN
 from tui_mail.ui.messages import DraftSaved, MessageSent
 from tui_mail.ui.screens.dialogs import ConfirmScreen
 from tui_mail.ui.failures import ReportsWorkerFailures
+from tui_mail.ui.safe_text import as_text, shown, shown_block
 from tui_mail.ui.services import Account
 
 ADDRESS_FIELDS = ("to", "cc", "bcc")
@@ -136,20 +137,20 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
 
     def compose(self) -> ComposeResult:
         d = self.draft
-        suggest = AddressSuggester(self.known)
+        suggest = AddressSuggester([shown(k, 300) for k in self.known])   # names from mail: controls visible
         with Vertical(id="fields"):
             with Horizontal(classes="row"):
                 yield Label("From")
-                yield Input(d.from_, id="from")
+                yield Input(shown(d.from_, None), id="from")
             for name, value in (("to", d.to), ("cc", d.cc), ("bcc", d.bcc)):
                 with Horizontal(classes="row"):
                     yield Label(name.capitalize())
-                    yield Input(value, id=name, suggester=suggest, placeholder="name <address>, …")
+                    yield Input(shown(value, None), id=name, suggester=suggest, placeholder="name <address>, …")
                 yield Static("", id=f"{name}-problem", classes="problem")
             with Horizontal(classes="row"):
                 yield Label("Subject")
-                yield Input(d.subject, id="subject")
-        yield TextArea(d.body, id="body", soft_wrap=True, show_line_numbers=False)
+                yield Input(shown(d.subject, None), id="subject")
+        yield TextArea(shown_block(d.body), id="body", soft_wrap=True, show_line_numbers=False)
         yield OptionList(id="attachments")
         yield Input(placeholder="path of the file to attach (Tab completes, Enter adds, Esc cancels)",
                     id="attach-path", suggester=PathSuggester())
@@ -205,7 +206,7 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
             bad_shown = bad
         field.set_class(bool(bad_shown), "-invalid")
         problem.display = bool(bad_shown)
-        problem.update("; ".join(f"✗ {b.text!r}: {b.reason}" for b in bad_shown))
+        problem.update(as_text("; ".join(f"✗ {b.text!r}: {b.reason}" for b in bad_shown), limit=2000))
         return not bad
 
     @on(Input.Blurred)
@@ -219,7 +220,7 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
         options.clear_options()
         labels = [f"📎 {Path(p).name}  ({p})" for p in self.attachments]
         labels += [f"📎 {part.filename}  ({part.content_type}, {len(part.data):,} bytes)" for part in self.draft.parts]
-        options.add_options([Option(label) for label in labels])
+        options.add_options([Option(as_text(label, limit=300)) for label in labels])
         options.display = bool(labels)
 
     def action_add_attachment(self) -> None:
@@ -297,7 +298,8 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
                 target.first().focus()
             return
         self.sending = True
-        self.query_one("#progress", Static).update(f"Sending to {', '.join(composed.recipients)}…")
+        self.query_one("#progress", Static).update(
+            as_text(f"Sending to {', '.join(composed.recipients)}…", limit=2000))
         self.submit(composed, draft.subject)
 
     def mark_addresses_final(self, name: str) -> bool:
@@ -321,7 +323,7 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
     def on_message_sent(self, event: MessageSent) -> None:
         self.sending = False
         if event.failed:
-            self.query_one("#progress", Static).update(f"Not sent: {event.detail}")
+            self.query_one("#progress", Static).update(as_text(f"Not sent: {event.detail}", limit=2000))
             self.app.notify(f"Not sent — the server said: {event.detail}", severity="error", timeout=10)
             return
         self.sent = True
@@ -334,7 +336,7 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
     def worker_failed(self, worker, error) -> None:
         if worker.group == "send":
             self.sending = False
-            self.query_one("#progress", Static).update(f"Not sent: {error}")
+            self.query_one("#progress", Static).update(as_text(f"Not sent: {error}", limit=2000))
 
     # --- drafts -------------------------------------------------------------------------
     def _drafts_folder(self) -> str:

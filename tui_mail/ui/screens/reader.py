@@ -5,9 +5,11 @@ setting through the main screen, so flags and counts stay in one place."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from textual import work
@@ -23,6 +25,7 @@ from tui_mail.mail.parse import MessageView, parse_message, save_attachment
 from tui_mail.ui.messages import MessageFetched
 from tui_mail.ui.render import message_text, raw_text
 from tui_mail.ui.rows import size_cell
+from tui_mail.ui.safe_text import as_text
 from tui_mail.ui.failures import ReportsWorkerFailures
 from tui_mail.ui.screens.dialogs import ConfirmScreen
 from tui_mail.ui.services import OUTBOX, Account
@@ -65,14 +68,44 @@ def mailcap_command(content_type: str, files: list[Path]) -> str | None:
     return None
 
 
-def opener_command(path: Path, content_type: str) -> list[str] | None:
-    """The system opener: a mailcap entry for the type, else xdg-open/open; None if neither."""
-    import shlex
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
+_SAFE_EXT = re.compile(r"\.[A-Za-z0-9]{1,10}")
 
+
+def safe_extension(filename: str | None) -> str:
+    """The sender's extension if it is plain (``.pdf``, ``.html``), lower-cased; else ``""``."""
+    ext = os.path.splitext(filename or "")[1]
+    return ext.lower() if _SAFE_EXT.fullmatch(ext) else ""
+
+
+def temp_copy(data: bytes, filename: str | None) -> Path:
+    """Write ``data`` for a viewer: a fresh 0700 directory, a 0600 file named by us
+    (``attachment`` plus the sanitised extension). The sender's name never reaches a command
+    line: mailcap entries are shell text and users often write ``'%s'``, which a name like
+    ``x'$(touch pwned)'.html`` would break out of even after shell quoting."""
+    base = tempfile.gettempdir()
+    if not _SAFE_PATH.fullmatch(base):
+        base = "/tmp"
+    folder = Path(tempfile.mkdtemp(prefix="tui-mail-", dir=base))
+    os.chmod(folder, 0o700)
+    path = folder / f"attachment{safe_extension(filename)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def opener_command(path: Path, content_type: str) -> list[str] | None:
+    """The system opener: a mailcap entry for the type, else xdg-open/open; None if neither.
+
+    ``path`` must be one of ours (``temp_copy``): only ``[A-Za-z0-9_./-]``, so it means the same
+    inside or outside any quotes the mailcap entry puts around ``%s``. Other ``%`` fields
+    (``%t`` would be the sender's content type) are never filled in."""
+    if not _SAFE_PATH.fullmatch(str(path)):
+        raise ValueError(f"refusing to put {str(path)!r} into a shell command")
     entry = mailcap_command(content_type, mailcap_files())
     if entry:
-        quoted = shlex.quote(str(path))
-        return ["/bin/sh", "-c", entry.replace("%s", quoted) if "%s" in entry else f"{entry} < {quoted}"]
+        return ["/bin/sh", "-c", entry.replace("%s", str(path)) if "%s" in entry else f"{entry} < {path}"]
     for opener in ("xdg-open", "open"):
         found = shutil.which(opener)
         if found:
@@ -112,7 +145,7 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="scroller"):
             yield Static("Loading…", id="body", markup=False)
-        yield OptionList(id="attachments")
+        yield OptionList(id="attachments", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -147,8 +180,8 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
         body.update(raw_text(view.raw) if self.raw else message_text(view, self.full_headers))
         atts = self.query_one("#attachments", OptionList)
         atts.clear_options()
-        atts.add_options([Option(f"{a.filename or '(unnamed)'}  {a.content_type}  {size_cell(a.size)}",
-                                 id=a.part_id) for a in view.attachments])
+        atts.add_options([Option(as_text(f"{a.filename or '(unnamed)'}  {a.content_type}  {size_cell(a.size)}",
+                                         limit=300), id=a.part_id) for a in view.attachments])
         atts.display = bool(view.attachments)
         if view.attachments:
             atts.highlighted = 0
@@ -198,14 +231,14 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
         att = self._attachment()
         if att is None:
             return
-        folder = Path(tempfile.mkdtemp(prefix="tui-mail-"))
-        path = save_attachment(self.view, att.part_id, folder)
+        path = temp_copy(self.view.part_bytes(att.part_id), att.filename)
         command = opener_command(path, att.content_type)
         if command is None:
             self.app.notify(f"No program to open {att.content_type}; saved as {path}", severity="warning")
             return
-        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+        viewer = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        threading.Thread(target=viewer.wait, name="attachment-viewer", daemon=True).start()  # reap it
         self.app.notify(f"Opening {path.name} with {command[0]}", timeout=3)
 
     def action_reply(self) -> None:

@@ -15,6 +15,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from tui_mail.store.base import FolderInfo
+from tui_mail.ui.safe_text import as_text
 
 ROLE_ORDER = {"inbox": 0, "drafts": 1, "sent": 2, "outbox": 3, "archive": 4, "junk": 5, "trash": 6}
 
@@ -27,10 +28,11 @@ class FolderRef:
 
 
 def folder_label(name: str, info: FolderInfo | None) -> Text:
-    label = Text(name)
+    """The node label: the server's name as text (never markup, controls visible), unread count."""
+    label = as_text(name, limit=200)
     if info is not None and info.unread:
+        label.stylize("bold", 0, len(label))
         label.append(f" {info.unread}", style="bold")
-        label.stylize("bold", 0, len(name))
     return label
 
 
@@ -59,7 +61,8 @@ class FolderTree(Tree[FolderRef]):
 
     def add_account(self, account: str) -> None:
         if account not in self._account_nodes:
-            node = self.root.add(Text(account, style="bold"), FolderRef(account, None), expand=True)
+            node = self.root.add(as_text(account, style="bold", limit=200), FolderRef(account, None),
+                                 expand=True)
             self._account_nodes[account] = node
 
     def set_folders(self, account: str, folders: list[FolderInfo]) -> None:
@@ -78,7 +81,8 @@ class FolderTree(Tree[FolderRef]):
                 prefix = info.delimiter.join(parts[:depth])
                 node = self._folder_nodes.get((account, prefix))
                 if node is None:
-                    node = parent.add(parts[depth - 1], FolderRef(account, prefix, None), expand=True)
+                    node = parent.add(folder_label(parts[depth - 1], None), FolderRef(account, prefix, None),
+                                      expand=True)
                     self._folder_nodes[(account, prefix)] = node
                 parent = node
             shown = "Inbox" if info.role == "inbox" else parts[-1]
