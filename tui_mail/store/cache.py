@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tui_mail.errors import MailError
 from tui_mail.store.base import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, MessageSummary
+from tui_mail.store.private import private_dir, private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -113,8 +114,9 @@ class HeaderCache:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.path != ":memory:":      # headers and bodies' words: private (0700 dir, 0600 file)
+            private_dir(Path(self.path).parent)
+            private_file(self.path)
         self._db = None
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

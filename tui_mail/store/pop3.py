@@ -33,6 +33,7 @@ from pathlib import Path
 from tui_mail.errors import AuthError, ConnectError, MailError, ProtocolError, TLSError
 from tui_mail.store.base import Cancel
 from tui_mail.store.local import LocalStore
+from tui_mail.store.private import private_file
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,8 @@ class Pop3Store(LocalStore):
         with self._lock:
             if self._state is None:
                 try:
-                    db = sqlite3.connect(Path(self.root) / STATE_FILE, check_same_thread=False,
+                    db = sqlite3.connect(private_file(Path(self.root) / STATE_FILE),
+                                         check_same_thread=False,
                                          isolation_level=None)
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute("CREATE TABLE IF NOT EXISTS seen (uidl TEXT PRIMARY KEY,"
