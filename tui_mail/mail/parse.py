@@ -31,6 +31,7 @@ from pathlib import Path
 from tui_mail.mail.addresses import Addr, from_header_value
 from tui_mail.mail.charsets import decode_bytes, decode_words, fix_surrogates
 from tui_mail.mail.format import sanitize
+from tui_mail.mail.mime_limits import CUT_HEADER, MAX_DEPTH, MAX_TEXT_CHARS, bound_raw, cut_size
 
 _URL = re.compile(r"""(?:https?://|ftp://|mailto:|www\.)[^\s<>"'()\[\]{}]+[^\s<>"'()\[\]{}.,;:!?]""", re.I)
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -70,8 +71,10 @@ class MessageView:
     links: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    parts_left_out: int = 0          # parts beyond mime_limits.MAX_PARTS, not parsed
     _message: Message | None = field(default=None, repr=False, compare=False)
     _parts: dict[str, Message] = field(default_factory=dict, repr=False, compare=False)
+    _complete: bool = field(default=True, repr=False, compare=False)   # parsed from all of raw
 
     @property
     def from_name(self) -> str:
@@ -98,6 +101,12 @@ class MessageView:
     def part_bytes(self, part_id: str) -> bytes:
         """A part's decoded payload by IMAP section number; KeyError if there is none.
         A message/rfc822 part is returned as the whole embedded message."""
+        if not self._complete:
+            # Display parsed a bounded copy (mime_limits); saving needs every byte: parse all
+            # of the message now, once, on the user's request.
+            full = BytesParser(policy=policy.compat32).parsebytes(self.raw)   # payloads only: fast
+            self._parts = dict(_number(full))
+            self._complete = True
         part = self._parts[part_id]
         return _payload_bytes(part)
 
@@ -185,6 +194,8 @@ def _msgids(value: str) -> tuple[str, ...]:
 def _all_headers(msg: Message) -> list[tuple[str, str]]:
     out = []
     for k, v in msg.raw_items():
+        if k == CUT_HEADER:          # added by mime_limits.bound_raw, not the sender's
+            continue
         text, _ = decode_words(_unfold(str(v)))
         out.append((k, text.strip()))
     return out
@@ -223,6 +234,8 @@ def _number(msg: Message) -> list[tuple[str, Message]]:
     out: list[tuple[str, Message]] = []
 
     def walk(part: Message, prefix: str) -> None:
+        if prefix.count(".") >= MAX_DEPTH:       # deeper parts: not numbered, not shown
+            return
         kids = _children(part)
         if part.get_content_maintype() == "multipart":
             for i, kid in enumerate(kids, 1):
@@ -293,6 +306,10 @@ class _Collector:
 
     def text_of(self, part: Message, pid: str) -> str:
         data = _payload_bytes(part)
+        original = cut_size(part)
+        if original is not None:
+            self.problems.append(f"part {pid} is {_mb(original)}; only its first {_mb(len(data))} "
+                                 "is shown")
         for d in getattr(part, "defects", ()):
             self.problems.append(f"part {pid}: {_defect_text(d)}")
         try:
@@ -304,7 +321,20 @@ class _Collector:
             self.problems.append(f"part {pid}: {problem}")
         return text.replace("\r\n", "\n").replace("\r", "\n")
 
+    depth = 0
+
     def visit(self, part: Message, inline_ok: bool = True) -> None:
+        """Visit one part; parts nested deeper than ``MAX_DEPTH`` are skipped and reported."""
+        if self.depth >= MAX_DEPTH:
+            self.problems.append(f"parts nested deeper than {MAX_DEPTH} levels are not shown")
+            return
+        self.depth += 1
+        try:
+            self._visit(part, inline_ok)
+        finally:
+            self.depth -= 1
+
+    def _visit(self, part: Message, inline_ok: bool = True) -> None:
         ctype = _content_type(part)
         pid = self.ids.get(id(part), "1")
         maintype = ctype.split("/")[0]
@@ -399,8 +429,12 @@ class _Collector:
             else:
                 ext = mimetypes.guess_extension(ctype) or ".bin"
                 name = f"part-{pid}{ext}"
-        data = _payload_bytes(part)
-        size = len(data)
+        original = cut_size(part)
+        if original is not None:      # shortened for display: estimate the decoded size
+            base64 = str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64"
+            size = original * 3 // 4 if base64 else original
+        else:
+            size = len(_payload_bytes(part))
         if not size:
             try:
                 size = int(part.get_param("size", header="content-disposition") or 0)
@@ -541,15 +575,17 @@ def parse_message(raw: bytes) -> MessageView:
     if isinstance(raw, str):  # tolerate callers holding text
         raw = raw.encode("utf-8", "surrogateescape")
     problems: list[str] = []
+    bounded = bound_raw(raw)          # at most MAX_PARTS parts of at most MAX_PART_BYTES each
     try:
-        msg = BytesParser(policy=policy.default).parsebytes(raw)
+        msg = BytesParser(policy=policy.default).parsebytes(bounded.raw)
     except Exception as exc:  # noqa: BLE001 - should not happen; show the raw text then
         view = MessageView(raw=raw, problems=[f"message could not be parsed ({type(exc).__name__})"])
         view.text, _ = decode_bytes(raw, None)
         view.text_source = "plain"
         return view
-    msg = _repair_boundary(msg, raw, problems)
-    view = MessageView(raw=raw, _message=msg)
+    msg = _repair_boundary(msg, bounded.raw, problems)
+    view = MessageView(raw=raw, _message=msg, parts_left_out=bounded.parts_left_out,
+                       _complete=bounded.complete)
     view.headers = _all_headers(msg)
     view.subject = _decoded_header(msg, "Subject", problems)
     for attr, name in (("from_", "From"), ("to", "To"), ("cc", "Cc"), ("bcc", "Bcc"), ("reply_to", "Reply-To")):
@@ -573,7 +609,8 @@ def parse_message(raw: bytes) -> MessageView:
     collector = _Collector(problems)
     collector.ids = {id(p): pid for pid, p in numbered}
     for d in getattr(msg, "defects", ()):
-        problems.append(f"message: {_defect_text(d)}")
+        if not (bounded.parts_left_out and type(d).__name__ == "CloseBoundaryNotFoundDefect"):
+            problems.append(f"message: {_defect_text(d)}")
     try:
         collector.visit(msg)
     except RecursionError:
@@ -584,15 +621,26 @@ def parse_message(raw: bytes) -> MessageView:
     texts = [(src, t) for src, t in collector.texts if t.strip()]
     if texts:
         text = "\n\n".join(t.rstrip("\n") for _, t in texts) + "\n"
+        if len(text) > MAX_TEXT_CHARS:
+            cut = text.rfind("\n", 0, MAX_TEXT_CHARS) + 1 or MAX_TEXT_CHARS
+            problems.append(f"… {len(text) - cut:,} more characters of text not shown")
+            text = text[:cut]
         view.text = sanitize(text.replace("\r\n", "\n"), keep_newlines=True)
         view.text_source = "plain" if all(s == "plain" for s, _ in texts) else "html"
     view.attachments = collector.attachments
+    if bounded.parts_left_out:
+        problems.append(f"… {bounded.parts_left_out:,} more parts not shown (listing stops at "
+                        f"{len(numbered):,}; saving reads the whole message)")
     links = collector.links
     if not links:
         links = text_links(view.text)
     view.links = list(dict.fromkeys(links))
     view.problems = list(dict.fromkeys(problems))
     return view
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def _repair_boundary(msg: Message, raw: bytes, problems: list[str]) -> Message:
