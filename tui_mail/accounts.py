@@ -42,7 +42,23 @@ def _server_port(kind: str, server) -> int:
     return int(port) if port else DEFAULT_PORTS[(kind, getattr(server, "security", "tls"))]
 
 
+def _with_limits(settings, server):
+    """``settings`` with the server's hostile-server limits from config.toml (login_deadline,
+    command_deadline, max_literal_mb) for the fields the settings class has."""
+    import dataclasses
+
+    values = {"login_deadline": getattr(server, "login_deadline", None),
+              "command_deadline": getattr(server, "command_deadline", None),
+              "max_message_bytes": (getattr(server, "max_literal_mb", None) or 0) * 1024 * 1024 or None}
+    names = {f.name for f in dataclasses.fields(settings)}
+    return dataclasses.replace(settings, **{k: v for k, v in values.items() if k in names and v})
+
+
 def smtp_settings(account, password) -> SmtpSettings:
+    return _with_limits(_smtp_settings(account, password), account.smtp)
+
+
+def _smtp_settings(account, password) -> SmtpSettings:
     s = account.smtp
     if s is None:
         raise MailError(f"Account {account.name!r} has no [smtp] server, so it cannot send.")
@@ -52,6 +68,10 @@ def smtp_settings(account, password) -> SmtpSettings:
 
 
 def pop3_settings(account, password) -> Pop3Settings:
+    return _with_limits(_pop3_settings(account, password), account.pop3)
+
+
+def _pop3_settings(account, password) -> Pop3Settings:
     p = account.pop3
     return Pop3Settings(host=p.host, port=_server_port("pop3", p), security=p.security,
                         user=getattr(p, "user", None) or account.address, password=password,
@@ -70,6 +90,16 @@ def local_store(account, password_for: PasswordFor) -> Pop3Store:
 
 
 def imap_store(account, password):
+    """``_imap_store`` with the server's hostile-server limits from config.toml."""
+    store = _imap_store(account, password)
+    s = account.imap
+    store.login_deadline = getattr(s, "login_deadline", None) or store.login_deadline
+    store.command_deadline = getattr(s, "command_deadline", None) or store.command_deadline
+    store.max_literal = (getattr(s, "max_literal_mb", None) or 0) * 1024 * 1024 or store.max_literal
+    return store
+
+
+def _imap_store(account, password):
     """The IMAP account's store (tui_mail.store.imap) with its header cache on disk."""
     from tui_mail.store.cache import HeaderCache
     from tui_mail.store.imap import ImapStore

@@ -64,7 +64,10 @@ POP3_MODES = ("keep", "delete", "leave")
 ROLE_KEYS = ("inbox", "sent", "drafts", "trash", "junk", "archive")
 AUTH_METHODS = ("password", "oauth2")
 _SERVER_KEYS = {"host", "port", "security", "user", "password_command", "cafile", "auth", "token_command",
-                "tls_fingerprint", "tls_verify"}
+                "tls_fingerprint", "tls_verify", "login_deadline", "command_deadline", "max_literal_mb"}
+# Hostile-server limits (tui_mail.store.guard): key → (default, lowest, highest)
+_LIMITS = {"login_deadline": (60.0, 1, 3600), "command_deadline": (300.0, 1, 86400),
+           "max_literal_mb": (64, 1, 4096)}
 _POP3_KEYS = _SERVER_KEYS | {"mode", "leave_days"}
 _INHERITED = ("password_command", "token_command")   # account level → each server without its own
 _ACCOUNT_KEYS = {"name", "address", "display_name", "signature", "imap", "pop3", "smtp", "roles",
@@ -87,6 +90,9 @@ class Server:
     token_command: str | None = None
     tls_fingerprint: str | None = None   # "sha256:<64 hex>", normalised lower-case without colons
     tls_verify: bool = True
+    login_deadline: float = 60.0   # seconds for connect + greeting + TLS + login, whatever the pace
+    command_deadline: float = 300.0  # seconds for one command and its whole answer
+    max_literal_mb: int = 64       # largest IMAP literal / POP3 message / SMTP reply accepted
 
 
 @dataclass(frozen=True)
@@ -352,12 +358,18 @@ def _server(raw: Any, kind: str, err, inherited: dict | None = None) -> Server:
     verify = raw.get("tls_verify", True)
     if not isinstance(verify, bool):
         raise err(f"{kind}.tls_verify", "must be true or false", "tls_verify = true", kind)
+    limits = {}
+    for k, (default, low, high) in _LIMITS.items():
+        value = raw.get(k, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise err(f"{kind}.{k}", f"{value!r} is out of range", f"{k} = {default} (from {low} to {high})", kind)
+        limits[k] = int(value) if k == "max_literal_mb" else float(value)
     inherited = inherited or {}
     common = dict(host=raw["host"], port=port, security=sec, user=raw.get("user") or None,
                   password_command=raw.get("password_command") or inherited.get("password_command"),
                   cafile=raw.get("cafile") or None, auth=auth,
                   token_command=raw.get("token_command") or inherited.get("token_command"),
-                  tls_fingerprint=fingerprint, tls_verify=verify)
+                  tls_fingerprint=fingerprint, tls_verify=verify, **limits)
     if kind != "pop3":
         return Server(**common)
     mode = raw.get("mode", "keep")

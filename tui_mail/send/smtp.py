@@ -48,6 +48,9 @@ class SmtpSettings:
     timeout: float = 30.0
     cafile: str | None = None            # extra CA (self-signed test or company servers)
     local_hostname: str | None = None
+    # total seconds for connect + greeting + EHLO/STARTTLS/AUTH, whatever the server's pace
+    # (each reply is also bounded by ``timeout`` inside aiosmtplib)
+    login_deadline: float = 60.0
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY:
@@ -204,7 +207,12 @@ class SmtpSubmitter:
         s = self.settings
         client = None
         try:
-            client = await self._open()
+            try:
+                client = await asyncio.wait_for(self._open(), s.login_deadline)
+            except asyncio.TimeoutError:
+                raise SendError(f"{s.host}:{s.port} sent no complete greeting and login within "
+                                f"{s.login_deadline:g} s (a slow or stalled server); the message stays in "
+                                "the outbox and will be retried.") from None
             return await step(client)
         except SendError:
             raise

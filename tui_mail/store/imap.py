@@ -38,6 +38,8 @@ from tui_mail.errors import (AuthError, ConnectError, FolderError, MailError, Me
 from tui_mail.store.base import (DELETED, Cancel, Change, FolderInfo, FolderState, MailStore,
                                  MessageSummary, Progress)
 from tui_mail.store.cache import HeaderCache
+from tui_mail.store.guard import (DEFAULT_COMMAND_DEADLINE, DEFAULT_LOGIN_DEADLINE, DEFAULT_MAX_LITERAL, Deadline,
+                                  GuardedIMAP4, GuardedIMAP4TLS, ResponseTooLarge)
 from tui_mail.store.trace import attach_imaplib
 
 # common names when the server has no SPECIAL-USE (compared case-insensitively, last segment)
@@ -64,6 +66,20 @@ RANGE_CHUNK = 1000            # UIDs per FETCH
 
 log = logging.getLogger(__name__)
 _DROPPED = (imapx.IMAPClientAbortError, ConnectionError, EOFError, socket.timeout, ssl.SSLEOFError)
+# What a malformed server answer makes imapclient/imaplib raise besides their own errors
+# (STATUS without data: IndexError; a non-number where a number belongs: ValueError; …).
+_ANOMALY = (IndexError, KeyError, ValueError, TypeError, AttributeError, UnicodeError, AssertionError)
+
+
+class _GuardedClient(IMAPClient):
+    """IMAPClient over the guarded imaplib classes (tui_mail.store.guard): a cap on literals
+    from the first byte of the greeting, and sockets a Deadline can cut."""
+
+    def _create_IMAP4(self):
+        connect_timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return GuardedIMAP4TLS(self.host, self.port, self.ssl_context, connect_timeout)
+        return GuardedIMAP4(self.host, self.port, connect_timeout)
 
 
 # --- pure helpers --------------------------------------------------------------------------
@@ -246,12 +262,18 @@ class ImapStore(MailStore):
                  password: Callable[[], str] | str, *, security: str = "tls",
                  cache: HeaderCache | None = None, roles: dict[str, str] | None = None,
                  ssl_context: ssl.SSLContext | None = None, timeout: float = 30.0,
-                 body_index_bytes: int = 1024, poll_interval: float = 60.0):
+                 body_index_bytes: int = 1024, poll_interval: float = 60.0,
+                 max_literal: int = DEFAULT_MAX_LITERAL, login_deadline: float = DEFAULT_LOGIN_DEADLINE,
+                 command_deadline: float = DEFAULT_COMMAND_DEADLINE):
         if security not in ("tls", "starttls", "none"):
             raise ValueError(f"security must be tls, starttls or none, not {security!r}")
         self.account, self.host, self.port, self.user = account, host, port, user
         self._password = password if callable(password) else (lambda: password)
         self.security, self.timeout = security, timeout
+        # Hostile-server limits (tui_mail.store.guard): largest literal accepted, and total
+        # seconds for connect+login and for one command, whatever the server's pace.
+        self.max_literal, self.login_deadline = max_literal, login_deadline
+        self.command_deadline = command_deadline
         self.ssl_context = ssl_context
         self.cache = cache if cache is not None else HeaderCache(":memory:")
         self.roles = dict(roles or {})
@@ -272,10 +294,26 @@ class ImapStore(MailStore):
         return f"{self.host}:{self.port}"
 
     def _open(self) -> IMAPClient:
-        """A logged-in client (raises MailError subclasses)."""
+        """A logged-in client (raises MailError subclasses) within ``login_deadline``."""
+        deadline = Deadline(self.login_deadline, self.where, "greeting and login")
+        deadline.max_literal = self.max_literal
+        with deadline:
+            try:
+                return self._open_guarded(deadline)
+            except ResponseTooLarge:
+                raise
+            except BaseException as e:
+                if deadline.expired:
+                    raise deadline.error() from None
+                if isinstance(e, _ANOMALY):
+                    raise ProtocolError(f"{self.where} answered the login with something we cannot read "
+                                        f"({type(e).__name__}); is it an IMAP server?") from None
+                raise
+
+    def _open_guarded(self, deadline: Deadline) -> IMAPClient:
         try:
-            c = IMAPClient(self.host, self.port, ssl=self.security == "tls",
-                           ssl_context=self.ssl_context, timeout=self.timeout)
+            c = _GuardedClient(self.host, self.port, ssl=self.security == "tls",
+                               ssl_context=self.ssl_context, timeout=self.timeout)
         except ssl.SSLError as e:
             raise TLSError(f"TLS with {self.where} failed: {e.reason or e}") from None
         except (socket.timeout, TimeoutError):
@@ -285,6 +323,7 @@ class ImapStore(MailStore):
         except imapx.IMAPClientError as e:
             raise ConnectError(f"{self.where} is not an IMAP server we can use: {e}") from None
         c._imap.debug = 0
+        c._imap.max_literal, c._imap.where = self.max_literal, self.where
         attach_imaplib(c._imap, lambda: self.trace)
         try:
             if self.security == "starttls":
@@ -309,6 +348,8 @@ class ImapStore(MailStore):
                                 f"{_server_text(e)}") from None
             if isinstance(e, ssl.SSLError):
                 raise TLSError(f"TLS with {self.where} failed: {e.reason or e}") from None
+            if deadline.expired:
+                raise deadline.error() from None
             if isinstance(e, _DROPPED + (OSError,)):
                 raise ConnectError(f"the connection to {self.where} dropped during login") from None
             if isinstance(e, imapx.IMAPClientError) and not isinstance(e, MailError):
@@ -357,9 +398,28 @@ class ImapStore(MailStore):
                     if self._client is None:
                         self._client = self._open()
                         self._selected = None
-                    if folder is not None:
-                        self._select(folder)
-                    return fn(self._client)
+                    deadline = Deadline(self.command_deadline, self.where, "answer" + (f" ({what})" if what else ""))
+                    deadline.max_literal = self.max_literal
+                    try:
+                        with deadline:
+                            deadline.attach(self._client.socket())
+                            if folder is not None:
+                                self._select(folder)
+                            return fn(self._client)
+                    except ResponseTooLarge:
+                        self._discard()          # the literal was not read: the stream is lost
+                        raise
+                    except MailError:
+                        raise
+                    except BaseException as e:
+                        if deadline.expired:
+                            self._discard()
+                            raise deadline.error() from None
+                        if isinstance(e, _ANOMALY):
+                            self._discard()
+                            raise ProtocolError(f"{what + ': ' if what else ''}{self.where} sent an answer we "
+                                                f"cannot read ({type(e).__name__}: {str(e)[:200]})") from None
+                        raise
                 except MailError:
                     raise
                 except _DROPPED + (BrokenPipeError, ConnectionResetError) as e:
@@ -417,8 +477,8 @@ class ImapStore(MailStore):
                         total, unread = int(st[b"MESSAGES"]), int(st[b"UNSEEN"])
                     except imapx.IMAPClientAbortError:
                         raise
-                    except imapx.IMAPClientError:
-                        pass
+                    except (imapx.IMAPClientError, *_ANOMALY):
+                        pass          # no counts for this folder (e.g. STATUS without data)
                 d = delim.decode() if isinstance(delim, bytes) else (delim or "")
                 out.append(FolderInfo(name=name, delimiter=d, role=role, attributes=attrs,
                                       total=total, unread=unread, selectable=selectable))
@@ -799,7 +859,7 @@ class _Watcher:
                     self._idle_loop()
                 else:
                     self._poll_loop()
-            except (MailError, imapx.IMAPClientError, OSError, EOFError):
+            except (MailError, imapx.IMAPClientError, OSError, EOFError, *_ANOMALY):
                 reconnected = True
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30)

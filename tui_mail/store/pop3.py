@@ -32,6 +32,8 @@ from pathlib import Path
 
 from tui_mail.errors import AuthError, ConnectError, MailError, ProtocolError, TLSError
 from tui_mail.store.base import Cancel
+from tui_mail.store import guard
+from tui_mail.store.guard import DEFAULT_COMMAND_DEADLINE, DEFAULT_LOGIN_DEADLINE, DEFAULT_MAX_LITERAL, Deadline
 from tui_mail.store.local import LocalStore
 from tui_mail.store.private import private_file
 
@@ -55,6 +57,11 @@ class Pop3Settings:
     timeout: float = 30.0
     cafile: str | None = None
     use_uidl: bool = True                # False: always use the header-hash stand-in
+    # hostile-server limits (tui_mail.store.guard): totals whatever the server's pace, and the
+    # largest multi-line answer (a RETR) accepted
+    login_deadline: float = DEFAULT_LOGIN_DEADLINE
+    command_deadline: float = DEFAULT_COMMAND_DEADLINE
+    max_message_bytes: int = DEFAULT_MAX_LITERAL
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY:
@@ -103,6 +110,56 @@ class _Traced:
                     thing.close()
             raise
 
+    max_message_bytes = DEFAULT_MAX_LITERAL
+    command_deadline: float | None = DEFAULT_COMMAND_DEADLINE
+    where = "the POP3 server"
+
+    def _create_socket(self, timeout):
+        sock = super()._create_socket(timeout)
+        deadline = guard.current()
+        if deadline is not None:
+            deadline.attach(sock)
+        return sock
+
+    def _shortcmd(self, line):
+        return self._bounded(super()._shortcmd, line)
+
+    def _longcmd(self, line):
+        return self._bounded(super()._longcmd, line)
+
+    def _bounded(self, command, line):
+        """One command within ``command_deadline`` (a server dripping its answer is cut off)."""
+        verb = (line.split(" ", 1)[0] if isinstance(line, str) else "").upper()
+        deadline = Deadline(self.command_deadline, self.where, f"answer to {verb}")
+        with deadline:
+            deadline.attach(getattr(self, "sock", None))
+            try:
+                return command(line)
+            except MailError:
+                raise
+            except BaseException:
+                if deadline.expired:
+                    raise deadline.error() from None
+                raise
+
+    def _getlongresp(self):
+        """poplib's, with a cap on the whole answer (poplib caps one line, not a RETR)."""
+        resp = self._getresp()
+        lines, octets = [], 0
+        line, o = self._getline()
+        while line != b".":
+            if line.startswith(b".."):
+                o -= 1
+                line = line[1:]
+            octets += o
+            if octets > self.max_message_bytes:
+                raise guard.ResponseTooLarge(
+                    f"{self.where} sent more than {self.max_message_bytes:,} bytes in one answer; this account "
+                    "accepts no more (max_literal_mb in config.toml)")
+            lines.append(line)
+            line, o = self._getline()
+        return resp, lines, octets
+
     def _putcmd(self, line):
         if self.sink:
             shown = "PASS ****" if line.upper().startswith("PASS ") else line
@@ -140,6 +197,18 @@ class Pop3Session:
 
     def __enter__(self) -> "Pop3Session":
         s = self.settings
+        deadline = Deadline(s.login_deadline, f"{s.host}:{s.port}", "greeting and login")
+        with deadline:
+            try:
+                return self._enter()
+            except BaseException:
+                self._drop()
+                if deadline.expired:
+                    raise deadline.error() from None
+                raise
+
+    def _enter(self) -> "Pop3Session":
+        s = self.settings
         where = f"{s.host}:{s.port}"
         ctx = ssl.create_default_context(cafile=s.cafile) if s.security != "none" else None
         try:
@@ -155,6 +224,8 @@ class Pop3Session:
         except (OSError, poplib.error_proto) as e:
             raise ConnectError(f"Cannot reach the POP3 server {where}: {_text(e)}") from None
         conn.sink = self.trace
+        conn.where, conn.max_message_bytes = where, s.max_message_bytes
+        conn.command_deadline = s.command_deadline
         if self.trace:
             self.trace("S", conn.welcome.decode("utf-8", "replace"))
         self.conn = conn
@@ -337,7 +408,7 @@ class Pop3Store(LocalStore):
                         result.deleted += 1
             except MailError:
                 raise
-            except (poplib.error_proto, OSError, EOFError, ssl.SSLError) as e:
+            except (poplib.error_proto, OSError, EOFError, ssl.SSLError, ValueError, IndexError) as e:
                 raise session.convert(e) from None
             session.quit()
         # forget UIDLs the server no longer has (only after a clean QUIT applied the DELEs)
