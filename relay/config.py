@@ -33,6 +33,10 @@ smtp = "127.0.0.1:2525"           # inbound (MX) SMTP: local domains only, no AU
 submission = "127.0.0.1:2587"     # submission: AUTH required, relays anywhere
 imap = "127.0.0.1:1143"
 pop3 = "127.0.0.1:1110"
+# implicit TLS (TLS from the first byte, like ports 993/995/465); off unless set:
+# imaps = "127.0.0.1:1993"
+# pop3s = "127.0.0.1:1995"
+# submissions = "127.0.0.1:2465"
 
 [queue]
 first_retry = "1m"                # first retry after a temporary failure
@@ -89,6 +93,9 @@ class ListenConfig:
     submission: Address | None = Address("127.0.0.1", 2587)
     imap: Address | None = Address("127.0.0.1", 1143)
     pop3: Address | None = Address("127.0.0.1", 1110)
+    imaps: Address | None = None          # implicit-TLS listeners: off by default
+    pop3s: Address | None = None
+    submissions: Address | None = None
 
 
 @dataclass(frozen=True)
@@ -254,9 +261,10 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
     ddir = Path(data_dir).expanduser() if data_dir else default_data_dir()
 
     t = v.table(raw, "listen")
-    v.unknown_keys(t, {"smtp", "submission", "imap", "pop3"}, "listen")
+    names = ("smtp", "submission", "imap", "pop3", "imaps", "pop3s", "submissions")
+    v.unknown_keys(t, set(names), "listen")
     d = ListenConfig()
-    listen = ListenConfig(**{k: v.address(t, k, getattr(d, k), "listen") for k in ("smtp", "submission", "imap", "pop3")})
+    listen = ListenConfig(**{k: v.address(t, k, getattr(d, k), "listen") for k in names})
 
     t = v.table(raw, "queue")
     dq = QueueConfig()

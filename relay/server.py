@@ -101,6 +101,8 @@ class RelayServer:
             if (srv := await start_pop3(self)) is not None:
                 self.extra_servers.append(srv)
                 self.addresses["pop3"] = bound_address(srv)
+            from relay.tls_listeners import start_implicit_tls  # [listen] imaps/pop3s/submissions
+            await start_implicit_tls(self)
             # -------------------------------------------------------------------------------------
         except BaseException:
             await self.stop()

@@ -57,7 +57,8 @@ async def test_opens_inbox_with_newest_first_and_preview():
         assert ml.current_summary.subject == "Message number 0"
         assert app.main_screen.status.folder == "INBOX"
         assert "Message number 0" in str(app.main_screen.preview._body.render())
-        # message 0 was unread; mark_read=open marks it read
+        # message 0 was unread; the preview marks it read once it rested there mark_read_delay
+        assert SEEN not in store.folders["INBOX"][1][1]
         await settle(pilot, app, lambda: SEEN in store.folders["INBOX"][1][1])
 
 
@@ -190,11 +191,16 @@ async def test_reply_prefills_and_discard_asks():
         screen = app.screen
         assert screen.query_one("#to").value.endswith("alice@crepes.fr>")
         assert screen.query_one("#subject").value == "Re: Message number 0"
+        await pilot.press(*"Thanks")               # changed: leaving asks
         await pilot.press("escape")
         await pilot.pause()
         await pilot.press("y")
         await settle(pilot, app, lambda: app.screen is app.main_screen)
         assert sent == []
+        await pilot.press("r")                      # unchanged: Escape just closes
+        await settle(pilot, app, lambda: app.screen is not app.main_screen)
+        await pilot.press("escape")
+        await settle(pilot, app, lambda: app.screen is app.main_screen)
 
 
 async def test_reader_next_previous_and_raw():

@@ -64,7 +64,8 @@ def _smtp_settings(account, password) -> SmtpSettings:
         raise MailError(f"Account {account.name!r} has no [smtp] server, so it cannot send.")
     return SmtpSettings(host=s.host, port=_server_port("smtp", s), security=s.security,
                         user=getattr(s, "user", None) or None, password=password,
-                        cafile=getattr(s, "cafile", None))
+                        cafile=getattr(s, "cafile", None), tls_fingerprint=getattr(s, "tls_fingerprint", None),
+                        tls_verify=getattr(s, "tls_verify", True))
 
 
 def pop3_settings(account, password) -> Pop3Settings:
@@ -77,7 +78,8 @@ def _pop3_settings(account, password) -> Pop3Settings:
                         user=getattr(p, "user", None) or account.address, password=password,
                         mode=getattr(p, "mode", "keep") or "keep",
                         leave_days=int(getattr(p, "leave_days", 14) or 14),
-                        cafile=getattr(p, "cafile", None))
+                        cafile=getattr(p, "cafile", None), tls_fingerprint=getattr(p, "tls_fingerprint", None),
+                        tls_verify=getattr(p, "tls_verify", True))
 
 
 def local_store(account, password_for: PasswordFor) -> Pop3Store:
@@ -105,17 +107,26 @@ def _imap_store(account, password):
     from tui_mail.store.imap import ImapStore
 
     s = account.imap
-    cafile = getattr(s, "cafile", None)
-    ctx = None
-    if s.security != "none":
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=cafile)
     safe = account_dir(account.name).name
     cache = HeaderCache(cache_dir() / f"{safe}.sqlite")
-    return ImapStore(account.name, s.host, _server_port("imap", s), getattr(s, "user", None) or account.address,
-                     password or "", security=s.security, cache=cache, ssl_context=ctx,
-                     roles=dict(getattr(account, "roles", None) or {}))
+    store = ImapStore(account.name, s.host, _server_port("imap", s), getattr(s, "user", None) or account.address,
+                      password or "", security=s.security, cache=cache, ssl_context=None,
+                      roles=dict(getattr(account, "roles", None) or {}))
+    if s.security != "none":
+        from tui_mail.tls import for_server
+
+        store.ssl_context = for_server(s, "imap", port=_server_port("imap", s),
+                                       on_insecure=lambda text: trace_warning(text, store.trace))
+    return store
+
+
+def trace_warning(text: str, trace: TraceSink | None = None) -> None:
+    """A TLS warning (tls_verify = false): to the log, and into the protocol trace."""
+    from tui_mail.tls import log
+
+    log.warning("%s", text)
+    if trace is not None:
+        trace("C", f"(warning: {text})")
 
 
 def open_outbox(account, submitter: SmtpSubmitter, sent_copy: Callable[[bytes], None] | None) -> Outbox:

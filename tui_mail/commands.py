@@ -125,6 +125,7 @@ def main(argv: list[str], io: Io | None = None) -> int:
         return int(e.code or 0)
     args._interactive = io.interactive
     args.config = getattr(args, "config", None)
+    tls_log = _warnings_to(io)
     try:
         if args.command == "send":
             return cmd_send(args, io)
@@ -139,6 +140,28 @@ def main(argv: list[str], io: Io | None = None) -> int:
     except KeyboardInterrupt:
         io.err.print("interrupted")
         return EXIT_FAIL
+    finally:
+        tls_log()
+
+
+def _warnings_to(io: Io):
+    """Show TLS warnings (tls_verify = false, on every connect) on the command's stderr;
+    returns the function that undoes it."""
+    import logging
+
+    class ToStderr(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            io.err.print(f"[yellow]warning:[/] {_escape(record.getMessage())}", highlight=False)
+
+    logger = logging.getLogger("tui_mail.tls")
+    handler, saved = ToStderr(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.propagate = saved
+    return undo
 
 
 def _escape(text: str) -> str:
@@ -155,12 +178,15 @@ def _is_config_error(e: MailError) -> bool:
 
 # --- connection checks (account add / account test) -----------------------------------------
 def check_imap(host: str, port: int, security: str, user: str, password: str | None,
-               cafile: str | None = None) -> list[str]:
+               cafile: str | None = None, server=None) -> list[str]:
     """Log in to an IMAP server (with the IMAP store's own error conversion) and out again;
-    the capabilities it offers after login."""
+    the capabilities it offers after login. ``server`` (config.Server) brings the TLS choices."""
     from tui_mail.store.imap import ImapStore
+    from tui_mail.tls import client_context, for_server
 
-    ctx = ssl.create_default_context(cafile=cafile) if security != "none" else None
+    ctx = None
+    if security != "none":
+        ctx = for_server(server, "imap", host, port) if server is not None else client_context(cafile=cafile)
     store = ImapStore("account-test", host, port, user, password or "", security=security,
                       ssl_context=ctx, timeout=20)
     try:
@@ -269,9 +295,71 @@ def cmd_account_list(args, io: Io) -> int:
     return EXIT_OK
 
 
-def check_servers(args, account, io: Io, passwords: dict[str, str | None] | None = None) -> bool:
+def check_servers(args, account, io: Io, passwords: dict[str, str | None] | None = None,
+                  pins: dict[str, str] | None = None) -> bool:
     """Log in to each of the account's servers; print capabilities or the failure. True if all
-    ok. ``passwords`` (kind → password) are used instead of the keyring (account add)."""
+    ok. ``passwords`` (kind → password) are used instead of the keyring (account add).
+
+    A server whose certificate is not trusted: its certificate is shown and, in a terminal,
+    the user is offered to pin it (trust on first use); what they accept goes into ``pins``
+    (kind → "sha256:…") and that server is checked again with the pin. Never accepted
+    silently: without a terminal the fix is printed instead."""
+    first = _check_servers(args, account, io, passwords)
+    if all(ok for ok, _ in first.values()):
+        return True
+    retry = {}
+    for kind, (ok, error) in first.items():
+        if ok or error is None:
+            continue
+        from tui_mail.tls import is_untrusted_certificate
+
+        if not is_untrusted_certificate(error):
+            continue
+        fp = offer_pin(io, kind, account, getattr(account, kind))
+        if fp is not None:
+            retry[kind] = fp
+    if not retry:
+        return False
+    import dataclasses
+
+    pinned = dataclasses.replace(account, **{k: dataclasses.replace(getattr(account, k), tls_fingerprint=fp)
+                                             for k, fp in retry.items()})
+    again = _check_servers(args, pinned, io, passwords, only=set(retry))
+    if pins is not None:
+        pins.update({k: fp for k, fp in retry.items() if again.get(k, (False, None))[0]})
+    return all((again.get(k) or first[k])[0] for k in first)
+
+
+def offer_pin(io: Io, kind: str, account, server) -> str | None:
+    """Show the certificate of an untrusted server; return its fingerprint if the user pins it."""
+    from tui_mail.accounts import _server_port
+    from tui_mail.tls import certificate_info, fetch_certificate
+
+    port = _server_port(kind, server)
+    try:
+        info = certificate_info(fetch_certificate(kind, server.host, port, server.security))
+    except (OSError, ValueError) as e:
+        io.err.print(f"cannot read the certificate of {_escape(server.host)}:{port}: {_escape(str(e))}",
+                     highlight=False)
+        return None
+    io.out.print(f"The {kind.upper()} server {_escape(server.host)}:{port} presents a certificate this "
+                 f"system does not trust:\n{_escape(info.describe())}", highlight=False, soft_wrap=True)
+    line = f'tls_fingerprint = "{info.fingerprint}"'
+    if not io.interactive:
+        io.out.print(_escape(f"To trust exactly this certificate, add  {line}  under [accounts.{kind}] "
+                             "in config.toml (or run the command in a terminal to be asked)."),
+                     highlight=False, soft_wrap=True)
+        return None
+    answer = _ask(io, "Compare the fingerprint with the one your server admin gives you. Pin this "
+                      f"certificate for {server.host} (yes/no)", default="no")
+    if answer.lower() not in ("y", "yes"):
+        return None
+    return info.fingerprint
+
+
+def _check_servers(args, account, io: Io, passwords: dict[str, str | None] | None,
+                   only: set[str] | None = None) -> dict[str, tuple[bool, Exception | None]]:
+    """kind → (ok, error) for each server checked."""
     from tui_mail.accounts import _server_port, pop3_settings, smtp_settings
     from tui_mail.store.pop3 import check_pop3
 
@@ -287,7 +375,7 @@ def check_servers(args, account, io: Io, passwords: dict[str, str | None] | None
 
         def imap():
             return check_imap(s.host, _server_port("imap", s), s.security, s.user or account.address,
-                              password("imap"), getattr(s, "cafile", None))
+                              password("imap"), getattr(s, "cafile", None), server=s)
         checks.append(("IMAP", imap))
     if getattr(account, "pop3", None) is not None:
         def pop3():
@@ -299,21 +387,44 @@ def check_servers(args, account, io: Io, passwords: dict[str, str | None] | None
             pw = password("smtp") if getattr(account.smtp, "user", None) else None
             return check_smtp(smtp_settings(account, pw))
         checks.append(("SMTP", smtp))
+    results: dict[str, tuple[bool, Exception | None]] = {}
     for label, run in checks:
+        if only is not None and label.lower() not in only:
+            continue
         try:
             caps = run()
         except MailError as e:
             ok = False
+            results[label.lower()] = (False, e)
             io.out.print(f"[red]✗[/] {label}: {_escape(str(e))}", highlight=False)
             continue
+        results[label.lower()] = (True, None)
         io.out.print(f"[green]✓[/] {label}: logged in; offers {_escape(', '.join(caps) or 'nothing special')}",
                      highlight=False)
-    return ok
+    return results
 
 
 def cmd_account_test(args, io: Io) -> int:
     account = find_account(args, args.name)
-    return EXIT_OK if check_servers(args, account, io) else EXIT_FAIL
+    pins: dict[str, str] = {}
+    ok = check_servers(args, account, io, pins=pins)
+    if pins:
+        save_pins(args, account, pins, io)
+    return EXIT_OK if ok else EXIT_FAIL
+
+
+def save_pins(args, account, pins: dict[str, str], io: Io):
+    """Write accepted certificate pins into config.toml (the rest of the file untouched)."""
+    import dataclasses
+
+    from tui_mail import config
+
+    account = dataclasses.replace(account, **{k: dataclasses.replace(getattr(account, k), tls_fingerprint=fp)
+                                              for k, fp in pins.items()})
+    path = config.save_account(account, args.config)
+    for kind, fp in pins.items():
+        io.out.print(f"Pinned the {kind.upper()} certificate ({fp[:19]}…) in {_escape(str(path))}", highlight=False)
+    return account
 
 
 # --- config and secrets glue -----------------------------------------------------------------
@@ -424,13 +535,19 @@ def cmd_account_add(args, io: Io) -> int:
     else:
         password = secrets.run_password_command(cmd, name)
 
+    pins: dict[str, str] = {}
     if not args.no_test:
         io.out.print(f"Testing the connection for {name}…")
         if not check_servers(args, account, io, passwords={"imap": password, "pop3": password,
-                                                           "smtp": password}):
+                                                           "smtp": password}, pins=pins):
             io.err.print("[bold red]error:[/] not saved: fix the settings above and try again "
                          "(or add --no-test to save anyway)", highlight=False)
             return EXIT_FAIL
+    if pins:
+        import dataclasses
+
+        account = dataclasses.replace(account, **{k: dataclasses.replace(getattr(account, k), tls_fingerprint=fp)
+                                                  for k, fp in pins.items()})
     if cmd is None:
         secrets.set_password(name, password)   # SecretError names the alternatives
     existed = any(a.name == name for a in config.load_config(args.config).accounts)

@@ -9,7 +9,8 @@ and the fix. Passwords are never in this file: they live in the keyring, or come
 Example::
 
     [ui]
-    mark_read = "open"          # "open" | "delay:N" (seconds) | "never"
+    mark_read = "open"          # "open": the reader marks read on open | "never"
+    mark_read_delay = 2         # seconds the preview rests on a message before it is read; 0: never
     theme = "textual-dark"
     preview = true
 
@@ -75,7 +76,7 @@ _ACCOUNT_KEYS = {"name", "address", "display_name", "signature", "imap", "pop3",
 _OAUTH2_KEYS = {"provider", "client_id", "client_secret", "auth_url", "token_url", "device_url", "scope",
                 "tenant", "redirect_port"}
 _FINGERPRINT = re.compile(r"sha256:([0-9A-Fa-f]{2}(?::?[0-9A-Fa-f]{2}){31})")
-_UI_KEYS = {"mark_read", "theme", "preview", "keys"}
+_UI_KEYS = {"mark_read", "mark_read_delay", "theme", "preview", "keys"}
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,8 @@ class Account:
 
 @dataclass(frozen=True)
 class UISettings:
-    mark_read: str = "open"        # "open" | "delay" | "never"
-    mark_read_delay: float = 0.0   # seconds, for "delay"
+    mark_read: str = "open"        # "open" | "never" ("delay:N" in the file: open, delay N)
+    mark_read_delay: float = 2.0   # seconds the preview must rest on a message; 0: never
     theme: str | None = None
     preview: bool = True
     keys: dict[str, str] = field(default_factory=dict)
@@ -259,13 +260,33 @@ def _parse_ui(doc: dict, p: Path, lines: _Lines) -> UISettings:
     if not isinstance(preview, bool):
         raise ConfigError(str(p), lines.find("preview", nth=-1), "ui.preview", "must be true or false",
                           "preview = true")
+    if "mark_read_delay" in ui:
+        delay = ui["mark_read_delay"]
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 3600:
+            raise ConfigError(str(p), lines.find("mark_read_delay", nth=-1), "ui.mark_read_delay",
+                              "must be seconds from 0 to 3600", "mark_read_delay = 2  (0: never from the preview)")
+        delay = float(delay)
+    elif mark == "open":
+        delay = UISettings.mark_read_delay
     keys: dict[str, str] = {}
     for where, table in (("keys", doc.get("keys", {})), ("ui.keys", ui.get("keys", {}))):
-        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        # [keys.reader] reply = "e" is the id reader.reply (one id space for every screen)
+        flat = _flatten_keys(table) if isinstance(table, dict) else None
+        if flat is None or not all(isinstance(v, str) for v in flat.values()):
             raise ConfigError(str(p), lines.find(where.split(".")[-1], nth=-1), where,
                               "must map action ids to key names", 'e.g. [keys] delete = "x"')
-        keys.update(table)
+        keys.update(flat)
     return UISettings(mark, delay, theme, preview, keys)
+
+
+def _flatten_keys(table: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out.update(_flatten_keys(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _parse_account(raw: Any, i: int, p: Path, lines: _Lines) -> Account:

@@ -33,13 +33,14 @@ def is_loopback(host: str) -> bool:
 async def start_pop3_server(host: str, port: int, *, store: MailStore, authenticate: Authenticator,
                             ssl_context: ssl.SSLContext | None, throttle=None,
                             allow_plaintext: bool = True, hostname: str = "localhost",
-                            idle_timeout: float = 600.0) -> asyncio.Server:
+                            idle_timeout: float = 600.0, implicit_tls: bool = False) -> asyncio.Server:
     """Listen for POP3 on host:port (port 0: any free port).
 
     ``authenticate(user, password) -> bool`` checks credentials; ``throttle`` (an
     relay.users.AuthThrottle or anything with ``before_attempt(ip)``, ``failed(ip)``,
     ``succeeded(ip)``) delays repeated failures per client IP. ``ssl_context`` enables STLS.
     ``allow_plaintext``: USER/PASS without TLS from loopback clients (never from others).
+    ``implicit_tls``: TLS from the first byte (POP3S, port 995) with ``ssl_context``.
     """
     in_use = _IN_USE.setdefault(store, set())
     sessions: set[Pop3Session] = set()
@@ -55,7 +56,8 @@ async def start_pop3_server(host: str, port: int, *, store: MailStore, authentic
         finally:
             sessions.discard(session)
 
-    server = await asyncio.start_server(handle, host, port, limit=MAX_LINE * 4)
+    server = await asyncio.start_server(handle, host, port, limit=MAX_LINE * 4,
+                                        ssl=ssl_context if implicit_tls else None)
     # Closing the listener also ends the open sessions (without UPDATE: nothing is deleted),
     # so RelayServer.stop's generic close() + wait_closed() leaves no session behind.
     close_listener = server.close

@@ -46,8 +46,10 @@ class SmtpSettings:
     # a str, or a callable asked at login time (keyring/password_command: no lookup until needed)
     password: str | Callable[[], str | None] | None = field(default=None, repr=False)
     timeout: float = 30.0
-    cafile: str | None = None            # extra CA (self-signed test or company servers)
+    cafile: str | None = None            # extra CA, added to the system's (self-signed or company)
     local_hostname: str | None = None
+    tls_fingerprint: str | None = None   # "sha256:…": accept exactly this certificate (tui_mail.tls)
+    tls_verify: bool = True              # False: no check, warned on every connect
     # total seconds for connect + greeting + EHLO/STARTTLS/AUTH, whatever the server's pace
     # (each reply is also bounded by ``timeout`` inside aiosmtplib)
     login_deadline: float = 60.0
@@ -154,7 +156,16 @@ class SmtpSubmitter:
         return pw or ""
 
     def _tls_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=self.settings.cafile)
+        from tui_mail.tls import client_context, log
+
+        s = self.settings
+
+        def warn(text: str) -> None:
+            log.warning("%s", text)
+            self._c(f"(warning: {text})")
+
+        return client_context(cafile=s.cafile, tls_fingerprint=s.tls_fingerprint, tls_verify=s.tls_verify,
+                              on_insecure=warn, where=f"SMTP {s.host}:{s.port}")
 
     async def _open(self) -> aiosmtplib.SMTP:
         s = self.settings
@@ -195,12 +206,19 @@ class SmtpSubmitter:
         return client
 
     async def _close(self, client: aiosmtplib.SMTP) -> None:
+        protocol = client.protocol
         if client.is_connected:
             try:
                 self._c("QUIT")
                 self._s(await client.quit())
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
                 client.close()
+        # Over TLS the socket closes only after the TLS shutdown: give it a moment, or a loop
+        # that ends right after sending (asyncio.run per message) leaves the socket open.
+        for _ in range(100):
+            if protocol is None or getattr(protocol, "transport", None) is None:
+                break
+            await asyncio.sleep(0.01)
 
     async def _run(self, step):
         """Run ``step(client)`` on a fresh connection, converting every failure."""
@@ -223,6 +241,10 @@ class SmtpSubmitter:
                             permanent=permanent, code=e.code) from None
         except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected,
                 asyncio.TimeoutError, ConnectionError) as e:
+            if isinstance(e.__cause__, ssl.SSLError) or isinstance(e, ssl.SSLError):
+                cause = e if isinstance(e, ssl.SSLError) else e.__cause__
+                raise SendError(f"TLS with {s.host}:{s.port} failed: {getattr(cause, 'reason', None) or cause}. "
+                                "Check the security setting and the server's certificate.") from None
             raise SendError(f"Cannot reach {s.host}:{s.port} ({_first_line(str(e)) or type(e).__name__}); "
                             "the message stays in the outbox and will be retried.") from None
         except ssl.SSLError as e:

@@ -32,6 +32,7 @@ FLAGGED = "\\Flagged"
 ANSWERED = "\\Answered"
 DELETED = "\\Deleted"
 DRAFT = "\\Draft"
+FORWARDED = "$Forwarded"      # keyword (RFC 5550); Maildir "P" (passed)
 
 
 @dataclass(frozen=True)

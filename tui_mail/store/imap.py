@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.errors
-import email.header
 import email.utils
 import logging
 import quopri
@@ -35,6 +33,7 @@ from imapclient.response_parser import parse_fetch_response
 
 from tui_mail.errors import (AuthError, ConnectError, FolderError, MailError, MessageGone,
                              ProtocolError, TLSError)
+from tui_mail.mail import charsets
 from tui_mail.store.base import (DELETED, Cancel, Change, FolderInfo, FolderState, MailStore,
                                  MessageSummary, Progress)
 from tui_mail.store.cache import HeaderCache
@@ -139,17 +138,16 @@ def parse_appenduid(text: bytes | str) -> int | None:
 
 
 def decode_words(value: bytes | str | None) -> str:
-    """RFC 2047 encoded words (any charset) → str; raw 8-bit bytes read as UTF-8."""
+    """RFC 2047 encoded words (any charset) → str; raw 8-bit bytes read as UTF-8. The same
+    decoder as the reader and preview (``tui_mail.mail.charsets.decode_words``), so the list
+    shows a subject exactly as the preview does, unknown charsets included."""
     if value is None:
         return ""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if "=?" not in value:
         return value
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
-        return value
+    return charsets.decode_words(value)[0]
 
 
 def parse_header_block(raw: bytes) -> dict[str, str]:

@@ -32,13 +32,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from email.errors import HeaderParseError
-from email.header import decode_header, make_header
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
 
 from tui_mail.errors import FolderError, MailError, MessageGone, ProtocolError
+from tui_mail.mail.charsets import decode_words
 from tui_mail.store.base import (ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, Cancel, Change,
                                  FolderInfo, FolderState, MailStore, MessageSummary, Progress)
 from tui_mail.store.private import create_private, private_dir, private_file, private_tree
@@ -121,11 +120,8 @@ def _decode(value) -> str:
     if value is None:
         return ""
     text = str(value)
-    if "=?" in text:
-        try:
-            text = str(make_header(decode_header(text)))
-        except (HeaderParseError, LookupError, UnicodeError, ValueError):
-            pass
+    if "=?" in text:      # the reader's and preview's decoder: one display path for subjects
+        text = decode_words(text)[0]
     return " ".join(text.split())
 
 

@@ -55,7 +55,9 @@ class Pop3Settings:
     mode: str = "keep"                   # keep | delete | leave (leave_days on the server)
     leave_days: int = 14
     timeout: float = 30.0
-    cafile: str | None = None
+    cafile: str | None = None            # added to the system CAs
+    tls_fingerprint: str | None = None   # "sha256:…" pin (tui_mail.tls)
+    tls_verify: bool = True              # False: unchecked, warned on every connect
     use_uidl: bool = True                # False: always use the header-hash stand-in
     # hostile-server limits (tui_mail.store.guard): totals whatever the server's pace, and the
     # largest multi-line answer (a RETR) accepted
@@ -195,6 +197,19 @@ class Pop3Session:
         self.conn: poplib.POP3 | None = None
         self.capabilities: dict[str, list[str]] = {}
 
+    def _tls_context(self) -> ssl.SSLContext:
+        from tui_mail.tls import client_context, log
+
+        s = self.settings
+
+        def warn(text: str) -> None:
+            log.warning("%s", text)
+            if self.trace:
+                self.trace("C", f"(warning: {text})")
+
+        return client_context(cafile=s.cafile, tls_fingerprint=s.tls_fingerprint, tls_verify=s.tls_verify,
+                              on_insecure=warn, where=f"POP3 {s.host}:{s.port}")
+
     def __enter__(self) -> "Pop3Session":
         s = self.settings
         deadline = Deadline(s.login_deadline, f"{s.host}:{s.port}", "greeting and login")
@@ -210,7 +225,7 @@ class Pop3Session:
     def _enter(self) -> "Pop3Session":
         s = self.settings
         where = f"{s.host}:{s.port}"
-        ctx = ssl.create_default_context(cafile=s.cafile) if s.security != "none" else None
+        ctx = self._tls_context() if s.security != "none" else None
         try:
             if self.trace:
                 self.trace("C", f"(connect {where}{' TLS' if s.security == 'tls' else ''})")

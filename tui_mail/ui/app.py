@@ -18,8 +18,8 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from tui_mail.errors import MailError
-from tui_mail.ui.keys import APP_KEYS, MAIN_KEYS, bindings, validate_keymap
 from tui_mail.ui.keyorder import OrderedKeys
+from tui_mail.ui.keys import APP_KEYS, MAIN_KEYS, bindings, validate_keymap
 from tui_mail.ui.safe_text import shown, shown_block
 from tui_mail.ui.services import Account
 from tui_mail.ui.trace import TraceBuffer
@@ -27,7 +27,8 @@ from tui_mail.ui.trace import TraceBuffer
 
 @dataclass(frozen=True)
 class UISettings:
-    mark_read: str = "open"            # "open" | "delay:N" | "never"
+    mark_read: str = "open"            # "open": reader on open, preview after the delay | "never"
+    mark_read_delay: float = 2.0       # seconds the preview rests on a message first; 0: never
     preview: bool = True
     theme: str = "textual-dark"
     keys: Mapping[str, str] = field(default_factory=dict)
@@ -38,6 +39,9 @@ class UISettings:
     def __post_init__(self) -> None:
         if not (self.mark_read in ("open", "never") or self.mark_read.startswith("delay:")):
             raise ValueError(f"mark_read must be open, never or delay:N, not {self.mark_read!r}")
+        if self.mark_read.startswith("delay:"):     # the old spelling: the preview's delay
+            object.__setattr__(self, "mark_read_delay", float(self.mark_read.split(":", 1)[1] or 0))
+            object.__setattr__(self, "mark_read", "open")
 
 
 def _cut(text: str, limit: int) -> str:
@@ -117,7 +121,7 @@ class MailApp(OrderedKeys, App[None]):
     def action_help(self) -> None:
         from tui_mail.ui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(self.settings.keys))
+        self.push_screen(HelpScreen(self.settings.keys, demo=hasattr(self, "world")))
 
     def action_trace(self) -> None:
         from tui_mail.ui.screens.trace import TraceScreen
@@ -125,13 +129,17 @@ class MailApp(OrderedKeys, App[None]):
         if not isinstance(self.screen, TraceScreen):
             self.push_screen(TraceScreen(self.trace_buffer))
 
-    def open_composer_for(self, account: Account | None, purpose: str, view) -> None:
+    def open_composer_for(self, account: Account | None, purpose: str, view, *,
+                          origin=None, draft_uid: int | None = None) -> None:
+        """``purpose``: new, reply, reply_all, forward, forward_attachment or draft (recall the
+        draft ``draft_uid``). ``origin`` (compose.Origin): the message to flag once sent."""
         from tui_mail.ui.screens.compose import ComposeScreen, draft_for
 
         if account is None:
             return
         known = self.known_addresses()
-        self.push_screen(ComposeScreen(account, draft_for(account, purpose, view), known))
+        self.push_screen(ComposeScreen(account, draft_for(account, purpose, view), known,
+                                       origin=origin, draft_uid=draft_uid))
 
     def open_composer_from_mailto(self, account: Account, fields) -> None:
         """``tui-mail mailto:…``: a new message from ``account`` filled in from the link."""

@@ -55,12 +55,13 @@ def settings_from(ui, ascii_only: bool = False):
     from tui_mail.ui.app import UISettings
     from tui_mail.ui.keys import validate_keymap
 
-    mark = ui.mark_read if ui.mark_read != "delay" else f"delay:{ui.mark_read_delay:g}"
+    mark = "never" if ui.mark_read == "never" else "open"    # "delay": open, with the delay below
     try:
         keys = validate_keymap(ui.keys)
     except ValueError as e:
         raise ConfigError("config.toml", None, "keys", str(e), "use the ids listed by ? in the app") from None
-    return UISettings(mark_read=mark, preview=ui.preview, theme=ui.theme or "textual-dark",
+    return UISettings(mark_read=mark, mark_read_delay=ui.mark_read_delay, preview=ui.preview,
+                      theme=ui.theme or "textual-dark",
                       keys=keys, ascii=ascii_only)
 
 

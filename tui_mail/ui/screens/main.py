@@ -40,7 +40,7 @@ from tui_mail.ui.widgets.status_bar import StatusBar
 
 FIRST_WINDOW = 120
 OUTBOX_RETRY_SECONDS = 30.0   # how often mail waiting in an Outbox is tried again
-MESSAGE_ACTIONS = {"open_message", "reply", "reply_all", "forward", "delete", "move", "copy",
+MESSAGE_ACTIONS = {"open_message", "reply", "reply_all", "forward", "forward_attachment", "delete", "move", "copy",
                    "archive", "toggle_flag", "toggle_read", "toggle_select"}
 FOLDER_ACTIONS = {"rename_folder", "delete_folder"}
 
@@ -213,6 +213,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.message_list.selection.clear()
         self.account, self.folder = account, folder
         self.search_query = None
+        self.tree.select_folder(account.name, folder, announce=False)   # the tree follows the list
         self.status.account, self.status.folder, self.status.note = account.name, folder, ""
         self.status.connection = self.status.connection
         self.load_folder(account, folder, self.sort, keep)
@@ -352,8 +353,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.message_list.add_summaries(event.summaries)
             self._show_counts()
             pending = getattr(self, "_read_pending", None)
-            if pending is not None and pending in event.summaries:
-                self.apply_read_policy(pending)
+            if pending is not None and pending[0] in event.summaries:
+                self.apply_read_policy(*pending)
 
     # --- preview ------------------------------------------------------------------------
     @on(MessageList.Highlighted)
@@ -364,9 +365,13 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.refresh_bindings()
         if self._preview_timer is not None:
             self._preview_timer.stop()
-        if self._read_timer is not None:
-            self._read_timer.stop()
-        if event.uid is None or not self.preview.display or event.uid == self.preview.uid:
+        if self._read_timer is not None and event.uid != getattr(self, "_read_uid", None):
+            self._read_timer.stop()           # the cursor moved on: this one stays unread
+            self._read_timer = None
+        if event.uid is None or not self.preview.display:
+            return
+        if event.uid == self.preview.uid:     # back on the message the preview shows
+            self.apply_read_policy(event.uid, "preview")
             return
         self._preview_timer = self.set_timer(0.06, lambda: self._load_preview(event.uid))
 
@@ -387,27 +392,45 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.post_message(MessageFetched(account.name, folder, uid, view, purpose))
 
     def on_message_fetched(self, event: MessageFetched) -> None:
+        if event.purpose != "preview":
+            try:
+                self.open_composer(self.accounts[event.account], event.folder, event.uid,
+                                   event.purpose, event.view)
+            finally:
+                self.app.release_keys(getattr(self, "_compose_hold", None))
+            return
         if not self._is_current(event.account, event.folder):
             return
         if event.purpose == "preview":
             if event.uid == self.message_list.current_uid:
                 self.preview.show(event.uid, event.view)
-                self.apply_read_policy(event.uid)
+                self.apply_read_policy(event.uid, "preview")
             return
-        self.app.open_composer_for(self.account, event.purpose, event.view)
 
-    def apply_read_policy(self, uid: int) -> None:
+    def apply_read_policy(self, uid: int, source: str = "reader") -> None:
+        """Mark ``uid`` read as the settings say: the reader (``source="reader"``) on open; the
+        preview only once the cursor has rested on the message ``mark_read_delay`` seconds (0:
+        never), so passing over mail with j/k never marks it."""
         summary = self.message_list.summaries.get(uid)
-        self._read_pending = uid if summary is None else None
-        if summary is None or not summary.unread:
+        self._read_pending = (uid, source) if summary is None else None
+        settings = self.app.settings
+        if summary is None or not summary.unread or settings.mark_read == "never":
             return
-        policy = self.app.settings.mark_read
-        if policy == "open":
+        if source == "reader":
             self.mark_seen(uid)
-        elif policy.startswith("delay:"):
-            delay = float(policy.split(":", 1)[1] or 0)
-            self._read_timer = self.set_timer(
-                delay, lambda: self.mark_seen(uid) if uid == self.message_list.current_uid else None)
+            return
+        delay = settings.mark_read_delay
+        if delay <= 0 or (self._read_timer is not None and getattr(self, "_read_uid", None) == uid):
+            return                            # never from the preview, or already counting
+        if self._read_timer is not None:
+            self._read_timer.stop()
+        self._read_uid = uid
+        self._read_timer = self.set_timer(delay, lambda: self._rested(uid))
+
+    def _rested(self, uid: int) -> None:
+        self._read_timer = None
+        if uid == self.message_list.current_uid and self.preview.uid == uid and self.preview.display:
+            self.mark_seen(uid)
 
     def mark_seen(self, uid: int) -> None:
         if self.account and self.folder:
@@ -449,6 +472,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.post_message(FlagsChanged(account.name, folder, uids, flag, add, undo))
 
     def on_flags_changed(self, event: FlagsChanged) -> None:
+        if event.undo is None and self._is_current(event.account, event.folder):
+            self._local_flags(event.uids, event.flag, event.added)   # e.g. \Answered after a reply
         if event.undo is not None:
             self.journal.record(event.undo)
             self.refresh_bindings()
@@ -736,9 +761,13 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     # --- reading and writing ------------------------------------------------------------
     def action_open_message(self) -> None:
         uid = self.message_list.current_uid
-        if uid is not None:
-            from tui_mail.ui.screens.reader import ReaderScreen
-            self.app.push_screen(ReaderScreen(self, self.account, self.folder, uid))
+        if uid is None:
+            return
+        if self.folder is not None and self.folder == self.role_folder("drafts"):
+            self._fetch_for("draft")           # recall: the draft opens in the composer
+            return
+        from tui_mail.ui.screens.reader import ReaderScreen
+        self.app.push_screen(ReaderScreen(self, self.account, self.folder, uid))
 
     def neighbour(self, uid: int, step: int) -> int | None:
         ml = self.message_list
@@ -763,10 +792,37 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     def action_forward(self) -> None:
         self._fetch_for("forward")
 
+    def action_forward_attachment(self) -> None:
+        self._fetch_for("forward_attachment")
+
     def _fetch_for(self, purpose: str) -> None:
+        """Fetch the message, then open the composer; keys typed meanwhile wait for it."""
         uid = self.message_list.current_uid
-        if uid is not None:
-            self.fetch_message(self.account, self.folder, uid, purpose)
+        if uid is not None and self.account and self.folder:
+            self._compose_hold = self.app.hold_keys(purpose)
+            self.fetch_for_compose(self.account, self.folder, uid, purpose)
+
+    @work(thread=True, exclusive=True, group="compose-fetch", exit_on_error=False)
+    def fetch_for_compose(self, account: Account, folder: str, uid: int, purpose: str) -> None:
+        store, real = self.store_for(account, folder)
+        view = parse_message(store.fetch_message(real, uid, full=True))
+        self.post_message(MessageFetched(account.name, folder, uid, view, purpose))
+
+    def origin_of(self, account: Account, folder: str, uid: int, purpose: str):
+        """What sending a reply/forward of ``uid`` flags (None for new mail and drafts)."""
+        from tui_mail.ui.screens.compose import ORIGIN_FLAG, Origin
+
+        flag = ORIGIN_FLAG.get(purpose)
+        if flag is None or folder == OUTBOX:
+            return None
+        store, real = self.store_for(account, folder)
+        return Origin(store, folder, real, uid, flag)
+
+    def open_composer(self, account: Account, folder: str, uid: int, purpose: str, view) -> None:
+        """The composer for a reply/forward/recalled draft of ``uid`` in ``folder``."""
+        self.app.open_composer_for(account, purpose, view,
+                                   origin=self.origin_of(account, folder, uid, purpose),
+                                   draft_uid=uid if purpose == "draft" else None)
 
     def action_back(self) -> None:
         if self.search_query is not None:
@@ -779,7 +835,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if action in MESSAGE_ACTIONS:
             if not self.is_mounted or self.message_list.current_uid is None:
                 return None
-            if action in ("reply", "reply_all", "forward") and self.account and self.account.submit is None:
+            if action in ("reply", "reply_all", "forward", "forward_attachment") and self.account and self.account.submit is None:
                 return None
         if action == "undo" and not len(self.journal):
             return None
@@ -793,6 +849,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
 
     def worker_failed(self, worker: Worker, error: BaseException) -> None:
         """Called by the app's error handler: put optimistic changes right by reloading."""
+        if worker.group == "compose-fetch":
+            self.app.release_keys(getattr(self, "_compose_hold", None))
         if worker.group in ("changes", "search") and self.account and self.folder:
             self.load_folder(self.account, self.folder, self.sort, self.message_list.current_uid)
         if worker.group == "search":

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
@@ -22,6 +21,7 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from tui_mail.mail.parse import MessageView, parse_message, save_attachment
+from tui_mail.ui.keys import READER_KEYS, bindings
 from tui_mail.ui.messages import MessageFetched
 from tui_mail.ui.render import message_text, raw_text
 from tui_mail.ui.rows import size_cell
@@ -118,22 +118,7 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
     ReaderScreen #scroller { background: $surface; padding: 0 1; height: 1fr; }
     ReaderScreen #attachments { height: auto; max-height: 8; border-top: solid $primary 30%; }
     """
-    BINDINGS = [
-        Binding("q,escape", "close", "Back"),
-        Binding("n,J", "step(1)", "Next"),
-        Binding("N,K", "step(-1)", "Previous"),
-        Binding("h", "toggle_headers", "Headers"),
-        Binding("v", "toggle_raw", "Raw"),
-        Binding("a", "save_attachment", "Save att."),
-        Binding("O", "open_attachment", "Open attachment", show=False),
-        Binding("r", "reply", "Reply"),
-        Binding("R", "reply_all", "Reply all", show=False),
-        Binding("f", "forward", "Forward", show=False),
-        Binding("d", "delete", "Delete"),
-        Binding("j,down", "scroll(1)", show=False),
-        Binding("k,up", "scroll(-1)", show=False),
-        Binding("space", "page", show=False),
-    ]
+    BINDINGS = bindings(READER_KEYS)
 
     def __init__(self, main, account: Account, folder: str, uid: int):
         super().__init__()
@@ -241,17 +226,21 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
         threading.Thread(target=viewer.wait, name="attachment-viewer", daemon=True).start()  # reap it
         self.app.notify(f"Opening {path.name} with {command[0]}", timeout=3)
 
-    def action_reply(self) -> None:
+    def _write(self, purpose: str) -> None:
         if self.view is not None:
-            self.app.open_composer_for(self.account, "reply", self.view)
+            self.main.open_composer(self.account, self.folder, self.uid, purpose, self.view)
+
+    def action_reply(self) -> None:
+        self._write("reply")
 
     def action_reply_all(self) -> None:
-        if self.view is not None:
-            self.app.open_composer_for(self.account, "reply_all", self.view)
+        self._write("reply_all")
 
     def action_forward(self) -> None:
-        if self.view is not None:
-            self.app.open_composer_for(self.account, "forward", self.view)
+        self._write("forward")
+
+    def action_forward_attachment(self) -> None:
+        self._write("forward_attachment")
 
     def action_delete(self) -> None:
         """Delete this message (not the list's selection), then show the next one."""

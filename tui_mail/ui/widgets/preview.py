@@ -13,6 +13,7 @@ from tui_mail.ui.render import message_text
 class Preview(VerticalScroll, can_focus=True):
     DEFAULT_CSS = """
     Preview { background: $surface; padding: 0 1; border-left: solid $primary 30%; }
+    Preview:focus { border-left: thick $accent; background: $boost; }
     Preview > Static { width: 1fr; }
     """
 
