@@ -282,6 +282,14 @@ class HeaderCache:
             return dict(self._db.execute("SELECT uid, date FROM messages WHERE account=? AND folder=?",
                                          (account, folder)))
 
+    def sort_rows(self, account: str, folder: str) -> list[tuple]:
+        """(uid, date, from_addr, subject, size) of every cached message of ``folder``, for
+        sorting on the client (tui_mail.store.sorting) when the server has no SORT."""
+        with self._lock:
+            return list(self._db.execute(
+                "SELECT uid, date, from_addr, subject, size FROM messages WHERE account=? AND folder=?",
+                (account, folder)))
+
     def update_flags(self, account: str, folder: str, flags: dict[int, frozenset[str]]) -> None:
         with self._lock, self._tx():
             self._db.executemany(

@@ -37,6 +37,7 @@ from tui_mail.mail import charsets
 from tui_mail.store.base import (DELETED, Cancel, Change, FolderInfo, FolderState, MailStore,
                                  MessageSummary, Progress)
 from tui_mail.store.cache import HeaderCache
+from tui_mail.store.sorting import local_order
 from tui_mail.store.guard import (DEFAULT_COMMAND_DEADLINE, DEFAULT_LOGIN_DEADLINE, DEFAULT_MAX_LITERAL, Deadline,
                                   GuardedIMAP4, GuardedIMAP4TLS, ResponseTooLarge)
 from tui_mail.store.trace import attach_imaplib
@@ -51,6 +52,7 @@ ROLE_NAMES = {
 }
 SPECIAL_USE = {b"\\sent": "sent", b"\\drafts": "drafts", b"\\trash": "trash",
                b"\\junk": "junk", b"\\archive": "archive", b"\\all": "archive"}
+LOCAL_SORT = object()   # folder_state: "this server cannot SORT; sort on the client"
 SORT_KEYS = {"date": b"DATE", "arrival": b"ARRIVAL", "from": b"FROM", "subject": b"SUBJECT",
              "size": b"SIZE"}
 # Summaries come from a handful of header fields rather than ENVELOPE + BODYSTRUCTURE: a
@@ -546,11 +548,15 @@ class ImapStore(MailStore):
             elif self._has(b"SORT"):
                 uids = list(c.sort([key.decode()], "ALL", "UTF-8"))
             else:
-                uids = self._sort_by_cache(self._all_uids(c), sort)
-                stamp = None     # depends on which dates were cached: do not reuse blindly
+                uids = self._all_uids(c)
+                stamp = LOCAL_SORT   # sorted below, on the client
             return FolderState(folder, uv, tuple(uids), hms), stamp, True
 
         state, stamp, fresh = self._call(run, what=f"listing {folder!r}")
+        if stamp is LOCAL_SORT:
+            state = FolderState(folder, state.uidvalidity, tuple(self._sort_locally(folder, state.uids, sort)),
+                                state.highestmodseq)
+            stamp = None     # depends on what was cached: never reused blindly
         if fresh:
             self.cache.save_order(self.account, folder, sort, state.uids, stamp)
         return state
@@ -570,11 +576,17 @@ class ImapStore(MailStore):
             return sorted(_esearch_all(data))
         return sorted(c.search("ALL"))
 
-    def _sort_by_cache(self, uids: list[int], sort: str) -> list[int]:
+    def _sort_locally(self, folder: str, uids: Sequence[int], sort: str) -> list[int]:
+        """The server has no SORT: sort from the header cache (tui_mail.store.sorting). For
+        from/subject/size the summaries not cached yet are fetched first (in chunks, like
+        fill_cache would), so the order is complete; date uses what is cached and the
+        background fill completes it."""
         if sort != "date":
-            return uids  # only dates are cached for sorting; others fall back to arrival
-        dates = self.cache.dates(self.account, self._selected or "")
-        return sorted(uids, key=lambda u: (dates.get(u) or 0, u))
+            cached = self.cache.cached_uids(self.account, folder)
+            missing = [u for u in uids if u not in cached]
+            for i in range(0, len(missing), 1000):
+                self._fetch_summaries(folder, missing[i:i + 1000])
+        return local_order(uids, self.cache.sort_rows(self.account, folder), sort)
 
     def cached_summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
         return self.cache.get(self.account, folder, uids)
