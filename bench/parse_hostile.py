@@ -136,11 +136,12 @@ def main() -> None:
         print(json.dumps(measure(args.one)))
         return
     cases = args.cases.split(",")
-    print(f"{'message':<30} {'size':>8} {'ref total':>10} {'parse':>7} {'render':>7} {'layout':>7} "
+    print(f"{'message':<30} {'size':>8} {'ref total':>10} {'ref cpu':>8} {'parse':>7} {'render':>7} {'layout':>7} "
           f"{'total':>7} {'cpu':>6}  what the reader says it left out")
     for case in cases:
         ref = run_elsewhere(args.reference, case, args.timeout) if args.reference else None
         now = run_elsewhere(str(ROOT), case, args.timeout) or {}
+        ref_cpu = "-"
         if ref is None and args.reference:
             ref_cell = f">{args.timeout:.0f} s"
         elif ref is None:
@@ -149,10 +150,11 @@ def main() -> None:
             ref_cell = "error"
         else:
             ref_cell = f"{ref['total']:.2f} s"
+            ref_cpu = f"{ref['cpu']:.2f} s" if "cpu" in ref else "-"
         if not now or "error" in now:
-            print(f"{CASES[case][0]:<30} {'':>8} {ref_cell:>10}  {now.get('error', 'timed out')}")
+            print(f"{CASES[case][0]:<30} {'':>8} {ref_cell:>10} {ref_cpu:>8}  {now.get('error', 'timed out')}")
             continue
-        print(f"{CASES[case][0]:<30} {now['size'] / 1e6:>6.1f}MB {ref_cell:>10} {now['parse']:>6.2f}s "
+        print(f"{CASES[case][0]:<30} {now['size'] / 1e6:>6.1f}MB {ref_cell:>10} {ref_cpu:>8} {now['parse']:>6.2f}s "
               f"{now['render']:>6.2f}s {now['show']:>6.2f}s {now['total']:>6.2f}s {now['cpu']:>5.2f}s  {now['note'][:60]}")
 
 

@@ -254,3 +254,39 @@ async def test_smtp_greeting_dripped_fails_within_the_login_deadline():
         took = loop.time() - start
     assert "within 2 s" in str(info.value) and f"127.0.0.1:{srv.port}" in str(info.value)
     assert not info.value.permanent and took < 6
+
+
+# --- the limits come from config.toml ------------------------------------------------------
+
+def test_limits_are_config_keys_checked_and_reach_the_stores(tmp_path):
+    from tui_mail.accounts import imap_store, pop3_settings, smtp_settings
+    from tui_mail.config import parse_config
+    from tui_mail.errors import ConfigError
+
+    text = """
+[[accounts]]
+name = "work"
+address = "bob@example.org"
+[accounts.imap]
+host = "imap.example.org"
+login_deadline = 20
+command_deadline = 90
+max_literal_mb = 8
+[accounts.smtp]
+host = "smtp.example.org"
+login_deadline = 15
+"""
+    account = parse_config(text).accounts[0]
+    pop = parse_config(text.replace("[accounts.imap]", "[accounts.pop3]")).accounts[0]
+    store = imap_store(account, "pw")
+    try:
+        assert (store.login_deadline, store.command_deadline, store.max_literal) == (20, 90, 8 * 2 ** 20)
+    finally:
+        store.close()
+    assert pop3_settings(pop, "pw").max_message_bytes == 8 * 2 ** 20
+    assert pop3_settings(pop, "pw").login_deadline == 20
+    assert smtp_settings(account, "pw").login_deadline == 15
+    with pytest.raises(ConfigError, match="imap.max_literal_mb"):
+        parse_config(text.replace("max_literal_mb = 8", "max_literal_mb = 100000"))
+    with pytest.raises(ConfigError, match="smtp.login_deadline"):
+        parse_config(text.replace("login_deadline = 15", 'login_deadline = "soon"'))
