@@ -266,6 +266,7 @@ async def test_sort_and_threads_reorder_rows():
         await settle(pilot, app, lambda: all(u in ml.summaries for u in ml.rows))
         assert ml.current_summary.subject == "Re: Message number 2"      # newest first
         await pilot.press("t")
+        await settle(pilot, app, lambda: ml.depth)                        # threaded in a worker
         subjects = [ml.summaries[u].subject for u in ml.rows]
         assert subjects.index("Re: Message number 2") == subjects.index("Message number 2") + 1
         assert ml.depth == {ml.rows[subjects.index("Re: Message number 2")]: 1}

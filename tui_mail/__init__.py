@@ -10,4 +10,10 @@ def _version() -> str:
         return "0+unknown"
 
 
-__version__ = _version()
+
+def __getattr__(name: str) -> str:
+    # __version__ on first use, not at import: importlib.metadata costs ~25 ms of every start
+    if name == "__version__":
+        value = globals()["__version__"] = _version()
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

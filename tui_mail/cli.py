@@ -31,6 +31,19 @@ def version() -> str:
     return __version__
 
 
+class _LazyVersion(argparse._VersionAction):
+    """``--version`` whose text is read from the package metadata only when it is shown
+    (importlib.metadata costs ~25 ms, and the TUI builds this parser on every start)."""
+
+    @property
+    def version(self) -> str:
+        return f"tui-mail {version()}"
+
+    @version.setter
+    def version(self, value) -> None:
+        pass
+
+
 def common_options() -> argparse.ArgumentParser:
     """Options every (sub)command takes; SUPPRESS so a subcommand's unset option never
     clobbers one given before the subcommand."""
@@ -38,7 +51,7 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="config.toml to use (default: $TUI_MAIL_CONFIG, else "
                              "~/.config/tui-mail/config.toml)")
-    common.add_argument("-V", "--version", action="version", version=f"tui-mail {version()}")
+    common.add_argument("-V", "--version", action=_LazyVersion)
     return common
 
 

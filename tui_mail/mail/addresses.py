@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import email_validator
 import idna
 
 from tui_mail.errors import MailError
@@ -285,6 +284,8 @@ _SPECIAL_USE = "special-use or reserved name"
 
 def _library_verdict(spec: str) -> str | None:
     """email-validator's syntax check (no DNS), as a reason or None."""
+    import email_validator  # here, not at the top: its regexes cost ~25 ms of start-up
+
     try:
         email_validator.validate_email(
             spec, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=True,

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tui_mail.errors import MailError
-from tui_mail.store.base import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, MessageSummary
+from tui_mail.store.base import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, MessageSummary, ThreadFields
 from tui_mail.store.private import private_dir, private_file
 
 SCHEMA = """
@@ -265,6 +265,14 @@ class HeaderCache:
                 for row in self._db.execute(q, (account, folder, *part)):
                     out[row[0]] = _summary(row)
         return out
+
+    def thread_fields(self, account: str, folder: str) -> list[ThreadFields]:
+        """Every cached message of ``folder`` as threading needs it (one query, light rows)."""
+        with self._lock:
+            return [ThreadFields(uid, date, subject or "", mid or "", irt or "", refs or "")
+                    for uid, date, subject, mid, irt, refs in self._db.execute(
+                        "SELECT uid, date, subject, message_id, in_reply_to, refs FROM messages "
+                        "WHERE account=? AND folder=?", (account, folder))]
 
     def cached_uids(self, account: str, folder: str) -> set[int]:
         with self._lock:

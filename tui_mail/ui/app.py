@@ -8,6 +8,7 @@ through attributes and report upwards with messages (Textual's "attributes down,
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,6 +58,10 @@ class MailApp(OrderedKeys, App[None]):
                  clock: Callable[[], datetime] | None = None, trace: TraceBuffer | None = None,
                  start_mail=None):
         super().__init__()
+        # Thread workers parse envelopes and thread 100k messages in Python: with the default
+        # 5 ms GIL switch interval each of the UI thread's wake-ups could wait that long behind
+        # them, so a key pressed during a cache fill took tens of ms. 1 ms keeps keys quick.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         self.start_mail = start_mail     # tui_mail.mail.mailto.MailtoFields: open the composer
         self.accounts = list(accounts)
         self.settings = settings or UISettings()

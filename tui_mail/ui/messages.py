@@ -142,3 +142,13 @@ class ConnectionChanged(Message):
     account: str
     state: str            # "connecting" | "online" | "offline"
     detail: str = ""
+
+
+@dataclass
+class ThreadsReady(Message):
+    """The threading worker's display order for ``rows`` (the folder's order it started from)."""
+    account: str
+    folder: str
+    rows: tuple[int, ...]
+    order: tuple[int, ...]
+    depth: dict[int, int]

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Input
+from textual.widgets import Input
 from textual.worker import Worker, get_current_worker
 
 from tui_mail.errors import MailError
@@ -27,13 +27,14 @@ from tui_mail.ui.keys import MAIN_KEYS, bindings
 from tui_mail.ui.messages import (CacheProgressed, ConnectionChanged, FlagsChanged, FolderChanged,
                                   FolderLoaded, FoldersListed, MailChanged, MessageFetched,
                                   MessagesRemoved, OutboxFlushed, SearchFinished, SummariesFetched,
-                                  UndoFinished)
+                                  ThreadsReady, UndoFinished)
 from tui_mail.ui.rows import next_sort
 from tui_mail.ui.screens.dialogs import ConfirmScreen, FolderPicker, PromptScreen
 from tui_mail.ui.failures import ReportsWorkerFailures
 from tui_mail.ui.services import OUTBOX, Account
 from tui_mail.ui.undo import CannotUndo, FlagChange, Relocation, UndoFlags, UndoJournal
 from tui_mail.ui.widgets.folder_tree import FolderTree
+from tui_mail.ui.widgets.key_bar import KeyBar
 from tui_mail.ui.widgets.message_list import MessageList
 from tui_mail.ui.widgets.preview import Preview
 from tui_mail.ui.widgets.status_bar import StatusBar
@@ -58,9 +59,11 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.search_query: str | None = None
         self.folder_rows: tuple[int, ...] = ()
         self.journal = UndoJournal()
+        self._expected: dict[tuple[str, str], tuple[int, float]] = {}   # see expect_arrivals
         self._preview_timer: Timer | None = None
         self._loaded: tuple[str, str, int] | None = None
         self._fresh: set[tuple[str, str]] = set()     # folders loaded from the server
+        self._warm: set[tuple[str, str, str]] = set()  # (account, folder, sort) painted from the cache
         self._read_timer: Timer | None = None
 
     # --- layout -------------------------------------------------------------------------
@@ -73,7 +76,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
                 yield MessageList(id="messages", clock=self.app.clock, ascii_only=self.app.settings.ascii)
             yield Preview(id="preview")
         yield StatusBar(id="status")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def message_list(self) -> MessageList:
@@ -219,6 +222,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.load_folder(account, folder, self.sort, keep)
 
     def _post_warm(self, account: Account, folder: str, sort: str, keep: int | None) -> None:
+        shown = self._loaded is not None and self._loaded[:2] == (account.name, folder)
+        if shown and (account.name, folder, sort) in self._warm:
+            return       # on screen from the cache already (warm start): the server's answer is next
+        self._warm.add((account.name, folder, sort))
         store, real = self.store_for(account, folder)
         warm = store.cached_folder_state(real, sort)
         if warm is not None and warm.uids:
@@ -276,8 +283,11 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         worker = get_current_worker()
         store, real = self.store_for(account, folder)
         cancel = Cancel()
+        fetched = False
 
         def progress(p: Progress) -> None:
+            nonlocal fetched
+            fetched = fetched or p.total > 0
             if worker.is_cancelled:
                 cancel.set()
             self.post_message(CacheProgressed(account.name, folder, p.done, p.total))
@@ -287,6 +297,13 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         except Cancelled:
             return
         self.post_message(CacheProgressed(account.name, folder, 1, 1))
+        if fetched and getattr(store, "sorts_on_client", False):
+            # the server cannot SORT: the order came from a partial cache; sort again now
+            self.app.call_from_thread(self._resort, account, folder)
+
+    def _resort(self, account: Account, folder: str) -> None:
+        if self._is_current(account.name, folder) and self.search_query is None and self.sort != "arrival":
+            self.load_folder(account, folder, self.sort, self.message_list.current_uid)
 
     def on_cache_progressed(self, event: CacheProgressed) -> None:
         if self._is_current(event.account, event.folder):
@@ -308,12 +325,32 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             return
         change = event.change
         if change.kind == "exists" and change.uids:
-            n = len(change.uids)
-            self.app.notify(f"{n} new message{'s' if n != 1 else ''} in {change.folder}",
-                            title=account.name)
+            n = self._unexpected(event.account, change.folder, len(change.uids))
+            if n:
+                self.app.notify(f"{n} new message{'s' if n != 1 else ''} in {change.folder}",
+                                title=account.name)
         if self._is_current(event.account, change.folder) and self.search_query is None:
             self.load_folder(account, change.folder, self.sort, self.message_list.current_uid)
         self.list_folders(account)
+
+    def expect_arrivals(self, account: str, folder: str, n: int, within: float = 30.0) -> None:
+        """``n`` messages will appear in ``folder`` because of us (undo, a saved draft): they
+        are not "new mail" when the watcher reports them."""
+        import time
+
+        now = time.monotonic()
+        left, until = self._expected.get((account, folder), (0, 0.0))
+        self._expected[(account, folder)] = ((left if until > now else 0) + n, now + within)
+
+    def _unexpected(self, account: str, folder: str, n: int) -> int:
+        import time
+
+        left, until = self._expected.pop((account, folder), (0, 0.0))
+        if until <= time.monotonic():
+            return n
+        if left > n:
+            self._expected[(account, folder)] = (left - n, until)
+        return max(0, n - left)
 
     def _is_current(self, account: str, folder: str) -> bool:
         return self.account is not None and self.account.name == account and self.folder == folder
@@ -593,6 +630,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             return
         if isinstance(op, UndoFlags) and op.folder == self.folder:
             self._local_flags(op.uids, op.flag, op.add)
+        elif not isinstance(op, UndoFlags) and self.account:
+            self.expect_arrivals(self.account.name, op.dest, len(op.uids))   # no "new mail" toast
         self.run_undo(self.account, op, UndoJournal.describe(entry))
         self.refresh_bindings()
 
@@ -748,15 +787,43 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if self.threaded:
             self.thread_rows()
         else:
+            self.workers.cancel_group(self, "threads")
+            self.status.progress = ""
             self.message_list.set_rows(self.folder_rows, keep=self.message_list.current_uid)
         self.app.notify("Threads on" if self.threaded else "Threads off", timeout=2)
 
     def thread_rows(self) -> None:
+        """Regroup the list into threads in a worker: a 100,000-message folder needs every
+        summary from the cache and a few hundred ms of threading, never on the UI thread."""
+        if not self.account or not self.folder:
+            return
+        self.status.progress = "threading…"
+        self.thread_folder(self.account, self.folder, self.folder_rows, dict(self.message_list.summaries))
+
+    @work(thread=True, exclusive=True, group="threads", exit_on_error=False)
+    def thread_folder(self, account: Account, folder: str, rows: tuple[int, ...],
+                      known: dict[int, MessageSummary]) -> None:
         from tui_mail.ui.threads import thread_order
 
+        worker = get_current_worker()
+        store, real = self.store_for(account, folder)
+        missing = [u for u in rows if u not in known]
+        fields = {f.uid: f for f in store.thread_fields(real, missing)} if missing else {}
+        fields.update(known)
+        if worker.is_cancelled:
+            return
+        order, depth = thread_order(rows, fields)
+        if not worker.is_cancelled:
+            self.post_message(ThreadsReady(account.name, folder, rows, tuple(order), depth))
+
+    def on_threads_ready(self, event: ThreadsReady) -> None:
+        if not self._is_current(event.account, event.folder):
+            return
+        self.status.progress = ""
+        if not self.threaded or event.rows is not self.folder_rows or self.search_query is not None:
+            return          # the folder changed or threads were turned off meanwhile
         ml = self.message_list
-        rows, depth = thread_order(self.folder_rows, ml.summaries)
-        ml.set_rows(rows, keep=ml.current_uid, depth=depth)
+        ml.set_rows(event.order, keep=ml.current_uid, depth=event.depth)
 
     # --- reading and writing ------------------------------------------------------------
     def action_open_message(self) -> None:
