@@ -161,7 +161,8 @@ def pop3_session(conn, answer) -> None:
 def pop3_store(tmp_path, port: int, **kw):
     from tui_mail.store.pop3 import Pop3Settings, Pop3Store
 
-    settings = Pop3Settings(host="127.0.0.1", port=port, security="none", user="bob", password="pw",
+    kw.setdefault("security", "none")
+    settings = Pop3Settings(host="127.0.0.1", port=port, user="bob", password="pw",
                             timeout=10.0, **kw)
     return Pop3Store(tmp_path / "bob", settings)
 
@@ -290,3 +291,20 @@ login_deadline = 15
         parse_config(text.replace("max_literal_mb = 8", "max_literal_mb = 100000"))
     with pytest.raises(ConfigError, match="smtp.login_deadline"):
         parse_config(text.replace("login_deadline = 15", 'login_deadline = "soon"'))
+
+
+def test_a_tls_handshake_dripped_slowly_fails_within_the_deadline(tmp_path):
+    """Port 993/995 servers that never finish the TLS handshake (bytes trickle, never TLS)."""
+    import ssl
+
+    drip = lambda c: c.drip(b"\x16\x03\x01" + b"\x00" * 200, every=0.5)   # noqa: E731
+    with HostileServer(drip) as srv:
+        s = ImapStore("hostile", "127.0.0.1", srv.port, "bob", "pw", security="tls",
+                      ssl_context=ssl.create_default_context(), timeout=30.0, login_deadline=2.0)
+        took, error = elapsed(s.connect)
+        s.close()
+        assert isinstance(error, ServerTooSlow) and took < 6, (repr(error), took)
+        p = pop3_store(tmp_path, srv.port, login_deadline=2.0, security="tls")
+        took, error = elapsed(p.sync)
+        p.close()
+        assert isinstance(error, ServerTooSlow) and took < 6, (repr(error), took)

@@ -125,4 +125,11 @@ class GuardedIMAP4(_Guarded, imap4.IMAP4WithTimeout):
 
 
 class GuardedIMAP4TLS(_Guarded, tls.IMAP4_TLS):
-    pass
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        # as imapclient's, but the plain socket is handed to the deadline before the TLS
+        # handshake, so a server dripping its handshake is cut off too
+        sock = socket.create_connection((self.host, self.port), timeout=timeout or self._timeout)
+        deadline = current()
+        if deadline is not None:
+            deadline.attach(sock)
+        return tls.wrap_socket(sock, self.ssl_context, self.host)

@@ -180,7 +180,13 @@ class _POP3(_Traced, poplib.POP3):
 
 
 class _POP3_SSL(_Traced, poplib.POP3_SSL):
-    pass
+    def _create_socket(self, timeout):
+        # poplib's, but the plain socket is handed to the deadline before the TLS handshake
+        sock = poplib.POP3._create_socket(self, timeout)
+        deadline = guard.current()
+        if deadline is not None:
+            deadline.attach(sock)
+        return self.context.wrap_socket(sock, server_hostname=self.host)
 
 
 def _text(e: Exception) -> str:
