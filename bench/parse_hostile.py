@@ -155,7 +155,8 @@ def main() -> None:
             print(f"{CASES[case][0]:<30} {'':>8} {ref_cell:>10} {ref_cpu:>8}  {now.get('error', 'timed out')}")
             continue
         print(f"{CASES[case][0]:<30} {now['size'] / 1e6:>6.1f}MB {ref_cell:>10} {ref_cpu:>8} {now['parse']:>6.2f}s "
-              f"{now['render']:>6.2f}s {now['show']:>6.2f}s {now['total']:>6.2f}s {now['cpu']:>5.2f}s  {now['note'][:60]}")
+              f"{now['render']:>6.2f}s {now['show']:>6.2f}s {now['total']:>6.2f}s {now['cpu']:>5.2f}s  "
+              f"{now['note'][:60]}")
 
 
 if __name__ == "__main__":

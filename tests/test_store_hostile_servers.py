@@ -12,7 +12,7 @@ import tracemalloc
 import pytest
 
 from hostile_servers import HostileServer, elapsed, imap_session
-from tui_mail.errors import ConnectError, MailError, ProtocolError
+from tui_mail.errors import ConnectError, MailError
 from tui_mail.store.guard import ResponseTooLarge, ServerTooSlow
 from tui_mail.store.imap import ImapStore
 
