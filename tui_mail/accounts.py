@@ -62,10 +62,11 @@ def _smtp_settings(account, password) -> SmtpSettings:
     s = account.smtp
     if s is None:
         raise MailError(f"Account {account.name!r} has no [smtp] server, so it cannot send.")
+    oauth = getattr(s, "auth", "password") == "oauth2"
     return SmtpSettings(host=s.host, port=_server_port("smtp", s), security=s.security,
-                        user=getattr(s, "user", None) or None, password=password,
+                        user=getattr(s, "user", None) or (account.address if oauth else None), password=password,
                         cafile=getattr(s, "cafile", None), tls_fingerprint=getattr(s, "tls_fingerprint", None),
-                        tls_verify=getattr(s, "tls_verify", True))
+                        tls_verify=getattr(s, "tls_verify", True), oauth2=oauth2_for(account, s))
 
 
 def pop3_settings(account, password) -> Pop3Settings:
@@ -79,7 +80,7 @@ def _pop3_settings(account, password) -> Pop3Settings:
                         mode=getattr(p, "mode", "keep") or "keep",
                         leave_days=int(getattr(p, "leave_days", 14) or 14),
                         cafile=getattr(p, "cafile", None), tls_fingerprint=getattr(p, "tls_fingerprint", None),
-                        tls_verify=getattr(p, "tls_verify", True))
+                        tls_verify=getattr(p, "tls_verify", True), oauth2=oauth2_for(account, p))
 
 
 def local_store(account, password_for: PasswordFor) -> Pop3Store:
@@ -111,13 +112,22 @@ def _imap_store(account, password):
     cache = HeaderCache(cache_dir() / f"{safe}.sqlite")
     store = ImapStore(account.name, s.host, _server_port("imap", s), getattr(s, "user", None) or account.address,
                       password or "", security=s.security, cache=cache, ssl_context=None,
-                      roles=dict(getattr(account, "roles", None) or {}))
+                      roles=dict(getattr(account, "roles", None) or {}), oauth2=oauth2_for(account, s))
     if s.security != "none":
         from tui_mail.tls import for_server
 
         store.ssl_context = for_server(s, "imap", port=_server_port("imap", s),
                                        on_insecure=lambda text: trace_warning(text, store.trace))
     return store
+
+
+def oauth2_for(account, server):
+    """The token source of a server with ``auth = "oauth2"`` (tui_mail.oauth2), else None."""
+    if getattr(server, "auth", "password") != "oauth2":
+        return None
+    from tui_mail.oauth2 import token_source_for
+
+    return token_source_for(account, server)
 
 
 def trace_warning(text: str, trace: TraceSink | None = None) -> None:

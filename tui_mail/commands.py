@@ -102,6 +102,22 @@ def add_account_parser(sub, common: argparse.ArgumentParser) -> None:
     add.add_argument("--cafile", metavar="FILE", help="a CA certificate to trust for these servers, "
                      "in addition to the system's")
     add.add_argument("--no-test", action="store_true", help="save without testing the connection")
+    oauth = add.add_argument_group("OAuth2 (instead of a password)")
+    oauth.add_argument("--oauth2", choices=("google", "microsoft", "custom"),
+                       help="sign in with OAuth2 now (device code or browser) and keep the refresh token "
+                            "in the keyring")
+    oauth.add_argument("--client-id", metavar="ID", help="your OAuth2 app's client id (required with --oauth2)")
+    oauth.add_argument("--client-secret", metavar="SECRET", help="its client secret, when the provider gave one")
+    oauth.add_argument("--oauth2-flow", choices=("device", "browser"),
+                       help="device: enter a code on another device; browser: sign in through a browser "
+                            "on this machine (default: microsoft device, others browser)")
+    oauth.add_argument("--tenant", metavar="TENANT", help="Microsoft tenant (default common)")
+    oauth.add_argument("--auth-url", metavar="URL", help="custom provider: authorization endpoint")
+    oauth.add_argument("--token-url", metavar="URL", help="custom provider: token endpoint")
+    oauth.add_argument("--device-url", metavar="URL", help="custom provider: device authorization endpoint")
+    oauth.add_argument("--scope", metavar="SCOPES", help="override the scopes asked for")
+    oauth.add_argument("--token-command", metavar="COMMAND",
+                       help="get access tokens by running this command (oama, mutt_oauth2.py…) instead")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,7 +194,7 @@ def _is_config_error(e: MailError) -> bool:
 
 # --- connection checks (account add / account test) -----------------------------------------
 def check_imap(host: str, port: int, security: str, user: str, password: str | None,
-               cafile: str | None = None, server=None) -> list[str]:
+               cafile: str | None = None, server=None, oauth2=None) -> list[str]:
     """Log in to an IMAP server (with the IMAP store's own error conversion) and out again;
     the capabilities it offers after login. ``server`` (config.Server) brings the TLS choices."""
     from tui_mail.store.imap import ImapStore
@@ -188,7 +204,7 @@ def check_imap(host: str, port: int, security: str, user: str, password: str | N
     if security != "none":
         ctx = for_server(server, "imap", host, port) if server is not None else client_context(cafile=cafile)
     store = ImapStore("account-test", host, port, user, password or "", security=security,
-                      ssl_context=ctx, timeout=20)
+                      ssl_context=ctx, timeout=20, oauth2=oauth2)
     try:
         store.connect()
         caps = store.capabilities()
@@ -360,7 +376,7 @@ def offer_pin(io: Io, kind: str, account, server) -> str | None:
 def _check_servers(args, account, io: Io, passwords: dict[str, str | None] | None,
                    only: set[str] | None = None) -> dict[str, tuple[bool, Exception | None]]:
     """kind → (ok, error) for each server checked."""
-    from tui_mail.accounts import _server_port, pop3_settings, smtp_settings
+    from tui_mail.accounts import _server_port, oauth2_for, pop3_settings, smtp_settings
     from tui_mail.store.pop3 import check_pop3
 
     def password(kind: str) -> str | None:
@@ -375,7 +391,8 @@ def _check_servers(args, account, io: Io, passwords: dict[str, str | None] | Non
 
         def imap():
             return check_imap(s.host, _server_port("imap", s), s.security, s.user or account.address,
-                              password("imap"), getattr(s, "cafile", None), server=s)
+                              password("imap"), getattr(s, "cafile", None), server=s,
+                              oauth2=oauth2_for(account, s))
         checks.append(("IMAP", imap))
     if getattr(account, "pop3", None) is not None:
         def pop3():
@@ -510,7 +527,11 @@ def cmd_account_add(args, io: Io) -> int:
     user = args.user or address
     smtp_user = user if args.smtp_user is None else (args.smtp_user or None)
     cmd = args.password_command or None
-    common = dict(security=security, user=user, password_command=cmd, cafile=args.cafile)
+    oauth = bool(args.oauth2 or args.token_command)
+    if oauth and cmd:
+        raise UsageError("account add: use either a password (--password-command) or OAuth2, not both")
+    common = dict(security=security, user=user, password_command=cmd, cafile=args.cafile,
+                  auth="oauth2" if oauth else "password")
     if kind == "imap":
         server_in = dict(imap=config.Server(host, port, **common))
     else:
@@ -519,11 +540,15 @@ def cmd_account_add(args, io: Io) -> int:
     account = config.Account(
         name=name, address=address, display_name=display or "", **server_in,
         smtp=config.Server(shost, sport, security=ssec, user=smtp_user, password_command=cmd,
-                           cafile=args.cafile),
-        password_command=cmd)     # saved once, at account level: both servers inherit it
+                           cafile=args.cafile, auth="oauth2" if oauth else "password"),
+        password_command=cmd,     # saved once, at account level: both servers inherit it
+        token_command=args.token_command or None, oauth2=_oauth2_table(args))
 
     password = None
-    if cmd is None:
+    tokens = None
+    if oauth:
+        tokens = oauth2_sign_in(account, args, io)
+    elif cmd is None:
         if args.password_stdin:
             line = io.stdin.readline() if io.stdin is not None else ""
             password = line.rstrip("\r\n")
@@ -548,10 +573,56 @@ def cmd_account_add(args, io: Io) -> int:
 
         account = dataclasses.replace(account, **{k: dataclasses.replace(getattr(account, k), tls_fingerprint=fp)
                                                   for k, fp in pins.items()})
-    if cmd is None:
+    if tokens is not None:
+        from tui_mail.oauth2 import save_refresh_token
+
+        save_refresh_token(name, tokens.refresh_token)   # SecretError names the alternatives
+    elif cmd is None and not oauth:
         secrets.set_password(name, password)   # SecretError names the alternatives
     existed = any(a.name == name for a in config.load_config(args.config).accounts)
     path = config.save_account(account, args.config)
+    where = ("" if cmd or args.token_command else
+             "; the OAuth2 refresh token is in the keyring" if oauth else "; the password is in the keyring")
     io.out.print(f"{'Updated' if existed else 'Saved'} account [bold]{_escape(name)}[/] in {_escape(str(path))}"
-                 + ("" if cmd else "; the password is in the keyring"), highlight=False)
+                 + where, highlight=False)
     return EXIT_OK
+
+
+def _oauth2_table(args) -> dict:
+    """[accounts.oauth2] from the command line (empty unless --oauth2)."""
+    if not args.oauth2:
+        return {}
+    if not args.client_id:
+        raise UsageError("account add: --oauth2 needs --client-id (register an app with your provider; "
+                         "the README says how)")
+    table = {"provider": args.oauth2, "client_id": args.client_id}
+    for key in ("client_secret", "tenant", "auth_url", "token_url", "device_url", "scope"):
+        if getattr(args, key, None):
+            table[key] = getattr(args, key)
+    if args.oauth2 == "custom" and not args.token_url:
+        raise UsageError("account add: --oauth2 custom needs --token-url (and --auth-url or --device-url)")
+    return table
+
+
+def oauth2_sign_in(account, args, io: Io):
+    """Run the sign-in (or check the token command) and make this process use its tokens;
+    returns the Tokens to keep (None with --token-command)."""
+    from tui_mail import oauth2
+
+    if args.token_command:
+        oauth2.prime(account, oauth2.TokenSource(account.name, token_command=args.token_command))
+        return None
+    table = account.oauth2
+    ep = oauth2.Endpoints.from_config(table)
+    flow = args.oauth2_flow or ("device" if (table["provider"] == "microsoft" or not ep.auth_url) else "browser")
+
+    def tell(text: str) -> None:
+        io.out.print(_escape(text), highlight=False, soft_wrap=True)
+
+    tokens = oauth2.device_flow(ep, tell) if flow == "device" else oauth2.browser_flow(ep, tell)
+    if not tokens.refresh_token:
+        raise MailError("the provider gave no refresh token (ask for offline access, e.g. the "
+                        "offline_access scope) so tui-mail could not log in again later")
+    oauth2.prime(account, oauth2.TokenSource(account.name, oauth2=table, tokens=tokens))
+    io.out.print("Signed in.")
+    return tokens

@@ -50,6 +50,8 @@ class SmtpSettings:
     local_hostname: str | None = None
     tls_fingerprint: str | None = None   # "sha256:…": accept exactly this certificate (tui_mail.tls)
     tls_verify: bool = True              # False: no check, warned on every connect
+    # auth = "oauth2": token(refresh) → access token, used with AUTH OAUTHBEARER/XOAUTH2
+    oauth2: Callable[[bool], str] | None = field(default=None, repr=False)
     # total seconds for connect + greeting + EHLO/STARTTLS/AUTH, whatever the server's pace
     # (each reply is also bounded by ``timeout`` inside aiosmtplib)
     login_deadline: float = 60.0
@@ -192,6 +194,17 @@ class SmtpSubmitter:
                     raise SendError(f"{s.host} does not offer AUTH on port {s.port}"
                                     + (" without TLS" if s.security == "none" else "")
                                     + "; check the port and security settings.", permanent=True)
+                if s.oauth2 is not None:
+                    from tui_mail.oauth2 import smtp_login
+
+                    try:
+                        _, reply = await smtp_login(client, s.user, s.oauth2, f"{s.host}:{s.port}", trace=self._c)
+                    except aiosmtplib.SMTPAuthenticationError as e:
+                        self._s(e)
+                        raise SubmissionAuthError(f"{s.host} refused the OAuth2 token for {s.user!r}: {e.code} "
+                                                  f"{_first_line(e.message)}", permanent=True, code=e.code) from None
+                    self._s(reply)
+                    return client
                 self._c(f"AUTH {s.user} ****")
                 try:
                     self._s(await client.login(s.user, self._password()))

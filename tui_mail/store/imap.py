@@ -264,7 +264,8 @@ class ImapStore(MailStore):
                  ssl_context: ssl.SSLContext | None = None, timeout: float = 30.0,
                  body_index_bytes: int = 1024, poll_interval: float = 60.0,
                  max_literal: int = DEFAULT_MAX_LITERAL, login_deadline: float = DEFAULT_LOGIN_DEADLINE,
-                 command_deadline: float = DEFAULT_COMMAND_DEADLINE):
+                 command_deadline: float = DEFAULT_COMMAND_DEADLINE,
+                 oauth2: Callable[[bool], str] | None = None):
         if security not in ("tls", "starttls", "none"):
             raise ValueError(f"security must be tls, starttls or none, not {security!r}")
         self.account, self.host, self.port, self.user = account, host, port, user
@@ -275,6 +276,7 @@ class ImapStore(MailStore):
         self.max_literal, self.login_deadline = max_literal, login_deadline
         self.command_deadline = command_deadline
         self.ssl_context = ssl_context
+        self.oauth2 = oauth2            # auth = "oauth2": token(refresh) → access token (tui_mail.oauth2)
         self.cache = cache if cache is not None else HeaderCache(":memory:")
         self.roles = dict(roles or {})
         self.body_index_bytes = body_index_bytes
@@ -331,7 +333,12 @@ class ImapStore(MailStore):
                     raise TLSError(f"{self.where} does not offer STARTTLS; use security = \"tls\" "
                                    "(port 993) or \"none\"")
                 c.starttls(self.ssl_context)
-            c.login(self.user, self._password())
+            if self.oauth2 is not None:
+                from tui_mail.oauth2 import imap_login
+
+                imap_login(c, self.user, self.oauth2, self.where)
+            else:
+                c.login(self.user, self._password())
             self._caps = frozenset(x.upper() for x in c.capabilities())
             if b"CONDSTORE" in self._caps and b"ENABLE" in self._caps:
                 c.enable("CONDSTORE")

@@ -58,6 +58,8 @@ class Pop3Settings:
     cafile: str | None = None            # added to the system CAs
     tls_fingerprint: str | None = None   # "sha256:…" pin (tui_mail.tls)
     tls_verify: bool = True              # False: unchecked, warned on every connect
+    # auth = "oauth2": token(refresh) → access token, used with AUTH OAUTHBEARER/XOAUTH2
+    oauth2: Callable[[bool], str] | None = field(default=None, repr=False)
     use_uidl: bool = True                # False: always use the header-hash stand-in
     # hostile-server limits (tui_mail.store.guard): totals whatever the server's pace, and the
     # largest multi-line answer (a RETR) accepted
@@ -165,6 +167,8 @@ class _Traced:
     def _putcmd(self, line):
         if self.sink:
             shown = "PASS ****" if line.upper().startswith("PASS ") else line
+            if line.upper().startswith("AUTH ") and line.count(" ") >= 2:   # SASL initial response
+                shown = " ".join(line.split(" ")[:2]) + " ****"
             self.sink("C", shown)
         super()._putcmd(line)
 
@@ -258,6 +262,11 @@ class Pop3Session:
                                    "or \"none\" on a trusted network.")
                 conn.stls(context=ctx)
                 self._capa()
+            if s.oauth2 is not None:
+                from tui_mail.oauth2 import pop3_login
+
+                pop3_login(conn, s.user, s.oauth2, list(self.capabilities.get("SASL", [])), where)
+                return self
             conn.user(s.user)
             try:
                 conn.pass_((s.password() if callable(s.password) else s.password) or "")
