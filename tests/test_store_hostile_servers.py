@@ -308,3 +308,26 @@ def test_a_tls_handshake_dripped_slowly_fails_within_the_deadline(tmp_path):
         took, error = elapsed(p.sync)
         p.close()
         assert isinstance(error, ServerTooSlow) and took < 6, (repr(error), took)
+
+
+async def test_smtp_endless_reply_is_refused_with_memory_bounded():
+    """aiosmtplib caps one reply at 32 KB; the submitter turns that into a SendError."""
+    from tui_mail.errors import SendError
+    from tui_mail.send.smtp import SmtpSettings, SmtpSubmitter
+
+    def endless(conn):
+        conn.send(b"220 hostile ESMTP\r\n")
+        conn.line()                                   # EHLO
+        conn.stream(b"250-" + b"x" * 60 + b"\r\n", 200 * 1024 * 1024)
+
+    with HostileServer(endless) as srv:
+        submitter = SmtpSubmitter(SmtpSettings("127.0.0.1", srv.port, security="none", timeout=10.0))
+        tracemalloc.start()
+        try:
+            with pytest.raises(SendError) as info:
+                await submitter.send(b"From: a@example.org\r\nTo: b@example.org\r\nSubject: x\r\n\r\nhi\r\n",
+                                     "a@example.org", ["b@example.org"])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert "127.0.0.1" in str(info.value) and peak < 8 * 1024 * 1024, (str(info.value), peak)
