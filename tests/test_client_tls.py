@@ -188,6 +188,8 @@ def test_account_test_offers_to_pin_and_never_accepts_silently(relay, tmp_path):
     assert cfg.read_text().startswith("# keep me")
     code, out, _ = run_cli(["account", "test", "relay", "--config", str(cfg)])            # pinned: no question
     assert code == 0 and out.count("✓") == 2
+    code, out, _ = run_cli(["account", "list", "--config", str(cfg)])
+    assert "tls (pinned)" in out
 
 
 def test_account_test_warns_when_verification_is_off(relay, tmp_path):

@@ -293,8 +293,11 @@ def _describe(kind: str, server) -> str:
     from tui_mail.accounts import _server_port
 
     user = getattr(server, "user", None)
+    notes = [n for n, on in (("oauth2", getattr(server, "auth", "password") == "oauth2"),
+                             ("pinned", bool(getattr(server, "tls_fingerprint", None))),
+                             ("UNVERIFIED", getattr(server, "tls_verify", True) is False)) if on]
     return (f"{kind.upper()} {server.host}:{_server_port(kind, server)} {server.security}"
-            + (f" as {user}" if user else ""))
+            + (f" ({', '.join(notes)})" if notes else "") + (f" as {user}" if user else ""))
 
 
 def cmd_account_list(args, io: Io) -> int:
