@@ -76,7 +76,9 @@ _ACCOUNT_KEYS = {"name", "address", "display_name", "signature", "imap", "pop3",
 _OAUTH2_KEYS = {"provider", "client_id", "client_secret", "auth_url", "token_url", "device_url", "scope",
                 "tenant", "redirect_port"}
 _FINGERPRINT = re.compile(r"sha256:([0-9A-Fa-f]{2}(?::?[0-9A-Fa-f]{2}){31})")
-_UI_KEYS = {"mark_read", "mark_read_delay", "theme", "preview", "keys"}
+_UI_KEYS = {"mark_read", "mark_read_delay", "theme", "preview", "keys", "address_book_command",
+            "address_book_dir", "notify_command", "notify_terminal"}
+NOTIFY_TERMINAL = ("auto", "osc9", "osc777", "off")
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,10 @@ class UISettings:
     theme: str | None = None
     preview: bool = True
     keys: dict[str, str] = field(default_factory=dict)
+    address_book_command: str | None = None   # prints "address<TAB>name" lines (aerc); no shell
+    address_book_dir: str | None = None       # a directory of .vcf files
+    notify_command: str | None = None         # run on new mail: argv + sender + subject; no shell
+    notify_terminal: str = "auto"             # auto | osc9 | osc777 | off: the terminal's own notification
 
 
 @dataclass(frozen=True)
@@ -276,7 +282,22 @@ def _parse_ui(doc: dict, p: Path, lines: _Lines) -> UISettings:
             raise ConfigError(str(p), lines.find(where.split(".")[-1], nth=-1), where,
                               "must map action ids to key names", 'e.g. [keys] delete = "x"')
         keys.update(flat)
-    return UISettings(mark, delay, theme, preview, keys)
+    extra: dict[str, str | None] = {}
+    for k in ("address_book_command", "address_book_dir", "notify_command"):
+        v = ui.get(k)
+        if v is not None and (not isinstance(v, str) or "\n" in v):
+            raise ConfigError(str(p), lines.find(k, nth=-1), f"ui.{k}", "must be one line of text",
+                              f'e.g. {k} = "{_UI_EXAMPLES[k]}"')
+        extra[k] = v or None
+    terminal = ui.get("notify_terminal", "auto")
+    if terminal not in NOTIFY_TERMINAL:
+        raise ConfigError(str(p), lines.find("notify_terminal", nth=-1), "ui.notify_terminal",
+                          f"{terminal!r} is not a notification kind", 'use "auto", "osc9", "osc777" or "off"')
+    return UISettings(mark, delay, theme, preview, keys, notify_terminal=terminal, **extra)
+
+
+_UI_EXAMPLES = {"address_book_command": "khard email --parsable --remove-first-line",
+                "address_book_dir": "~/.local/share/contacts", "notify_command": "notify-send -a tui-mail"}
 
 
 def _flatten_keys(table: dict, prefix: str = "") -> dict[str, object]:

@@ -274,6 +274,13 @@ class HeaderCache:
                         "SELECT uid, date, subject, message_id, in_reply_to, refs FROM messages "
                         "WHERE account=? AND folder=?", (account, folder))]
 
+    def contact_fields(self, account: str, folder: str) -> list[tuple]:
+        """``(from_name, from_addr, to, cc, date)`` of every cached message of ``folder``
+        (for the contacts index, tui_mail.address_book)."""
+        with self._lock:
+            return self._db.execute("SELECT from_name, from_addr, to_addrs, cc_addrs, date FROM messages "
+                                    "WHERE account=? AND folder=?", (account, folder)).fetchall()
+
     def cached_uids(self, account: str, folder: str) -> set[int]:
         with self._lock:
             return {r[0] for r in self._db.execute(

@@ -129,6 +129,7 @@ class UndoFinished(Message):
     account: str
     note: str
     refresh: tuple[str, ...]
+    arrived: tuple[str, tuple[int, ...]] | None = None   # (folder, new UIDs) the undo put back
 
 
 @dataclass

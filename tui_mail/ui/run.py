@@ -62,7 +62,11 @@ def settings_from(ui, ascii_only: bool = False):
         raise ConfigError("config.toml", None, "keys", str(e), "use the ids listed by ? in the app") from None
     return UISettings(mark_read=mark, mark_read_delay=ui.mark_read_delay, preview=ui.preview,
                       theme=ui.theme or "textual-dark",
-                      keys=keys, ascii=ascii_only)
+                      keys=keys, ascii=ascii_only,
+                      address_book_command=getattr(ui, "address_book_command", None),
+                      address_book_dir=getattr(ui, "address_book_dir", None),
+                      notify_command=getattr(ui, "notify_command", None),
+                      notify_terminal=getattr(ui, "notify_terminal", "auto"))
 
 
 def build(args: argparse.Namespace, trace):

@@ -74,9 +74,10 @@ def draft_for(account: Account, purpose: str, view: MessageView | None) -> mc.Dr
 class AddressSuggester(Suggester):
     """Completes the entry after the last comma from known addresses (case-insensitive)."""
 
-    def __init__(self, known: list[str]):
+    def __init__(self, known: list[str], lookup=None):
         super().__init__(use_cache=False, case_sensitive=True)
         self.known = known
+        self.lookup = lookup        # blocking query → entries (the address book), run in a thread
 
     async def get_suggestion(self, value: str) -> str | None:
         head, sep, last = value.rpartition(",")
@@ -88,6 +89,13 @@ class AddressSuggester(Suggester):
             if entry.lower().startswith(low) or _addr_part(entry).lower().startswith(low):
                 prefix = value[: len(value) - len(typed)]
                 return prefix + entry if entry.lower().startswith(low) else None
+        if self.lookup is not None:     # address_book_command: asked only when nothing known fits
+            import asyncio
+
+            for entry in await asyncio.to_thread(self.lookup, typed):
+                entry = shown(entry, 300)
+                if entry.lower().startswith(low):
+                    return value[: len(value) - len(typed)] + entry
         return None
 
 
@@ -152,7 +160,8 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
 
     def compose(self) -> ComposeResult:
         d = self.draft
-        suggest = AddressSuggester([shown(k, 300) for k in self.known])   # names from mail: controls visible
+        suggest = AddressSuggester([shown(k, 300) for k in self.known],
+                                   lookup=getattr(self.app, "address_lookup", None))   # names from mail: controls visible
         with Vertical(id="fields"):
             with Horizontal(classes="row"):
                 yield Label("From")
@@ -396,12 +405,21 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
         if self.dirty and not self.sending and not self.sent:
             self.save_draft(self.current_draft(), quiet=True)
 
-    @work(thread=True, exclusive=True, group="draft", exit_on_error=False)
     def save_draft(self, draft: mc.Draft, quiet: bool) -> None:
+        main = getattr(self.app, "main_screen", None)
+        if main is not None:        # the copy in Drafts is ours, not new mail
+            main.expect_arrivals(self.account.name, self._drafts_folder(), 1)
+        self._save_draft(draft, quiet)
+
+    @work(thread=True, exclusive=True, group="draft", exit_on_error=False)
+    def _save_draft(self, draft: mc.Draft, quiet: bool) -> None:
         data = mc.draft_to_bytes(draft)
         folder = self._drafts_folder()
         store = self.account.store
         uid = store.append(folder, data, flags=[SEEN, DRAFT])
+        main = getattr(self.app, "main_screen", None)
+        if uid is not None and main is not None:
+            self.app.call_from_thread(main.arrived, self.account.name, folder, [uid])
         if self.saved_uid is not None:
             store.expunge(folder, [self.saved_uid])
         self.saved_uid = uid

@@ -59,7 +59,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.search_query: str | None = None
         self.folder_rows: tuple[int, ...] = ()
         self.journal = UndoJournal()
-        self._expected: dict[tuple[str, str], tuple[int, float]] = {}   # see expect_arrivals
+        self._expected: dict[tuple[str, str], tuple[int, float, frozenset[int]]] = {}   # expect_arrivals
         self._preview_timer: Timer | None = None
         self._loaded: tuple[str, str, int] | None = None
         self._fresh: set[tuple[str, str]] = set()     # folders loaded from the server
@@ -325,32 +325,45 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             return
         change = event.change
         if change.kind == "exists" and change.uids:
-            n = self._unexpected(event.account, change.folder, len(change.uids))
+            n = self._unexpected(event.account, change.folder, tuple(change.uids))
             if n:
                 self.app.notify(f"{n} new message{'s' if n != 1 else ''} in {change.folder}",
                                 title=account.name)
+                self.app.announce_new_mail(account, change.folder, tuple(change.uids)[-n:])
         if self._is_current(event.account, change.folder) and self.search_query is None:
             self.load_folder(account, change.folder, self.sort, self.message_list.current_uid)
         self.list_folders(account)
 
     def expect_arrivals(self, account: str, folder: str, n: int, within: float = 30.0) -> None:
         """``n`` messages will appear in ``folder`` because of us (undo, a saved draft): they
-        are not "new mail" when the watcher reports them."""
+        are not "new mail" when the watcher reports them. ``arrived`` later names them."""
         import time
 
         now = time.monotonic()
-        left, until = self._expected.get((account, folder), (0, 0.0))
-        self._expected[(account, folder)] = ((left if until > now else 0) + n, now + within)
+        left, until, known = self._expected.get((account, folder), (0, 0.0, frozenset()))
+        self._expected[(account, folder)] = ((left if until > now else 0) + n, now + within, known)
 
-    def _unexpected(self, account: str, folder: str, n: int) -> int:
+    def arrived(self, account: str, folder: str, uids: Iterable[int]) -> None:
+        """The UIDs our own action gave the expected messages: from now on only these are
+        skipped, so a reservation never swallows real mail that arrives later."""
+        uids = frozenset(uids)
+        left, until, known = self._expected.get((account, folder), (0, 0.0, frozenset()))
+        if left >= len(uids):           # not reported yet: trade the count for the UIDs
+            self._expected[(account, folder)] = (left - len(uids), until, known | uids)
+
+    def _unexpected(self, account: str, folder: str, uids: tuple[int, ...]) -> int:
+        """How many of ``uids`` (reported as new in ``folder``) are really new mail."""
         import time
 
-        left, until = self._expected.pop((account, folder), (0, 0.0))
+        key = (account, folder)
+        left, until, known = self._expected.get(key, (0, 0.0, frozenset()))
         if until <= time.monotonic():
-            return n
-        if left > n:
-            self._expected[(account, folder)] = (left - n, until)
-        return max(0, n - left)
+            self._expected.pop(key, None)
+            return len(uids)
+        rest = [u for u in uids if u not in known]
+        taken = min(left, len(rest))
+        self._expected[key] = (left - taken, until, known)
+        return len(rest) - taken
 
     def _is_current(self, account: str, folder: str) -> bool:
         return self.account is not None and self.account.name == account and self.folder == folder
@@ -643,10 +656,13 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.post_message(UndoFinished(account.name, f"Undid {what}", (op.folder,)))
         else:
             store, real = self.store_for(account, op.folder)
-            store.move(real, op.uids, op.dest)
-            self.post_message(UndoFinished(account.name, f"Undid {what}", (op.folder, op.dest)))
+            uid_map = store.move(real, op.uids, op.dest)
+            self.post_message(UndoFinished(account.name, f"Undid {what}", (op.folder, op.dest),
+                                           arrived=(op.dest, tuple(uid_map.values()))))
 
     def on_undo_finished(self, event: UndoFinished) -> None:
+        if event.arrived is not None:
+            self.arrived(event.account, *event.arrived)
         self.app.notify(event.note, timeout=3)
         if self.account and self.account.name == event.account and self.folder in event.refresh:
             if self.search_query is None:
