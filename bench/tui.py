@@ -91,7 +91,7 @@ password_command = "echo secret"
                TEXTUAL_ANIMATIONS="none")
     env.pop("NO_COLOR", None)
     t = time.perf_counter()
-    subprocess.run([PYTHON, __file__, "--child", "fill"], env=env, check=True)
+    subprocess.run([PYTHON, __file__, "--child", "fill"], env=dict(env, PYTHONPATH=str(ROOT)), check=True)
     print(f"filled tui-mail's header cache ({n:,} envelopes) in {time.perf_counter() - t:.1f} s", flush=True)
     return dc, env
 
@@ -118,6 +118,7 @@ def tmux_first_screen(command: str, env: dict, rows: int, timeout: float = 60.0,
     t0 = time.perf_counter()
     subprocess.run(tmux + ["new-session", "-d", "-x", "120", "-y", "40", "-s", "b", command],
                    env=env, check=True)
+    subprocess.run(tmux + ["set-option", "-t", "b", "remain-on-exit", "off"], env=env, capture_output=True)
     try:
         while True:
             screen = subprocess.run(tmux + ["capture-pane", "-p", "-t", "b"], env=env,
@@ -125,6 +126,8 @@ def tmux_first_screen(command: str, env: dict, rows: int, timeout: float = 60.0,
             if len(INDEX_LINE.findall(screen)) >= rows:
                 elapsed = time.perf_counter() - t0
                 break
+            if subprocess.run(tmux + ["has-session", "-t", "b"], env=env, capture_output=True).returncode:
+                raise RuntimeError(f"{command!r} exited before showing the index")
             if time.perf_counter() - t0 > timeout:
                 raise RuntimeError(f"no index within {timeout} s; screen:\n{screen}")
             time.sleep(0.008)
@@ -315,9 +318,7 @@ def p95(xs):
 
 
 def run_child_headless(env: dict, moves: int, code: Path | None, memory_n: int | None) -> dict:
-    e = dict(env)
-    if code is not None:
-        e["PYTHONPATH"] = str(code)
+    e = dict(env, PYTHONPATH=str(code or ROOT))
     argv = [PYTHON, __file__, "--child", "headless", "--moves", str(moves)]
     if memory_n:
         argv += ["--memory-n", str(memory_n)]
@@ -328,7 +329,8 @@ def run_child_headless(env: dict, moves: int, code: Path | None, memory_n: int |
 
 
 def tui_command(code: Path | None) -> str:
-    pre = f"PYTHONPATH={shlex.quote(str(code))} " if code is not None else ""
+    """The app from ``code`` (default: the checkout this script is in, not the installed one)."""
+    pre = f"PYTHONPATH={shlex.quote(str(code or ROOT))} "
     return f"{pre}{shlex.quote(PYTHON)} -c {shlex.quote(RUN_APP)}"
 
 
