@@ -45,3 +45,23 @@ def test_relay_without_sort_is_sorted_on_the_client(relay):  # noqa: F811
     finally:
         s.close()
         s.cache.close()
+
+
+def test_moved_messages_keep_their_cached_summary_under_the_new_uid(relay):  # noqa: F811
+    relay.seed([make_message(i) for i in range(3)])
+    relay.start()
+    s = imap_store(relay)
+    try:
+        s.connect()
+        s.folder_state("Trash")                     # Trash known to the cache
+        uids = s.folder_state("INBOX").uids
+        s.summaries("INBOX", uids)
+        mapping = s.move("INBOX", [uids[0]], "Trash")
+        new = mapping[uids[0]]
+        carried = s.cache.get("acct", "Trash", [new])
+        assert carried[new].subject == "Message 0 about topic 0"
+        back = s.move("Trash", [new], "INBOX")
+        assert s.cache.get("acct", "INBOX", [back[new]])[back[new]].subject == "Message 0 about topic 0"
+    finally:
+        s.close()
+        s.cache.close()

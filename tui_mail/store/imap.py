@@ -132,6 +132,17 @@ def parse_copyuid(texts: Iterable[bytes | str]) -> dict[int, int]:
     return {}
 
 
+def copyuid_validity(texts: Iterable[bytes | str]) -> int | None:
+    """The destination's UIDVALIDITY from a ``[COPYUID v src dst]`` response code."""
+    for t in texts:
+        if isinstance(t, bytes):
+            t = t.decode("ascii", "replace")
+        m = re.search(r"\[COPYUID (\d+) ", t, re.I)
+        if m:
+            return int(m.group(1))
+    return None
+
+
 def parse_appenduid(text: bytes | str) -> int | None:
     if isinstance(text, bytes):
         text = text.decode("ascii", "replace")
@@ -583,11 +594,18 @@ class ImapStore(MailStore):
             return sorted(_esearch_all(data))
         return sorted(c.search("ALL"))
 
+    @property
+    def sorts_on_client(self) -> bool:
+        """True when the server cannot SORT, so the order depends on what is cached."""
+        return self._client is not None and not (self._has(b"SORT") or self._has(b"ESORT"))
+
     def _sort_locally(self, folder: str, uids: Sequence[int], sort: str) -> list[int]:
         """The server has no SORT: sort from the header cache (tui_mail.store.sorting). For
         from/subject/size the summaries not cached yet are fetched first (in chunks, like
-        fill_cache would), so the order is complete; date uses what is cached and the
-        background fill completes it."""
+        fill_cache would), so the order is complete. Date sorting never waits for the network
+        (the first screen of a folder is its visible window only): what is not cached sorts
+        as newest, and the UI re-sorts once the background fill has cached the dates
+        (``sorts_on_client``)."""
         if sort != "date":
             cached = self.cache.cached_uids(self.account, folder)
             missing = [u for u in uids if u not in cached]
@@ -758,9 +776,27 @@ class ImapStore(MailStore):
             return {}
 
         def run(c: IMAPClient):
-            return parse_copyuid(uid_command(c, "COPY", uid_ranges(uids), dest))
+            return uid_command(c, "COPY", uid_ranges(uids), dest)
 
-        return self._call(run, folder, what=f"copying to {dest!r}")
+        texts = self._call(run, folder, what=f"copying to {dest!r}")
+        mapping = parse_copyuid(texts)
+        self._carry_cache(folder, dest, mapping, copyuid_validity(texts))
+        return mapping
+
+    def _carry_cache(self, folder: str, dest: str, mapping: dict[int, int], uidvalidity: int | None) -> None:
+        """Cached summaries follow a copy/move to their new UIDs (COPYUID), so the destination
+        shows them at once in their sorted place — an undone delete goes back where it was,
+        also where the server cannot SORT and the order comes from this cache."""
+        sync = self.cache.folder_sync(self.account, dest)
+        if sync is not None and sync.uidvalidity is not None and sync.uidvalidity != uidvalidity:
+            return                       # the cache of dest is stale: it is renewed when opened
+        if not mapping or uidvalidity is None:
+            return
+        from dataclasses import replace
+
+        have = self.cache.get(self.account, folder, list(mapping))
+        self.cache.put(self.account, dest, uidvalidity,
+                       [(replace(s, uid=mapping[u]), None) for u, s in have.items()])
 
     def move(self, folder: str, uids: Iterable[int], dest: str) -> dict[int, int]:
         uids = sorted(set(uids))
@@ -769,13 +805,15 @@ class ImapStore(MailStore):
 
         def run(c: IMAPClient):
             if self._has(b"MOVE"):
-                return parse_copyuid(uid_command(c, "MOVE", uid_ranges(uids), dest))
-            mapping = parse_copyuid(uid_command(c, "COPY", uid_ranges(uids), dest))
+                return uid_command(c, "MOVE", uid_ranges(uids), dest)
+            texts = uid_command(c, "COPY", uid_ranges(uids), dest)
             uid_store(c, uid_ranges(uids), "+FLAGS.SILENT", [DELETED.encode()])
             self._expunge(c, uids)
-            return mapping
+            return texts
 
-        mapping = self._call(run, folder, what=f"moving to {dest!r}")
+        texts = self._call(run, folder, what=f"moving to {dest!r}")
+        mapping = parse_copyuid(texts)
+        self._carry_cache(folder, dest, mapping, copyuid_validity(texts))
         self.cache.remove(self.account, folder, uids)
         return mapping
 
