@@ -31,7 +31,9 @@ from tui_mail.ui.messages import (CacheProgressed, ConnectionChanged, FlagsChang
 from tui_mail.ui.rows import next_sort
 from tui_mail.ui.screens.dialogs import ConfirmScreen, FolderPicker, PromptScreen
 from tui_mail.ui.failures import ReportsWorkerFailures
+from tui_mail.store.virtual import VirtualStore
 from tui_mail.ui.services import OUTBOX, Account
+from tui_mail.ui.virtual_views import all_folders_view, split_scope, unified_inbox
 from tui_mail.ui.undo import CannotUndo, FlagChange, Relocation, UndoFlags, UndoJournal
 from tui_mail.ui.widgets.folder_tree import FolderTree
 from tui_mail.ui.widgets.key_bar import KeyBar
@@ -52,6 +54,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     def __init__(self, accounts: list[Account]):
         super().__init__()
         self.accounts = {a.name: a for a in accounts}
+        if len(accounts) >= 2:                   # the unified inbox: every account's INBOX
+            unified = unified_inbox(accounts)
+            self.accounts[unified.name] = unified
+        self._scope_base: tuple[Account, str] | None = None   # where an in:all search returns to
         self.account: Account | None = accounts[0] if accounts else None
         self.folder: str | None = None
         self.sort = "date"
@@ -188,6 +194,9 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.status.note = event.detail
 
     def on_folders_listed(self, event: FoldersListed) -> None:
+        view = self.accounts.get(event.account)
+        if view is not None and getattr(view.store, "role", None) == "search":
+            return                           # in:all results: not a folder tree entry
         self.tree.set_folders(event.account, event.folders)
         current = self.account is not None and event.account == self.account.name
         if current and (self.folder is None or (event.account, self.folder) not in self._fresh):
@@ -211,6 +220,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.message_list.focus()
 
     def open_folder(self, account: Account, folder: str, keep: int | None = None) -> None:
+        self._scope_base = None                 # leaving in:all results for a real folder
         if self.account is not account or self.folder != folder:
             keep = None
             self.message_list.selection.clear()
@@ -548,6 +558,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     def folder_names(self) -> list[str]:
         if not self.account:
             return []
+        if isinstance(self.account.store, VirtualStore):
+            return self.account.store.folder_names()
         infos = self.tree.folders.get(self.account.name, {})
         return [n for n, f in infos.items() if f.selectable and f.role != "outbox" and n != self.folder]
 
@@ -734,9 +746,12 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     @on(Input.Submitted, "#search")
     def search_submitted(self, event: Input.Submitted) -> None:
         query = event.value.strip()
+        everywhere, query = split_scope(query)
         if not query:
             self.end_search()
             return
+        if everywhere and self.account and self.folder:
+            self._search_all_folders()
         self.search_query = query
         self.status.note = f"searching {query!r}…"
         self.message_list.focus()
@@ -771,9 +786,32 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self._show_counts()
         self.refresh_bindings()
 
+    def _search_all_folders(self) -> None:
+        """Switch the list to a virtual folder over every folder of the current account (the
+        search results of ``in:all`` live there, openable and actionable like any list)."""
+        if self._scope_base is None:
+            self._scope_base = (self.account, self.folder)
+        base = self._scope_base[0]
+        folders = [n for n, f in self.tree.folders.get(base.name, {}).items()
+                   if f.selectable and f.role != "outbox"]
+        view = all_folders_view(base, folders)
+        self.accounts[view.name] = view
+        self.account, self.folder = view, view.store.name
+        self.folder_rows = ()
+        self.message_list.selection.clear()
+        self.status.account, self.status.folder = base.name, "all folders"
+
     def end_search(self) -> None:
         bar = self.query_one("#search", Input)
         bar.display = False
+        if self._scope_base is not None:           # back from an in:all search
+            account, folder = self._scope_base
+            self._scope_base = None
+            self.search_query = None
+            self.status.note = ""
+            self.open_folder(account, folder)
+            self.message_list.focus()
+            return
         if self.search_query is not None and self.account and self.folder:
             self.search_query = None
             self.status.note = ""
@@ -903,6 +941,11 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
 
     def open_composer(self, account: Account, folder: str, uid: int, purpose: str, view) -> None:
         """The composer for a reply/forward/recalled draft of ``uid`` in ``folder``."""
+        store = account.store
+        if isinstance(store, VirtualStore):      # answer from the account the message came to
+            account = self.accounts.get(store.account_of(uid), account)
+            if isinstance(account.store, VirtualStore):
+                account = self.accounts.get(account.store.account_of(uid), account)
         self.app.open_composer_for(account, purpose, view,
                                    origin=self.origin_of(account, folder, uid, purpose),
                                    draft_uid=uid if purpose == "draft" else None)
