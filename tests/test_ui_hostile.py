@@ -131,7 +131,7 @@ async def test_hostile_strings_through_every_screen(tmp_path):
     app, store = make_app(tmp_path)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await settle(pilot, app, lambda: mlist(app).current_summary is not None
-                     and app.main_screen.preview.uid is not None)
+                     and app.main_screen.preview.uid is not None, timeout=30)
         text = check_screen(app)
         assert "[@click=app.quit]Mallory" in text              # message list + preview sender
         assert "[bold red]Hi[/]" in text                       # subject, literally
@@ -158,7 +158,7 @@ async def test_hostile_strings_through_every_screen(tmp_path):
 
         # the reader with its attachment list
         await pilot.press("enter")
-        await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None)
+        await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None, timeout=30)
         text = check_screen(app)
         assert "[/].txt" in text and "[@click=app.quit]x[/].html" in text
         assert "a␛[2J␛[Hb.pdf" in text and "Body [@click=app.quit]click[/]" in text
@@ -188,7 +188,7 @@ async def test_hostile_strings_through_every_screen(tmp_path):
         app.trace_buffer.add("alice", "S", "* OK " + CLEAR + "[@click=app.quit]hi[/]")
         app.trace_buffer.add("alice", "S", "* BYE " + OSC52)
         await pilot.press("f2")
-        await settle(pilot, app, lambda: type(app.screen).__name__ == "TraceScreen")
+        await settle(pilot, app, lambda: type(app.screen).__name__ == "TraceScreen", timeout=30)
         await pilot.pause(0.2)
         text = check_screen(app)
         assert "* OK ␛[2J␛[H[@click=app.quit]hi[/]" in text
@@ -197,7 +197,7 @@ async def test_hostile_strings_through_every_screen(tmp_path):
 
         # the composer: reply to the hostile message (subject, To, quoted body)
         app.open_composer_for(app.accounts[0], "reply", app.main_screen.preview.view)
-        await settle(pilot, app, lambda: type(app.screen).__name__ == "ComposeScreen")
+        await settle(pilot, app, lambda: type(app.screen).__name__ == "ComposeScreen", timeout=30)
         text = check_screen(app)
         assert "Re: [bold red]Hi[/]" in text
         await pilot.press("escape")
@@ -208,7 +208,7 @@ async def test_hostile_strings_through_every_screen(tmp_path):
 
         # the rename prompt with a hostile folder name
         app.main_screen.query_one("FolderTree").select_folder("alice", "esc" + CLEAR + "x")
-        await settle(pilot, app, lambda: app.main_screen.folder == "esc" + CLEAR + "x")
+        await settle(pilot, app, lambda: app.main_screen.folder == "esc" + CLEAR + "x", timeout=30)
         await pilot.press("E")
         await pilot.pause()
         text = check_screen(app)
@@ -268,16 +268,16 @@ async def test_opening_attachments_with_quoting_mailcap_runs_nothing(tmp_path, m
     store = LocalStore(root, poll_interval=0.1)
     app = MailApp([Account("alice", store, "alice@crepes.fr", "Alice")], UISettings(), clock=lambda: NOW)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app, lambda: mlist(app).current_summary is not None)
+        await settle(pilot, app, lambda: mlist(app).current_summary is not None, timeout=30)
         await pilot.press("enter")
-        await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None)
+        await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None, timeout=30)
         reader = app.screen
         for index in range(len(names)):
             reader.query_one("#attachments").highlighted = index
             await pilot.press("O")
             await pilot.pause()
             import asyncio
-            for _ in range(200):                      # the viewer runs detached
+            for _ in range(1000):                     # the viewer runs detached (≤ 20 s)
                 modes = (out / "modes").read_text().split() if (out / "modes").exists() else []
                 if len(modes) >= 2 * (index + 1):
                     break
@@ -290,3 +290,28 @@ async def test_opening_attachments_with_quoting_mailcap_runs_nothing(tmp_path, m
     assert (out / "modes").read_text().split() == ["600", "700"] * len(names)
     assert (out / "copy").read_text().strip() == f"<p>attachment {len(names) - 1}</p>"
     assert not [p for p in work.iterdir()] and not list(tmp_path.rglob("pwned*"))
+
+
+async def test_the_reader_opens_a_message_of_20000_parts_and_says_what_it_left_out(tmp_path):
+    parts = "".join(f"--B\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; "
+                    f"filename=f{i}.bin\r\n\r\npart {i}\r\n" for i in range(20000))
+    raw = ("From: m@evil.test\r\nTo: alice@crepes.fr\r\nSubject: many parts\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+           + parts + "--B--\r\n").encode()
+    root = tmp_path / "mail"
+    store = LocalStore(root)
+    store.connect()
+    store.append("INBOX", raw)
+    store.close()
+    store = LocalStore(root, poll_interval=0.1)
+    app = MailApp([Account("alice", store, "alice@crepes.fr", "Alice")], UISettings(), clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, lambda: mlist(app).current_summary is not None, timeout=30)
+        await pilot.press("enter")
+        await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None, timeout=30)
+        view = app.screen.view
+        assert len(view.attachments) == 199 and view.parts_left_out == 19801
+        text = check_screen(app)
+        assert "… 19,801 more parts not shown" in text           # on the first screen, above the list
+        assert "hello" in str(app.screen.query_one("#body").render())
+        assert app.screen.query_one("#attachments").option_count == 199

@@ -79,11 +79,13 @@ def attachment_lines(view: MessageView) -> Text:
 
 def message_text(view: MessageView, full_headers: bool = False) -> Text:
     out = header_block(view, full_headers)
+    for problem in view.problems[:50]:     # before a long attachment list, so they are seen
+        out.append(f"⚠ {shown(problem)}\n", style="italic")
+    if len(view.problems) > 50:
+        out.append(f"⚠ … {len(view.problems) - 50:,} more problems\n", style="italic")
     if view.attachments:
         out.append("Attachments:\n", style="bold")
         out.append_text(attachment_lines(view))
-    for problem in view.problems:
-        out.append(f"⚠ {shown(problem)}\n", style="italic")
     out.append("\n")
     text, more = _cut(view.text)
     out.append_text(body_text(text) if text else Text("(no text to show)", style="dim italic"))
