@@ -318,10 +318,29 @@ async def test_reader_saves_an_attachment(tmp_path, monkeypatch):
         await pilot.press("enter")
         await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None)
         assert [a.filename for a in app.screen.view.attachments] == ["data.bin"]
-        await pilot.press("a")
+        reader = app.screen
+        await pilot.press("a")                        # asks, with the download dir filled in
+        assert app.screen.query_one("#answer").value == str(tmp_path / "dl" / "data.bin")
+        await pilot.press("enter")
+        await settle(pilot, app, lambda: app.screen is reader)
         assert (tmp_path / "dl" / "data.bin").read_bytes() == b"\x00\x01"
-        await pilot.press("a")                        # never overwrites
-        assert (tmp_path / "dl" / "data (1).bin").exists()
+        await pilot.press("a", "enter")               # never overwrites
+        await settle(pilot, app, lambda: (tmp_path / "dl" / "data (1).bin").exists())
+        assert any("data (1).bin" in n.message and "not overwritten" in n.message
+                   for n in app._notifications)
+        await pilot.press("a", "escape")              # Esc closes the question, not the reader
+        await settle(pilot, app, lambda: app.screen is reader)
+        assert len(list((tmp_path / "dl").iterdir())) == 2
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "kept.bin").write_bytes(b"x")
+        await pilot.press("a")
+        app.screen.query_one("#answer").value = str(tmp_path / "elsewhere" / "ke")
+        await pilot.press("tab")                      # path completion
+        assert app.screen.query_one("#answer").value == str(tmp_path / "elsewhere" / "kept.bin")
+        app.screen.query_one("#answer").value = str(tmp_path / "elsewhere") + "/"
+        await pilot.press("enter")
+        await settle(pilot, app, lambda: (tmp_path / "elsewhere" / "data.bin").exists())
+        assert app.screen is reader
 
 
 async def test_warm_start_paints_from_the_cache_before_the_server_answers():

@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.fuzzy import Matcher
 from textual.screen import ModalScreen
+from textual.suggester import Suggester
 from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
@@ -55,16 +56,23 @@ class PromptScreen(ModalScreen[str | None]):
     """Ask for one line of text (a folder name); Escape cancels with None."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="PromptScreen")
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel"),
+                Binding("tab", "complete", "Complete", show=False, priority=True)]
 
-    def __init__(self, question: str, value: str = ""):
+    def __init__(self, question: str, value: str = "", suggester: Suggester | None = None):
         super().__init__()
-        self.question, self.value = question, value
+        self.question, self.value, self.suggester = question, value, suggester
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(as_text(self.question, limit=2000))
-            yield Input(shown(self.value), id="answer")
+            yield Input(shown(self.value), id="answer", suggester=self.suggester)
+
+    def action_complete(self) -> None:
+        """Tab takes the suggestion (path completion), like a shell."""
+        answer = self.query_one("#answer", Input)
+        answer.cursor_position = len(answer.value)
+        answer.action_cursor_right()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         value = event.value.strip()

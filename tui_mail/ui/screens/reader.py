@@ -27,7 +27,7 @@ from tui_mail.ui.render import message_text, raw_text
 from tui_mail.ui.rows import size_cell
 from tui_mail.ui.safe_text import as_text
 from tui_mail.ui.failures import ReportsWorkerFailures
-from tui_mail.ui.screens.dialogs import ConfirmScreen
+from tui_mail.ui.screens.dialogs import ConfirmScreen, PromptScreen
 from tui_mail.ui.services import OUTBOX, Account
 
 
@@ -207,10 +207,41 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
         return self.view.attachments[index]
 
     def action_save_attachment(self) -> None:
+        """Ask where (the download directory and the attachment's name, Tab completes paths);
+        an existing file is never overwritten: the next free "name (1).ext" is used, and the
+        notification says where it went. Esc closes only the question."""
         att = self._attachment()
-        if att is not None:
-            path = save_attachment(self.view, att.part_id, downloads_dir())
-            self.app.notify(f"Saved {path}", timeout=4)
+        if att is None:
+            return
+        from tui_mail.mail.parse import safe_filename
+        from tui_mail.ui.screens.compose import PathSuggester
+
+        view = self.view
+        default = str(downloads_dir() / safe_filename(att.filename or "attachment"))
+
+        def chosen(answer: str | None) -> None:
+            if answer:
+                self.save_to(view, att.part_id, answer)
+
+        self.app.push_screen(PromptScreen("Save the attachment as (Tab completes, Esc cancels):",
+                                          value=default, suggester=PathSuggester()), chosen)
+
+    def save_to(self, view: MessageView, part_id: str, answer: str) -> Path | None:
+        target = Path(os.path.expanduser(answer))
+        att = view.attachment(part_id)
+        if answer.endswith("/") or target.is_dir():
+            directory, name = target, att.filename or "attachment"
+        else:
+            directory, name = target.parent, target.name
+        try:
+            path = save_attachment(view, part_id, directory, filename=name)
+        except OSError as e:
+            self.app.notify(f"Not saved: {e}", severity="error", timeout=8)
+            return None
+        wanted = directory / name
+        note = f" ({wanted.name} exists, not overwritten)" if path.name != wanted.name and wanted.exists() else ""
+        self.app.notify(f"Saved to {path}{note}", timeout=6)
+        return path
 
     def action_open_attachment(self) -> None:
         att = self._attachment()
