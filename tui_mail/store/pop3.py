@@ -340,8 +340,15 @@ class Pop3Store(LocalStore):
         """Report changes of ``folder`` (local polling) and, while INBOX is watched, fetch new
         mail from the server now and every ``check_interval`` seconds; new messages then show
         up as "exists" changes. A failed check is kept in ``last_sync_error`` (and logged)."""
-        super().watch(folder, callback)
-        if not self._is_root(folder):
+        # Already checking (the inbox is reloaded after every change): keep that checker, or
+        # each reload would log in to the server again.
+        running = self._checker is not None and self._checker.is_alive()
+        self._keep_checker = running and self._is_root(folder)
+        try:
+            super().watch(folder, callback)     # (LocalStore.watch calls stop_watch first)
+        finally:
+            self._keep_checker = False
+        if not self._is_root(folder) or (running and self._checker is not None):
             return
         stop = threading.Event()
         self._checker_stop = stop
@@ -361,6 +368,9 @@ class Pop3Store(LocalStore):
         self._checker.start()
 
     def stop_watch(self) -> None:
+        if getattr(self, "_keep_checker", False):
+            super().stop_watch()
+            return
         self._checker_stop.set()
         thread, self._checker = self._checker, None
         if thread is not None and thread is not threading.current_thread():
