@@ -616,6 +616,10 @@ class ImapStore(MailStore):
     def cached_summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
         return self.cache.get(self.account, folder, uids)
 
+    def thread_fields(self, folder: str, uids: Sequence[int]) -> list:
+        wanted = set(uids)
+        return [f for f in self.cache.thread_fields(self.account, folder) if f.uid in wanted]
+
     def summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
         have = self.cache.get(self.account, folder, uids)
         missing = [u for u in uids if u not in have]
