@@ -43,6 +43,7 @@ from tui_mail.ui.widgets.status_bar import StatusBar
 
 FIRST_WINDOW = 120
 OUTBOX_RETRY_SECONDS = 30.0   # how often mail waiting in an Outbox is tried again
+COUNTS_REFRESH_SECONDS = 15.0  # how often folder counts are asked for (STATUS) while the app runs
 MESSAGE_ACTIONS = {"open_message", "reply", "reply_all", "forward", "forward_attachment", "delete", "move", "copy",
                    "archive", "toggle_flag", "toggle_read", "toggle_select"}
 FOLDER_ACTIONS = {"rename_folder", "delete_folder"}
@@ -110,6 +111,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.message_list.focus()
         self.set_interval(60, self.message_list.tick_clock)
         self.set_interval(OUTBOX_RETRY_SECONDS, self.retry_outboxes)
+        self.set_interval(COUNTS_REFRESH_SECONDS, self.refresh_counts)
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < 140, "-narrow")
@@ -187,6 +189,16 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     def list_folders(self, account: Account) -> None:
         self._list_folders(account)
 
+    def refresh_counts(self) -> None:
+        """Every few seconds: counts of every folder (IMAP LIST+STATUS, a Maildir's index), so a
+        folder that fills while the app runs — with no IDLE news for it — never shows stale
+        numbers; the open folder reloads when its count moved."""
+        if self.workers and any(w.group == "folders" and w.is_running for w in self.workers):
+            return
+        for account in self.accounts.values():
+            if getattr(account.store, "role", None) != "search":
+                self.list_folders(account)
+
     def on_connection_changed(self, event: ConnectionChanged) -> None:
         if self.account and event.account == self.account.name:
             self.status.connection = event.state
@@ -208,6 +220,11 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
                 self.tree.select_folder(event.account, inbox, announce=False)
                 self.open_folder(self.account, inbox, keep=self.message_list.current_uid)
         elif self.folder and self.account and event.account == self.account.name:
+            info = self.tree.info(event.account, self.folder)
+            if (info is not None and info.total is not None and info.total != len(self.folder_rows)
+                    and self.search_query is None and (event.account, self.folder) in self._fresh):
+                # the server counts differently from the list: mail came or went unannounced
+                self.load_folder(self.account, self.folder, self.sort, self.message_list.current_uid)
             self._show_counts()
 
     @on(FolderTree.FolderChosen)
@@ -227,7 +244,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.account, self.folder = account, folder
         self.search_query = None
         self.tree.select_folder(account.name, folder, announce=False)   # the tree follows the list
-        self.status.account, self.status.folder, self.status.note = account.name, folder, ""
+        # the status bar names the folder the list shows: it changes when the rows do
+        self.status.note = f"opening {folder}…"
         self.status.connection = self.status.connection
         self.load_folder(account, folder, self.sort, keep)
 
@@ -272,6 +290,9 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         else:
             summaries, keep = event.summaries, event.keep
         ml.set_rows(rows, summaries, keep=keep)
+        self.status.account, self.status.folder = event.account, event.folder
+        if self.status.note.startswith("opening "):
+            self.status.note = ""
         if reload:       # refresh the visible rows' flags, which another client may have changed
             stale = tuple(u for u in ml.visible_uids() if u not in event.summaries)
             if stale:
