@@ -68,6 +68,12 @@ async def test_preview_focus_is_visible(tmp_path):
         main.preview.focus()
         await pilot.pause()
         assert main.preview.has_focus and looks() != before
+        main.preview.show_text("line\n" * 200)
+        await pilot.pause()
+        await pilot.press("j", "j", "j")
+        assert main.preview.scroll_y == 3
+        await pilot.press("k")
+        assert main.preview.scroll_y == 2
 
 
 async def test_reader_and_composer_keys_remap_by_id(tmp_path, monkeypatch):

@@ -118,7 +118,7 @@ def test_keymap_validation_and_help():
     from tui_mail.ui import keys as k
 
     # keys only need to differ among the bindings active together
-    for table in (k.MAIN_KEYS + k.APP_KEYS + k.LIST_KEYS + k.DEMO_KEYS, k.TREE_KEYS, k.READER_KEYS,
+    for table in (k.MAIN_KEYS + k.APP_KEYS + k.LIST_KEYS + k.DEMO_KEYS, k.TREE_KEYS, k.PREVIEW_KEYS, k.READER_KEYS,
                   k.COMPOSER_KEYS, k.HELP_KEYS, k.RELAY_KEYS):
         keys = [key for s in table for key in s.keys.split(",")]
         assert len(keys) == len(set(keys)), f"two actions share a key in {table[0].group}"

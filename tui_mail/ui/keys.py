@@ -85,6 +85,12 @@ TREE_KEYS: tuple[KeySpec, ...] = (
     KeySpec("folders.bottom", "G", "scroll_end", "Last folder", "Folders", show=False),
 )
 
+PREVIEW_KEYS: tuple[KeySpec, ...] = (
+    KeySpec("preview.down", "j", "scroll_down", "Scroll down", "Preview", show=False),
+    KeySpec("preview.up", "k", "scroll_up", "Scroll up", "Preview", show=False),
+    KeySpec("preview.page", "space", "page_down", "Page down", "Preview", show=False),
+)
+
 READER_KEYS: tuple[KeySpec, ...] = (
     KeySpec("reader.close", "q,escape", "close", "Back", "Reader"),
     KeySpec("reader.next", "n,J", "step(1)", "Next", "Reader"),
@@ -131,7 +137,7 @@ DEMO_KEYS: tuple[KeySpec, ...] = (
     KeySpec("relays", "f3", "relays", "Relays", "General"),
 )
 
-ALL_KEYS = (MAIN_KEYS + APP_KEYS + LIST_KEYS + TREE_KEYS + READER_KEYS + COMPOSER_KEYS + HELP_KEYS
+ALL_KEYS = (MAIN_KEYS + APP_KEYS + LIST_KEYS + TREE_KEYS + PREVIEW_KEYS + READER_KEYS + COMPOSER_KEYS + HELP_KEYS
             + RELAY_KEYS + DEMO_KEYS)
 
 
