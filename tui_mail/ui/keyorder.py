@@ -11,9 +11,10 @@ after ``c`` (compose) the whole burst fell on the main screen, where letters are
 
 The fix is at that mechanism, for every screen: a key (or paste) is dispatched the ordinary
 Textual way, and the next one waits in a backlog until the app has *settled*: every message
-queue of the App and of the top screen's widgets has processed what the key set off (rounds of
-``call_later`` callbacks, the technique Textual's own Pilot uses between keys, repeated until a
-round leaves every queue empty), the top screen is mounted, and no ``hold_keys()`` is open.
+queue the key travels through (the App, the top screen, the focused widget and its ancestors)
+has processed what the key set off (rounds of ``call_later`` callbacks, the technique Textual's
+own Pilot uses between keys, repeated until a round leaves those queues empty and the focus where
+it was), the top screen is mounted, and no ``hold_keys()`` is open.
 An action that opens a screen from a worker (reply fetches the message first) holds the keys
 until that screen is up, so type-ahead after ``r`` lands in the reply, as in mutt.
 
@@ -136,12 +137,34 @@ class OrderedKeys:
             gate.backlog.append(event)
             self._ensure_feeder()
             return
+        if self._types_text(event):        # cannot move the focus: the next key need not wait
+            gate.keys_dispatched += 1
+            await super().on_event(event)  # type: ignore[misc]
+            return
         gate.busy = True
         gate.keys_dispatched += 1
         try:
             await super().on_event(event)  # type: ignore[misc]
         finally:
             self._ensure_feeder()
+
+    def _types_text(self, event: events.Event) -> bool:
+        """A printable key or a paste going into a text field: the field takes it (and stops
+        it), so it can change neither focus nor screen; the keys after it go to the same field
+        in order without waiting for the app to settle. This is what keeps typing (and pasting
+        into) a field as fast as without the ordering."""
+        from textual.widgets import Input, TextArea
+
+        focused = self.focused  # type: ignore[attr-defined]
+        if focused is None or focused.disabled:
+            return False
+        if isinstance(focused, TextArea):
+            takes = not focused.read_only
+        else:
+            takes = isinstance(focused, Input)
+        if not takes:
+            return False
+        return isinstance(event, events.Paste) or (isinstance(event, events.Key) and event.is_printable)
 
     def _ensure_feeder(self) -> None:
         gate = self._key_gate
@@ -153,12 +176,15 @@ class OrderedKeys:
     async def _feed(self) -> None:
         gate = self._key_gate
         loop = asyncio.get_running_loop()
+        settle = True
         try:
             while True:
-                await self._settle()
+                if settle:
+                    await self._settle()
                 if not gate.backlog:
                     return
                 event = gate.backlog.popleft()
+                settle = not (not gate.holds and self._types_text(event))
                 gate.dispatched = asyncio.Event()
                 if not self.post_message(_copy(event)):  # type: ignore[attr-defined]
                     gate.backlog.clear()                  # the app is closing
@@ -215,13 +241,25 @@ class OrderedKeys:
                 except asyncio.TimeoutError:
                     return
                 continue
-            pumps = [app, *screen.walk_children(with_self=True)]
+            pumps = _pumps(app, screen)
             await _round(pumps, remaining)
-            if app.screen is screen and all(_quiet(p, app) for p in pumps):  # type: ignore[attr-defined]
+            if app.screen is screen and screen.focused is pumps[-1] and all(  # type: ignore[attr-defined]
+                    _quiet(p, app) for p in _pumps(app, screen)):
                 if self._key_gate.holds:
                     await self._wait_for_holds(loop)
                     continue
                 return
+
+
+def _pumps(app, screen) -> list:
+    """The queues a key travels through: the App (bindings, ``focus()`` callbacks), the screen
+    and the focused widget with its ancestors (the key and what it bubbles up); the focused
+    widget last. Other widgets cannot move the focus before the next key is handed out."""
+    focused = screen.focused
+    if focused is None:
+        return [app, screen]
+    chain = [node for node in reversed(list(focused.ancestors_with_self)) if node is not app]
+    return [app, *chain] if chain and chain[-1] is focused else [app, screen, focused]
 
 
 async def _round(pumps: Iterable[MessagePump], timeout: float) -> None:
