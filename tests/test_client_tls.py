@@ -198,3 +198,22 @@ def test_account_test_warns_when_verification_is_off(relay, tmp_path):
     cfg.write_text(cfg.read_text().replace('security = "tls"\n[accounts.smtp]', 'security = "tls"\ntls_verify = false\n[accounts.smtp]'))
     code, out, err = run_cli(["account", "test", "relay", "--config", str(cfg)])
     assert "✓ IMAP" in out and "NOT checked" in err
+
+
+async def test_tui_shows_tls_warnings_as_toasts_from_any_thread():
+    import threading
+
+    from test_ui_app import SIZE, make_app, settle
+
+    app, _, _ = make_app()
+    log = logging.getLogger("tui_mail.tls")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app)
+        worker = threading.Thread(target=log.warning, args=("TLS certificate of IMAP h:993 NOT checked",))
+        worker.start()
+        worker.join()
+        log.warning("TLS certificate of SMTP h:465 NOT checked")
+        await settle(pilot, app, until=lambda: len(app._notifications) >= 2)
+        texts = [str(n.message) for n in app._notifications]
+        assert any("IMAP h:993 NOT checked" in t for t in texts) and any("SMTP h:465" in t for t in texts)
+    assert log.propagate and not log.handlers     # put back when the app ends

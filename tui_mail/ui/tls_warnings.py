@@ -19,13 +19,21 @@ class ToastHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
-        try:
-            if getattr(self.app, "_thread_id", None) == threading.get_ident():
-                self.app.notify(text, title="TLS", severity="warning", timeout=10)
-            else:
-                self.app.call_from_thread(self.app.notify, text, title="TLS", severity="warning", timeout=10)
-        except RuntimeError:   # the app is not running (closing): the trace still has it
-            pass
+
+        def toast() -> None:
+            self.app.notify(text, title="TLS", severity="warning", timeout=10)
+
+        if getattr(self.app, "_thread_id", None) == threading.get_ident():
+            toast()
+            return
+        # from a worker thread: hand it to the app's loop without waiting (call_from_thread
+        # would block this thread until the loop runs it, and the loop may be waiting for us)
+        loop = getattr(self.app, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(toast)
+            except RuntimeError:   # the loop closed meanwhile: the trace still has the warning
+                pass
 
 
 def install(app) -> Callable[[], None]:
