@@ -36,6 +36,13 @@ from textual.message_pump import MessagePump
 SETTLE_LIMIT = 2.0     # seconds one key may take to settle before the next goes anyway
 HOLD_LIMIT = 10.0      # seconds a hold_keys() may keep keys back
 MAX_ROUNDS = 64
+# Actions that move a cursor or scroll inside the focused widget and never touch the focus or
+# the screen stack: their keys need not wait for the app to settle (auto-repeat j stays fast).
+FOCUS_NEUTRAL = frozenset({
+    "cursor_down", "cursor_up", "cursor_top", "cursor_bottom", "page_down", "page_up",
+    "scroll_down", "scroll_up", "scroll_home", "scroll_end", "scroll(1)", "scroll(-1)", "page",
+    "toggle_select", "toggle_flag", "toggle_read", "log_scroll(1)", "log_scroll(-1)", "log_end",
+})
 
 
 @dataclass
@@ -149,10 +156,10 @@ class OrderedKeys:
             self._ensure_feeder()
 
     def _types_text(self, event: events.Event) -> bool:
-        """A printable key or a paste going into a text field: the field takes it (and stops
-        it), so it can change neither focus nor screen; the keys after it go to the same field
-        in order without waiting for the app to settle. This is what keeps typing (and pasting
-        into) a field as fast as without the ordering."""
+        """A printable key or a paste going into a text field (the field takes it and stops
+        it), or a key bound to a cursor move (``_moves_only``): it can change neither focus
+        nor screen, so the keys after it go on in order without waiting for the app to settle.
+        This keeps typing, pasting and j/k as fast as without the ordering."""
         from textual.widgets import Input, TextArea
 
         focused = self.focused  # type: ignore[attr-defined]
@@ -162,9 +169,22 @@ class OrderedKeys:
             takes = not focused.read_only
         else:
             takes = isinstance(focused, Input)
-        if not takes:
+        if takes:
+            return isinstance(event, events.Paste) or (isinstance(event, events.Key) and event.is_printable)
+        return isinstance(event, events.Key) and self._moves_only(event.key)
+
+    def _moves_only(self, key: str) -> bool:
+        """The key's binding (the one Textual would run) only moves a cursor or toggles a flag
+        in the focused widget (j/k/g/G/Space…): it cannot move the focus either."""
+        try:
+            chain = self.screen._modal_binding_chain  # type: ignore[attr-defined]
+        except Exception:
             return False
-        return isinstance(event, events.Paste) or (isinstance(event, events.Key) and event.is_printable)
+        for _namespace, bindings in chain:
+            for binding in bindings.key_to_bindings.get(key, ()):
+                if not binding.priority:
+                    return binding.action in FOCUS_NEUTRAL
+        return False
 
     def _ensure_feeder(self) -> None:
         gate = self._key_gate
