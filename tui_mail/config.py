@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-import tomlkit
 
 from tui_mail.errors import ConfigError
 
@@ -465,6 +464,8 @@ def account_to_toml(account: Account) -> dict:
 def _update_table(table, new: dict) -> None:
     """Make the tomlkit ``table`` hold exactly ``new``, changing only what differs, so the
     comments and the order of the keys that stay are kept."""
+    import tomlkit
+
     for k in [k for k in table if k not in new]:
         del table[k]
     for k, v in new.items():
@@ -484,6 +485,8 @@ def save_account(account: Account, path: str | os.PathLike | None = None) -> Pat
     """Add ``account`` to config.toml, or update the account of the same name in place; the
     rest of the file (other settings, comments, ``[[accounts]]`` layout) is kept as the user
     wrote it (tomlkit). Written atomically (temp file + rename), mode 0600."""
+    import tomlkit  # here, not at the top: every start reads config.toml, only this writes it
+
     p = config_path(path)
     text = ""
     if p.exists():

@@ -305,7 +305,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             return
         account = self.accounts[event.account]
         self.watch_folder(account, event.folder)
-        self.fill_cache(account, event.folder)
+        if all(u in ml.summaries for u in ml.visible_uids()):
+            self.fill_cache(account, event.folder)
+        else:   # cold: the visible window first; the background fill shares the connection
+            self._fill_after_window = (event.account, event.folder)
         if not rows:
             self.preview.show_text("This folder is empty")
 
@@ -433,6 +436,9 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if self._is_current(event.account, event.folder):
             self.message_list.add_summaries(event.summaries)
             self._show_counts()
+            if getattr(self, "_fill_after_window", None) == (event.account, event.folder):
+                self._fill_after_window = None
+                self.fill_cache(self.accounts[event.account], event.folder)
             pending = getattr(self, "_read_pending", None)
             if pending is not None and pending[0] in event.summaries:
                 self.apply_read_policy(*pending)
