@@ -13,6 +13,18 @@ from tui_mail.ui.services import Account
 SIZE = (120, 36)
 
 
+async def until(pilot, condition, timeout: float = 15.0) -> None:
+    """Like test_ui_app.settle without waiting on workers (a reload cancels the one before)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        assert loop.time() < end, "condition not reached"
+        await pilot.pause()
+        await asyncio.sleep(0.02)
+
+
 def subjects(app) -> list[str]:
     ml = mlist(app)
     return [getattr(ml.summaries.get(u), "subject", None) for u in ml.rows]
@@ -50,7 +62,7 @@ async def test_undo_of_delete_returns_to_its_place_without_a_new_mail_toast(rela
             # real new mail is still announced
             relay.deliver(make_message(99, subject="Really new"))
             await settle(pilot, app, lambda: any("1 new message" in t for t in toasts), timeout=15)
-            await settle(pilot, app, lambda: subjects(app)[0] == "Really new")
+            await until(pilot, lambda: subjects(app)[0] == "Really new")
             del gone
     finally:
         store.close()

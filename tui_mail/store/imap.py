@@ -298,6 +298,7 @@ class ImapStore(MailStore):
         self._selected: str | None = None
         self._select_info: dict = {}
         self._lock = threading.RLock()
+        self._partial_orders: set[str] = set()   # folders sorted on the client before fully cached
         self._watcher: _Watcher | None = None
         self._folders_cache: list[FolderInfo] | None = None
 
@@ -599,19 +600,29 @@ class ImapStore(MailStore):
         """True when the server cannot SORT, so the order depends on what is cached."""
         return self._client is not None and not (self._has(b"SORT") or self._has(b"ESORT"))
 
+    def order_incomplete(self, folder: str) -> bool:
+        """The last order of ``folder`` was sorted on the client with messages not cached
+        yet: once they are (window fetch, background fill), sorting again changes it."""
+        return folder in self._partial_orders
+
     def _sort_locally(self, folder: str, uids: Sequence[int], sort: str) -> list[int]:
         """The server has no SORT: sort from the header cache (tui_mail.store.sorting). For
         from/subject/size the summaries not cached yet are fetched first (in chunks, like
         fill_cache would), so the order is complete. Date sorting never waits for the network
         (the first screen of a folder is its visible window only): what is not cached sorts
         as newest, and the UI re-sorts once the background fill has cached the dates
-        (``sorts_on_client``)."""
+        (``order_incomplete``)."""
         if sort != "date":
             cached = self.cache.cached_uids(self.account, folder)
             missing = [u for u in uids if u not in cached]
             for i in range(0, len(missing), 1000):
                 self._fetch_summaries(folder, missing[i:i + 1000])
-        return local_order(uids, self.cache.sort_rows(self.account, folder), sort)
+        rows = self.cache.sort_rows(self.account, folder)
+        if not set(uids) <= {r[0] for r in rows}:
+            self._partial_orders.add(folder)
+        else:
+            self._partial_orders.discard(folder)
+        return local_order(uids, rows, sort)
 
     def cached_summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
         return self.cache.get(self.account, folder, uids)

@@ -317,11 +317,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         worker = get_current_worker()
         store, real = self.store_for(account, folder)
         cancel = Cancel()
-        fetched = False
 
         def progress(p: Progress) -> None:
-            nonlocal fetched
-            fetched = fetched or p.total > 0
             if worker.is_cancelled:
                 cancel.set()
             self.post_message(CacheProgressed(account.name, folder, p.done, p.total))
@@ -331,8 +328,9 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         except Cancelled:
             return
         self.post_message(CacheProgressed(account.name, folder, 1, 1))
-        if fetched and getattr(store, "sorts_on_client", False):
-            # the server cannot SORT: the order came from a partial cache; sort again now
+        incomplete = getattr(store, "order_incomplete", None)
+        if incomplete is not None and incomplete(real):
+            # the server cannot SORT and the order came from a partial cache: sort again now
             self.app.call_from_thread(self._resort, account, folder)
 
     def _resort(self, account: Account, folder: str) -> None:
