@@ -63,3 +63,27 @@ async def test_search_burst_goes_to_the_search_bar_not_the_list(tmp_path):
                      and 0 < len(mlist(app).rows) < total)
         assert len(store.folder_state("INBOX").uids) == total     # nothing was deleted/moved
         assert not store.folder_state("Trash").uids
+
+
+async def test_keys_after_enter_wait_for_the_message_in_the_reader(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DOWNLOAD_DIR", str(tmp_path / "dl"))
+    app, store, _ = local_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, lambda: mlist(app).current_summary is not None)
+        ml = mlist(app)
+        with_attachment = next(u for u in ml.rows if ml.summaries[u].has_attachment)
+        ml.set_cursor(ml.row_of(with_attachment))
+        await pilot.pause()
+        fetch = store.fetch_message
+
+        def slow_fetch(*args, **kw):          # a server a little far away
+            import time
+            time.sleep(0.5)
+            return fetch(*args, **kw)
+
+        monkeypatch.setattr(store, "fetch_message", slow_fetch)
+        # Enter, then a (save attachment) and Enter (accept the path) before the message loaded
+        burst(app, "enter", "a", "enter")
+        await app.keys_settled()
+        await settle(pilot, app, lambda: (tmp_path / "dl").exists() and any((tmp_path / "dl").iterdir()))
+        assert type(app.screen).__name__ == "ReaderScreen"

@@ -139,8 +139,18 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
         self.load(self.uid)
 
     def load(self, uid: int) -> None:
+        """Fetch ``uid``; keys typed meanwhile (Enter then ``a`` in one burst) wait for it."""
         self.uid = uid
+        self.app.release_keys(getattr(self, "_loading_hold", None))
+        self._loading_hold = self.app.hold_keys("reader")
         self.fetch(self.account, self.folder, uid)
+
+    def worker_failed(self, worker, error) -> None:
+        if worker.group == "reader":
+            self.app.release_keys(getattr(self, "_loading_hold", None))
+
+    def on_unmount(self) -> None:
+        self.app.release_keys(getattr(self, "_loading_hold", None))
 
     @work(thread=True, exclusive=True, group="reader", exit_on_error=False)
     def fetch(self, account: Account, folder: str, uid: int) -> None:
@@ -155,6 +165,7 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
             return
         self.view = event.view
         self.render_view()
+        self.app.release_keys(getattr(self, "_loading_hold", None))
         self.main.apply_read_policy(event.uid)
 
     def render_view(self) -> None:
