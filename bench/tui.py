@@ -375,12 +375,14 @@ def main(argv: list[str] | None = None) -> int:
                     h = run_child_headless(env, args.moves, code, args.n if args.store == "memory" else 0)
                     for k, v in h.items():
                         r.setdefault(k, []).append(v)
-                    if args.store == "imap":
-                        r.setdefault("warm", []).append(tmux_first_screen(tui_command(code), env, args.rows))
+                    if args.store == "imap":     # quit with q, as a user does (the cache stays clean)
+                        r.setdefault("warm", []).append(tmux_first_screen(tui_command(code), env, args.rows,
+                                                                          quit_keys="q"))
                         cold_cache = tmp / f"cold-cache-{label}-{i}"
                         cold_cache.mkdir()
                         r.setdefault("cold", []).append(tmux_first_screen(
-                            tui_command(code), dict(env, XDG_CACHE_HOME=str(cold_cache)), args.rows))
+                            tui_command(code), dict(env, XDG_CACHE_HOME=str(cold_cache)), args.rows,
+                            quit_keys="q"))
                         shutil.rmtree(cold_cache, ignore_errors=True)
                     print(f"  {label} run {i + 1}: first paint {h['first_paint_s'] * 1000:.0f} ms"
                           + (f", tmux warm {r['warm'][-1] * 1000:.0f} ms, cold {r['cold'][-1] * 1000:.0f} ms"
