@@ -369,9 +369,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 env = dict(os.environ, XDG_CACHE_HOME=str(tmp), XDG_CONFIG_HOME=str(tmp),
                            XDG_DATA_HOME=str(tmp))
-            for label, code in versions:
-                r = results.setdefault(label, {})
-                for i in range(args.runs):
+            for i in range(args.runs):          # versions interleaved: same load for each
+                for label, code in versions:
+                    r = results.setdefault(label, {})
                     h = run_child_headless(env, args.moves, code, args.n if args.store == "memory" else 0)
                     for k, v in h.items():
                         r.setdefault(k, []).append(v)
