@@ -30,6 +30,7 @@ from tui_mail.store.base import (Cancel, Change, FolderInfo, FolderState, MailSt
 
 SHIFT = 32
 MASK = (1 << SHIFT) - 1
+FETCH_DATES = 2000     # a cold source with more undated messages merges by position
 ROLE_NAMES = {"Trash": "trash", "Archive": "archive", "Sent": "sent", "Drafts": "drafts", "Junk": "junk"}
 
 
@@ -123,31 +124,41 @@ class VirtualStore(MailStore):
     rename_folder = delete_folder = create_folder
 
     # --- message lists -------------------------------------------------------------------
-    def _merge(self, states: list[FolderState | None], sort: str) -> FolderState:
-        runs = []
-        for index, state in enumerate(states):
-            if state is None or not state.uids:
-                continue
+    def _merge(self, states: list[FolderState | None], sort: str, fetch: bool) -> FolderState:
+        """One order from each source's: by date when every message's date is known (from the
+        cache; ``fetch``: a cold source's few missing envelopes are fetched), else each
+        source's own order interleaved by position."""
+        parts = [(i, st.uids) for i, st in enumerate(states) if st is not None and st.uids]
+        dated: list[list[tuple]] | None = [] if sort == "date" else None
+        for index, uids in parts:
+            if dated is None:
+                break
             src = self.sources[index]
-            dates = {f.uid: _ts(f.date) for f in src.store.thread_fields(src.folder, state.uids)}
-            if sort == "date":
-                runs.append(sorted(((dates.get(u, 0.0), index, u) for u in state.uids)))
-            else:               # keep each source's own order, interleave by position
-                n = len(state.uids)
-                runs.append([(i / n, index, u) for i, u in enumerate(state.uids)])
-        merged = tuple(encode(index, uid) for _, index, uid in heapq.merge(*runs))
+            dates = {f.uid: _ts(f.date) for f in src.store.thread_fields(src.folder, uids)}
+            missing = [u for u in uids if u not in dates]
+            if missing and fetch and len(missing) <= FETCH_DATES:
+                for u, summary in src.store.summaries(src.folder, missing).items():
+                    dates[u] = _ts(summary.date)
+                missing = [u for u in uids if u not in dates]
+            if missing:
+                dated = None
+                break
+            dated.append(sorted((dates[u], index, u) for u in uids))
+        if dated is None:
+            dated = [[(i / len(uids), index, u) for i, u in enumerate(uids)] for index, uids in parts]
+        merged = tuple(encode(index, uid) for _, index, uid in heapq.merge(*dated))
         return FolderState(self.name, 1, merged)
 
     def folder_state(self, folder: str, sort: str = "date") -> FolderState:
         self._own(folder)
-        return self._merge([src.store.folder_state(src.folder, sort) for src in self.sources], sort)
+        return self._merge([src.store.folder_state(src.folder, sort) for src in self.sources], sort, True)
 
     def cached_folder_state(self, folder: str, sort: str = "date") -> FolderState | None:
         self._own(folder)
         states = [src.store.cached_folder_state(src.folder, sort) for src in self.sources]
         if not any(states):
             return None
-        return self._merge(states, sort)
+        return self._merge(states, sort, False)
 
     def _own(self, folder: str) -> None:
         if folder != self.name:
