@@ -147,3 +147,45 @@ async def test_in_all_searches_every_folder_and_results_act_like_a_list(tmp_path
         await pilot.press("escape")
         await settle(pilot, app, lambda: main.folder == "INBOX" and main.account.name == "ann"
                      and len(ml.rows) == 2)
+
+
+def test_unified_order_by_date_across_two_dovecot_accounts_with_cold_caches(tmp_path):
+    """Real IMAP: two users on Dovecot, empty header caches; the virtual folder fetches the
+    dates it needs and interleaves the two inboxes by date; flags and moves reach the right
+    user on the server."""
+    from peers import Dovecot, dovecot_available, make_message
+
+    import pytest
+
+    from tui_mail.store.cache import HeaderCache
+    from tui_mail.store.imap import ImapStore
+    from tui_mail.store.virtual import Source
+
+    if not dovecot_available():
+        pytest.skip("dovecot not installed")
+    dc = Dovecot(tmp_path / "dovecot")
+    try:
+        for user, offset in (("ann", 0), ("ben", 1)):     # ben a minute after ann, each time
+            dc.add_user(user, "pw")
+            dc.seed(user, 4, make=lambda i, u=user, o=offset: make_message(
+                i, subject=f"{u} {i}", date=NOW - timedelta(minutes=100 - 2 * i - o)))
+        dc.start()
+        stores = [ImapStore(u, "127.0.0.1", dc.imap_port, u, "pw", security="none",
+                            cache=HeaderCache(tmp_path / f"{u}.sqlite")) for u in ("ann", "ben")]
+        for s in stores:
+            s.connect()
+        unified = VirtualStore(UNIFIED, [Source(u, s, "INBOX") for u, s in zip(("ann", "ben"), stores)])
+        assert unified.cached_folder_state(UNIFIED) is None            # nothing cached yet
+        keys = unified.folder_state(UNIFIED).uids                       # oldest first
+        subjects = [unified.summaries(UNIFIED, [k])[k].subject for k in keys]
+        assert subjects == ["ann 0", "ben 0", "ann 1", "ben 1", "ann 2", "ben 2", "ann 3", "ben 3"]
+        ben_newest = keys[-1]
+        unified.set_flags(UNIFIED, [ben_newest], [FLAGGED])
+        assert FLAGGED in stores[1].summaries("INBOX", [decode(ben_newest)[1]])[decode(ben_newest)[1]].flags
+        mapping = unified.move(UNIFIED, [keys[-2]], "Trash")            # ann's newest
+        assert decode(mapping[keys[-2]])[0] == 0
+        assert len(stores[0].folder_state("Trash").uids) == 1 and not stores[1].folder_state("Trash").uids
+        for s in stores:
+            s.close()
+    finally:
+        dc.cleanup()
