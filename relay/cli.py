@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 
+from relay import __version__
 from relay.config import RelayConfig, load_config
 from relay.errors import ConfigError, RelayError
 from relay.private import private_dir, private_file
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="relay.toml to use")
     common.add_argument("--data-dir", metavar="DIR", default=argparse.SUPPRESS,
                         help="queue, mailboxes, users, certs, log")
+    common.add_argument("-V", "--version", action="version", version=f"tui-mail relay {__version__}")
     p = argparse.ArgumentParser(prog=PROG, description="The bundled mail relay.", parents=[common])
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     s = sub.add_parser("start", parents=[common], help="start the relay")
@@ -163,7 +165,7 @@ async def _serve(cfg: RelayConfig, *, announce: bool) -> int:
     try:
         await server.start()
         listeners = ", ".join(f"{k} {h}:{p}" for k, (h, p) in server.addresses.items())
-        maillog().info("daemon started -- version 0.1.0, listening on %s, data in %s", listeners, cfg.data_dir)
+        maillog().info("daemon started -- version %s, listening on %s, data in %s", __version__, listeners, cfg.data_dir)
         if announce:
             print(f"relay running (pid {os.getpid()}): {listeners}; Ctrl-C stops", flush=True)
             if cfg.sink.enabled:

@@ -34,6 +34,10 @@ submission = "127.0.0.1:2587"     # submission: AUTH required, relays anywhere
 imap = "127.0.0.1:1143"
 pop3 = "127.0.0.1:1110"
 # http = "127.0.0.1:8026"         # sink's HTTP JSON API (loopback only); on by default with [sink]
+# implicit TLS (TLS from the first byte, like ports 993/995/465); off unless set:
+# imaps = "127.0.0.1:1993"
+# pop3s = "127.0.0.1:1995"
+# submissions = "127.0.0.1:2465"
 
 [queue]
 first_retry = "1m"                # first retry after a temporary failure
@@ -116,6 +120,9 @@ class ListenConfig:
     imap: Address | None = Address("127.0.0.1", 1143)
     pop3: Address | None = Address("127.0.0.1", 1110)
     http: Address | None = None   # the sink's HTTP API (relay/sink/http.py); loopback only
+    imaps: Address | None = None          # implicit-TLS listeners: off by default
+    pop3s: Address | None = None
+    submissions: Address | None = None
 
 
 @dataclass(frozen=True)
@@ -320,9 +327,10 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
                       password=v.string(t, "password", "", "sink"))
 
     t = v.table(raw, "listen")
-    v.unknown_keys(t, {"smtp", "submission", "imap", "pop3", "http"}, "listen")
+    names = ("smtp", "submission", "imap", "pop3", "imaps", "pop3s", "submissions")
+    v.unknown_keys(t, set(names) | {"http"}, "listen")
     d = ListenConfig()
-    listen = ListenConfig(**{k: v.address(t, k, getattr(d, k), "listen") for k in ("smtp", "submission", "imap", "pop3")},
+    listen = ListenConfig(**{k: v.address(t, k, getattr(d, k), "listen") for k in names},
                           http=v.address(t, "http", SINK_HTTP_DEFAULT if sink.enabled else None, "listen"))
     if listen.http is not None and not _loopback_host(listen.http.host):
         v.fail("listen.http", f"the HTTP API has no login and listens on loopback only, not {listen.http.host}",

@@ -111,6 +111,8 @@ class RelayServer:
                 self.addresses["pop3"] = bound_address(srv)
             if self.sink is not None and (bound := await self.sink.start_http()) is not None:
                 self.addresses["http"] = bound
+            from relay.tls_listeners import start_implicit_tls  # [listen] imaps/pop3s/submissions
+            await start_implicit_tls(self)
             # -------------------------------------------------------------------------------------
         except BaseException:
             await self.stop()

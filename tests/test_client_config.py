@@ -146,3 +146,79 @@ def test_save_account_refuses_to_rewrite_a_broken_file(tmp_path):
     with pytest.raises(ConfigError):
         save_account(Account("a", "a@b", imap=Server("h")), p)
     assert p.read_text() == "[ui]\nmark_read = nope\n"
+
+
+COMMENTED = '''# my mail setup -- keep this comment
+[ui]
+theme = "nord"   # dark, like my terminal
+
+# the job
+[[accounts]]
+name = "work"
+address = "bob@example.org"
+password_command = "pass show mail/work"   # one password for every server
+[accounts.imap]
+host = "imap.example.org"   # via the VPN
+[accounts.smtp]
+host = "smtp.example.org"
+password_command = "pass show mail/smtp"   # this one differs
+
+# at home
+[[accounts]]
+name = "home"
+address = "b@home.example"
+[accounts.pop3]
+host = "pop.home.example"
+'''
+
+
+def test_account_level_password_and_token_commands_are_inherited():
+    cfg = parse_config(COMMENTED)
+    work = cfg.account("work")
+    assert work.password_command == "pass show mail/work"
+    assert work.imap.password_command == "pass show mail/work"           # inherited
+    assert work.smtp.password_command == "pass show mail/smtp"           # its own wins
+    assert cfg.account("home").pop3.password_command is None
+    tok = parse_config(COMMENTED.replace('password_command = "pass show mail/work"',
+                                         'token_command = "oauth2-token work"'))
+    assert tok.account("work").imap.token_command == tok.account("work").smtp.token_command == "oauth2-token work"
+
+
+def test_save_account_keeps_comments_and_accounts_layout(tmp_path):
+    p = tmp_path / "config.toml"
+    p.write_text(COMMENTED)
+    save_account(Account("new", "n@example.net", imap=Server("imap.example.net", 993, "tls"),
+                         password_command="pass show mail/new"), p)
+    work = parse_config(COMMENTED).account("work")
+    save_account(Account(work.name, work.address, imap=Server("imap2.example.org", password_command=work.imap.password_command),
+                         smtp=work.smtp, password_command=work.password_command), p)
+    text = p.read_text()
+    for line in ("# my mail setup -- keep this comment", 'theme = "nord"   # dark, like my terminal',
+                 "# the job", "# at home", 'password_command = "pass show mail/work"   # one password for every server',
+                 'password_command = "pass show mail/smtp"   # this one differs'):
+        assert line in text, line
+    assert text.count("[[accounts]]") == 3 and "[accounts.imap]" in text and "{" not in text
+    assert 'host = "imap2.example.org"' in text
+    cfg = load_config(p)
+    assert [a.name for a in cfg.accounts] == ["work", "home", "new"]
+    assert cfg.account("work").imap.password_command == "pass show mail/work"
+    new = text[text.index('name = "new"'):]
+    assert 'password_command = "pass show mail/new"' in new and new.count("password_command") == 1  # inherited
+    # line numbers in errors still point into the user's layout
+    bad = text.replace('host = "pop.home.example"', 'host = "pop.home.example"\nport = "x"')
+    with pytest.raises(ConfigError) as e:
+        parse_config(bad)
+    assert e.value.line == bad.splitlines().index('port = "x"') + 1
+
+
+def test_tls_keys_and_fingerprint_normalised():
+    fp = "sha256:" + ":".join(["AB"] * 32)
+    cfg = parse_config(f'[[accounts]]\nname = "a"\naddress = "a@b.org"\n[accounts.imap]\nhost = "h"\n'
+                       f'tls_fingerprint = "{fp}"\ntls_verify = false\nauth = "oauth2"\n')
+    imap = cfg.account("a").imap
+    assert imap.tls_fingerprint == "sha256:" + "ab" * 32 and imap.tls_verify is False and imap.auth == "oauth2"
+    for bad, what in (('tls_fingerprint = "sha1:ab"', "fingerprint"), ('tls_verify = "no"', "true or false"),
+                      ('auth = "kerberos"', "login method")):
+        with pytest.raises(ConfigError, match=what) as e:
+            parse_config(f'[[accounts]]\nname = "a"\naddress = "a@b.org"\n[accounts.imap]\nhost = "h"\n{bad}\n')
+        assert e.value.line == 6

@@ -76,9 +76,10 @@ def panel_text(app) -> str:
     from rich.console import Console
 
     console = Console(width=200, record=True, color_system=None)
-    for wid in ("#q-crepes", "#q-hamburger", "#log"):
+    for wid in ("#q-crepes", "#q-hamburger"):
         console.print(app.screen.query_one(wid).content)
-    return console.export_text()
+    log = "\n".join(strip.text for strip in app.screen.query_one("#log").lines)
+    return console.export_text() + log + "\n"
 
 
 async def test_journey_alice_to_bob_and_back_threaded(world):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tui_mail.errors import MailError
 from tui_mail.mail.addresses import (
-    Addr, AddressError, check_addresses, dedup, domain_to_ascii, domain_to_unicode,
+    Addr, AddressError, check_addresses, dedup, domain_to_ascii, domain_to_unicode, envelope_address,
     format_addresses, format_for_input, from_header_value, parse_address, parse_addresses,
     quote_name, validate_addr_spec,
 )
@@ -156,3 +156,28 @@ def test_check_addresses_never_raises(text):
     good, bad = check_addresses(text)
     for b in bad:
         assert text[b.position:b.position + len(b.text)] == b.text
+
+
+def test_idna_2008_keeps_sharp_s_and_final_sigma():
+    # IDNA 2003 (Python's "idna" codec) maps ß → ss: a different, someone else's domain
+    assert domain_to_ascii("straße.de") == "xn--strae-oqa.de" != "strasse.de"
+    assert domain_to_ascii("Bücher.Example") == "xn--bcher-kva.example"      # UTS 46 maps case
+    assert domain_to_unicode("xn--strae-oqa.de") == "straße.de"
+    assert Addr("", "bob@straße.de").ascii_addr == "bob@xn--strae-oqa.de"
+    assert envelope_address("bob@straße.de") == "bob@xn--strae-oqa.de"
+    assert envelope_address("jörg@straße.de") == "jörg@xn--strae-oqa.de"   # local part kept
+    assert envelope_address("bob@example.org") == "bob@example.org"
+    with pytest.raises(ValueError):
+        domain_to_ascii("a\u200db.example")   # ZWJ outside a joining context: refused by IDNA 2008
+
+
+def test_email_validator_has_the_last_word_and_local_names_are_allowed():
+    # caught by email-validator, not by our own rules
+    assert "idna" in (validate_addr_spec("a@xn--zz.org") or "").lower()
+    assert "two dashes" in (validate_addr_spec("a@ab--c.org") or "")
+    # special-use names are fine for a client of a local relay or test server
+    assert validate_addr_spec("alice@localhost") is None
+    assert validate_addr_spec("alice@mail.test") is None
+    assert validate_addr_spec("bob@straße.de") is None
+    good, bad = check_addresses("ok@x.org, a@xn--zz.org")
+    assert [a.addr for a in good] == ["ok@x.org"] and bad[0].position == 10

@@ -176,8 +176,39 @@ async def test_smtputf8_addresses():
         sub = SmtpSubmitter(SmtpSettings("127.0.0.1", sink.port, "none"), trace=lambda d, l: trace.append(l))
         await sub.send(m)
     (got,) = sink.received
-    assert got.sender == "j\u00f6rg@b\u00fccher.example" and got.recipients == ["\u7528\u6237@\u4f8b\u5b50.example"]
-    assert "MAIL FROM:<j\u00f6rg@b\u00fccher.example> SMTPUTF8" in trace
+    # UTF-8 local parts need SMTPUTF8; domains still go as IDNA 2008 A-labels
+    assert got.sender == "j\u00f6rg@xn--bcher-kva.example" and got.recipients == ["\u7528\u6237@xn--fsqu00a.example"]
+    assert "MAIL FROM:<j\u00f6rg@xn--bcher-kva.example> SMTPUTF8" in trace
+
+
+async def test_idna2008_domains_on_the_wire_without_smtputf8():
+    """bob@straße.de is xn--strae-oqa.de (IDNA 2008), never strasse.de (IDNA 2003's ß → ss):
+    composed by build_message, submitted to a real SMTP server on loopback without SMTPUTF8
+    that records MAIL FROM and RCPT TO."""
+    from tests.postfix_peer import AioSMTP  # a sink without SMTPUTF8
+    from tui_mail.mail.compose import Draft, build_message
+
+    composed = build_message(Draft(from_="Jörg <joerg@bücher.example>", to="Bob <bob@straße.de>",
+                                   cc="carol@faß.example", subject="IDNA", body="hi\n"))
+    loop = asyncio.get_running_loop()
+    sink = SmtpSink()
+    server = await loop.create_server(lambda: AioSMTP(sink, loop=loop), "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        trace: list[str] = []
+        sub = SmtpSubmitter(SmtpSettings("127.0.0.1", port, "none"), trace=lambda d, l: trace.append(l))
+        await sub.send(composed.data, composed.sender, list(composed.recipients))
+        await sub.send(composed.message)          # envelope taken from the headers
+    finally:
+        server.close()
+        await server.wait_closed()
+    first, second = sink.received
+    for got in (first, second):
+        assert got.sender == "joerg@xn--bcher-kva.example"
+        assert got.recipients == ["bob@xn--strae-oqa.de", "carol@xn--fa-hia.example"]
+        assert b"strasse" not in got.data and b"fass.example" not in got.data
+        assert b"To: Bob <bob@xn--strae-oqa.de>" in got.data
+    assert "RCPT TO:<bob@xn--strae-oqa.de>" in trace and not any("strasse" in line for line in trace)
 
 
 async def test_smtputf8_refused_when_not_offered(tmp_path):

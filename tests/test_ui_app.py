@@ -57,7 +57,8 @@ async def test_opens_inbox_with_newest_first_and_preview():
         assert ml.current_summary.subject == "Message number 0"
         assert app.main_screen.status.folder == "INBOX"
         assert "Message number 0" in str(app.main_screen.preview._body.render())
-        # message 0 was unread; mark_read=open marks it read
+        # message 0 was unread; the preview marks it read once it rested there mark_read_delay
+        assert SEEN not in store.folders["INBOX"][1][1]
         await settle(pilot, app, lambda: SEEN in store.folders["INBOX"][1][1])
 
 
@@ -190,11 +191,16 @@ async def test_reply_prefills_and_discard_asks():
         screen = app.screen
         assert screen.query_one("#to").value.endswith("alice@crepes.fr>")
         assert screen.query_one("#subject").value == "Re: Message number 0"
+        await pilot.press(*"Thanks")               # changed: leaving asks
         await pilot.press("escape")
         await pilot.pause()
         await pilot.press("y")
         await settle(pilot, app, lambda: app.screen is app.main_screen)
         assert sent == []
+        await pilot.press("r")                      # unchanged: Escape just closes
+        await settle(pilot, app, lambda: app.screen is not app.main_screen)
+        await pilot.press("escape")
+        await settle(pilot, app, lambda: app.screen is app.main_screen)
 
 
 async def test_reader_next_previous_and_raw():
@@ -260,6 +266,7 @@ async def test_sort_and_threads_reorder_rows():
         await settle(pilot, app, lambda: all(u in ml.summaries for u in ml.rows))
         assert ml.current_summary.subject == "Re: Message number 2"      # newest first
         await pilot.press("t")
+        await settle(pilot, app, lambda: ml.depth)                        # threaded in a worker
         subjects = [ml.summaries[u].subject for u in ml.rows]
         assert subjects.index("Re: Message number 2") == subjects.index("Message number 2") + 1
         assert ml.depth == {ml.rows[subjects.index("Re: Message number 2")]: 1}
@@ -311,10 +318,29 @@ async def test_reader_saves_an_attachment(tmp_path, monkeypatch):
         await pilot.press("enter")
         await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None)
         assert [a.filename for a in app.screen.view.attachments] == ["data.bin"]
-        await pilot.press("a")
+        reader = app.screen
+        await pilot.press("a")                        # asks, with the download dir filled in
+        assert app.screen.query_one("#answer").value == str(tmp_path / "dl" / "data.bin")
+        await pilot.press("enter")
+        await settle(pilot, app, lambda: app.screen is reader)
         assert (tmp_path / "dl" / "data.bin").read_bytes() == b"\x00\x01"
-        await pilot.press("a")                        # never overwrites
-        assert (tmp_path / "dl" / "data (1).bin").exists()
+        await pilot.press("a", "enter")               # never overwrites
+        await settle(pilot, app, lambda: (tmp_path / "dl" / "data (1).bin").exists())
+        assert any("data (1).bin" in n.message and "not overwritten" in n.message
+                   for n in app._notifications)
+        await pilot.press("a", "escape")              # Esc closes the question, not the reader
+        await settle(pilot, app, lambda: app.screen is reader)
+        assert len(list((tmp_path / "dl").iterdir())) == 2
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "kept.bin").write_bytes(b"x")
+        await pilot.press("a")
+        app.screen.query_one("#answer").value = str(tmp_path / "elsewhere" / "ke")
+        await pilot.press("tab")                      # path completion
+        assert app.screen.query_one("#answer").value == str(tmp_path / "elsewhere" / "kept.bin")
+        app.screen.query_one("#answer").value = str(tmp_path / "elsewhere") + "/"
+        await pilot.press("enter")
+        await settle(pilot, app, lambda: (tmp_path / "elsewhere" / "data.bin").exists())
+        assert app.screen is reader
 
 
 async def test_warm_start_paints_from_the_cache_before_the_server_answers():

@@ -47,7 +47,7 @@ def test_flags_cell_slots():
 def test_fit_pads_cuts_and_neutralises_escapes():
     assert fit("abc", 5) == "abc  "
     assert fit("abcdefgh", 5) == "abcd…"
-    assert fit("\x1b]0;pwned\x07x", 12) == " ]0;pwned x "
+    assert fit("\x1b]0;pwned\x07x", 12) == "␛]0;pwned␇x "
     assert fit("日本語テキスト", 7) == "日本語…"   # wide characters count as two cells
 
 
@@ -112,11 +112,31 @@ def test_keymap_validation_and_help():
     with pytest.raises(ValueError, match="delet"):
         validate_keymap({"delet": "d"})
     rows = help_rows({"archive": "a"})
-    assert ("Organising", "a", "Archive") in rows
+    assert ("Organising", "a", "Archive", "archive") in rows
     ids = [s.id for s in ALL_KEYS]
     assert len(ids) == len(set(ids))
-    keys = [k for s in ALL_KEYS for k in s.keys.split(",")]
-    assert len(keys) == len(set(keys)), "two actions share a key"
+    from tui_mail.ui import keys as k
+
+    # keys only need to differ among the bindings active together
+    for table in (k.MAIN_KEYS + k.APP_KEYS + k.LIST_KEYS + k.DEMO_KEYS, k.TREE_KEYS, k.PREVIEW_KEYS, k.READER_KEYS,
+                  k.COMPOSER_KEYS, k.HELP_KEYS, k.RELAY_KEYS):
+        keys = [key for s in table for key in s.keys.split(",")]
+        assert len(keys) == len(set(keys)), f"two actions share a key in {table[0].group}"
+
+
+def test_keymap_for_every_screen_by_id():
+    from tui_mail.ui.keys import flatten_keymap
+
+    assert flatten_keymap({"delete": "x", "reader": {"save_attachment": "s"}}) == {
+        "delete": "x", "reader.save_attachment": "s"}
+    assert validate_keymap({"reader": {"reply": "e"}, "composer.send": "ctrl+enter"}) == {
+        "reader.reply": "e", "composer.send": "ctrl+enter"}
+    with pytest.raises(ValueError, match="reader.nope"):
+        validate_keymap({"reader": {"nope": "x"}})
+    groups = {row[0] for row in help_rows(demo=True)}
+    assert {"Reader", "Composer", "Help", "Folders", "Relays (demo)"} <= groups
+    assert ("General", "F3", "Relays", "relays") in help_rows(demo=True)
+    assert "Relays (demo)" not in {row[0] for row in help_rows()}
 
 
 async def test_address_completion_after_the_last_comma():

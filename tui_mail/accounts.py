@@ -42,22 +42,45 @@ def _server_port(kind: str, server) -> int:
     return int(port) if port else DEFAULT_PORTS[(kind, getattr(server, "security", "tls"))]
 
 
+def _with_limits(settings, server):
+    """``settings`` with the server's hostile-server limits from config.toml (login_deadline,
+    command_deadline, max_literal_mb) for the fields the settings class has."""
+    import dataclasses
+
+    values = {"login_deadline": getattr(server, "login_deadline", None),
+              "command_deadline": getattr(server, "command_deadline", None),
+              "max_message_bytes": (getattr(server, "max_literal_mb", None) or 0) * 1024 * 1024 or None}
+    names = {f.name for f in dataclasses.fields(settings)}
+    return dataclasses.replace(settings, **{k: v for k, v in values.items() if k in names and v})
+
+
 def smtp_settings(account, password) -> SmtpSettings:
+    return _with_limits(_smtp_settings(account, password), account.smtp)
+
+
+def _smtp_settings(account, password) -> SmtpSettings:
     s = account.smtp
     if s is None:
         raise MailError(f"Account {account.name!r} has no [smtp] server, so it cannot send.")
+    oauth = getattr(s, "auth", "password") == "oauth2"
     return SmtpSettings(host=s.host, port=_server_port("smtp", s), security=s.security,
-                        user=getattr(s, "user", None) or None, password=password,
-                        cafile=getattr(s, "cafile", None))
+                        user=getattr(s, "user", None) or (account.address if oauth else None), password=password,
+                        cafile=getattr(s, "cafile", None), tls_fingerprint=getattr(s, "tls_fingerprint", None),
+                        tls_verify=getattr(s, "tls_verify", True), oauth2=oauth2_for(account, s))
 
 
 def pop3_settings(account, password) -> Pop3Settings:
+    return _with_limits(_pop3_settings(account, password), account.pop3)
+
+
+def _pop3_settings(account, password) -> Pop3Settings:
     p = account.pop3
     return Pop3Settings(host=p.host, port=_server_port("pop3", p), security=p.security,
                         user=getattr(p, "user", None) or account.address, password=password,
                         mode=getattr(p, "mode", "keep") or "keep",
                         leave_days=int(getattr(p, "leave_days", 14) or 14),
-                        cafile=getattr(p, "cafile", None))
+                        cafile=getattr(p, "cafile", None), tls_fingerprint=getattr(p, "tls_fingerprint", None),
+                        tls_verify=getattr(p, "tls_verify", True), oauth2=oauth2_for(account, p))
 
 
 def local_store(account, password_for: PasswordFor) -> Pop3Store:
@@ -70,22 +93,50 @@ def local_store(account, password_for: PasswordFor) -> Pop3Store:
 
 
 def imap_store(account, password):
+    """``_imap_store`` with the server's hostile-server limits from config.toml."""
+    store = _imap_store(account, password)
+    s = account.imap
+    store.login_deadline = getattr(s, "login_deadline", None) or store.login_deadline
+    store.command_deadline = getattr(s, "command_deadline", None) or store.command_deadline
+    store.max_literal = (getattr(s, "max_literal_mb", None) or 0) * 1024 * 1024 or store.max_literal
+    return store
+
+
+def _imap_store(account, password):
     """The IMAP account's store (tui_mail.store.imap) with its header cache on disk."""
     from tui_mail.store.cache import HeaderCache
     from tui_mail.store.imap import ImapStore
 
     s = account.imap
-    cafile = getattr(s, "cafile", None)
-    ctx = None
-    if s.security != "none":
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=cafile)
     safe = account_dir(account.name).name
     cache = HeaderCache(cache_dir() / f"{safe}.sqlite")
-    return ImapStore(account.name, s.host, _server_port("imap", s), getattr(s, "user", None) or account.address,
-                     password or "", security=s.security, cache=cache, ssl_context=ctx,
-                     roles=dict(getattr(account, "roles", None) or {}))
+    store = ImapStore(account.name, s.host, _server_port("imap", s), getattr(s, "user", None) or account.address,
+                      password or "", security=s.security, cache=cache, ssl_context=None,
+                      roles=dict(getattr(account, "roles", None) or {}), oauth2=oauth2_for(account, s))
+    if s.security != "none":
+        from tui_mail.tls import for_server
+
+        store.ssl_context = for_server(s, "imap", port=_server_port("imap", s),
+                                       on_insecure=lambda text: trace_warning(text, store.trace))
+    return store
+
+
+def oauth2_for(account, server):
+    """The token source of a server with ``auth = "oauth2"`` (tui_mail.oauth2), else None."""
+    if getattr(server, "auth", "password") != "oauth2":
+        return None
+    from tui_mail.oauth2 import token_source_for
+
+    return token_source_for(account, server)
+
+
+def trace_warning(text: str, trace: TraceSink | None = None) -> None:
+    """A TLS warning (tls_verify = false): to the log, and into the protocol trace."""
+    from tui_mail.tls import log
+
+    log.warning("%s", text)
+    if trace is not None:
+        trace("C", f"(warning: {text})")
 
 
 def open_outbox(account, submitter: SmtpSubmitter, sent_copy: Callable[[bytes], None] | None) -> Outbox:

@@ -296,7 +296,7 @@ connect_timeout = "3s"
             host.server.bus.publish(ALICE, BULK_FOLDER)
 
     def _write_client_config(self) -> None:
-        import tomli_w
+        import tomlkit
 
         secrets = self.root / "client" / "secrets"
         secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -325,7 +325,7 @@ connect_timeout = "3s"
             ],
         }
         self.client_config.parent.mkdir(parents=True, exist_ok=True)
-        self.client_config.write_text(tomli_w.dumps(doc), encoding="utf-8")
+        self.client_config.write_text(tomlkit.dumps(doc), encoding="utf-8")
 
     # --- running -------------------------------------------------------------------------
     def relay(self, domain: str) -> RelayHost:
@@ -371,9 +371,19 @@ connect_timeout = "3s"
                 "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring"}
 
 
+DESCRIPTION = ("Two relays (crepes.fr, hamburger.edu) and the TUI as alice and bob, in a temp dir. "
+               "The demo writes its own config.toml there: --config is accepted and not used.")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="tui-mail demo",
-                                description="Two relays (crepes.fr, hamburger.edu) and the TUI as alice and bob")
+    from tui_mail.cli import common_options
+
+    p = argparse.ArgumentParser(prog="tui-mail demo", description=DESCRIPTION, parents=[common_options()])
+    add_arguments(p)
+    return p.parse_args(argv)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", metavar="DIR", help="use DIR instead of a temp dir and keep it afterwards")
     p.add_argument("--stop-hamburger", action="store_true",
                    help="start with hamburger.edu down: mail to bob waits in crepes.fr's queue")
@@ -385,7 +395,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--web", action="store_true",
                    help="serve the TUI to a browser instead (tui-mail web) and print its URL")
     p.add_argument("--listen", default="127.0.0.1:8025", metavar="HOST:PORT", help="with --web: where")
-    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,10 +132,10 @@ def password_for(account, kind: str, prompt: Callable[[str], str] | None = None)
     """For tui_mail.accounts: the password of ``account``'s ``kind`` server from its config
     (``password_command``) or the keyring; None when that server logs in without a user."""
     server = getattr(account, kind, None)
-    if server is None:
+    if server is None or getattr(server, "auth", "password") == "oauth2":   # tokens: tui_mail.oauth2
         return None
-    return get_password(account.name, kind, password_command=getattr(server, "password_command", None),
-                        prompt=prompt)
+    command = getattr(server, "password_command", None) or getattr(account, "password_command", None)
+    return get_password(account.name, kind, password_command=command, prompt=prompt)
 
 
 def describe_command(command: str) -> str:

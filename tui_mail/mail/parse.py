@@ -1,13 +1,13 @@
 """RFC 5322/MIME bytes → a ``MessageView``: what the reader pane shows.
 
 Decoded headers (RFC 2047/2231, any charset; bad charsets fall back instead of failing), the
-best text to show (text/plain preferred, else HTML converted to readable text by html2text
+best text to show (text/plain preferred, else HTML converted to readable text by inscriptis
 with links kept as numbered references), the links found, the attachments with IMAP section
 numbers ("2", "1.3"), and ``problems``: what could not be shown and why.
 
 ``parse_message`` never raises on a malformed message: the ``email`` package is lenient and
 records defects, and every step that could still fail (header classes, charsets, base64,
-html2text) is guarded so the rest of the message is still shown.
+the HTML converter) is guarded so the rest of the message is still shown.
 
 ``summary_from_headers`` is the fast path for stores that only have the header block: it
 returns exactly the fields of ``tui_mail.store.base.MessageSummary`` that headers determine.
@@ -31,6 +31,7 @@ from pathlib import Path
 from tui_mail.mail.addresses import Addr, from_header_value
 from tui_mail.mail.charsets import decode_bytes, decode_words, fix_surrogates
 from tui_mail.mail.format import sanitize
+from tui_mail.mail.mime_limits import CUT_HEADER, MAX_DEPTH, MAX_TEXT_CHARS, bound_raw, cut_size
 
 _URL = re.compile(r"""(?:https?://|ftp://|mailto:|www\.)[^\s<>"'()\[\]{}]+[^\s<>"'()\[\]{}.,;:!?]""", re.I)
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -70,8 +71,10 @@ class MessageView:
     links: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    parts_left_out: int = 0          # parts beyond mime_limits.MAX_PARTS, not parsed
     _message: Message | None = field(default=None, repr=False, compare=False)
     _parts: dict[str, Message] = field(default_factory=dict, repr=False, compare=False)
+    _complete: bool = field(default=True, repr=False, compare=False)   # parsed from all of raw
 
     @property
     def from_name(self) -> str:
@@ -98,6 +101,12 @@ class MessageView:
     def part_bytes(self, part_id: str) -> bytes:
         """A part's decoded payload by IMAP section number; KeyError if there is none.
         A message/rfc822 part is returned as the whole embedded message."""
+        if not self._complete:
+            # Display parsed a bounded copy (mime_limits); saving needs every byte: parse all
+            # of the message now, once, on the user's request.
+            full = BytesParser(policy=policy.compat32).parsebytes(self.raw)   # payloads only: fast
+            self._parts = dict(_number(full))
+            self._complete = True
         part = self._parts[part_id]
         return _payload_bytes(part)
 
@@ -185,6 +194,8 @@ def _msgids(value: str) -> tuple[str, ...]:
 def _all_headers(msg: Message) -> list[tuple[str, str]]:
     out = []
     for k, v in msg.raw_items():
+        if k == CUT_HEADER:          # added by mime_limits.bound_raw, not the sender's
+            continue
         text, _ = decode_words(_unfold(str(v)))
         out.append((k, text.strip()))
     return out
@@ -223,6 +234,8 @@ def _number(msg: Message) -> list[tuple[str, Message]]:
     out: list[tuple[str, Message]] = []
 
     def walk(part: Message, prefix: str) -> None:
+        if prefix.count(".") >= MAX_DEPTH:       # deeper parts: not numbered, not shown
+            return
         kids = _children(part)
         if part.get_content_maintype() == "multipart":
             for i, kid in enumerate(kids, 1):
@@ -288,10 +301,15 @@ class _Collector:
         self.texts: list[tuple[str, str]] = []   # (source, text)
         self.attachments: list[Attachment] = []
         self.shown: set[int] = set()             # id() of parts whose text is shown
+        self.links: list[str] = []               # numbered link targets of the HTML shown
         self.ids: dict[int, str] = {}
 
     def text_of(self, part: Message, pid: str) -> str:
         data = _payload_bytes(part)
+        original = cut_size(part)
+        if original is not None:
+            self.problems.append(f"part {pid} is {_mb(original)}; only its first {_mb(len(data))} "
+                                 "is shown")
         for d in getattr(part, "defects", ()):
             self.problems.append(f"part {pid}: {_defect_text(d)}")
         try:
@@ -303,7 +321,20 @@ class _Collector:
             self.problems.append(f"part {pid}: {problem}")
         return text.replace("\r\n", "\n").replace("\r", "\n")
 
+    depth = 0
+
     def visit(self, part: Message, inline_ok: bool = True) -> None:
+        """Visit one part; parts nested deeper than ``MAX_DEPTH`` are skipped and reported."""
+        if self.depth >= MAX_DEPTH:
+            self.problems.append(f"parts nested deeper than {MAX_DEPTH} levels are not shown")
+            return
+        self.depth += 1
+        try:
+            self._visit(part, inline_ok)
+        finally:
+            self.depth -= 1
+
+    def _visit(self, part: Message, inline_ok: bool = True) -> None:
         ctype = _content_type(part)
         pid = self.ids.get(id(part), "1")
         maintype = ctype.split("/")[0]
@@ -341,7 +372,8 @@ class _Collector:
         if ctype in ("text/plain", "text/html") and not is_attachment and inline_ok:
             text = self.text_of(part, pid)
             if ctype == "text/html":
-                text = html_to_text(text, self.problems)
+                text, links = html_to_text_and_links(text, self.problems)
+                self.links.extend(links)
                 self.texts.append(("html", text))
             else:
                 self.texts.append(("plain", text))
@@ -397,8 +429,12 @@ class _Collector:
             else:
                 ext = mimetypes.guess_extension(ctype) or ".bin"
                 name = f"part-{pid}{ext}"
-        data = _payload_bytes(part)
-        size = len(data)
+        original = cut_size(part)
+        if original is not None:      # shortened for display: estimate the decoded size
+            base64 = str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64"
+            size = original * 3 // 4 if base64 else original
+        else:
+            size = len(_payload_bytes(part))
         if not size:
             try:
                 size = int(part.get_param("size", header="content-disposition") or 0)
@@ -441,39 +477,91 @@ def html_links(html: str) -> list[str]:
     return finder.links
 
 
-HTML_LIMIT = 256 * 1024     # html2text is slow (~1 s per 300 KB); beyond this, cut
-REFERENCE_LINKS_LIMIT = 100  # its reference-style links are quadratic; more → inline links
+HTML_LIMIT = 4 * 1024 * 1024   # inscriptis converts ~1 MB in 0.4 s (bench/html_parse.py); beyond this, cut
+_SAFE_SCHEMES = ("http://", "https://", "mailto:", "ftp://")
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
-def html_to_text(html: str, problems: list[str] | None = None, width: int = 78) -> str:
-    """Readable text from HTML: paragraphs, lists, emphasis; links as numbered references
-    listed at the end (inline when there are very many); images by their alt text; scripts
-    and styles dropped. Very large HTML is cut (and ``problems`` says so) so opening a
-    message never stalls."""
-    import html2text
+def _link_target(href: str | None) -> str:
+    """A link worth listing: absolute http(s)/ftp/mailto only (no javascript:, data:, anchors)."""
+    href = (href or "").strip()
+    return href if href.lower().startswith(_SAFE_SCHEMES) and not any(c.isspace() for c in href) else ""
+
+
+def html_to_text_and_links(html: str, problems: list[str] | None = None) -> tuple[str, list[str]]:
+    """Readable text from HTML by inscriptis (Apache-2.0; it lays out tables as columns):
+    each link is followed by its number, ``[1]``, and the numbered targets are listed at the
+    end so they can be read and opened (the same target keeps one number); ``<blockquote>``
+    lines are marked ``> `` (nested: ``> > ``); images show their alt text; scripts and styles
+    are dropped. Returns (text, links) where ``links[n-1]`` is the target of ``[n]``.
+    Very large HTML (over ``HTML_LIMIT``) is cut, and ``problems`` says so."""
+    from inscriptis.model.config import ParserConfig
+    from inscriptis.html_engine import Inscriptis
+    from inscriptis.model.tag import CustomHtmlTagHandlerMapping
+    from lxml.html import document_fromstring
 
     if len(html) > HTML_LIMIT:
         cut = html.rfind("<", 0, HTML_LIMIT)
         html = html[: cut if cut > HTML_LIMIT // 2 else HTML_LIMIT]
         if problems is not None:
-            problems.append(f"HTML part is large; showing its first {HTML_LIMIT // 1024} KB as text")
-    conv = html2text.HTML2Text()
-    conv.body_width = width
-    conv.inline_links = html.lower().count("<a ") > REFERENCE_LINKS_LIMIT
-    conv.wrap_links = False
-    conv.images_to_alt = True
-    conv.unicode_snob = True
-    conv.ignore_emphasis = False
+            problems.append(f"HTML part is large; showing its first {HTML_LIMIT // (1024 * 1024)} MB as text")
+    html = _XML_BAD.sub("", html).strip()
+    if html.startswith("<?xml"):
+        html = re.sub(r"^<\?xml[^>]*>", "", html, count=1)
+    links: dict[str, int] = {}
+    open_links: list[str] = []
+
+    def a_start(state, attrs) -> None:
+        open_links.append(_link_target(attrs.get("href")))
+
+    def a_end(state) -> None:
+        target = open_links.pop() if open_links else ""
+        if target:
+            n = links.setdefault(target, len(links) + 1)
+            state.tags[-1].write(f"[{n}]")
+
+    config = ParserConfig(
+        display_images=True, deduplicate_captions=True, annotation_rules={"blockquote": ["quote"]},
+        custom_html_tag_handler_mapping=CustomHtmlTagHandlerMapping({"a": a_start}, {"a": a_end}))
     try:
-        text = conv.handle(html)
-    except Exception as exc:  # noqa: BLE001 - third-party parser on hostile input
+        if not html:
+            return "\n", []
+        tree = document_fromstring(html)
+        engine = Inscriptis(tree, config)
+        text = engine.get_text()
+        quotes = [(a.start, a.end) for a in engine.get_annotations() if a.metadata == "quote"]
+    except Exception as exc:  # noqa: BLE001 - third-party parser on hostile input (incl. RecursionError)
         if problems is not None:
             problems.append(f"HTML could not be converted ({type(exc).__name__}); tags stripped")
-        text = re.sub(r"<[^>]*>", "", re.sub(r"(?is)<(script|style)\b.*?</\1>", "", html))
         import html as html_mod
 
-        text = html_mod.unescape(text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+        text = re.sub(r"<[^>]*>", "", re.sub(r"(?is)<(script|style)\b.*?</\1>", "", html))
+        text, quotes, links = html_mod.unescape(text), [], {}
+        links = {m: i for i, m in enumerate(dict.fromkeys(_link_target(u) for u in html_links(html)), 1) if m}
+    if quotes:
+        text = _mark_quotes(text, quotes)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    text = re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+    if links:
+        text += "\n" + "".join(f"[{n}] {url}\n" for url, n in links.items())
+    return text, list(links)
+
+
+def _mark_quotes(text: str, spans: list[tuple[int, int]]) -> str:
+    """Prefix each line inside a blockquote span with one ``> `` per level of nesting."""
+    out, pos = [], 0
+    for line in text.split("\n"):
+        depth = sum(1 for s, e in spans if s < pos + len(line) and pos < e) if line.strip() else \
+            sum(1 for s, e in spans if s < pos < e)
+        out.append(("> " * depth + line).rstrip() if depth else line)
+        pos += len(line) + 1
+    return "\n".join(out)
+
+
+def html_to_text(html: str, problems: list[str] | None = None, width: int = 78) -> str:
+    """Readable text from HTML (see ``html_to_text_and_links``); ``width`` is kept for
+    callers: the reader pane wraps lines itself."""
+    return html_to_text_and_links(html, problems)[0]
 
 
 def text_links(text: str) -> list[str]:
@@ -487,15 +575,17 @@ def parse_message(raw: bytes) -> MessageView:
     if isinstance(raw, str):  # tolerate callers holding text
         raw = raw.encode("utf-8", "surrogateescape")
     problems: list[str] = []
+    bounded = bound_raw(raw)          # at most MAX_PARTS parts of at most MAX_PART_BYTES each
     try:
-        msg = BytesParser(policy=policy.default).parsebytes(raw)
+        msg = BytesParser(policy=policy.default).parsebytes(bounded.raw)
     except Exception as exc:  # noqa: BLE001 - should not happen; show the raw text then
         view = MessageView(raw=raw, problems=[f"message could not be parsed ({type(exc).__name__})"])
         view.text, _ = decode_bytes(raw, None)
         view.text_source = "plain"
         return view
-    msg = _repair_boundary(msg, raw, problems)
-    view = MessageView(raw=raw, _message=msg)
+    msg = _repair_boundary(msg, bounded.raw, problems)
+    view = MessageView(raw=raw, _message=msg, parts_left_out=bounded.parts_left_out,
+                       _complete=bounded.complete)
     view.headers = _all_headers(msg)
     view.subject = _decoded_header(msg, "Subject", problems)
     for attr, name in (("from_", "From"), ("to", "To"), ("cc", "Cc"), ("bcc", "Bcc"), ("reply_to", "Reply-To")):
@@ -519,7 +609,8 @@ def parse_message(raw: bytes) -> MessageView:
     collector = _Collector(problems)
     collector.ids = {id(p): pid for pid, p in numbered}
     for d in getattr(msg, "defects", ()):
-        problems.append(f"message: {_defect_text(d)}")
+        if not (bounded.parts_left_out and type(d).__name__ == "CloseBoundaryNotFoundDefect"):
+            problems.append(f"message: {_defect_text(d)}")
     try:
         collector.visit(msg)
     except RecursionError:
@@ -530,21 +621,26 @@ def parse_message(raw: bytes) -> MessageView:
     texts = [(src, t) for src, t in collector.texts if t.strip()]
     if texts:
         text = "\n\n".join(t.rstrip("\n") for _, t in texts) + "\n"
+        if len(text) > MAX_TEXT_CHARS:
+            cut = text.rfind("\n", 0, MAX_TEXT_CHARS) + 1 or MAX_TEXT_CHARS
+            problems.append(f"… {len(text) - cut:,} more characters of text not shown")
+            text = text[:cut]
         view.text = sanitize(text.replace("\r\n", "\n"), keep_newlines=True)
         view.text_source = "plain" if all(s == "plain" for s, _ in texts) else "html"
     view.attachments = collector.attachments
-    links: list[str] = []
-    for pid, part in numbered:
-        if id(part) in collector.shown and _content_type(part) == "text/html":
-            try:
-                links.extend(html_links(_decode_part(part)))
-            except Exception:  # noqa: BLE001
-                pass
+    if bounded.parts_left_out:
+        problems.append(f"… {bounded.parts_left_out:,} more parts not shown (listing stops at "
+                        f"{len(numbered):,}; saving reads the whole message)")
+    links = collector.links
     if not links:
         links = text_links(view.text)
     view.links = list(dict.fromkeys(links))
     view.problems = list(dict.fromkeys(problems))
     return view
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
 
 
 def _repair_boundary(msg: Message, raw: bytes, problems: list[str]) -> Message:

@@ -44,6 +44,7 @@ from tui_mail.errors import MailError, SendError
 from tui_mail.send.smtp import SendResult, prepare
 from tui_mail.store.base import FLAGGED, SEEN
 from tui_mail.store.local import LocalStore
+from tui_mail.store.private import private_file
 
 OUTBOX = "Outbox"
 STATE_FILE = ".outbox-state.sqlite"
@@ -112,7 +113,8 @@ class Outbox:
     def open(self) -> "Outbox":
         if self._db is None:
             self.store.connect()
-            db = sqlite3.connect(self.root / STATE_FILE, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(private_file(self.root / STATE_FILE), isolation_level=None,
+                                 check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
@@ -232,7 +234,7 @@ class Outbox:
     async def process(self) -> list[Outcome]:
         """Send everything due now and finish interrupted filings. Returns what happened;
         returns [] at once when another process holds the outbox lock."""
-        lock = open(self.root / LOCK_FILE, "a")
+        lock = open(private_file(self.root / LOCK_FILE), "a")
         try:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

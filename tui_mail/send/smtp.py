@@ -26,6 +26,7 @@ from email.utils import getaddresses
 import aiosmtplib
 
 from tui_mail.errors import AuthError, MailError, SendError
+from tui_mail.mail.addresses import envelope_address
 
 SECURITY = ("tls", "starttls", "none")
 
@@ -45,8 +46,15 @@ class SmtpSettings:
     # a str, or a callable asked at login time (keyring/password_command: no lookup until needed)
     password: str | Callable[[], str | None] | None = field(default=None, repr=False)
     timeout: float = 30.0
-    cafile: str | None = None            # extra CA (self-signed test or company servers)
+    cafile: str | None = None            # extra CA, added to the system's (self-signed or company)
     local_hostname: str | None = None
+    tls_fingerprint: str | None = None   # "sha256:…": accept exactly this certificate (tui_mail.tls)
+    tls_verify: bool = True              # False: no check, warned on every connect
+    # auth = "oauth2": token(refresh) → access token, used with AUTH OAUTHBEARER/XOAUTH2
+    oauth2: Callable[[bool], str] | None = field(default=None, repr=False)
+    # total seconds for connect + greeting + EHLO/STARTTLS/AUTH, whatever the server's pace
+    # (each reply is also bounded by ``timeout`` inside aiosmtplib)
+    login_deadline: float = 60.0
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY:
@@ -150,7 +158,16 @@ class SmtpSubmitter:
         return pw or ""
 
     def _tls_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=self.settings.cafile)
+        from tui_mail.tls import client_context, log
+
+        s = self.settings
+
+        def warn(text: str) -> None:
+            log.warning("%s", text)
+            self._c(f"(warning: {text})")
+
+        return client_context(cafile=s.cafile, tls_fingerprint=s.tls_fingerprint, tls_verify=s.tls_verify,
+                              on_insecure=warn, where=f"SMTP {s.host}:{s.port}")
 
     async def _open(self) -> aiosmtplib.SMTP:
         s = self.settings
@@ -177,6 +194,17 @@ class SmtpSubmitter:
                     raise SendError(f"{s.host} does not offer AUTH on port {s.port}"
                                     + (" without TLS" if s.security == "none" else "")
                                     + "; check the port and security settings.", permanent=True)
+                if s.oauth2 is not None:
+                    from tui_mail.oauth2 import smtp_login
+
+                    try:
+                        _, reply = await smtp_login(client, s.user, s.oauth2, f"{s.host}:{s.port}", trace=self._c)
+                    except aiosmtplib.SMTPAuthenticationError as e:
+                        self._s(e)
+                        raise SubmissionAuthError(f"{s.host} refused the OAuth2 token for {s.user!r}: {e.code} "
+                                                  f"{_first_line(e.message)}", permanent=True, code=e.code) from None
+                    self._s(reply)
+                    return client
                 self._c(f"AUTH {s.user} ****")
                 try:
                     self._s(await client.login(s.user, self._password()))
@@ -191,19 +219,31 @@ class SmtpSubmitter:
         return client
 
     async def _close(self, client: aiosmtplib.SMTP) -> None:
+        protocol = client.protocol
         if client.is_connected:
             try:
                 self._c("QUIT")
                 self._s(await client.quit())
             except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
                 client.close()
+        # Over TLS the socket closes only after the TLS shutdown: give it a moment, or a loop
+        # that ends right after sending (asyncio.run per message) leaves the socket open.
+        for _ in range(100):
+            if protocol is None or getattr(protocol, "transport", None) is None:
+                break
+            await asyncio.sleep(0.01)
 
     async def _run(self, step):
         """Run ``step(client)`` on a fresh connection, converting every failure."""
         s = self.settings
         client = None
         try:
-            client = await self._open()
+            try:
+                client = await asyncio.wait_for(self._open(), s.login_deadline)
+            except asyncio.TimeoutError:
+                raise SendError(f"{s.host}:{s.port} sent no complete greeting and login within "
+                                f"{s.login_deadline:g} s (a slow or stalled server); the message stays in "
+                                "the outbox and will be retried.") from None
             return await step(client)
         except SendError:
             raise
@@ -214,6 +254,10 @@ class SmtpSubmitter:
                             permanent=permanent, code=e.code) from None
         except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected,
                 asyncio.TimeoutError, ConnectionError) as e:
+            if isinstance(e.__cause__, ssl.SSLError) or isinstance(e, ssl.SSLError):
+                cause = e if isinstance(e, ssl.SSLError) else e.__cause__
+                raise SendError(f"TLS with {s.host}:{s.port} failed: {getattr(cause, 'reason', None) or cause}. "
+                                "Check the security setting and the server's certificate.") from None
             raise SendError(f"Cannot reach {s.host}:{s.port} ({_first_line(str(e)) or type(e).__name__}); "
                             "the message stays in the outbox and will be retried.") from None
         except ssl.SSLError as e:
@@ -238,6 +282,8 @@ class SmtpSubmitter:
             recipients = recipients if recipients is not None else env_to
         else:
             data = strip_bcc(message) if isinstance(message, bytes) else wire_bytes(message)
+        sender = envelope_address(sender)        # IDNA 2008: straße.de is not strasse.de
+        recipients = [envelope_address(r) for r in recipients]
 
         async def transaction(client: aiosmtplib.SMTP) -> SendResult:
             needs_utf8 = not (sender + "".join(recipients)).isascii()

@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tui_mail.errors import MailError
-from tui_mail.store.base import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, MessageSummary
+from tui_mail.store.base import ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, MessageSummary, ThreadFields
+from tui_mail.store.private import private_dir, private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -113,8 +114,9 @@ class HeaderCache:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.path != ":memory:":      # headers and bodies' words: private (0700 dir, 0600 file)
+            private_dir(Path(self.path).parent)
+            private_file(self.path)
         self._db = None
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -264,6 +266,21 @@ class HeaderCache:
                     out[row[0]] = _summary(row)
         return out
 
+    def thread_fields(self, account: str, folder: str) -> list[ThreadFields]:
+        """Every cached message of ``folder`` as threading needs it (one query, light rows)."""
+        with self._lock:
+            return [ThreadFields(uid, date, subject or "", mid or "", irt or "", refs or "")
+                    for uid, date, subject, mid, irt, refs in self._db.execute(
+                        "SELECT uid, date, subject, message_id, in_reply_to, refs FROM messages "
+                        "WHERE account=? AND folder=?", (account, folder))]
+
+    def contact_fields(self, account: str, folder: str) -> list[tuple]:
+        """``(from_name, from_addr, to, cc, date)`` of every cached message of ``folder``
+        (for the contacts index, tui_mail.address_book)."""
+        with self._lock:
+            return self._db.execute("SELECT from_name, from_addr, to_addrs, cc_addrs, date FROM messages "
+                                    "WHERE account=? AND folder=?", (account, folder)).fetchall()
+
     def cached_uids(self, account: str, folder: str) -> set[int]:
         with self._lock:
             return {r[0] for r in self._db.execute(
@@ -279,6 +296,14 @@ class HeaderCache:
         with self._lock:
             return dict(self._db.execute("SELECT uid, date FROM messages WHERE account=? AND folder=?",
                                          (account, folder)))
+
+    def sort_rows(self, account: str, folder: str) -> list[tuple]:
+        """(uid, date, from_addr, subject, size) of every cached message of ``folder``, for
+        sorting on the client (tui_mail.store.sorting) when the server has no SORT."""
+        with self._lock:
+            return list(self._db.execute(
+                "SELECT uid, date, from_addr, subject, size FROM messages WHERE account=? AND folder=?",
+                (account, folder)))
 
     def update_flags(self, account: str, folder: str, flags: dict[int, frozenset[str]]) -> None:
         with self._lock, self._tx():

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.errors
-import email.header
 import email.utils
 import logging
 import quopri
@@ -35,9 +33,13 @@ from imapclient.response_parser import parse_fetch_response
 
 from tui_mail.errors import (AuthError, ConnectError, FolderError, MailError, MessageGone,
                              ProtocolError, TLSError)
+from tui_mail.mail import charsets
 from tui_mail.store.base import (DELETED, Cancel, Change, FolderInfo, FolderState, MailStore,
                                  MessageSummary, Progress)
 from tui_mail.store.cache import HeaderCache
+from tui_mail.store.sorting import local_order
+from tui_mail.store.guard import (DEFAULT_COMMAND_DEADLINE, DEFAULT_LOGIN_DEADLINE, DEFAULT_MAX_LITERAL, Deadline,
+                                  GuardedIMAP4, GuardedIMAP4TLS, ResponseTooLarge)
 from tui_mail.store.trace import attach_imaplib
 
 # common names when the server has no SPECIAL-USE (compared case-insensitively, last segment)
@@ -50,6 +52,7 @@ ROLE_NAMES = {
 }
 SPECIAL_USE = {b"\\sent": "sent", b"\\drafts": "drafts", b"\\trash": "trash",
                b"\\junk": "junk", b"\\archive": "archive", b"\\all": "archive"}
+LOCAL_SORT = object()   # folder_state: "this server cannot SORT; sort on the client"
 SORT_KEYS = {"date": b"DATE", "arrival": b"ARRIVAL", "from": b"FROM", "subject": b"SUBJECT",
              "size": b"SIZE"}
 # Summaries come from a handful of header fields rather than ENVELOPE + BODYSTRUCTURE: a
@@ -64,6 +67,20 @@ RANGE_CHUNK = 1000            # UIDs per FETCH
 
 log = logging.getLogger(__name__)
 _DROPPED = (imapx.IMAPClientAbortError, ConnectionError, EOFError, socket.timeout, ssl.SSLEOFError)
+# What a malformed server answer makes imapclient/imaplib raise besides their own errors
+# (STATUS without data: IndexError; a non-number where a number belongs: ValueError; …).
+_ANOMALY = (IndexError, KeyError, ValueError, TypeError, AttributeError, UnicodeError, AssertionError)
+
+
+class _GuardedClient(IMAPClient):
+    """IMAPClient over the guarded imaplib classes (tui_mail.store.guard): a cap on literals
+    from the first byte of the greeting, and sockets a Deadline can cut."""
+
+    def _create_IMAP4(self):
+        connect_timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return GuardedIMAP4TLS(self.host, self.port, self.ssl_context, connect_timeout)
+        return GuardedIMAP4(self.host, self.port, connect_timeout)
 
 
 # --- pure helpers --------------------------------------------------------------------------
@@ -115,6 +132,17 @@ def parse_copyuid(texts: Iterable[bytes | str]) -> dict[int, int]:
     return {}
 
 
+def copyuid_validity(texts: Iterable[bytes | str]) -> int | None:
+    """The destination's UIDVALIDITY from a ``[COPYUID v src dst]`` response code."""
+    for t in texts:
+        if isinstance(t, bytes):
+            t = t.decode("ascii", "replace")
+        m = re.search(r"\[COPYUID (\d+) ", t, re.I)
+        if m:
+            return int(m.group(1))
+    return None
+
+
 def parse_appenduid(text: bytes | str) -> int | None:
     if isinstance(text, bytes):
         text = text.decode("ascii", "replace")
@@ -123,17 +151,16 @@ def parse_appenduid(text: bytes | str) -> int | None:
 
 
 def decode_words(value: bytes | str | None) -> str:
-    """RFC 2047 encoded words (any charset) → str; raw 8-bit bytes read as UTF-8."""
+    """RFC 2047 encoded words (any charset) → str; raw 8-bit bytes read as UTF-8. The same
+    decoder as the reader and preview (``tui_mail.mail.charsets.decode_words``), so the list
+    shows a subject exactly as the preview does, unknown charsets included."""
     if value is None:
         return ""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if "=?" not in value:
         return value
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
-        return value
+    return charsets.decode_words(value)[0]
 
 
 def parse_header_block(raw: bytes) -> dict[str, str]:
@@ -246,13 +273,21 @@ class ImapStore(MailStore):
                  password: Callable[[], str] | str, *, security: str = "tls",
                  cache: HeaderCache | None = None, roles: dict[str, str] | None = None,
                  ssl_context: ssl.SSLContext | None = None, timeout: float = 30.0,
-                 body_index_bytes: int = 1024, poll_interval: float = 60.0):
+                 body_index_bytes: int = 1024, poll_interval: float = 60.0,
+                 max_literal: int = DEFAULT_MAX_LITERAL, login_deadline: float = DEFAULT_LOGIN_DEADLINE,
+                 command_deadline: float = DEFAULT_COMMAND_DEADLINE,
+                 oauth2: Callable[[bool], str] | None = None):
         if security not in ("tls", "starttls", "none"):
             raise ValueError(f"security must be tls, starttls or none, not {security!r}")
         self.account, self.host, self.port, self.user = account, host, port, user
         self._password = password if callable(password) else (lambda: password)
         self.security, self.timeout = security, timeout
+        # Hostile-server limits (tui_mail.store.guard): largest literal accepted, and total
+        # seconds for connect+login and for one command, whatever the server's pace.
+        self.max_literal, self.login_deadline = max_literal, login_deadline
+        self.command_deadline = command_deadline
         self.ssl_context = ssl_context
+        self.oauth2 = oauth2            # auth = "oauth2": token(refresh) → access token (tui_mail.oauth2)
         self.cache = cache if cache is not None else HeaderCache(":memory:")
         self.roles = dict(roles or {})
         self.body_index_bytes = body_index_bytes
@@ -263,6 +298,7 @@ class ImapStore(MailStore):
         self._selected: str | None = None
         self._select_info: dict = {}
         self._lock = threading.RLock()
+        self._partial_orders: set[str] = set()   # folders sorted on the client before fully cached
         self._watcher: _Watcher | None = None
         self._folders_cache: list[FolderInfo] | None = None
 
@@ -272,10 +308,26 @@ class ImapStore(MailStore):
         return f"{self.host}:{self.port}"
 
     def _open(self) -> IMAPClient:
-        """A logged-in client (raises MailError subclasses)."""
+        """A logged-in client (raises MailError subclasses) within ``login_deadline``."""
+        deadline = Deadline(self.login_deadline, self.where, "greeting and login")
+        deadline.max_literal = self.max_literal
+        with deadline:
+            try:
+                return self._open_guarded(deadline)
+            except ResponseTooLarge:
+                raise
+            except BaseException as e:
+                if deadline.expired:
+                    raise deadline.error() from None
+                if isinstance(e, _ANOMALY):
+                    raise ProtocolError(f"{self.where} answered the login with something we cannot read "
+                                        f"({type(e).__name__}); is it an IMAP server?") from None
+                raise
+
+    def _open_guarded(self, deadline: Deadline) -> IMAPClient:
         try:
-            c = IMAPClient(self.host, self.port, ssl=self.security == "tls",
-                           ssl_context=self.ssl_context, timeout=self.timeout)
+            c = _GuardedClient(self.host, self.port, ssl=self.security == "tls",
+                               ssl_context=self.ssl_context, timeout=self.timeout)
         except ssl.SSLError as e:
             raise TLSError(f"TLS with {self.where} failed: {e.reason or e}") from None
         except (socket.timeout, TimeoutError):
@@ -285,6 +337,7 @@ class ImapStore(MailStore):
         except imapx.IMAPClientError as e:
             raise ConnectError(f"{self.where} is not an IMAP server we can use: {e}") from None
         c._imap.debug = 0
+        c._imap.max_literal, c._imap.where = self.max_literal, self.where
         attach_imaplib(c._imap, lambda: self.trace)
         try:
             if self.security == "starttls":
@@ -292,7 +345,12 @@ class ImapStore(MailStore):
                     raise TLSError(f"{self.where} does not offer STARTTLS; use security = \"tls\" "
                                    "(port 993) or \"none\"")
                 c.starttls(self.ssl_context)
-            c.login(self.user, self._password())
+            if self.oauth2 is not None:
+                from tui_mail.oauth2 import imap_login
+
+                imap_login(c, self.user, self.oauth2, self.where)
+            else:
+                c.login(self.user, self._password())
             self._caps = frozenset(x.upper() for x in c.capabilities())
             if b"CONDSTORE" in self._caps and b"ENABLE" in self._caps:
                 c.enable("CONDSTORE")
@@ -309,6 +367,8 @@ class ImapStore(MailStore):
                                 f"{_server_text(e)}") from None
             if isinstance(e, ssl.SSLError):
                 raise TLSError(f"TLS with {self.where} failed: {e.reason or e}") from None
+            if deadline.expired:
+                raise deadline.error() from None
             if isinstance(e, _DROPPED + (OSError,)):
                 raise ConnectError(f"the connection to {self.where} dropped during login") from None
             if isinstance(e, imapx.IMAPClientError) and not isinstance(e, MailError):
@@ -357,9 +417,28 @@ class ImapStore(MailStore):
                     if self._client is None:
                         self._client = self._open()
                         self._selected = None
-                    if folder is not None:
-                        self._select(folder)
-                    return fn(self._client)
+                    deadline = Deadline(self.command_deadline, self.where, "answer" + (f" ({what})" if what else ""))
+                    deadline.max_literal = self.max_literal
+                    try:
+                        with deadline:
+                            deadline.attach(self._client.socket())
+                            if folder is not None:
+                                self._select(folder)
+                            return fn(self._client)
+                    except ResponseTooLarge:
+                        self._discard()          # the literal was not read: the stream is lost
+                        raise
+                    except MailError:
+                        raise
+                    except BaseException as e:
+                        if deadline.expired:
+                            self._discard()
+                            raise deadline.error() from None
+                        if isinstance(e, _ANOMALY):
+                            self._discard()
+                            raise ProtocolError(f"{what + ': ' if what else ''}{self.where} sent an answer we "
+                                                f"cannot read ({type(e).__name__}: {str(e)[:200]})") from None
+                        raise
                 except MailError:
                     raise
                 except _DROPPED + (BrokenPipeError, ConnectionResetError) as e:
@@ -417,8 +496,8 @@ class ImapStore(MailStore):
                         total, unread = int(st[b"MESSAGES"]), int(st[b"UNSEEN"])
                     except imapx.IMAPClientAbortError:
                         raise
-                    except imapx.IMAPClientError:
-                        pass
+                    except (imapx.IMAPClientError, *_ANOMALY):
+                        pass          # no counts for this folder (e.g. STATUS without data)
                 d = delim.decode() if isinstance(delim, bytes) else (delim or "")
                 out.append(FolderInfo(name=name, delimiter=d, role=role, attributes=attrs,
                                       total=total, unread=unread, selectable=selectable))
@@ -488,11 +567,15 @@ class ImapStore(MailStore):
             elif self._has(b"SORT"):
                 uids = list(c.sort([key.decode()], "ALL", "UTF-8"))
             else:
-                uids = self._sort_by_cache(self._all_uids(c), sort)
-                stamp = None     # depends on which dates were cached: do not reuse blindly
+                uids = self._all_uids(c)
+                stamp = LOCAL_SORT   # sorted below, on the client
             return FolderState(folder, uv, tuple(uids), hms), stamp, True
 
         state, stamp, fresh = self._call(run, what=f"listing {folder!r}")
+        if stamp is LOCAL_SORT:
+            state = FolderState(folder, state.uidvalidity, tuple(self._sort_locally(folder, state.uids, sort)),
+                                state.highestmodseq)
+            stamp = None     # depends on what was cached: never reused blindly
         if fresh:
             self.cache.save_order(self.account, folder, sort, state.uids, stamp)
         return state
@@ -512,14 +595,41 @@ class ImapStore(MailStore):
             return sorted(_esearch_all(data))
         return sorted(c.search("ALL"))
 
-    def _sort_by_cache(self, uids: list[int], sort: str) -> list[int]:
+    @property
+    def sorts_on_client(self) -> bool:
+        """True when the server cannot SORT, so the order depends on what is cached."""
+        return self._client is not None and not (self._has(b"SORT") or self._has(b"ESORT"))
+
+    def order_incomplete(self, folder: str) -> bool:
+        """The last order of ``folder`` was sorted on the client with messages not cached
+        yet: once they are (window fetch, background fill), sorting again changes it."""
+        return folder in self._partial_orders
+
+    def _sort_locally(self, folder: str, uids: Sequence[int], sort: str) -> list[int]:
+        """The server has no SORT: sort from the header cache (tui_mail.store.sorting). For
+        from/subject/size the summaries not cached yet are fetched first (in chunks, like
+        fill_cache would), so the order is complete. Date sorting never waits for the network
+        (the first screen of a folder is its visible window only): what is not cached sorts
+        as newest, and the UI re-sorts once the background fill has cached the dates
+        (``order_incomplete``)."""
         if sort != "date":
-            return uids  # only dates are cached for sorting; others fall back to arrival
-        dates = self.cache.dates(self.account, self._selected or "")
-        return sorted(uids, key=lambda u: (dates.get(u) or 0, u))
+            cached = self.cache.cached_uids(self.account, folder)
+            missing = [u for u in uids if u not in cached]
+            for i in range(0, len(missing), 1000):
+                self._fetch_summaries(folder, missing[i:i + 1000])
+        rows = self.cache.sort_rows(self.account, folder)
+        if not set(uids) <= {r[0] for r in rows}:
+            self._partial_orders.add(folder)
+        else:
+            self._partial_orders.discard(folder)
+        return local_order(uids, rows, sort)
 
     def cached_summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
         return self.cache.get(self.account, folder, uids)
+
+    def thread_fields(self, folder: str, uids: Sequence[int]) -> list:
+        wanted = set(uids)
+        return [f for f in self.cache.thread_fields(self.account, folder) if f.uid in wanted]
 
     def summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
         have = self.cache.get(self.account, folder, uids)
@@ -681,9 +791,27 @@ class ImapStore(MailStore):
             return {}
 
         def run(c: IMAPClient):
-            return parse_copyuid(uid_command(c, "COPY", uid_ranges(uids), dest))
+            return uid_command(c, "COPY", uid_ranges(uids), dest)
 
-        return self._call(run, folder, what=f"copying to {dest!r}")
+        texts = self._call(run, folder, what=f"copying to {dest!r}")
+        mapping = parse_copyuid(texts)
+        self._carry_cache(folder, dest, mapping, copyuid_validity(texts))
+        return mapping
+
+    def _carry_cache(self, folder: str, dest: str, mapping: dict[int, int], uidvalidity: int | None) -> None:
+        """Cached summaries follow a copy/move to their new UIDs (COPYUID), so the destination
+        shows them at once in their sorted place — an undone delete goes back where it was,
+        also where the server cannot SORT and the order comes from this cache."""
+        sync = self.cache.folder_sync(self.account, dest)
+        if sync is not None and sync.uidvalidity is not None and sync.uidvalidity != uidvalidity:
+            return                       # the cache of dest is stale: it is renewed when opened
+        if not mapping or uidvalidity is None:
+            return
+        from dataclasses import replace
+
+        have = self.cache.get(self.account, folder, list(mapping))
+        self.cache.put(self.account, dest, uidvalidity,
+                       [(replace(s, uid=mapping[u]), None) for u, s in have.items()])
 
     def move(self, folder: str, uids: Iterable[int], dest: str) -> dict[int, int]:
         uids = sorted(set(uids))
@@ -692,13 +820,15 @@ class ImapStore(MailStore):
 
         def run(c: IMAPClient):
             if self._has(b"MOVE"):
-                return parse_copyuid(uid_command(c, "MOVE", uid_ranges(uids), dest))
-            mapping = parse_copyuid(uid_command(c, "COPY", uid_ranges(uids), dest))
+                return uid_command(c, "MOVE", uid_ranges(uids), dest)
+            texts = uid_command(c, "COPY", uid_ranges(uids), dest)
             uid_store(c, uid_ranges(uids), "+FLAGS.SILENT", [DELETED.encode()])
             self._expunge(c, uids)
-            return mapping
+            return texts
 
-        mapping = self._call(run, folder, what=f"moving to {dest!r}")
+        texts = self._call(run, folder, what=f"moving to {dest!r}")
+        mapping = parse_copyuid(texts)
+        self._carry_cache(folder, dest, mapping, copyuid_validity(texts))
         self.cache.remove(self.account, folder, uids)
         return mapping
 
@@ -799,7 +929,7 @@ class _Watcher:
                     self._idle_loop()
                 else:
                     self._poll_loop()
-            except (MailError, imapx.IMAPClientError, OSError, EOFError):
+            except (MailError, imapx.IMAPClientError, OSError, EOFError, *_ANOMALY):
                 reconnected = True
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30)

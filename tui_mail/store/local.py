@@ -32,15 +32,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from email.errors import HeaderParseError
-from email.header import decode_header, make_header
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
 
 from tui_mail.errors import FolderError, MailError, MessageGone, ProtocolError
+from tui_mail.mail.charsets import decode_words
 from tui_mail.store.base import (ANSWERED, DELETED, DRAFT, FLAGGED, SEEN, Cancel, Change,
                                  FolderInfo, FolderState, MailStore, MessageSummary, Progress)
+from tui_mail.store.private import create_private, private_dir, private_file, private_tree
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def fsync_dir(path: Path) -> None:
 def write_durably(tmp_dir: Path, data: bytes) -> Path:
     """Write ``data`` to a new file in ``tmp_dir``, fsynced; returns its path."""
     path = tmp_dir / unique_name()
-    with open(path, "xb") as f:
+    with os.fdopen(create_private(path), "wb") as f:      # 0600: mail is private
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -120,11 +120,8 @@ def _decode(value) -> str:
     if value is None:
         return ""
     text = str(value)
-    if "=?" in text:
-        try:
-            text = str(make_header(decode_header(text)))
-        except (HeaderParseError, LookupError, UnicodeError, ValueError):
-            pass
+    if "=?" in text:      # the reader's and preview's decoder: one display path for subjects
+        text = decode_words(text)[0]
     return " ".join(text.split())
 
 
@@ -224,8 +221,9 @@ class LocalStore(MailStore):
             if self._db is not None:
                 return
             try:
+                private_tree(self.root)          # 0700/0600; fixes stores made before
                 self._make_folder_dirs(self.root, marker=False)
-                db = sqlite3.connect(self.root / INDEX_NAME, check_same_thread=False,
+                db = sqlite3.connect(private_file(self.root / INDEX_NAME), check_same_thread=False,
                                      isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
@@ -302,9 +300,9 @@ class LocalStore(MailStore):
 
     def _make_folder_dirs(self, path: Path, marker: bool = True) -> None:
         for sub in ("cur", "new", "tmp"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(path / sub)
         if marker and not (path / "maildirfolder").exists():
-            (path / "maildirfolder").touch()
+            private_file(path / "maildirfolder")
 
     # --- folders -----------------------------------------------------------------------
     def role_of(self, folder: str) -> str | None:
@@ -709,7 +707,7 @@ class LocalStore(MailStore):
         if self._search is None:
             from tui_mail.store.cache import HeaderCache
 
-            self._search = HeaderCache(self.root / SEARCH_INDEX_NAME)
+            self._search = HeaderCache(private_file(self.root / SEARCH_INDEX_NAME))
         return self._search
 
     def _forget_search(self, folder: str) -> None:
@@ -771,7 +769,7 @@ class LocalStore(MailStore):
                + f" AND ({where}) ORDER BY m.date DESC, m.uid DESC")
         args = [SEARCH_ACCOUNT, *([folder] if folder is not None else []), *params]
         if self._search_db is None:
-            self._search_db = sqlite3.connect(self.root / SEARCH_INDEX_NAME, check_same_thread=False)
+            self._search_db = sqlite3.connect(private_file(self.root / SEARCH_INDEX_NAME), check_same_thread=False)
         try:
             return [(f, u) for f, u in self._search_db.execute(sql, args)]
         except sqlite3.Error as e:

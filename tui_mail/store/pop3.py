@@ -32,7 +32,10 @@ from pathlib import Path
 
 from tui_mail.errors import AuthError, ConnectError, MailError, ProtocolError, TLSError
 from tui_mail.store.base import Cancel
+from tui_mail.store import guard
+from tui_mail.store.guard import DEFAULT_COMMAND_DEADLINE, DEFAULT_LOGIN_DEADLINE, DEFAULT_MAX_LITERAL, Deadline
 from tui_mail.store.local import LocalStore
+from tui_mail.store.private import private_file
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,17 @@ class Pop3Settings:
     mode: str = "keep"                   # keep | delete | leave (leave_days on the server)
     leave_days: int = 14
     timeout: float = 30.0
-    cafile: str | None = None
+    cafile: str | None = None            # added to the system CAs
+    tls_fingerprint: str | None = None   # "sha256:…" pin (tui_mail.tls)
+    tls_verify: bool = True              # False: unchecked, warned on every connect
+    # auth = "oauth2": token(refresh) → access token, used with AUTH OAUTHBEARER/XOAUTH2
+    oauth2: Callable[[bool], str] | None = field(default=None, repr=False)
     use_uidl: bool = True                # False: always use the header-hash stand-in
+    # hostile-server limits (tui_mail.store.guard): totals whatever the server's pace, and the
+    # largest multi-line answer (a RETR) accepted
+    login_deadline: float = DEFAULT_LOGIN_DEADLINE
+    command_deadline: float = DEFAULT_COMMAND_DEADLINE
+    max_message_bytes: int = DEFAULT_MAX_LITERAL
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY:
@@ -102,9 +114,61 @@ class _Traced:
                     thing.close()
             raise
 
+    max_message_bytes = DEFAULT_MAX_LITERAL
+    command_deadline: float | None = DEFAULT_COMMAND_DEADLINE
+    where = "the POP3 server"
+
+    def _create_socket(self, timeout):
+        sock = super()._create_socket(timeout)
+        deadline = guard.current()
+        if deadline is not None:
+            deadline.attach(sock)
+        return sock
+
+    def _shortcmd(self, line):
+        return self._bounded(super()._shortcmd, line)
+
+    def _longcmd(self, line):
+        return self._bounded(super()._longcmd, line)
+
+    def _bounded(self, command, line):
+        """One command within ``command_deadline`` (a server dripping its answer is cut off)."""
+        verb = (line.split(" ", 1)[0] if isinstance(line, str) else "").upper()
+        deadline = Deadline(self.command_deadline, self.where, f"answer to {verb}")
+        with deadline:
+            deadline.attach(getattr(self, "sock", None))
+            try:
+                return command(line)
+            except MailError:
+                raise
+            except BaseException:
+                if deadline.expired:
+                    raise deadline.error() from None
+                raise
+
+    def _getlongresp(self):
+        """poplib's, with a cap on the whole answer (poplib caps one line, not a RETR)."""
+        resp = self._getresp()
+        lines, octets = [], 0
+        line, o = self._getline()
+        while line != b".":
+            if line.startswith(b".."):
+                o -= 1
+                line = line[1:]
+            octets += o
+            if octets > self.max_message_bytes:
+                raise guard.ResponseTooLarge(
+                    f"{self.where} sent more than {self.max_message_bytes:,} bytes in one answer; this account "
+                    "accepts no more (max_literal_mb in config.toml)")
+            lines.append(line)
+            line, o = self._getline()
+        return resp, lines, octets
+
     def _putcmd(self, line):
         if self.sink:
             shown = "PASS ****" if line.upper().startswith("PASS ") else line
+            if line.upper().startswith("AUTH ") and line.count(" ") >= 2:   # SASL initial response
+                shown = " ".join(line.split(" ")[:2]) + " ****"
             self.sink("C", shown)
         super()._putcmd(line)
 
@@ -120,7 +184,13 @@ class _POP3(_Traced, poplib.POP3):
 
 
 class _POP3_SSL(_Traced, poplib.POP3_SSL):
-    pass
+    def _create_socket(self, timeout):
+        # poplib's, but the plain socket is handed to the deadline before the TLS handshake
+        sock = poplib.POP3._create_socket(self, timeout)
+        deadline = guard.current()
+        if deadline is not None:
+            deadline.attach(sock)
+        return self.context.wrap_socket(sock, server_hostname=self.host)
 
 
 def _text(e: Exception) -> str:
@@ -137,10 +207,35 @@ class Pop3Session:
         self.conn: poplib.POP3 | None = None
         self.capabilities: dict[str, list[str]] = {}
 
+    def _tls_context(self) -> ssl.SSLContext:
+        from tui_mail.tls import client_context, log
+
+        s = self.settings
+
+        def warn(text: str) -> None:
+            log.warning("%s", text)
+            if self.trace:
+                self.trace("C", f"(warning: {text})")
+
+        return client_context(cafile=s.cafile, tls_fingerprint=s.tls_fingerprint, tls_verify=s.tls_verify,
+                              on_insecure=warn, where=f"POP3 {s.host}:{s.port}")
+
     def __enter__(self) -> "Pop3Session":
         s = self.settings
+        deadline = Deadline(s.login_deadline, f"{s.host}:{s.port}", "greeting and login")
+        with deadline:
+            try:
+                return self._enter()
+            except BaseException:
+                self._drop()
+                if deadline.expired:
+                    raise deadline.error() from None
+                raise
+
+    def _enter(self) -> "Pop3Session":
+        s = self.settings
         where = f"{s.host}:{s.port}"
-        ctx = ssl.create_default_context(cafile=s.cafile) if s.security != "none" else None
+        ctx = self._tls_context() if s.security != "none" else None
         try:
             if self.trace:
                 self.trace("C", f"(connect {where}{' TLS' if s.security == 'tls' else ''})")
@@ -154,6 +249,8 @@ class Pop3Session:
         except (OSError, poplib.error_proto) as e:
             raise ConnectError(f"Cannot reach the POP3 server {where}: {_text(e)}") from None
         conn.sink = self.trace
+        conn.where, conn.max_message_bytes = where, s.max_message_bytes
+        conn.command_deadline = s.command_deadline
         if self.trace:
             self.trace("S", conn.welcome.decode("utf-8", "replace"))
         self.conn = conn
@@ -165,6 +262,11 @@ class Pop3Session:
                                    "or \"none\" on a trusted network.")
                 conn.stls(context=ctx)
                 self._capa()
+            if s.oauth2 is not None:
+                from tui_mail.oauth2 import pop3_login
+
+                pop3_login(conn, s.user, s.oauth2, list(self.capabilities.get("SASL", [])), where)
+                return self
             conn.user(s.user)
             try:
                 conn.pass_((s.password() if callable(s.password) else s.password) or "")
@@ -238,8 +340,15 @@ class Pop3Store(LocalStore):
         """Report changes of ``folder`` (local polling) and, while INBOX is watched, fetch new
         mail from the server now and every ``check_interval`` seconds; new messages then show
         up as "exists" changes. A failed check is kept in ``last_sync_error`` (and logged)."""
-        super().watch(folder, callback)
-        if not self._is_root(folder):
+        # Already checking (the inbox is reloaded after every change): keep that checker, or
+        # each reload would log in to the server again.
+        running = self._checker is not None and self._checker.is_alive()
+        self._keep_checker = running and self._is_root(folder)
+        try:
+            super().watch(folder, callback)     # (LocalStore.watch calls stop_watch first)
+        finally:
+            self._keep_checker = False
+        if not self._is_root(folder) or (running and self._checker is not None):
             return
         stop = threading.Event()
         self._checker_stop = stop
@@ -259,6 +368,9 @@ class Pop3Store(LocalStore):
         self._checker.start()
 
     def stop_watch(self) -> None:
+        if getattr(self, "_keep_checker", False):
+            super().stop_watch()
+            return
         self._checker_stop.set()
         thread, self._checker = self._checker, None
         if thread is not None and thread is not threading.current_thread():
@@ -270,7 +382,8 @@ class Pop3Store(LocalStore):
         with self._lock:
             if self._state is None:
                 try:
-                    db = sqlite3.connect(Path(self.root) / STATE_FILE, check_same_thread=False,
+                    db = sqlite3.connect(private_file(Path(self.root) / STATE_FILE),
+                                         check_same_thread=False,
                                          isolation_level=None)
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute("CREATE TABLE IF NOT EXISTS seen (uidl TEXT PRIMARY KEY,"
@@ -335,7 +448,7 @@ class Pop3Store(LocalStore):
                         result.deleted += 1
             except MailError:
                 raise
-            except (poplib.error_proto, OSError, EOFError, ssl.SSLError) as e:
+            except (poplib.error_proto, OSError, EOFError, ssl.SSLError, ValueError, IndexError) as e:
                 raise session.convert(e) from None
             session.quit()
         # forget UIDLs the server no longer has (only after a clean QUIT applied the DELEs)

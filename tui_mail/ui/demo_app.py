@@ -21,12 +21,13 @@ from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult, SystemCommand
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header, RichLog, Static
 
 from tui_mail.ui.app import MailApp
+from tui_mail.ui.keys import DEMO_KEYS, RELAY_KEYS, bindings
+from tui_mail.ui.safe_text import as_text, shown
 
 
 def _age(seconds: float) -> str:
@@ -55,13 +56,15 @@ def queue_table(domain: str, running: bool, listeners: dict, entries: list[dict]
     for e in entries:
         rcpts = Text()
         for i, r in enumerate(e.get("recipients", [])):
-            status = r.get("status", "")
-            rcpts.append((", " if i else "") + f"{r['address']} ")
+            status = shown(r.get("status", ""), 40)
+            rcpts.append((", " if i else "") + f"{shown(r['address'], 300)} ")
             rcpts.append(f"({status})", style={"deferred": "yellow", "failed": "red", "sent": "green"}.get(status, ""))
         nxt = e.get("next_attempt") or 0
         errors = [r.get("text", "") for r in e.get("recipients", []) if r.get("status") != "sent" and r.get("text")]
-        t.add_row(str(e.get("id", ""))[:12], _age(now - float(e.get("arrival", now))), e.get("sender") or "<>",
-                  rcpts, _age(nxt - now) if nxt > now else "now", Text(errors[0] if errors else "", style="yellow"))
+        # Senders, recipients and error texts come from the network: Text cells, never markup.
+        t.add_row(as_text(str(e.get("id", ""))[:12]), _age(now - float(e.get("arrival", now))),
+                  as_text(e.get("sender") or "<>", limit=300), rcpts,
+                  _age(nxt - now) if nxt > now else "now", as_text(errors[0] if errors else "", "yellow"))
     return t
 
 
@@ -94,8 +97,8 @@ def log_text(lines: list[tuple[float, str, str]]) -> Text:
     for created, relay, msg in lines:
         stamp = datetime.fromtimestamp(created).strftime("%H:%M:%S")
         out.append(f"{stamp} ", style="dim")
-        out.append(f"{relay or '?':>13} ", style="bold cyan" if relay == "crepes.fr" else "bold magenta")
-        out.append(msg + "\n")
+        out.append(f"{shown(relay or '?', 40):>13} ", style="bold cyan" if relay == "crepes.fr" else "bold magenta")
+        out.append(shown(msg, limit=2000) + "\n")
     return out
 
 
@@ -114,22 +117,19 @@ def note(domain: str, text: str) -> None:
 class RelayPanel(Screen):
     """Both relays: status, queue and the tail of the mail log."""
 
-    BINDINGS = [
-        Binding("escape,q,f3", "app.pop_screen", "Back"),
-        Binding("h", "toggle_hamburger", "hamburger.edu down/up"),
-        Binding("f", "flush", "Flush queues"),
-    ]
+    BINDINGS = bindings(RELAY_KEYS)
     DEFAULT_CSS = """
     RelayPanel #queues { height: auto; max-height: 60%; }
     RelayPanel .queue { width: 100%; height: auto; padding: 0 1; margin-bottom: 1; }
     RelayPanel #log-title { border-top: solid $primary; padding: 0 1; text-style: bold; }
-    RelayPanel #log { height: 1fr; padding: 0 1; }
+    RelayPanel #log { height: 1fr; min-height: 4; padding: 0 1; background: $surface; }
     """
+    LOG_LINES = 500
 
     def __init__(self, world):
         super().__init__()
         self.world = world
-        self._log_version = -1
+        self._log_version = 0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -137,8 +137,9 @@ class RelayPanel(Screen):
             with Vertical(id="queues"):
                 yield Static(id="q-crepes", classes="queue")
                 yield Static(id="q-hamburger", classes="queue")
-            yield Static("Mail log", id="log-title")
-            yield Static(id="log")
+            yield Static("Mail log (newest at the bottom; j/k scroll, G follows)", id="log-title")
+            # a scrolling log that follows the tail: at 40 rows the newest lines stay in view
+            yield RichLog(id="log", max_lines=self.LOG_LINES, wrap=False, auto_scroll=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -157,9 +158,21 @@ class RelayPanel(Screen):
             running, listeners, entries, dests = snap[domain]
             table = queue_table(domain, running, listeners, entries, now)
             self.query_one(wid, Static).update(Group(table, destinations_text(dests, now)) if dests else table)
-        if self.world.log.version != self._log_version:
-            self._log_version = self.world.log.version
-            self.query_one("#log", Static).update(log_text(self.world.log.tail(n=40)))
+        version = self.world.log.version
+        if version != self._log_version:
+            new = min(version - self._log_version, self.LOG_LINES)
+            self._log_version = version
+            log = self.query_one("#log", RichLog)
+            follow = log.scroll_y >= log.max_scroll_y      # the user did not scroll up
+            for line in log_text(self.world.log.tail(n=new)).split("\n"):
+                if line.plain:
+                    log.write(line, scroll_end=follow)
+
+    def action_log_scroll(self, lines: int) -> None:
+        self.query_one("#log", RichLog).scroll_relative(y=lines, animate=False)
+
+    def action_log_end(self) -> None:
+        self.query_one("#log", RichLog).scroll_end(animate=False)
 
     @work(thread=True, exclusive=True, group="relay-toggle", exit_on_error=False)
     def action_toggle_hamburger(self) -> None:
@@ -181,7 +194,7 @@ class RelayPanel(Screen):
 
 
 class DemoApp(MailApp):
-    BINDINGS = MailApp.BINDINGS + [Binding("f3", "relays", "Relays", id="relays")]
+    BINDINGS = MailApp.BINDINGS + bindings(DEMO_KEYS)
 
     def __init__(self, world, *args, **kwargs):
         super().__init__(*args, **kwargs)

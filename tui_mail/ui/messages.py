@@ -129,6 +129,7 @@ class UndoFinished(Message):
     account: str
     note: str
     refresh: tuple[str, ...]
+    arrived: tuple[str, tuple[int, ...]] | None = None   # (folder, new UIDs) the undo put back
 
 
 @dataclass
@@ -142,3 +143,13 @@ class ConnectionChanged(Message):
     account: str
     state: str            # "connecting" | "online" | "offline"
     detail: str = ""
+
+
+@dataclass
+class ThreadsReady(Message):
+    """The threading worker's display order for ``rows`` (the folder's order it started from)."""
+    account: str
+    folder: str
+    rows: tuple[int, ...]
+    order: tuple[int, ...]
+    depth: dict[int, int]

@@ -11,7 +11,8 @@ from datetime import datetime
 
 from rich.cells import cell_len, set_cell_size
 
-from tui_mail.store.base import MessageSummary
+from tui_mail.store.base import FORWARDED, MessageSummary
+from tui_mail.ui.safe_text import shown
 
 
 @dataclass(frozen=True)
@@ -21,20 +22,29 @@ class Glyphs:
     answered: str
     attachment: str
     selected: str
+    forwarded: str = "f"
 
 
-UNICODE = Glyphs(unread="●", flagged="★", answered="↩", attachment="⊕", selected="✔")
-ASCII = Glyphs(unread="N", flagged="*", answered="r", attachment="@", selected="x")
+UNICODE = Glyphs(unread="●", flagged="★", answered="↩", attachment="⊕", selected="✔", forwarded="↪")
+ASCII = Glyphs(unread="N", flagged="*", answered="r", attachment="@", selected="x", forwarded="f")
+
+
+def _slot(glyph: str, fallback: str) -> str:
+    """Exactly one cell: a glyph the width tables (wcwidth, via rich's cell_len) do not call one
+    cell wide is replaced by its ASCII fallback, so the date and sender columns never shift."""
+    return glyph if cell_len(glyph) == 1 else fallback
 
 
 def flags_cell(s: MessageSummary, glyphs: Glyphs, selected: bool = False) -> str:
-    """Five fixed one-cell slots: selected, unread, flagged, answered, attachment."""
+    """Five fixed one-cell slots: selected, unread, flagged, answered/forwarded, attachment."""
+    replied = (_slot(glyphs.answered, ASCII.answered) if s.answered else
+               _slot(glyphs.forwarded, ASCII.forwarded) if FORWARDED in s.flags else " ")
     return "".join((
-        glyphs.selected if selected else " ",
-        glyphs.unread if s.unread else " ",
-        glyphs.flagged if s.flagged else " ",
-        glyphs.answered if s.answered else " ",
-        glyphs.attachment if s.has_attachment else " ",
+        _slot(glyphs.selected, ASCII.selected) if selected else " ",
+        _slot(glyphs.unread, ASCII.unread) if s.unread else " ",
+        _slot(glyphs.flagged, ASCII.flagged) if s.flagged else " ",
+        replied,
+        _slot(glyphs.attachment, ASCII.attachment) if s.has_attachment else " ",
     ))
 
 
@@ -63,16 +73,15 @@ def size_cell(size: int) -> str:
     return f"{size / 1024 ** 4:.0f}T"
 
 
-# Header text comes from strangers: every control character (ESC included) becomes a space so
-# a Subject can never move the cursor or retitle the terminal.
-_CONTROLS = {c: " " for c in (*range(0x20), *range(0x7F, 0xA0))}
+# Header text comes from strangers: every control character (ESC included) is made visible by
+# safe_text.shown so a Subject can never move the cursor or retitle the terminal.
 
 
 def fit(text: str, width: int) -> str:
     """Cut or pad ``text`` to exactly ``width`` terminal cells, marking cuts with an ellipsis."""
     if width <= 0:
         return ""
-    text = text.translate(_CONTROLS)
+    text = shown(text, limit=max(width * 4, 64))
     if cell_len(text) > width:
         return set_cell_size(text, width - 1) + "…" if width > 1 else set_cell_size(text, width)
     return set_cell_size(text, width)

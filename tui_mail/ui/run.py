@@ -11,11 +11,16 @@ import sys
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="tui-mail", description="Keyboard-driven terminal mail client")
-    p.add_argument("--config", help="config.toml to use (default: $TUI_MAIL_CONFIG or the XDG config dir)")
-    p.add_argument("--account", help="open this account first")
-    p.add_argument("--ascii", action="store_true", help="ASCII flag marks instead of ● ★ ↩ ⊕")
-    return p.parse_args(argv)
+    from tui_mail.cli import add_tui_arguments, common_options
+
+    p = argparse.ArgumentParser(prog="tui-mail", description="Keyboard-driven terminal mail client",
+                                parents=[common_options()])
+    add_tui_arguments(p)
+    p.add_argument("mailto", nargs="?", metavar="MAILTO-URL",
+                   help="open the composer filled in from a mailto: link (RFC 6068)")
+    args = p.parse_args(argv)
+    args.config = getattr(args, "config", None)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     from tui_mail.ui.trace import TraceBuffer
 
     trace = TraceBuffer()
+    start_mail = None
+    if args.mailto:
+        from tui_mail.mail.mailto import MailtoError, parse_mailto
+
+        try:
+            start_mail = parse_mailto(args.mailto)
+        except MailtoError as e:
+            print(f"tui-mail: {e}", file=sys.stderr)
+            return 2
     try:
         accounts, settings = build(args, trace)
     except MailError as e:
@@ -31,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from tui_mail.ui.app import MailApp
 
-    MailApp(accounts, settings, trace=trace).run()
+    MailApp(accounts, settings, trace=trace, start_mail=start_mail).run()
     return 0
 
 
@@ -41,13 +55,18 @@ def settings_from(ui, ascii_only: bool = False):
     from tui_mail.ui.app import UISettings
     from tui_mail.ui.keys import validate_keymap
 
-    mark = ui.mark_read if ui.mark_read != "delay" else f"delay:{ui.mark_read_delay:g}"
+    mark = "never" if ui.mark_read == "never" else "open"    # "delay": open, with the delay below
     try:
         keys = validate_keymap(ui.keys)
     except ValueError as e:
         raise ConfigError("config.toml", None, "keys", str(e), "use the ids listed by ? in the app") from None
-    return UISettings(mark_read=mark, preview=ui.preview, theme=ui.theme or "textual-dark",
-                      keys=keys, ascii=ascii_only)
+    return UISettings(mark_read=mark, mark_read_delay=ui.mark_read_delay, preview=ui.preview,
+                      theme=ui.theme or "textual-dark",
+                      keys=keys, ascii=ascii_only,
+                      address_book_command=getattr(ui, "address_book_command", None),
+                      address_book_dir=getattr(ui, "address_book_dir", None),
+                      notify_command=getattr(ui, "notify_command", None),
+                      notify_terminal=getattr(ui, "notify_terminal", "auto"))
 
 
 def build(args: argparse.Namespace, trace):

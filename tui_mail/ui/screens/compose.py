@@ -12,12 +12,12 @@ import os
 import shlex
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.app import SuspendNotSupported
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.suggester import Suggester
@@ -27,13 +27,29 @@ from textual.widgets.option_list import Option
 from tui_mail.mail import compose as mc
 from tui_mail.mail.addresses import check_addresses
 from tui_mail.mail.parse import MessageView
-from tui_mail.store.base import DRAFT, SEEN
-from tui_mail.ui.messages import DraftSaved, MessageSent
+from tui_mail.store.base import ANSWERED, DRAFT, FORWARDED, SEEN, MailStore
+from tui_mail.ui.keys import COMPOSER_KEYS, bindings
+from tui_mail.ui.messages import DraftSaved, FlagsChanged, MessageSent
 from tui_mail.ui.screens.dialogs import ConfirmScreen
 from tui_mail.ui.failures import ReportsWorkerFailures
+from tui_mail.ui.safe_text import as_text, shown, shown_block
 from tui_mail.ui.services import Account
 
 ADDRESS_FIELDS = ("to", "cc", "bcc")
+# What sending a reply or a forward marks on the original (IMAP spelling; Maildir R and P).
+ORIGIN_FLAG = {"reply": ANSWERED, "reply_all": ANSWERED, "forward": FORWARDED,
+               "forward_attachment": FORWARDED}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The message a reply or forward answers: flagged \\Answered / $Forwarded once sent."""
+
+    store: MailStore
+    folder: str          # the folder as the UI names it (for FlagsChanged)
+    real: str            # the folder in ``store``
+    uid: int
+    flag: str
 
 
 def draft_for(account: Account, purpose: str, view: MessageView | None) -> mc.Draft:
@@ -45,6 +61,8 @@ def draft_for(account: Account, purpose: str, view: MessageView | None) -> mc.Dr
         return mc.reply_all(view, [account.identity], from_=account.identity, **ident)
     if purpose == "forward" and view is not None:
         return mc.forward(view, from_=account.identity, **ident)
+    if purpose == "forward_attachment" and view is not None:
+        return mc.forward(view, from_=account.identity, as_attachment=True, **ident)
     if purpose == "draft" and view is not None:
         draft = mc.draft_from_bytes(view.raw)
         draft.from_ = draft.from_ or account.identity
@@ -56,9 +74,10 @@ def draft_for(account: Account, purpose: str, view: MessageView | None) -> mc.Dr
 class AddressSuggester(Suggester):
     """Completes the entry after the last comma from known addresses (case-insensitive)."""
 
-    def __init__(self, known: list[str]):
+    def __init__(self, known: list[str], lookup=None):
         super().__init__(use_cache=False, case_sensitive=True)
         self.known = known
+        self.lookup = lookup        # blocking query → entries (the address book), run in a thread
 
     async def get_suggestion(self, value: str) -> str | None:
         head, sep, last = value.rpartition(",")
@@ -70,6 +89,13 @@ class AddressSuggester(Suggester):
             if entry.lower().startswith(low) or _addr_part(entry).lower().startswith(low):
                 prefix = value[: len(value) - len(typed)]
                 return prefix + entry if entry.lower().startswith(low) else None
+        if self.lookup is not None:     # address_book_command: asked only when nothing known fits
+            import asyncio
+
+            for entry in await asyncio.to_thread(self.lookup, typed):
+                entry = shown(entry, 300)
+                if entry.lower().startswith(low):
+                    return value[: len(value) - len(typed)] + entry
         return None
 
 
@@ -116,40 +142,39 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
     ComposeScreen #attach-path { display: none; }
     ComposeScreen #progress { height: 1; padding-left: 1; color: $accent; }
     """
-    BINDINGS = [
-        Binding("ctrl+s", "send", "Send", priority=True),
-        Binding("ctrl+d", "save_draft", "Save draft", priority=True),
-        Binding("ctrl+e", "edit_body", "$EDITOR", priority=True),
-        Binding("ctrl+t", "add_attachment", "Attach", priority=True),
-        Binding("ctrl+x", "remove_attachment", "Remove attachment", priority=True),
-        Binding("escape", "discard", "Discard", priority=True),
-    ]
+    BINDINGS = bindings(COMPOSER_KEYS)
 
-    def __init__(self, account: Account, draft: mc.Draft, known: list[str]):
+    def __init__(self, account: Account, draft: mc.Draft, known: list[str], *,
+                 origin: Origin | None = None, draft_uid: int | None = None):
         super().__init__()
         self.account, self.draft, self.known = account, draft, known
+        self.origin = origin
         self.attachments: list[str] = list(draft.attachments)
-        self.dirty = False
+        self._clean_state: tuple | None = None   # what was last saved (or loaded): see dirty
         self.sending = False
-        self.saved_uid: int | None = None
+        # A recalled draft (Enter in Drafts) or one saved with Ctrl+D: saving replaces it,
+        # sending removes it, and leaving never deletes it (an autosaved one goes on discard).
+        self.saved_uid: int | None = draft_uid
+        self.keep_draft = draft_uid is not None
         self.sent = False
 
     def compose(self) -> ComposeResult:
         d = self.draft
-        suggest = AddressSuggester(self.known)
+        suggest = AddressSuggester([shown(k, 300) for k in self.known],
+                                   lookup=getattr(self.app, "address_lookup", None))   # names from mail: controls visible
         with Vertical(id="fields"):
             with Horizontal(classes="row"):
                 yield Label("From")
-                yield Input(d.from_, id="from")
+                yield Input(shown(d.from_, None), id="from")
             for name, value in (("to", d.to), ("cc", d.cc), ("bcc", d.bcc)):
                 with Horizontal(classes="row"):
                     yield Label(name.capitalize())
-                    yield Input(value, id=name, suggester=suggest, placeholder="name <address>, …")
+                    yield Input(shown(value, None), id=name, suggester=suggest, placeholder="name <address>, …")
                 yield Static("", id=f"{name}-problem", classes="problem")
             with Horizontal(classes="row"):
                 yield Label("Subject")
-                yield Input(d.subject, id="subject")
-        yield TextArea(d.body, id="body", soft_wrap=True, show_line_numbers=False)
+                yield Input(shown(d.subject, None), id="subject")
+        yield TextArea(shown_block(d.body), id="body", soft_wrap=True, show_line_numbers=False)
         yield OptionList(id="attachments")
         yield Input(placeholder="path of the file to attach (Tab completes, Enter adds, Esc cancels)",
                     id="attach-path", suggester=PathSuggester())
@@ -167,12 +192,37 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
         first_empty = "to" if not self.draft.to else "body"
         self.query_one(f"#{first_empty}").focus()
         if isinstance(self.query_one("#body"), TextArea) and first_empty == "body":
-            self.query_one(TextArea).move_cursor((0, 0))
+            area = self.query_one(TextArea)
+            if self.keep_draft:          # a recalled draft: go on where the text ends
+                text = area.text.split("\n-- \n")[0].rstrip("\n")
+                lines = text.split("\n")
+                area.move_cursor((len(lines) - 1, len(lines[-1])))
+            else:                        # a reply: write above the quote
+                area.move_cursor((0, 0))
+        self.call_after_refresh(setattr, self, "dirty", False)   # the loaded draft is "clean"
         interval = self.app.settings.autosave_seconds
         if interval > 0:
             self.set_interval(interval, self.autosave)
 
     # --- editing ------------------------------------------------------------------------
+    def _state(self) -> tuple:
+        if not self.is_mounted:
+            return ()
+        d = self.current_draft()
+        return (d.from_, d.to, d.cc, d.bcc, d.subject, d.body, tuple(d.attachments), len(d.parts))
+
+    @property
+    def dirty(self) -> bool:
+        """Changed since loaded or last saved (compared, so filling the fields is no change)."""
+        if self._clean_state is None:
+            return False
+        return self._state() != self._clean_state
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        if not value:
+            self._clean_state = self._state()
+
     def current_draft(self) -> mc.Draft:
         value = lambda name: self.query_one(f"#{name}", Input).value  # noqa: E731
         d = self.draft
@@ -205,7 +255,7 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
             bad_shown = bad
         field.set_class(bool(bad_shown), "-invalid")
         problem.display = bool(bad_shown)
-        problem.update("; ".join(f"✗ {b.text!r}: {b.reason}" for b in bad_shown))
+        problem.update(as_text("; ".join(f"✗ {b.text!r}: {b.reason}" for b in bad_shown), limit=2000))
         return not bad
 
     @on(Input.Blurred)
@@ -219,7 +269,7 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
         options.clear_options()
         labels = [f"📎 {Path(p).name}  ({p})" for p in self.attachments]
         labels += [f"📎 {part.filename}  ({part.content_type}, {len(part.data):,} bytes)" for part in self.draft.parts]
-        options.add_options([Option(label) for label in labels])
+        options.add_options([Option(as_text(label, limit=300)) for label in labels])
         options.display = bool(labels)
 
     def action_add_attachment(self) -> None:
@@ -297,7 +347,8 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
                 target.first().focus()
             return
         self.sending = True
-        self.query_one("#progress", Static).update(f"Sending to {', '.join(composed.recipients)}…")
+        self.query_one("#progress", Static).update(
+            as_text(f"Sending to {', '.join(composed.recipients)}…", limit=2000))
         self.submit(composed, draft.subject)
 
     def mark_addresses_final(self, name: str) -> bool:
@@ -317,11 +368,18 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
         if self.saved_uid is not None:
             drafts = self._drafts_folder()
             self.account.store.expunge(drafts, [self.saved_uid])
+        origin = self.origin
+        if origin is not None:
+            origin.store.set_flags(origin.real, [origin.uid], [origin.flag], add=True)
+            main = getattr(self.app, "main_screen", None)
+            if main is not None:
+                main.post_message(FlagsChanged(self.account.name, origin.folder, (origin.uid,),
+                                               origin.flag, True))
 
     def on_message_sent(self, event: MessageSent) -> None:
         self.sending = False
         if event.failed:
-            self.query_one("#progress", Static).update(f"Not sent: {event.detail}")
+            self.query_one("#progress", Static).update(as_text(f"Not sent: {event.detail}", limit=2000))
             self.app.notify(f"Not sent — the server said: {event.detail}", severity="error", timeout=10)
             return
         self.sent = True
@@ -334,7 +392,7 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
     def worker_failed(self, worker, error) -> None:
         if worker.group == "send":
             self.sending = False
-            self.query_one("#progress", Static).update(f"Not sent: {error}")
+            self.query_one("#progress", Static).update(as_text(f"Not sent: {error}", limit=2000))
 
     # --- drafts -------------------------------------------------------------------------
     def _drafts_folder(self) -> str:
@@ -347,12 +405,21 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
         if self.dirty and not self.sending and not self.sent:
             self.save_draft(self.current_draft(), quiet=True)
 
-    @work(thread=True, exclusive=True, group="draft", exit_on_error=False)
     def save_draft(self, draft: mc.Draft, quiet: bool) -> None:
+        main = getattr(self.app, "main_screen", None)
+        if main is not None:        # the copy in Drafts is ours, not new mail
+            main.expect_arrivals(self.account.name, self._drafts_folder(), 1)
+        self._save_draft(draft, quiet)
+
+    @work(thread=True, exclusive=True, group="draft", exit_on_error=False)
+    def _save_draft(self, draft: mc.Draft, quiet: bool) -> None:
         data = mc.draft_to_bytes(draft)
         folder = self._drafts_folder()
         store = self.account.store
         uid = store.append(folder, data, flags=[SEEN, DRAFT])
+        main = getattr(self.app, "main_screen", None)
+        if uid is not None and main is not None:
+            self.app.call_from_thread(main.arrived, self.account.name, folder, [uid])
         if self.saved_uid is not None:
             store.expunge(folder, [self.saved_uid])
         self.saved_uid = uid
@@ -360,7 +427,8 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
 
     def on_draft_saved(self, event: DraftSaved) -> None:
         self.dirty = False
-        if event.folder:
+        if event.folder:                    # saved on purpose (Ctrl+D), not autosaved
+            self.keep_draft = True
             self.app.notify(f"Draft saved in {event.folder}", timeout=2)
 
     def action_discard(self) -> None:
@@ -369,17 +437,19 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
             box.display = False
             self.query_one(TextArea).focus()
             return
-        if not self.dirty and self.saved_uid is None:
+        if not self.dirty and (self.saved_uid is None or self.keep_draft):
             self.app.pop_screen()
             return
 
         def answer(yes: bool | None) -> None:
             if yes:
-                if self.saved_uid is not None:
+                if self.saved_uid is not None and not self.keep_draft:
                     self.drop_draft(self.saved_uid)
                 self.app.pop_screen()
 
-        self.app.push_screen(ConfirmScreen("Discard this message?", yes="Discard"), answer)
+        question = ("Discard the changes? The draft stays in Drafts." if self.keep_draft
+                    else "Discard this message?")
+        self.app.push_screen(ConfirmScreen(question, yes="Discard"), answer)
 
     @work(thread=True, group="draft-drop", exit_on_error=False)
     def drop_draft(self, uid: int) -> None:

@@ -9,8 +9,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.fuzzy import Matcher
 from textual.screen import ModalScreen
+from textual.suggester import Suggester
 from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
+
+from tui_mail.ui.safe_text import as_text, shown
 
 DIALOG_CSS = """
 {name} {{ align: center middle; background: $background 60%; }}
@@ -34,7 +37,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            yield Label(as_text(self.question, limit=2000))
             with Horizontal():
                 yield Button(f"{self.no} (n)", id="no")
                 yield Button(f"{self.yes} (y)", id="yes", variant="error")
@@ -53,16 +56,23 @@ class PromptScreen(ModalScreen[str | None]):
     """Ask for one line of text (a folder name); Escape cancels with None."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="PromptScreen")
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel"),
+                Binding("tab", "complete", "Complete", show=False, priority=True)]
 
-    def __init__(self, question: str, value: str = ""):
+    def __init__(self, question: str, value: str = "", suggester: Suggester | None = None):
         super().__init__()
-        self.question, self.value = question, value
+        self.question, self.value, self.suggester = question, value, suggester
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
-            yield Input(self.value, id="answer")
+            yield Label(as_text(self.question, limit=2000))
+            yield Input(shown(self.value), id="answer", suggester=self.suggester)
+
+    def action_complete(self) -> None:
+        """Tab takes the suggestion (path completion), like a shell."""
+        answer = self.query_one("#answer", Input)
+        answer.cursor_position = len(answer.value)
+        answer.action_cursor_right()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         value = event.value.strip()
@@ -73,12 +83,22 @@ class PromptScreen(ModalScreen[str | None]):
 
 
 def fuzzy_rank(query: str, names: list[str]) -> list[tuple[str, Text]]:
-    """Folder names matching ``query`` (fuzzy, like the command palette), best first."""
+    """Folder names matching ``query`` (fuzzy, like the command palette), best first; the labels
+    are the server's names as text (controls made visible), never markup."""
     if not query:
-        return [(n, Text(n)) for n in names]
+        return [(n, as_text(n, limit=300)) for n in names]
     matcher = Matcher(query)
     scored = [(matcher.match(n), n) for n in names]
-    return [(n, matcher.highlight(n)) for score, n in sorted(scored, key=lambda t: -t[0]) if score > 0]
+    return [(n, _highlight(matcher, n)) for score, n in sorted(scored, key=lambda t: -t[0]) if score > 0]
+
+
+def _highlight(matcher: Matcher, name: str) -> Text:
+    """Like ``Matcher.highlight`` but on plain text: that one parses the name as markup."""
+    label = as_text(name, limit=300)
+    _, offsets = matcher.fuzzy_search.match(matcher.query, label.plain)
+    for offset in offsets:
+        label.stylize("bold underline", offset, offset + 1)
+    return label
 
 
 class FolderPicker(ModalScreen[str | None]):
@@ -96,9 +116,10 @@ class FolderPicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.title_text)
+            yield Label(as_text(self.title_text, limit=300))
             yield Input(placeholder="type to filter folders", id="filter")
-            yield OptionList(*[Option(n, id=n) for n in self.folders], id="choices")
+            yield OptionList(*[Option(as_text(n, limit=300), id=n) for n in self.folders], id="choices",
+                             markup=False)
 
     def on_mount(self) -> None:
         options = self.query_one(OptionList)

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Input
+from textual.widgets import Input
 from textual.worker import Worker, get_current_worker
 
 from tui_mail.errors import MailError
@@ -27,20 +27,24 @@ from tui_mail.ui.keys import MAIN_KEYS, bindings
 from tui_mail.ui.messages import (CacheProgressed, ConnectionChanged, FlagsChanged, FolderChanged,
                                   FolderLoaded, FoldersListed, MailChanged, MessageFetched,
                                   MessagesRemoved, OutboxFlushed, SearchFinished, SummariesFetched,
-                                  UndoFinished)
+                                  ThreadsReady, UndoFinished)
 from tui_mail.ui.rows import next_sort
 from tui_mail.ui.screens.dialogs import ConfirmScreen, FolderPicker, PromptScreen
 from tui_mail.ui.failures import ReportsWorkerFailures
+from tui_mail.store.virtual import VirtualStore
 from tui_mail.ui.services import OUTBOX, Account
+from tui_mail.ui.virtual_views import all_folders_view, split_scope, unified_inbox
 from tui_mail.ui.undo import CannotUndo, FlagChange, Relocation, UndoFlags, UndoJournal
 from tui_mail.ui.widgets.folder_tree import FolderTree
+from tui_mail.ui.widgets.key_bar import KeyBar
 from tui_mail.ui.widgets.message_list import MessageList
 from tui_mail.ui.widgets.preview import Preview
 from tui_mail.ui.widgets.status_bar import StatusBar
 
 FIRST_WINDOW = 120
 OUTBOX_RETRY_SECONDS = 30.0   # how often mail waiting in an Outbox is tried again
-MESSAGE_ACTIONS = {"open_message", "reply", "reply_all", "forward", "delete", "move", "copy",
+COUNTS_REFRESH_SECONDS = 15.0  # how often folder counts are asked for (STATUS) while the app runs
+MESSAGE_ACTIONS = {"open_message", "reply", "reply_all", "forward", "forward_attachment", "delete", "move", "copy",
                    "archive", "toggle_flag", "toggle_read", "toggle_select"}
 FOLDER_ACTIONS = {"rename_folder", "delete_folder"}
 
@@ -51,6 +55,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     def __init__(self, accounts: list[Account]):
         super().__init__()
         self.accounts = {a.name: a for a in accounts}
+        if len(accounts) >= 2:                   # the unified inbox: every account's INBOX
+            unified = unified_inbox(accounts)
+            self.accounts[unified.name] = unified
+        self._scope_base: tuple[Account, str] | None = None   # where an in:all search returns to
         self.account: Account | None = accounts[0] if accounts else None
         self.folder: str | None = None
         self.sort = "date"
@@ -58,9 +66,11 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.search_query: str | None = None
         self.folder_rows: tuple[int, ...] = ()
         self.journal = UndoJournal()
+        self._expected: dict[tuple[str, str], tuple[int, float, frozenset[int]]] = {}   # expect_arrivals
         self._preview_timer: Timer | None = None
         self._loaded: tuple[str, str, int] | None = None
         self._fresh: set[tuple[str, str]] = set()     # folders loaded from the server
+        self._warm: set[tuple[str, str, str]] = set()  # (account, folder, sort) painted from the cache
         self._read_timer: Timer | None = None
 
     # --- layout -------------------------------------------------------------------------
@@ -73,7 +83,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
                 yield MessageList(id="messages", clock=self.app.clock, ascii_only=self.app.settings.ascii)
             yield Preview(id="preview")
         yield StatusBar(id="status")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def message_list(self) -> MessageList:
@@ -101,6 +111,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.message_list.focus()
         self.set_interval(60, self.message_list.tick_clock)
         self.set_interval(OUTBOX_RETRY_SECONDS, self.retry_outboxes)
+        self.set_interval(COUNTS_REFRESH_SECONDS, self.refresh_counts)
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < 140, "-narrow")
@@ -178,6 +189,16 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     def list_folders(self, account: Account) -> None:
         self._list_folders(account)
 
+    def refresh_counts(self) -> None:
+        """Every few seconds: counts of every folder (IMAP LIST+STATUS, a Maildir's index), so a
+        folder that fills while the app runs — with no IDLE news for it — never shows stale
+        numbers; the open folder reloads when its count moved."""
+        if self.workers and any(w.group == "folders" and w.is_running for w in self.workers):
+            return
+        for account in self.accounts.values():
+            if getattr(account.store, "role", None) != "search":
+                self.list_folders(account)
+
     def on_connection_changed(self, event: ConnectionChanged) -> None:
         if self.account and event.account == self.account.name:
             self.status.connection = event.state
@@ -185,6 +206,9 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.status.note = event.detail
 
     def on_folders_listed(self, event: FoldersListed) -> None:
+        view = self.accounts.get(event.account)
+        if view is not None and getattr(view.store, "role", None) == "search":
+            return                           # in:all results: not a folder tree entry
         self.tree.set_folders(event.account, event.folders)
         current = self.account is not None and event.account == self.account.name
         if current and (self.folder is None or (event.account, self.folder) not in self._fresh):
@@ -196,6 +220,11 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
                 self.tree.select_folder(event.account, inbox, announce=False)
                 self.open_folder(self.account, inbox, keep=self.message_list.current_uid)
         elif self.folder and self.account and event.account == self.account.name:
+            info = self.tree.info(event.account, self.folder)
+            if (info is not None and info.total is not None and info.total != len(self.folder_rows)
+                    and self.search_query is None and (event.account, self.folder) in self._fresh):
+                # the server counts differently from the list: mail came or went unannounced
+                self.load_folder(self.account, self.folder, self.sort, self.message_list.current_uid)
             self._show_counts()
 
     @on(FolderTree.FolderChosen)
@@ -208,16 +237,23 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.message_list.focus()
 
     def open_folder(self, account: Account, folder: str, keep: int | None = None) -> None:
+        self._scope_base = None                 # leaving in:all results for a real folder
         if self.account is not account or self.folder != folder:
             keep = None
             self.message_list.selection.clear()
         self.account, self.folder = account, folder
         self.search_query = None
-        self.status.account, self.status.folder, self.status.note = account.name, folder, ""
+        self.tree.select_folder(account.name, folder, announce=False)   # the tree follows the list
+        # the status bar names the folder the list shows: it changes when the rows do
+        self.status.note = f"opening {folder}…"
         self.status.connection = self.status.connection
         self.load_folder(account, folder, self.sort, keep)
 
     def _post_warm(self, account: Account, folder: str, sort: str, keep: int | None) -> None:
+        shown = self._loaded is not None and self._loaded[:2] == (account.name, folder)
+        if shown and (account.name, folder, sort) in self._warm:
+            return       # on screen from the cache already (warm start): the server's answer is next
+        self._warm.add((account.name, folder, sort))
         store, real = self.store_for(account, folder)
         warm = store.cached_folder_state(real, sort)
         if warm is not None and warm.uids:
@@ -254,6 +290,9 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         else:
             summaries, keep = event.summaries, event.keep
         ml.set_rows(rows, summaries, keep=keep)
+        self.status.account, self.status.folder = event.account, event.folder
+        if self.status.note.startswith("opening "):
+            self.status.note = ""
         if reload:       # refresh the visible rows' flags, which another client may have changed
             stale = tuple(u for u in ml.visible_uids() if u not in event.summaries)
             if stale:
@@ -266,7 +305,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             return
         account = self.accounts[event.account]
         self.watch_folder(account, event.folder)
-        self.fill_cache(account, event.folder)
+        if all(u in ml.summaries for u in ml.visible_uids()):
+            self.fill_cache(account, event.folder)
+        else:   # cold: the visible window first; the background fill shares the connection
+            self._fill_after_window = (event.account, event.folder)
         if not rows:
             self.preview.show_text("This folder is empty")
 
@@ -286,6 +328,14 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         except Cancelled:
             return
         self.post_message(CacheProgressed(account.name, folder, 1, 1))
+        incomplete = getattr(store, "order_incomplete", None)
+        if incomplete is not None and incomplete(real):
+            # the server cannot SORT and the order came from a partial cache: sort again now
+            self.app.call_from_thread(self._resort, account, folder)
+
+    def _resort(self, account: Account, folder: str) -> None:
+        if self._is_current(account.name, folder) and self.search_query is None and self.sort != "arrival":
+            self.load_folder(account, folder, self.sort, self.message_list.current_uid)
 
     def on_cache_progressed(self, event: CacheProgressed) -> None:
         if self._is_current(event.account, event.folder):
@@ -307,12 +357,45 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             return
         change = event.change
         if change.kind == "exists" and change.uids:
-            n = len(change.uids)
-            self.app.notify(f"{n} new message{'s' if n != 1 else ''} in {change.folder}",
-                            title=account.name)
+            n = self._unexpected(event.account, change.folder, tuple(change.uids))
+            if n:
+                self.app.notify(f"{n} new message{'s' if n != 1 else ''} in {change.folder}",
+                                title=account.name)
+                self.app.announce_new_mail(account, change.folder, tuple(change.uids)[-n:])
         if self._is_current(event.account, change.folder) and self.search_query is None:
             self.load_folder(account, change.folder, self.sort, self.message_list.current_uid)
         self.list_folders(account)
+
+    def expect_arrivals(self, account: str, folder: str, n: int, within: float = 30.0) -> None:
+        """``n`` messages will appear in ``folder`` because of us (undo, a saved draft): they
+        are not "new mail" when the watcher reports them. ``arrived`` later names them."""
+        import time
+
+        now = time.monotonic()
+        left, until, known = self._expected.get((account, folder), (0, 0.0, frozenset()))
+        self._expected[(account, folder)] = ((left if until > now else 0) + n, now + within, known)
+
+    def arrived(self, account: str, folder: str, uids: Iterable[int]) -> None:
+        """The UIDs our own action gave the expected messages: from now on only these are
+        skipped, so a reservation never swallows real mail that arrives later."""
+        uids = frozenset(uids)
+        left, until, known = self._expected.get((account, folder), (0, 0.0, frozenset()))
+        if left >= len(uids):           # not reported yet: trade the count for the UIDs
+            self._expected[(account, folder)] = (left - len(uids), until, known | uids)
+
+    def _unexpected(self, account: str, folder: str, uids: tuple[int, ...]) -> int:
+        """How many of ``uids`` (reported as new in ``folder``) are really new mail."""
+        import time
+
+        key = (account, folder)
+        left, until, known = self._expected.get(key, (0, 0.0, frozenset()))
+        if until <= time.monotonic():
+            self._expected.pop(key, None)
+            return len(uids)
+        rest = [u for u in uids if u not in known]
+        taken = min(left, len(rest))
+        self._expected[key] = (left - taken, until, known)
+        return len(rest) - taken
 
     def _is_current(self, account: str, folder: str) -> bool:
         return self.account is not None and self.account.name == account and self.folder == folder
@@ -351,9 +434,12 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if self._is_current(event.account, event.folder):
             self.message_list.add_summaries(event.summaries)
             self._show_counts()
+            if getattr(self, "_fill_after_window", None) == (event.account, event.folder):
+                self._fill_after_window = None
+                self.fill_cache(self.accounts[event.account], event.folder)
             pending = getattr(self, "_read_pending", None)
-            if pending is not None and pending in event.summaries:
-                self.apply_read_policy(pending)
+            if pending is not None and pending[0] in event.summaries:
+                self.apply_read_policy(*pending)
 
     # --- preview ------------------------------------------------------------------------
     @on(MessageList.Highlighted)
@@ -364,9 +450,13 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.refresh_bindings()
         if self._preview_timer is not None:
             self._preview_timer.stop()
-        if self._read_timer is not None:
-            self._read_timer.stop()
-        if event.uid is None or not self.preview.display or event.uid == self.preview.uid:
+        if self._read_timer is not None and event.uid != getattr(self, "_read_uid", None):
+            self._read_timer.stop()           # the cursor moved on: this one stays unread
+            self._read_timer = None
+        if event.uid is None or not self.preview.display:
+            return
+        if event.uid == self.preview.uid:     # back on the message the preview shows
+            self.apply_read_policy(event.uid, "preview")
             return
         self._preview_timer = self.set_timer(0.06, lambda: self._load_preview(event.uid))
 
@@ -387,27 +477,45 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.post_message(MessageFetched(account.name, folder, uid, view, purpose))
 
     def on_message_fetched(self, event: MessageFetched) -> None:
+        if event.purpose != "preview":
+            try:
+                self.open_composer(self.accounts[event.account], event.folder, event.uid,
+                                   event.purpose, event.view)
+            finally:
+                self.app.release_keys(getattr(self, "_compose_hold", None))
+            return
         if not self._is_current(event.account, event.folder):
             return
         if event.purpose == "preview":
             if event.uid == self.message_list.current_uid:
                 self.preview.show(event.uid, event.view)
-                self.apply_read_policy(event.uid)
+                self.apply_read_policy(event.uid, "preview")
             return
-        self.app.open_composer_for(self.account, event.purpose, event.view)
 
-    def apply_read_policy(self, uid: int) -> None:
+    def apply_read_policy(self, uid: int, source: str = "reader") -> None:
+        """Mark ``uid`` read as the settings say: the reader (``source="reader"``) on open; the
+        preview only once the cursor has rested on the message ``mark_read_delay`` seconds (0:
+        never), so passing over mail with j/k never marks it."""
         summary = self.message_list.summaries.get(uid)
-        self._read_pending = uid if summary is None else None
-        if summary is None or not summary.unread:
+        self._read_pending = (uid, source) if summary is None else None
+        settings = self.app.settings
+        if summary is None or not summary.unread or settings.mark_read == "never":
             return
-        policy = self.app.settings.mark_read
-        if policy == "open":
+        if source == "reader":
             self.mark_seen(uid)
-        elif policy.startswith("delay:"):
-            delay = float(policy.split(":", 1)[1] or 0)
-            self._read_timer = self.set_timer(
-                delay, lambda: self.mark_seen(uid) if uid == self.message_list.current_uid else None)
+            return
+        delay = settings.mark_read_delay
+        if delay <= 0 or (self._read_timer is not None and getattr(self, "_read_uid", None) == uid):
+            return                            # never from the preview, or already counting
+        if self._read_timer is not None:
+            self._read_timer.stop()
+        self._read_uid = uid
+        self._read_timer = self.set_timer(delay, lambda: self._rested(uid))
+
+    def _rested(self, uid: int) -> None:
+        self._read_timer = None
+        if uid == self.message_list.current_uid and self.preview.uid == uid and self.preview.display:
+            self.mark_seen(uid)
 
     def mark_seen(self, uid: int) -> None:
         if self.account and self.folder:
@@ -449,6 +557,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.post_message(FlagsChanged(account.name, folder, uids, flag, add, undo))
 
     def on_flags_changed(self, event: FlagsChanged) -> None:
+        if event.undo is None and self._is_current(event.account, event.folder):
+            self._local_flags(event.uids, event.flag, event.added)   # e.g. \Answered after a reply
         if event.undo is not None:
             self.journal.record(event.undo)
             self.refresh_bindings()
@@ -473,6 +583,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     def folder_names(self) -> list[str]:
         if not self.account:
             return []
+        if isinstance(self.account.store, VirtualStore):
+            return self.account.store.folder_names()
         infos = self.tree.folders.get(self.account.name, {})
         return [n for n, f in infos.items() if f.selectable and f.role != "outbox" and n != self.folder]
 
@@ -568,6 +680,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             return
         if isinstance(op, UndoFlags) and op.folder == self.folder:
             self._local_flags(op.uids, op.flag, op.add)
+        elif not isinstance(op, UndoFlags) and self.account:
+            self.expect_arrivals(self.account.name, op.dest, len(op.uids))   # no "new mail" toast
         self.run_undo(self.account, op, UndoJournal.describe(entry))
         self.refresh_bindings()
 
@@ -579,10 +693,13 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.post_message(UndoFinished(account.name, f"Undid {what}", (op.folder,)))
         else:
             store, real = self.store_for(account, op.folder)
-            store.move(real, op.uids, op.dest)
-            self.post_message(UndoFinished(account.name, f"Undid {what}", (op.folder, op.dest)))
+            uid_map = store.move(real, op.uids, op.dest)
+            self.post_message(UndoFinished(account.name, f"Undid {what}", (op.folder, op.dest),
+                                           arrived=(op.dest, tuple(uid_map.values()))))
 
     def on_undo_finished(self, event: UndoFinished) -> None:
+        if event.arrived is not None:
+            self.arrived(event.account, *event.arrived)
         self.app.notify(event.note, timeout=3)
         if self.account and self.account.name == event.account and self.folder in event.refresh:
             if self.search_query is None:
@@ -654,9 +771,12 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     @on(Input.Submitted, "#search")
     def search_submitted(self, event: Input.Submitted) -> None:
         query = event.value.strip()
+        everywhere, query = split_scope(query)
         if not query:
             self.end_search()
             return
+        if everywhere and self.account and self.folder:
+            self._search_all_folders()
         self.search_query = query
         self.status.note = f"searching {query!r}…"
         self.message_list.focus()
@@ -691,9 +811,32 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self._show_counts()
         self.refresh_bindings()
 
+    def _search_all_folders(self) -> None:
+        """Switch the list to a virtual folder over every folder of the current account (the
+        search results of ``in:all`` live there, openable and actionable like any list)."""
+        if self._scope_base is None:
+            self._scope_base = (self.account, self.folder)
+        base = self._scope_base[0]
+        folders = [n for n, f in self.tree.folders.get(base.name, {}).items()
+                   if f.selectable and f.role != "outbox"]
+        view = all_folders_view(base, folders)
+        self.accounts[view.name] = view
+        self.account, self.folder = view, view.store.name
+        self.folder_rows = ()
+        self.message_list.selection.clear()
+        self.status.account, self.status.folder = base.name, "all folders"
+
     def end_search(self) -> None:
         bar = self.query_one("#search", Input)
         bar.display = False
+        if self._scope_base is not None:           # back from an in:all search
+            account, folder = self._scope_base
+            self._scope_base = None
+            self.search_query = None
+            self.status.note = ""
+            self.open_folder(account, folder)
+            self.message_list.focus()
+            return
         if self.search_query is not None and self.account and self.folder:
             self.search_query = None
             self.status.note = ""
@@ -723,22 +866,54 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if self.threaded:
             self.thread_rows()
         else:
+            self.workers.cancel_group(self, "threads")
+            self.status.progress = ""
             self.message_list.set_rows(self.folder_rows, keep=self.message_list.current_uid)
         self.app.notify("Threads on" if self.threaded else "Threads off", timeout=2)
 
     def thread_rows(self) -> None:
+        """Regroup the list into threads in a worker: a 100,000-message folder needs every
+        summary from the cache and a few hundred ms of threading, never on the UI thread."""
+        if not self.account or not self.folder:
+            return
+        self.status.progress = "threading…"
+        self.thread_folder(self.account, self.folder, self.folder_rows, dict(self.message_list.summaries))
+
+    @work(thread=True, exclusive=True, group="threads", exit_on_error=False)
+    def thread_folder(self, account: Account, folder: str, rows: tuple[int, ...],
+                      known: dict[int, MessageSummary]) -> None:
         from tui_mail.ui.threads import thread_order
 
+        worker = get_current_worker()
+        store, real = self.store_for(account, folder)
+        missing = [u for u in rows if u not in known]
+        fields = {f.uid: f for f in store.thread_fields(real, missing)} if missing else {}
+        fields.update(known)
+        if worker.is_cancelled:
+            return
+        order, depth = thread_order(rows, fields)
+        if not worker.is_cancelled:
+            self.post_message(ThreadsReady(account.name, folder, rows, tuple(order), depth))
+
+    def on_threads_ready(self, event: ThreadsReady) -> None:
+        if not self._is_current(event.account, event.folder):
+            return
+        self.status.progress = ""
+        if not self.threaded or event.rows is not self.folder_rows or self.search_query is not None:
+            return          # the folder changed or threads were turned off meanwhile
         ml = self.message_list
-        rows, depth = thread_order(self.folder_rows, ml.summaries)
-        ml.set_rows(rows, keep=ml.current_uid, depth=depth)
+        ml.set_rows(event.order, keep=ml.current_uid, depth=event.depth)
 
     # --- reading and writing ------------------------------------------------------------
     def action_open_message(self) -> None:
         uid = self.message_list.current_uid
-        if uid is not None:
-            from tui_mail.ui.screens.reader import ReaderScreen
-            self.app.push_screen(ReaderScreen(self, self.account, self.folder, uid))
+        if uid is None:
+            return
+        if self.folder is not None and self.folder == self.role_folder("drafts"):
+            self._fetch_for("draft")           # recall: the draft opens in the composer
+            return
+        from tui_mail.ui.screens.reader import ReaderScreen
+        self.app.push_screen(ReaderScreen(self, self.account, self.folder, uid))
 
     def neighbour(self, uid: int, step: int) -> int | None:
         ml = self.message_list
@@ -763,10 +938,42 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     def action_forward(self) -> None:
         self._fetch_for("forward")
 
+    def action_forward_attachment(self) -> None:
+        self._fetch_for("forward_attachment")
+
     def _fetch_for(self, purpose: str) -> None:
+        """Fetch the message, then open the composer; keys typed meanwhile wait for it."""
         uid = self.message_list.current_uid
-        if uid is not None:
-            self.fetch_message(self.account, self.folder, uid, purpose)
+        if uid is not None and self.account and self.folder:
+            self._compose_hold = self.app.hold_keys(purpose)
+            self.fetch_for_compose(self.account, self.folder, uid, purpose)
+
+    @work(thread=True, exclusive=True, group="compose-fetch", exit_on_error=False)
+    def fetch_for_compose(self, account: Account, folder: str, uid: int, purpose: str) -> None:
+        store, real = self.store_for(account, folder)
+        view = parse_message(store.fetch_message(real, uid, full=True))
+        self.post_message(MessageFetched(account.name, folder, uid, view, purpose))
+
+    def origin_of(self, account: Account, folder: str, uid: int, purpose: str):
+        """What sending a reply/forward of ``uid`` flags (None for new mail and drafts)."""
+        from tui_mail.ui.screens.compose import ORIGIN_FLAG, Origin
+
+        flag = ORIGIN_FLAG.get(purpose)
+        if flag is None or folder == OUTBOX:
+            return None
+        store, real = self.store_for(account, folder)
+        return Origin(store, folder, real, uid, flag)
+
+    def open_composer(self, account: Account, folder: str, uid: int, purpose: str, view) -> None:
+        """The composer for a reply/forward/recalled draft of ``uid`` in ``folder``."""
+        store = account.store
+        if isinstance(store, VirtualStore):      # answer from the account the message came to
+            account = self.accounts.get(store.account_of(uid), account)
+            if isinstance(account.store, VirtualStore):
+                account = self.accounts.get(account.store.account_of(uid), account)
+        self.app.open_composer_for(account, purpose, view,
+                                   origin=self.origin_of(account, folder, uid, purpose),
+                                   draft_uid=uid if purpose == "draft" else None)
 
     def action_back(self) -> None:
         if self.search_query is not None:
@@ -779,7 +986,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if action in MESSAGE_ACTIONS:
             if not self.is_mounted or self.message_list.current_uid is None:
                 return None
-            if action in ("reply", "reply_all", "forward") and self.account and self.account.submit is None:
+            if action in ("reply", "reply_all", "forward", "forward_attachment") and self.account and self.account.submit is None:
                 return None
         if action == "undo" and not len(self.journal):
             return None
@@ -793,6 +1000,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
 
     def worker_failed(self, worker: Worker, error: BaseException) -> None:
         """Called by the app's error handler: put optimistic changes right by reloading."""
+        if worker.group == "compose-fetch":
+            self.app.release_keys(getattr(self, "_compose_hold", None))
         if worker.group in ("changes", "search") and self.account and self.folder:
             self.load_folder(self.account, self.folder, self.sort, self.message_list.current_uid)
         if worker.group == "search":

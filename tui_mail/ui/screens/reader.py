@@ -5,14 +5,15 @@ setting through the main screen, so flags and counts stay in one place."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, OptionList, Static
@@ -20,11 +21,13 @@ from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
 from tui_mail.mail.parse import MessageView, parse_message, save_attachment
+from tui_mail.ui.keys import READER_KEYS, bindings
 from tui_mail.ui.messages import MessageFetched
 from tui_mail.ui.render import message_text, raw_text
 from tui_mail.ui.rows import size_cell
+from tui_mail.ui.safe_text import as_text
 from tui_mail.ui.failures import ReportsWorkerFailures
-from tui_mail.ui.screens.dialogs import ConfirmScreen
+from tui_mail.ui.screens.dialogs import ConfirmScreen, PromptScreen
 from tui_mail.ui.services import OUTBOX, Account
 
 
@@ -65,14 +68,44 @@ def mailcap_command(content_type: str, files: list[Path]) -> str | None:
     return None
 
 
-def opener_command(path: Path, content_type: str) -> list[str] | None:
-    """The system opener: a mailcap entry for the type, else xdg-open/open; None if neither."""
-    import shlex
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")
+_SAFE_EXT = re.compile(r"\.[A-Za-z0-9]{1,10}")
 
+
+def safe_extension(filename: str | None) -> str:
+    """The sender's extension if it is plain (``.pdf``, ``.html``), lower-cased; else ``""``."""
+    ext = os.path.splitext(filename or "")[1]
+    return ext.lower() if _SAFE_EXT.fullmatch(ext) else ""
+
+
+def temp_copy(data: bytes, filename: str | None) -> Path:
+    """Write ``data`` for a viewer: a fresh 0700 directory, a 0600 file named by us
+    (``attachment`` plus the sanitised extension). The sender's name never reaches a command
+    line: mailcap entries are shell text and users often write ``'%s'``, which a name like
+    ``x'$(touch pwned)'.html`` would break out of even after shell quoting."""
+    base = tempfile.gettempdir()
+    if not _SAFE_PATH.fullmatch(base):
+        base = "/tmp"
+    folder = Path(tempfile.mkdtemp(prefix="tui-mail-", dir=base))
+    os.chmod(folder, 0o700)
+    path = folder / f"attachment{safe_extension(filename)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def opener_command(path: Path, content_type: str) -> list[str] | None:
+    """The system opener: a mailcap entry for the type, else xdg-open/open; None if neither.
+
+    ``path`` must be one of ours (``temp_copy``): only ``[A-Za-z0-9_./-]``, so it means the same
+    inside or outside any quotes the mailcap entry puts around ``%s``. Other ``%`` fields
+    (``%t`` would be the sender's content type) are never filled in."""
+    if not _SAFE_PATH.fullmatch(str(path)):
+        raise ValueError(f"refusing to put {str(path)!r} into a shell command")
     entry = mailcap_command(content_type, mailcap_files())
     if entry:
-        quoted = shlex.quote(str(path))
-        return ["/bin/sh", "-c", entry.replace("%s", quoted) if "%s" in entry else f"{entry} < {quoted}"]
+        return ["/bin/sh", "-c", entry.replace("%s", str(path)) if "%s" in entry else f"{entry} < {path}"]
     for opener in ("xdg-open", "open"):
         found = shutil.which(opener)
         if found:
@@ -85,22 +118,7 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
     ReaderScreen #scroller { background: $surface; padding: 0 1; height: 1fr; }
     ReaderScreen #attachments { height: auto; max-height: 8; border-top: solid $primary 30%; }
     """
-    BINDINGS = [
-        Binding("q,escape", "close", "Back"),
-        Binding("n,J", "step(1)", "Next"),
-        Binding("N,K", "step(-1)", "Previous"),
-        Binding("h", "toggle_headers", "Headers"),
-        Binding("v", "toggle_raw", "Raw"),
-        Binding("a", "save_attachment", "Save att."),
-        Binding("O", "open_attachment", "Open attachment", show=False),
-        Binding("r", "reply", "Reply"),
-        Binding("R", "reply_all", "Reply all", show=False),
-        Binding("f", "forward", "Forward", show=False),
-        Binding("d", "delete", "Delete"),
-        Binding("j,down", "scroll(1)", show=False),
-        Binding("k,up", "scroll(-1)", show=False),
-        Binding("space", "page", show=False),
-    ]
+    BINDINGS = bindings(READER_KEYS)
 
     def __init__(self, main, account: Account, folder: str, uid: int):
         super().__init__()
@@ -112,7 +130,7 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="scroller"):
             yield Static("Loading…", id="body", markup=False)
-        yield OptionList(id="attachments")
+        yield OptionList(id="attachments", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -121,8 +139,18 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
         self.load(self.uid)
 
     def load(self, uid: int) -> None:
+        """Fetch ``uid``; keys typed meanwhile (Enter then ``a`` in one burst) wait for it."""
         self.uid = uid
+        self.app.release_keys(getattr(self, "_loading_hold", None))
+        self._loading_hold = self.app.hold_keys("reader")
         self.fetch(self.account, self.folder, uid)
+
+    def worker_failed(self, worker, error) -> None:
+        if worker.group == "reader":
+            self.app.release_keys(getattr(self, "_loading_hold", None))
+
+    def on_unmount(self) -> None:
+        self.app.release_keys(getattr(self, "_loading_hold", None))
 
     @work(thread=True, exclusive=True, group="reader", exit_on_error=False)
     def fetch(self, account: Account, folder: str, uid: int) -> None:
@@ -137,6 +165,7 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
             return
         self.view = event.view
         self.render_view()
+        self.app.release_keys(getattr(self, "_loading_hold", None))
         self.main.apply_read_policy(event.uid)
 
     def render_view(self) -> None:
@@ -147,8 +176,8 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
         body.update(raw_text(view.raw) if self.raw else message_text(view, self.full_headers))
         atts = self.query_one("#attachments", OptionList)
         atts.clear_options()
-        atts.add_options([Option(f"{a.filename or '(unnamed)'}  {a.content_type}  {size_cell(a.size)}",
-                                 id=a.part_id) for a in view.attachments])
+        atts.add_options([Option(as_text(f"{a.filename or '(unnamed)'}  {a.content_type}  {size_cell(a.size)}",
+                                         limit=300), id=a.part_id) for a in view.attachments])
         atts.display = bool(view.attachments)
         if view.attachments:
             atts.highlighted = 0
@@ -189,36 +218,71 @@ class ReaderScreen(ReportsWorkerFailures, Screen[None]):
         return self.view.attachments[index]
 
     def action_save_attachment(self) -> None:
+        """Ask where (the download directory and the attachment's name, Tab completes paths);
+        an existing file is never overwritten: the next free "name (1).ext" is used, and the
+        notification says where it went. Esc closes only the question."""
         att = self._attachment()
-        if att is not None:
-            path = save_attachment(self.view, att.part_id, downloads_dir())
-            self.app.notify(f"Saved {path}", timeout=4)
+        if att is None:
+            return
+        from tui_mail.mail.parse import safe_filename
+        from tui_mail.ui.screens.compose import PathSuggester
+
+        view = self.view
+        default = str(downloads_dir() / safe_filename(att.filename or "attachment"))
+
+        def chosen(answer: str | None) -> None:
+            if answer:
+                self.save_to(view, att.part_id, answer)
+
+        self.app.push_screen(PromptScreen("Save the attachment as (Tab completes, Esc cancels):",
+                                          value=default, suggester=PathSuggester()), chosen)
+
+    def save_to(self, view: MessageView, part_id: str, answer: str) -> Path | None:
+        target = Path(os.path.expanduser(answer))
+        att = view.attachment(part_id)
+        if answer.endswith("/") or target.is_dir():
+            directory, name = target, att.filename or "attachment"
+        else:
+            directory, name = target.parent, target.name
+        try:
+            path = save_attachment(view, part_id, directory, filename=name)
+        except OSError as e:
+            self.app.notify(f"Not saved: {e}", severity="error", timeout=8)
+            return None
+        wanted = directory / name
+        note = f" ({wanted.name} exists, not overwritten)" if path.name != wanted.name and wanted.exists() else ""
+        self.app.notify(f"Saved to {path}{note}", timeout=6)
+        return path
 
     def action_open_attachment(self) -> None:
         att = self._attachment()
         if att is None:
             return
-        folder = Path(tempfile.mkdtemp(prefix="tui-mail-"))
-        path = save_attachment(self.view, att.part_id, folder)
+        path = temp_copy(self.view.part_bytes(att.part_id), att.filename)
         command = opener_command(path, att.content_type)
         if command is None:
             self.app.notify(f"No program to open {att.content_type}; saved as {path}", severity="warning")
             return
-        subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+        viewer = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        threading.Thread(target=viewer.wait, name="attachment-viewer", daemon=True).start()  # reap it
         self.app.notify(f"Opening {path.name} with {command[0]}", timeout=3)
 
-    def action_reply(self) -> None:
+    def _write(self, purpose: str) -> None:
         if self.view is not None:
-            self.app.open_composer_for(self.account, "reply", self.view)
+            self.main.open_composer(self.account, self.folder, self.uid, purpose, self.view)
+
+    def action_reply(self) -> None:
+        self._write("reply")
 
     def action_reply_all(self) -> None:
-        if self.view is not None:
-            self.app.open_composer_for(self.account, "reply_all", self.view)
+        self._write("reply_all")
 
     def action_forward(self) -> None:
-        if self.view is not None:
-            self.app.open_composer_for(self.account, "forward", self.view)
+        self._write("forward")
+
+    def action_forward_attachment(self) -> None:
+        self._write("forward_attachment")
 
     def action_delete(self) -> None:
         """Delete this message (not the list's selection), then show the next one."""

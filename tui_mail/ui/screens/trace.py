@@ -14,14 +14,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, RichLog, Static
 
 from tui_mail.ui.rows import fit
+from tui_mail.ui.safe_text import shown
 from tui_mail.ui.trace import TraceBuffer, TraceLine
 
 
 def format_line(line: TraceLine) -> Text:
     style = "bold cyan" if line.direction == "C" else "green"
     out = Text(fit(line.account, 14) + " ", style="dim")
-    out.append(f"{line.direction}: ", style=style + " bold")
-    out.append(line.text.translate({c: " " for c in range(0x20)}), style=style)
+    out.append(f"{shown(line.direction, 2)}: ", style=style + " bold")
+    out.append(shown(line.text, limit=4000), style=style)
     return out
 
 

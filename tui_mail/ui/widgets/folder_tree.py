@@ -15,6 +15,8 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from tui_mail.store.base import FolderInfo
+from tui_mail.ui.keys import TREE_KEYS, bindings
+from tui_mail.ui.safe_text import as_text
 
 ROLE_ORDER = {"inbox": 0, "drafts": 1, "sent": 2, "outbox": 3, "archive": 4, "junk": 5, "trash": 6}
 
@@ -27,10 +29,11 @@ class FolderRef:
 
 
 def folder_label(name: str, info: FolderInfo | None) -> Text:
-    label = Text(name)
+    """The node label: the server's name as text (never markup, controls visible), unread count."""
+    label = as_text(name, limit=200)
     if info is not None and info.unread:
+        label.stylize("bold", 0, len(label))
         label.append(f" {info.unread}", style="bold")
-        label.stylize("bold", 0, len(name))
     return label
 
 
@@ -42,6 +45,7 @@ class FolderTree(Tree[FolderRef]):
     DEFAULT_CSS = """
     FolderTree { width: 24; border-right: solid $primary 30%; background: $surface; }
     """
+    BINDINGS = bindings(TREE_KEYS)      # j/k/g/G besides the arrows, remappable (folders.*)
 
     class FolderChosen(Message):
         def __init__(self, account: str, folder: str) -> None:
@@ -56,10 +60,12 @@ class FolderTree(Tree[FolderRef]):
         self.folders: dict[str, dict[str, FolderInfo]] = {}
         self._account_nodes: dict[str, TreeNode[FolderRef]] = {}
         self._folder_nodes: dict[tuple[str, str], TreeNode[FolderRef]] = {}
+        self.current: tuple[str, str] | None = None     # the folder the message list shows
 
     def add_account(self, account: str) -> None:
         if account not in self._account_nodes:
-            node = self.root.add(Text(account, style="bold"), FolderRef(account, None), expand=True)
+            node = self.root.add(as_text(account, style="bold", limit=200), FolderRef(account, None),
+                                 expand=True)
             self._account_nodes[account] = node
 
     def set_folders(self, account: str, folders: list[FolderInfo]) -> None:
@@ -78,7 +84,8 @@ class FolderTree(Tree[FolderRef]):
                 prefix = info.delimiter.join(parts[:depth])
                 node = self._folder_nodes.get((account, prefix))
                 if node is None:
-                    node = parent.add(parts[depth - 1], FolderRef(account, prefix, None), expand=True)
+                    node = parent.add(folder_label(parts[depth - 1], None), FolderRef(account, prefix, None),
+                                      expand=True)
                     self._folder_nodes[(account, prefix)] = node
                 parent = node
             shown = "Inbox" if info.role == "inbox" else parts[-1]
@@ -92,7 +99,9 @@ class FolderTree(Tree[FolderRef]):
             self._folder_nodes[(account, info.name)] = node
         for node in self._folder_nodes.values():
             node.allow_expand = bool(node.children)
-        if keep is not None and keep.folder is not None:
+        if self.current is not None and (self.current in self._folder_nodes or keep is None):
+            self.select_folder(*self.current, announce=False)
+        elif keep is not None and keep.folder is not None:
             self.select_folder(keep.account, keep.folder, announce=False)
 
     def update_counts(self, account: str, folder: str, total: int | None, unread: int | None) -> None:
@@ -113,6 +122,8 @@ class FolderTree(Tree[FolderRef]):
     def select_folder(self, account: str, folder: str, announce: bool = True) -> None:
         node = self._folder_nodes.get((account, folder))
         if node is not None:
+            self.current = (account, folder)
+            _ = self.last_line     # rebuilds the line index after set_folders, so node.line is current
             self.move_cursor(node)
             if announce:
                 self.post_message(self.FolderChosen(account, folder))

@@ -55,7 +55,9 @@ class MessageList(ScrollView, can_focus=True):
     MessageList > .message-list--loading { color: $text-muted; }
     """
 
-    cursor: reactive[int] = reactive(0, always_update=True)
+    # repaint=False: a cursor move repaints the two rows it touches (watch_cursor), never the
+    # whole list and its scrollbar.
+    cursor: reactive[int] = reactive(0, always_update=True, repaint=False)
 
     class Highlighted(Message):
         """The cursor rests on ``uid`` (None: the list is empty)."""
@@ -283,7 +285,12 @@ class MessageList(ScrollView, can_focus=True):
             style += self._style("selected")
         if is_cursor:
             style += self._style("cursor")
-        strip = Strip([Segment(" ".join(cells), style)]).adjust_cell_length(width, self._style(""))
+        # One segment per column: whatever a renderer makes of a wide glyph in one column (an
+        # emoji in a subject), the next column still starts at its own cell.
+        segments = [Segment(cells[0], style)]
+        for cell in cells[1:]:
+            segments += [Segment(" ", style), Segment(cell, style)]
+        strip = Strip(segments).adjust_cell_length(width, self._style(""))
         if len(self._strips) > 4096:
             self._strips.clear()
         self._strips[uid] = (key, strip)

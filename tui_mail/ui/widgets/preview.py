@@ -7,14 +7,17 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from tui_mail.mail.parse import MessageView
+from tui_mail.ui.keys import PREVIEW_KEYS, bindings
 from tui_mail.ui.render import message_text
 
 
 class Preview(VerticalScroll, can_focus=True):
     DEFAULT_CSS = """
     Preview { background: $surface; padding: 0 1; border-left: solid $primary 30%; }
+    Preview:focus { border-left: thick $accent; background: $boost; }
     Preview > Static { width: 1fr; }
     """
+    BINDINGS = bindings(PREVIEW_KEYS)     # besides the arrows (Tab focuses the preview)
 
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id)

@@ -1,10 +1,14 @@
-"""One line under the panes: account, folder, counts, connection state, background progress."""
+"""One line under the panes: account, folder, counts, connection state, background progress.
+
+Folder names and notes (server error texts, search queries) are shown as text, controls visible."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
+
+from tui_mail.ui.safe_text import shown
 
 
 class StatusBar(Widget):
@@ -32,4 +36,4 @@ class StatusBar(Widget):
             parts.append(self.progress)
         if self.note:
             parts.append(self.note)
-        return Text(" │ ".join(parts), no_wrap=True, overflow="ellipsis")
+        return Text(" │ ".join(shown(p, limit=300) for p in parts), no_wrap=True, overflow="ellipsis")

@@ -1,0 +1,101 @@
+"""What keeps the TUI fast, checked as behaviour (timings live in bench/tui.py): threading runs
+in a worker from light cache rows, a cursor move repaints two rows, the key bar is one widget
+that shows and presses the same keys Textual's Footer would."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from test_ui_app import mlist, settle
+from test_ui_real import SIZE, local_app
+from tui_mail.store.base import MessageSummary
+from tui_mail.store.cache import HeaderCache
+from tui_mail.ui.messages import ThreadsReady
+from tui_mail.ui.threads import thread_order
+from tui_mail.ui.widgets.key_bar import KeyBar
+from tui_mail.ui.widgets.message_list import MessageList
+
+
+def summary(uid: int, subject: str, mid: str, irt: str = "", refs: tuple[str, ...] = (),
+            minutes: int = 0) -> MessageSummary:
+    return MessageSummary(uid, datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=minutes),
+                          "A", "a@x.org", "b@x.org", "", subject, frozenset(), 100,
+                          message_id=mid, in_reply_to=irt, references=refs)
+
+
+def test_thread_fields_from_the_cache_thread_like_full_summaries(tmp_path):
+    sums = [summary(1, "Plan", "<1@x>", minutes=1),
+            summary(2, "Re: Plan", "<2@x>", "<1@x>", ("<1@x>",), minutes=2),
+            summary(3, "Other", "<3@x>", minutes=3),
+            summary(4, "Re: Re: Plan", "<4@x>", "<2@x>", ("<1@x>", "<2@x>"), minutes=4),
+            summary(5, "Re: Other", "<5@x>", minutes=5)]          # no references: by subject
+    cache = HeaderCache(tmp_path / "c.sqlite")
+    cache.put("acct", "INBOX", 7, [(s, None) for s in sums])
+    fields = cache.thread_fields("acct", "INBOX")
+    assert {f.uid for f in fields} == {1, 2, 3, 4, 5}
+    by_uid = {f.uid: f for f in fields}
+    assert by_uid[4].references == "<1@x> <2@x>" and by_uid[4].date == int(sums[3].date.timestamp())
+    rows = (5, 4, 3, 2, 1)                                          # newest first
+    assert thread_order(rows, by_uid) == thread_order(rows, {s.uid: s for s in sums})
+    order, depth = thread_order(rows, by_uid)
+    assert order[:2] == [3, 5] and depth == {5: 1, 2: 1, 4: 2}
+    cache.close()
+
+
+async def test_threads_are_built_in_a_worker_from_the_store(tmp_path):
+    app, store, _ = local_app(tmp_path)
+    seen: list = []
+    async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
+        await settle(pilot, app, lambda: mlist(app).current_summary is not None)
+        ml = mlist(app)
+        rows = tuple(ml.rows)
+        await pilot.press("t")
+        await settle(pilot, app, lambda: ml.depth)
+        ready = [m for m in seen if isinstance(m, ThreadsReady)]
+        assert ready and ready[-1].rows == rows
+        every = store.summaries("INBOX", list(rows))
+        assert list(ml.rows) == thread_order(rows, every)[0]
+        assert app.main_screen.status.progress == ""
+        await pilot.press("t")                                  # off again: the folder order
+        await settle(pilot, app, lambda: not ml.depth)
+        assert tuple(ml.rows) == rows
+
+
+async def test_a_cursor_move_repaints_only_the_two_rows_it_touches(tmp_path):
+    app, _store, _ = local_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, lambda: mlist(app).current_summary is not None)
+        ml = mlist(app)
+        painted: list[int] = []
+        original = MessageList.render_line
+
+        def spy(self, y):
+            painted.append(y)
+            return original(self, y)
+
+        MessageList.render_line = spy
+        try:
+            await pilot.pause()
+            painted.clear()
+            await pilot.press("j")
+            await pilot.pause()
+            await pilot.pause()
+        finally:
+            MessageList.render_line = original
+        assert ml.cursor == 1
+        assert sorted(set(painted)) == [0, 1]
+
+
+async def test_key_bar_lists_the_keys_that_work_and_a_click_presses_one(tmp_path):
+    app, _store, _ = local_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, lambda: mlist(app).current_summary is not None)
+        bar = app.main_screen.query_one(KeyBar)
+        text = "".join(segment.text for segment in bar.render_line(0))
+        shown = [b for _n, b, _e, _t in app.main_screen.active_bindings.values() if b.show]
+        for binding in shown:
+            assert f" {app.get_key_display(binding)} " in text
+        assert "Search" in text and "Open" in text
+        start = text.index(" / Search")
+        await pilot.click(KeyBar, offset=(start + 2, 0))
+        await settle(pilot, app, lambda: app.main_screen.query_one("#search").display)
