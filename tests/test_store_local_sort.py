@@ -1,5 +1,6 @@
-"""Sorting without server SORT: the relay advertises no SORT, so ImapStore sorts on the client
-from its header cache (tui_mail.store.sorting), by the server's rules (RFC 5256)."""
+"""Sorting without server SORT: ImapStore sorts on the client from its header cache
+(tui_mail.store.sorting), by the server's rules (RFC 5256). The relay offers SORT since issue 11,
+so the test hides SORT/ESORT from one client and uses the relay's own SORT as the oracle."""
 
 from __future__ import annotations
 
@@ -21,11 +22,26 @@ def test_pure_rules_base_subject_mailbox_ties_and_uncached_last():
     assert local_order([5, 4, 3, 2, 1], rows, "date") == [2, 4, 3, 1, 5]
 
 
+def _without_sort(s):
+    """Make this client behave as against a server without SORT (the fallback under test)."""
+    has = s._has
+    s._has = lambda cap: cap not in (b"SORT", b"ESORT") and has(cap)
+    return s
+
+
 def test_relay_without_sort_is_sorted_on_the_client(relay):  # noqa: F811
     relay.seed([make_message(i, sender=SENDERS[i], subject=SUBJECTS[i], body=BODIES[i])
                 for i in range(4)])
     relay.start()
-    s = imap_store(relay)
+    oracle = imap_store(relay)
+    try:
+        oracle.connect()
+        assert oracle._has(b"SORT")
+        by_server = {sort: oracle.folder_state("INBOX", sort).uids for sort in ("from", "subject", "size", "date")}
+    finally:
+        oracle.close()
+        oracle.cache.close()
+    s = _without_sort(imap_store(relay))
     try:
         s.connect()
         assert not s._has(b"SORT")
@@ -35,9 +51,10 @@ def test_relay_without_sort_is_sorted_on_the_client(relay):  # noqa: F811
         s.close()
         from tui_mail.store.cache import HeaderCache
 
-        s = imap_store(relay, cache=HeaderCache(":memory:"))   # nothing cached: fetched first
-        order = {sort: [subject_of[u] for u in s.folder_state("INBOX", sort).uids]
-                 for sort in ("from", "subject", "size", "date")}
+        s = _without_sort(imap_store(relay, cache=HeaderCache(":memory:")))   # nothing cached: fetched first
+        uids = {sort: s.folder_state("INBOX", sort).uids for sort in ("from", "subject", "size", "date")}
+        assert uids == by_server                      # the client's order is the server's SORT order
+        order = {sort: [subject_of[u] for u in got] for sort, got in uids.items()}
         assert order["from"] == ["apples", "[list] Fwd: cherries", "Bananas", "Re: pears"]
         assert order["subject"] == ["apples", "Bananas", "[list] Fwd: cherries", "Re: pears"]
         assert order["size"] == ["apples", "Bananas", "Re: pears", "[list] Fwd: cherries"]
