@@ -320,14 +320,14 @@ def test_destinations_text_shows_the_schedulers_view():
          "dead_until": None},
         {"destination": "127.0.0.1:9", "domains": ["tarpit.test"], "state": "dead", "active": 0, "window": 1,
          "queued": 0, "sending": 0, "waiting": 5, "delivered": 0, "dead_until": now + 125,
-         "deferred_until": now + 60, "last_error": "timed out [bold]waiting[/] for the greeting"},
+         "deferred_until": now + 60, "last_error": "timed out [bold]waiting[/] for the greeting\x1b]52;c;eA==\x07"},
     ]
     console = Console(width=160, record=True, color_system=None)
     console.print(destinations_text(dests, now))
     ok, dead = console.export_text().splitlines()
     assert ok == "  → hamburger.edu 127.0.0.1:2526  ok  1/3 conns  3 queued  40 sent"
     assert dead.startswith("  → tarpit.test 127.0.0.1:9  DEAD  0/1 conns  5 queued  0 sent  dead for 2m05s")
-    assert dead.endswith("timed out [bold]waiting[/] for the greeting")
+    assert dead.endswith("timed out [bold]waiting[/] for the greeting␛]52;c;eA==␇")   # escapes made visible
 
 
 async def test_first_screen_is_quick(world):

@@ -75,8 +75,8 @@ def destinations_text(dests: list[dict], now: float) -> Text:
     for d in dests:
         state = d.get("state", "ok")
         out.append("  → ", style="dim")
-        out.append(", ".join(d.get("domains", [])) or "?", style="bold")
-        out.append(f" {d.get('destination', '')}  ", style="dim")
+        out.append(shown(", ".join(d.get("domains", [])) or "?", 200), style="bold")
+        out.append(f" {shown(d.get('destination', ''), 200)}  ", style="dim")
         out.append(state.upper() if state == "dead" else state,
                    style={"ok": "green", "deferred": "yellow", "dead": "bold red"}.get(state, ""))
         queued = d.get("queued", 0) + d.get("sending", 0) + d.get("waiting", 0)
@@ -86,7 +86,7 @@ def destinations_text(dests: list[dict], now: float) -> Text:
         elif d.get("deferred_until"):
             out.append(f"  retry in {_age(d['deferred_until'] - now)}", style="yellow")
         if state != "ok" and d.get("last_error"):
-            out.append(f"  {d['last_error']}", style="yellow")
+            out.append(f"  {shown(d['last_error'], 300)}", style="yellow")
         out.append("\n")
     out.rstrip()
     return out
