@@ -244,6 +244,8 @@ async def test_fetch_flags_built_by_sqlite_equals_row_by_row(tmp_path, monkeypat
         out = await a("f4 FETCH 1:* (FLAGS)")        # a's view still holds UID 5: row by row
         assert used == [False] and "* 5 FETCH" not in out and "* 12 FETCH" in out
         assert "* 5 EXPUNGE" in await a("n NOOP")
+        _, sql = await both(a, "f5 FETCH 1:* (FLAGS)")           # a gap in the UIDs now
+        assert sql
 
 
 async def _yes(user, password):

@@ -751,9 +751,8 @@ class UserStore:
                          changedsince: int | None = None) -> str | None:
         """Text for the messages with ``first`` <= UID <= ``last``, one line each, built by
         SQLite (FETCH (FLAGS) of 100,000 messages without a Python step per message).
-        ``pieces``: literal strings and column codes (0 = 1-based position in the range plus
-        ``first_seq`` given as the first piece's offset, 1 = UID, 2 = the flags' form, 3 =
-        MODSEQ); ``forms`` maps each distinct flags text (see ``flag_texts``) to its form,
+        ``pieces``: the first message's sequence number minus one, then literal strings and
+        column codes (0 = sequence number, 1 = UID, 2 = the flags' form, 3 = MODSEQ); ``forms`` maps each distinct flags text (see ``flag_texts``) to its form,
         ``marked_forms`` gives the form for the UIDs in ``marked``. None when the range does not
         hold exactly ``count`` messages (the caller then goes row by row)."""
         with self._lock:
@@ -765,15 +764,20 @@ class UserStore:
             offset, pieces = pieces[0], pieces[1:]
             table = [(t, v, 0) for t, v in forms.items()]
             table += [(t, v, 1) for t, v in (marked_forms or {}).items()]
-            args: list = []
-            expr = []
+            # sequence number: from the UID when the range has no gaps (fresh or never-expunged
+            # folders: no window function, half the time), else row_number()
+            seq = ("(m.uid + %d)" % (int(offset) + 1 - first) if last - first + 1 == count
+                   else "(row_number() OVER (ORDER BY m.uid) + %d)" % int(offset))
+            fmt = []
+            cols = []
             for p in pieces:
                 if isinstance(p, str):
-                    expr.append("?")
-                    args.append(p)
+                    fmt.append(p.replace("%", "%%"))
                 else:
-                    expr.append(("(row_number() OVER (ORDER BY m.uid) + %d)" % int(offset), "m.uid",
-                                 "fm.form", "m.modseq")[p])
+                    fmt.append(("%d", "%d", "%s", "%d")[p])
+                    cols.append((seq, "m.uid", "fm.form", "m.modseq")[p])
+            args: list = ["".join(fmt)]
+            expr = ["printf(?, " + ", ".join(cols) + ")"]
             sql = ("WITH fm(text, form, marked) AS (SELECT value->>0, value->>1, value->>2 FROM json_each(?)), "
                    "mk(uid) AS (SELECT value FROM json_each(?)), "
                    "lines AS (SELECT " + " || ".join(expr) + " AS line, m.modseq AS modseq "
