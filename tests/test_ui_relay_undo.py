@@ -4,7 +4,7 @@ mail that does arrive is."""
 
 from __future__ import annotations
 
-from test_ui_app import mlist, settle
+from test_ui_app import mlist
 from tests.peers import make_message
 from tests.test_client_vs_relay import imap_store, relay  # noqa: F401  (fixture)
 from tui_mail.ui.app import MailApp, UISettings
@@ -47,21 +47,21 @@ async def test_undo_of_delete_returns_to_its_place_without_a_new_mail_toast(rela
         async with app.run_test(size=SIZE) as pilot:
             # a cold cache paints in arrival order; once the dates are cached it is sorted
             newest_first = [f"Message {i} about topic {i % 13}" for i in range(7, -1, -1)]
-            await settle(pilot, app, lambda: subjects(app) == newest_first, timeout=15)
+            await until(pilot, lambda: subjects(app) == newest_first, timeout=15)
             before = subjects(app)
             mlist(app).set_cursor(3)
             await pilot.pause()
             gone = before[3]
             await pilot.press("d")
-            await settle(pilot, app, lambda: len(mlist(app).rows) == 7, timeout=10)
+            await until(pilot, lambda: len(mlist(app).rows) == 7, timeout=10)
             await pilot.press("z")
-            await settle(pilot, app, lambda: subjects(app) == before, timeout=10)
-            await settle(pilot, app, lambda: app.main_screen.status.total == 8)
+            await until(pilot, lambda: subjects(app) == before, timeout=10)
+            await until(pilot, lambda: app.main_screen.status.total == 8)
             assert not any("new message" in t for t in toasts), toasts
             assert app.main_screen.status.folder == "INBOX"
             # real new mail is still announced
             relay.deliver(make_message(99, subject="Really new"))
-            await settle(pilot, app, lambda: any("1 new message" in t for t in toasts), timeout=15)
+            await until(pilot, lambda: any("1 new message" in t for t in toasts), timeout=15)
             await until(pilot, lambda: subjects(app)[0] == "Really new")
             del gone
     finally:

@@ -87,3 +87,29 @@ async def test_keys_after_enter_wait_for_the_message_in_the_reader(tmp_path, mon
         await app.keys_settled()
         await settle(pilot, app, lambda: (tmp_path / "dl").exists() and any((tmp_path / "dl").iterdir()))
         assert type(app.screen).__name__ == "ReaderScreen"
+
+
+async def test_keys_after_opening_a_folder_act_on_its_rows(tmp_path):
+    app, store, _ = local_app(tmp_path)
+    for i in range(3):                       # Archive: three messages, newest "Archived 2"
+        store.append("Archive", f"Subject: Archived {i}\r\nFrom: a@b.c\r\nDate: Mon, 2{i} Nov 2026 10:00:00 +0000\r\n\r\nx\r\n".encode())
+    async with app.run_test(size=SIZE) as pilot:
+        main = app.main_screen
+        await settle(pilot, app, lambda: mlist(app).current_summary is not None)
+        main.tree.focus()
+        await pilot.pause()
+        archive_line = main.tree._folder_nodes[("alice", "Archive")].line
+        main.tree.cursor_line = archive_line
+        await pilot.pause()
+        fetch = store.folder_state
+
+        def slow_state(*args, **kw):          # a server a little far away
+            import time
+            time.sleep(0.4)
+            return fetch(*args, **kw)
+
+        store.folder_state = slow_state
+        burst(app, "enter", "j", "enter")      # open Archive, next message, open it
+        await app.keys_settled()
+        await settle(pilot, app, lambda: getattr(app.screen, "view", None) is not None)
+        assert app.screen.view.subject == "Archived 1"

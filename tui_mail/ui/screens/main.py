@@ -247,6 +247,9 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         # the status bar names the folder the list shows: it changes when the rows do
         self.status.note = f"opening {folder}…"
         self.status.connection = self.status.connection
+        # keys typed after choosing a folder (Enter j j Enter) act on its rows, not the old ones
+        self.app.release_keys(getattr(self, "_folder_hold", None))
+        self._folder_hold = self.app.hold_keys("folder")
         self.load_folder(account, folder, self.sort, keep)
 
     def _post_warm(self, account: Account, folder: str, sort: str, keep: int | None) -> None:
@@ -277,6 +280,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.status.account, self.status.folder = event.account, event.folder
         if not self._is_current(event.account, event.folder):
             return
+        self.app.release_keys(getattr(self, "_folder_hold", None))
         if not event.warm:
             self._fresh.add((event.account, event.folder))
         rows = event.state.uids[::-1]              # newest first
@@ -1002,6 +1006,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         """Called by the app's error handler: put optimistic changes right by reloading."""
         if worker.group == "compose-fetch":
             self.app.release_keys(getattr(self, "_compose_hold", None))
+        if worker.group == "folder":
+            self.app.release_keys(getattr(self, "_folder_hold", None))
         if worker.group in ("changes", "search") and self.account and self.folder:
             self.load_folder(self.account, self.folder, self.sort, self.message_list.current_uid)
         if worker.group == "search":
