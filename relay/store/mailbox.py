@@ -1,9 +1,12 @@
 """One user's mail: Maildir++ folders plus the SQLite index, behind one lock.
 
 ``UserStore`` is the whole API the IMAP and POP3 servers use (see the package docstring for the
-contract). Every method takes the user's lock (a ``threading.RLock``: sessions run in the asyncio
-loop, delivery and IMAP workers in threads), does its file operations, then commits one index
-transaction, then publishes ``(address, folder)`` on the ChangeBus. File first, index second:
+contract). Every method takes the user's lock (relay/store/userlock.py: a ``threading.RLock``
+— sessions run in the asyncio loop, delivery and IMAP workers in threads — plus an exclusive
+``flock`` shared with every other relay process that opens the same user, plus a look at SQLite's
+``data_version`` that reloads what is kept in memory when another process committed), does its
+file operations, then commits one index transaction, then publishes ``(address, folder)`` on the
+ChangeBus (relay/feed.py carries that to the other processes). File first, index second:
 after a crash the next sync reconciles the index with what is on disk.
 
 Picking up mail dropped in from outside is cheap: each ``sync`` lists ``new/`` (usually empty)
@@ -19,7 +22,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,6 +31,7 @@ from relay.store import copyjournal, index, maildir, mime, names
 from relay.store.names import INBOX, SEPARATOR
 from relay.store.types import (SYSTEM_FLAGS, FolderInfo, FolderState, HeaderFields, MessageRecord,
                                StoreError)
+from relay.store.userlock import UserLock
 
 log = logging.getLogger("relay.store")
 DEFAULT_FOLDERS = (("INBOX", ""), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
@@ -127,10 +130,17 @@ class UserStore:
         self.root = root
         self.address = address
         self._bus = bus
-        self._lock = threading.RLock()
         maildir.ensure(root)
         os.chmod(root, 0o700)
-        self._db, created = index.connect(root)
+        # RLock + flock across processes + "did another process commit?" (userlock.py); held
+        # from here on, so two processes opening a new user never both create its index
+        self._lock = UserLock(root)
+        with self._lock:
+            self._open()
+            self._lock.set_on_acquire(self._check_shared)
+
+    def _open(self) -> None:
+        self._db, created = index.connect(self.root)
         self._closed = False
         # folder id → ((uidnext, highestmodseq), ascending UIDs): SELECT of a big folder need not
         # read every row again. Every change of a folder's membership raises its HIGHESTMODSEQ,
@@ -141,9 +151,30 @@ class UserStore:
             self._bootstrap()
         self._recover()
         self._stale = self._mime_stale_ranges(created)
+        self._reload_shared()
+
+    def _check_shared(self) -> None:
+        """Run by the lock each time this process takes it: if another process committed to
+        the index since we last held it (SQLite's data_version moved), reload what we keep in
+        memory. One PRAGMA (~1 µs); our own commits never move it."""
+        if self._closed:
+            return
+        v = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if v != self._data_version:
+            self._reload_shared()
+
+    def _reload_shared(self) -> None:
+        """Every in-memory copy of index state, rebuilt from the index (at open, and after
+        another process wrote). Folder rows are read afresh by every call (_folder), \\Recent
+        claims and keywords live only in the index, the UID lists check their key against the
+        folder row on each use; what is left is the two meta-derived sets below."""
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         # folders that may hold rows indexed without analysis (meta 'lazy:<id>', see _fill)
         self._pending = {int(k.split(":", 1)[1]) for (k,) in self._db.execute(
             "SELECT key FROM meta WHERE key LIKE 'lazy:%'")}
+        # folders whose cached columns an older relay.store.mime made (meta 'mime_todo:<id>')
+        self._stale = {int(k.split(":", 1)[1]): tuple(int(x) for x in v.split()) for k, v in self._db.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'mime_todo:%'")}
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -151,6 +182,7 @@ class UserStore:
             if not self._closed:
                 self._closed = True
                 self._db.close()
+            self._lock.close()
 
     def __enter__(self) -> "UserStore":
         return self
@@ -503,7 +535,9 @@ class UserStore:
                 with self._tx() as db:
                     db.execute("DELETE FROM messages WHERE folder=?", (f.id,))
                     db.execute("DELETE FROM expunged WHERE folder=?", (f.id,))
-                    db.execute("UPDATE folders SET selectable=0 WHERE id=?", (f.id,))
+                    # a new HIGHESTMODSEQ: UID lists cached here or in another process are void
+                    db.execute("UPDATE folders SET selectable=0, highestmodseq=highestmodseq+1 "
+                               "WHERE id=?", (f.id,))
             else:
                 shutil.rmtree(f.path, ignore_errors=True)
                 with self._tx() as db:
@@ -931,7 +965,8 @@ class UserStore:
         data = self.read(folder, uid, 0, 256 * 1024)
         return mime.header_value(mime.header_of(data), name)
 
-    def locked(self) -> threading.RLock:
+    def locked(self) -> UserLock:
+        """The user's lock (re-entrant, and excludes other processes too: userlock.py)."""
         return self._lock
 
     # ------------------------------------------------------------------ changes
