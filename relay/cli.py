@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from relay import __version__
 from relay.config import RelayConfig, load_config
@@ -55,7 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", parents=[common], help="stop the running relay gracefully")
     sub.add_parser("status", parents=[common], help="pid, listeners and queue size")
     sub.add_parser("_launch", parents=[common]).add_argument("--sink", action="store_true")  # the daemon's child; kept out of --help:
-    sub._choices_actions = [a for a in sub._choices_actions if a.dest != "_launch"]  # (3.11 prints ==SUPPRESS==)
+    w = sub.add_parser("_worker", parents=[common])   # a worker process of relay/workers.py
+    for opt in ("--index", "--workers", "--master", "--link"):
+        w.add_argument(opt, type=int, required=True)
+    w.add_argument("--fds", required=True)
+    w.add_argument("--log-stderr", action="store_true")
+    sub._choices_actions = [a for a in sub._choices_actions if a.dest not in ("_launch", "_worker")]  # (3.11 prints ==SUPPRESS==)
     u = sub.add_parser("user", parents=[common], help="manage mail accounts")
     usub = u.add_subparsers(dest="ucmd", required=True, metavar="ACTION")
     for name, hlp in (("add", "create an account"), ("passwd", "change a password")):
@@ -93,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_start(cfg, args)
         if args.cmd == "_launch":
             return cmd_launch(cfg, args)
+        if args.cmd == "_worker":
+            from relay.workers import run_worker
+            return run_worker(cfg, args)
         if args.cmd == "stop":
             return cmd_stop(cfg)
         if args.cmd == "status":
@@ -153,10 +162,12 @@ def run_foreground(cfg: RelayConfig, *, stderr_log: bool = True) -> int:
 async def _serve(cfg: RelayConfig, *, announce: bool) -> int:
     from relay.log import maillog
     from relay.server import RelayServer
+    from relay.workers import Master, worker_count
 
     from relay.limits import quiet_loop_errors
 
-    server = RelayServer(cfg)
+    workers = worker_count(cfg)
+    server = Master(cfg, workers, log_stderr=announce) if workers > 1 else RelayServer(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     quiet_loop_errors(loop)   # e.g. out of file descriptors: one line a second, not tracebacks
@@ -165,9 +176,11 @@ async def _serve(cfg: RelayConfig, *, announce: bool) -> int:
     try:
         await server.start()
         listeners = ", ".join(f"{k} {h}:{p}" for k, (h, p) in server.addresses.items())
-        maillog().info("daemon started -- version %s, listening on %s, data in %s", __version__, listeners, cfg.data_dir)
+        maillog().info("daemon started -- version %s, listening on %s, data in %s, %s", __version__, listeners,
+                       cfg.data_dir, f"{workers} workers" if workers > 1 else "one process")
         if announce:
-            print(f"relay running (pid {os.getpid()}): {listeners}; Ctrl-C stops", flush=True)
+            procs = f", {workers} workers" if workers > 1 else ""
+            print(f"relay running (pid {os.getpid()}{procs}): {listeners}; Ctrl-C stops", flush=True)
             if cfg.sink.enabled:
                 from relay.sink.service import banner
                 print(banner(cfg), flush=True)
@@ -227,7 +240,9 @@ def start_daemon(cfg: RelayConfig, args) -> int:
         if state and pid_alive(state.get("pid", -1)):
             listeners = state.get("listeners", {})
             if all(can_connect(h, p) for h, p in listeners.values()):
-                print(f"relay started (pid {state['pid']})")
+                workers = state.get("workers") or []
+                procs = f", {len(workers)} workers: {' '.join(str(w['pid']) for w in workers)}" if workers else ""
+                print(f"relay started (pid {state['pid']}{procs})")
                 for name, (h, p) in listeners.items():
                     print(f"  {name:<11} {h}:{p}")
                 if cfg.sink.enabled:
@@ -276,9 +291,42 @@ def cmd_status(cfg: RelayConfig) -> int:
     for name, (h, p) in state.get("listeners", {}).items():
         ok = "accepting" if can_connect(h, p) else "NOT ACCEPTING"
         print(f"  {name:<11} {h}:{p}  {ok}")
+    workers = state.get("workers") or []
+    if workers:
+        print(f"workers: {len(workers)} (the master above owns the queue and the control socket)")
+        for w in workers:
+            print("  " + worker_line(w))
+    else:
+        print("workers: none (one process serves and delivers)")
     queued = Spool(cfg.queue_dir).count() if cfg.queue_dir.exists() else 0
     print(f"queue: {queued} message(s)")
     return 0
+
+
+def worker_line(w: dict) -> str:
+    """One worker of ``relay status``: pid, up time, restarts, CPU time and memory (from /proc)."""
+    pid = w.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return f"worker {w.get('index')}  pid {pid}  NOT RUNNING (the master restarts it)"
+    up = max(0.0, time.time() - float(w.get("started") or time.time()))
+    cpu = rss = None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        pass
+    extra = "" if cpu is None else f"  cpu {cpu:.1f}s  rss {rss:.0f} MB"
+    return (f"worker {w.get('index')}  pid {pid}  up {_duration(up)}  restarts {w.get('restarts', 0)}{extra}")
+
+
+def _duration(sec: float) -> str:
+    sec = int(sec)
+    if sec < 120:
+        return f"{sec}s"
+    if sec < 7200:
+        return f"{sec // 60}m"
+    return f"{sec // 3600}h{sec % 3600 // 60:02d}m"
 
 
 # ---- users -------------------------------------------------------------------------------

@@ -72,6 +72,9 @@ login_timeout = "60s"             # IMAP and POP3: idle time allowed before logg
 idle_timeout = "30m"              # IMAP and POP3 after login (SMTP: 5 minutes, RFC 5321)
 max_errors = 20                   # SMTP error replies in one session before 421 and close
 
+[process]                         # one master (queue, delivery, control) + accept/serve workers
+workers = "auto"                  # worker processes: "auto" = CPUs (at most 4), or 1..16; 1 = one process
+
 [senders]                         # addresses a login may use besides its own (MAIL FROM, From:)
 # "alice@example.org" = ["postmaster@example.org", "sales@example.org"]
 
@@ -167,6 +170,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class ProcessConfig:
+    workers: int | str = "auto"    # "auto" or 1..16; relay/workers.py worker_count() resolves it
+
+
+MAX_WORKERS = 16
+
+
+@dataclass(frozen=True)
 class SinkConfig:
     enabled: bool = False
     password: str = field(default="", repr=False)  # never in reprs, logs or dumps
@@ -219,6 +230,7 @@ class RelayConfig:
     limits: LimitsConfig = LimitsConfig()
     senders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # login -> extra addresses
     sink: SinkConfig = SinkConfig()
+    process: ProcessConfig = ProcessConfig()
 
     def allowed_senders(self, login: str) -> frozenset[str]:
         """Addresses ``login`` may send as: its own plus its [senders] entries (lower case)."""
@@ -302,7 +314,7 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
                           fix="see https://toml.io for the syntax") from None
     v = _Validator(fname, text)
     known_top = {"hostname", "domains", "data_dir", "listen", "queue", "delivery", "auth", "tls",
-                 "routes", "dns", "smarthost", "limits", "senders", "sink"}
+                 "routes", "dns", "smarthost", "limits", "senders", "sink", "process"}
     v.unknown_keys(raw, known_top, "")
 
     hostname = v.string(raw, "hostname", "localhost", "")
@@ -384,6 +396,15 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
         max_errors=v.integer(t, "max_errors", dl.max_errors, "limits", minimum=1, maximum=10_000),
     )
 
+    t = v.table(raw, "process")
+    v.unknown_keys(t, {"workers"}, "process")
+    workers = t.get("workers", "auto")
+    if workers != "auto" and (not isinstance(workers, int) or isinstance(workers, bool)
+                              or not 1 <= workers <= MAX_WORKERS):
+        v.fail("process.workers", f'expected "auto" or a number between 1 and {MAX_WORKERS}, got {workers!r}',
+               fix='write workers = "auto", or workers = 1 for a single process')
+    process = ProcessConfig(workers=workers)
+
     t = v.table(raw, "senders")
     senders: dict[str, tuple[str, ...]] = {}
     for login, extra in t.items():
@@ -448,7 +469,8 @@ def parse_config(text: str, path: Path | None = None, data_dir: str | os.PathLik
 
     return RelayConfig(data_dir=ddir, path=path, hostname=hostname, domains=tuple(domains), listen=listen,
                        queue=queue, delivery=delivery, auth=auth, tls=tls, routes=routes, smarthost=smarthost,
-                       dns=DNSConfig(tuple(ns)), limits=limits, senders=senders, sink=sink)
+                       dns=DNSConfig(tuple(ns)), limits=limits, senders=senders, sink=sink,
+                       process=process)
 
 
 def _loopback_host(host: str) -> bool:

@@ -64,7 +64,12 @@ def listener_limiter(cfg, name: str) -> ConnectionLimiter:
     what the fd limit leaves (so accept() does not run out of descriptors first)."""
     budget = fd_budget()
     total = cfg.limits.max_connections if budget is None else min(cfg.limits.max_connections, budget // 4)
+    if shared_table is not None:   # a worker of a multi-process relay: caps for all workers together
+        return shared_table.limiter(name, total=total, per_ip=cfg.limits.max_connections_per_ip)
     return ConnectionLimiter(name, total=total, per_ip=cfg.limits.max_connections_per_ip)
+
+
+shared_table = None   # relay/sharedlimits.py SharedTable, set by relay/workers.py in a worker
 
 
 def raise_fd_limit(wanted: int = 65536) -> tuple[int, int]:

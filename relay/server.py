@@ -8,6 +8,12 @@ runner after its attempts in progress, and removes the state file.
 
 Other protocols (IMAP, POP3) add their ``asyncio.Server`` objects to ``self.extra_servers`` in
 the marked place in :meth:`start`; :meth:`stop` closes them.
+
+Roles (issue 14, relay/workers.py): ``"single"`` is all of the above in one process.
+``"master"`` owns the queue (spool recovery, runner, onward delivery, DSNs, control socket) and
+opens no listener of its own; ``"worker"`` serves SMTP/submission/IMAP/POP3 on listening
+sockets it inherited (``listen_sockets``, name → socket) and owns no queue: its SMTP handlers
+store queue files and call ``on_queued(entry)`` (the worker tells the master).
 """
 
 from __future__ import annotations
@@ -36,9 +42,24 @@ class ListenError(RelayError):
     """A listener could not be opened (port in use, no permission)."""
 
 
-async def open_listener(name: str, addr: Address, factory) -> asyncio.Server:
+ACCEPT_BURST = 1       # connections a worker accepts per wake-up: the least busy worker takes most
+
+
+def listen_args(relay, name: str, addr: Address) -> dict:
+    """Keyword arguments for ``create_server``/``start_server``: host and port, or the
+    inherited socket of a worker (accepting one connection per wake-up, so the kernel's wake-up
+    of every waiting worker spreads new connections over the workers instead of one taking a
+    burst; relay/workers.py restores the listen backlog afterwards)."""
+    sock = getattr(relay, "listen_sockets", {}).get(name)
+    if sock is None:
+        return {"host": addr.host, "port": addr.port, "reuse_address": True}
+    return {"sock": sock, "backlog": ACCEPT_BURST}
+
+
+async def open_listener(name: str, addr: Address, factory, relay=None) -> asyncio.Server:
+    kw = listen_args(relay, name, addr)
     try:
-        return await asyncio.get_running_loop().create_server(factory, addr.host, addr.port, reuse_address=True)
+        return await asyncio.get_running_loop().create_server(factory, **kw)
     except OSError as e:
         raise ListenError(f"cannot listen for {name} on {addr}: {e.strerror or e}"
                           " (is another relay running? change [listen] " + name + " in relay.toml)") from None
@@ -51,8 +72,15 @@ def bound_address(server: asyncio.Server) -> tuple[str, int]:
 
 
 class RelayServer:
-    def __init__(self, cfg: RelayConfig, *, throttle: AuthThrottle | None = None, grace: float = 10.0):
+    def __init__(self, cfg: RelayConfig, *, throttle: AuthThrottle | None = None, grace: float = 10.0,
+                 role: str = "single", listen_sockets: dict[str, socket.socket] | None = None,
+                 on_queued=None):
+        if role not in ("single", "master", "worker"):
+            raise ValueError(f"unknown role {role!r}")
         self.cfg = cfg
+        self.role = role
+        self.listen_sockets = dict(listen_sockets or {})
+        self.on_queued = on_queued    # worker: called with each committed QueueEntry
         self.grace = grace
         self.bus = ChangeBus()
         self.throttle = throttle or AuthThrottle()
@@ -76,6 +104,10 @@ class RelayServer:
         self.ssl_context = await asyncio.to_thread(server_context, cfg)
         self.spool = Spool(cfg.queue_dir)
         self.mail_store = MailStore(cfg.mail_dir, self.bus)
+        if self.role == "worker":
+            await self._start_listeners()
+            self.started = True
+            return
         self.runner = QueueRunner(cfg, self.spool, self.bus, self.users)
         # issue 6: onward SMTP delivery, DSNs and the control socket (relay/control.py)
         self.queue_services = await start_queue_services(self)
@@ -85,6 +117,14 @@ class RelayServer:
             self.sink.prepare()
             self.sink.no_onward()
         await self.runner.start()
+        self.started = True
+        if self.role == "single":
+            await self._start_listeners()
+            self.write_state()   # the master writes its own, with the workers (relay/workers.py)
+
+    async def _start_listeners(self) -> None:
+        cfg = self.cfg
+        on_queued = self.on_queued if self.role == "worker" else self.runner.add
         try:
             for name, addr, submission in (("smtp", cfg.listen.smtp, False),
                                            ("submission", cfg.listen.submission, True)):
@@ -92,9 +132,9 @@ class RelayServer:
                     continue
                 handler = (self.sink.smtp_handler(name, addr, submission) if self.sink else
                            RelayHandler(cfg, self.spool, self.users, self.throttle, submission=submission,
-                                        on_queued=self.runner.add))
+                                        on_queued=on_queued))
                 self.smtp_handlers[name] = handler
-                srv = await open_listener(name, addr, handler.factory(self.ssl_context))
+                srv = await open_listener(name, addr, handler.factory(self.ssl_context), self)
                 self.servers[name] = srv
                 self.addresses[name] = bound_address(srv)
 
@@ -117,12 +157,10 @@ class RelayServer:
         except BaseException:
             await self.stop()
             raise
-        self.started = True
-        self.write_state()
 
-    def write_state(self) -> None:
+    def write_state(self, **extra) -> None:
         state = {"pid": os.getpid(), "started": time.time(), "hostname": self.cfg.hostname,
-                 "listeners": {k: list(v) for k, v in self.addresses.items()}}
+                 "listeners": {k: list(v) for k, v in self.addresses.items()}, **extra}
         path = self.cfg.state_file
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
@@ -155,7 +193,7 @@ class RelayServer:
         if self.mail_store is not None:
             self.mail_store.close()
             self.mail_store = None
-        if self.started:
+        if self.started and self.role != "worker":
             try:
                 state = json.loads(self.cfg.state_file.read_text())
                 if state.get("pid") == os.getpid():

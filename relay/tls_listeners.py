@@ -21,7 +21,7 @@ async def start_implicit_tls(relay: RelayServer) -> None:
 
     from relay.imap.server import start_imap_server
     from relay.pop3.server import start_pop3_server
-    from relay.server import ListenError, bound_address
+    from relay.server import ListenError, bound_address, listen_args
     from relay.smtp.handlers import RelayHandler
 
     cfg, ctx = relay.cfg, relay.ssl_context
@@ -29,10 +29,10 @@ async def start_implicit_tls(relay: RelayServer) -> None:
     if listen.submissions is not None:
         addr = listen.submissions
         handler = RelayHandler(cfg, relay.spool, relay.users, relay.throttle, submission=True,
-                               on_queued=relay.runner.add)
+                               on_queued=relay.on_queued if getattr(relay, "role", "") == "worker" else relay.runner.add)
         try:   # tls_context None: the session is TLS already, so no STARTTLS is offered
             srv = await asyncio.get_running_loop().create_server(
-                handler.factory(None), addr.host, addr.port, reuse_address=True, ssl=ctx)
+                handler.factory(None), **listen_args(relay, "submissions", addr), ssl=ctx)
         except OSError as e:
             raise ListenError(f"cannot listen for submissions on {addr}: {e.strerror or e}"
                               " (change [listen] submissions in relay.toml)") from None
@@ -59,7 +59,7 @@ async def _imaps(relay, addr, start):
                        hostname=cfg.hostname, implicit_tls=True,
                        idle_timeout=cfg.limits.idle_timeout, login_timeout=cfg.limits.login_timeout,
                        max_literal=cfg.queue.max_message_size, spool_dir=cfg.data_dir,
-                       limiter=listener_limiter(cfg, "imaps"))
+                       limiter=listener_limiter(cfg, "imaps"), listen=listen_args(relay, "imaps", addr))
 
 
 async def _pop3s(relay, addr, start):
@@ -68,4 +68,5 @@ async def _pop3s(relay, addr, start):
                        ssl_context=relay.ssl_context, throttle=relay.throttle,
                        allow_plaintext=cfg.auth.allow_plaintext_loopback, hostname=cfg.hostname,
                        implicit_tls=True, idle_timeout=min(cfg.limits.idle_timeout, 600.0),
-                       login_timeout=cfg.limits.login_timeout, limiter=listener_limiter(cfg, "pop3s"))
+                       login_timeout=cfg.limits.login_timeout, limiter=listener_limiter(cfg, "pop3s"),
+                       listen=listen_args(relay, "pop3s", addr))

@@ -267,8 +267,9 @@ async def start_imap_server(host: str, port: int, *, store: Callable, authentica
                             hostname: str = "localhost", idle_timeout: float = 1800,
                             implicit_tls: bool = False, login_timeout: float = 60.0,
                             max_literal: int = MAX_LITERAL, spool_dir=None,
-                            limiter: ConnectionLimiter | None = None) -> asyncio.Server:
-    """Listen for IMAP on host:port (0 = any free port).
+                            limiter: ConnectionLimiter | None = None, listen: dict | None = None) -> asyncio.Server:
+    """Listen for IMAP on host:port (0 = any free port), or as ``listen`` says (a worker's
+    inherited socket: relay/server.py listen_args).
 
     ``store(user) -> backend.Mailbox`` opens a user's mail; ``authenticate(user, password)``
     checks a login. ``allow_plaintext``: True, False, or "loopback" (LOGIN without TLS only from
@@ -314,8 +315,8 @@ async def start_imap_server(host: str, port: int, *, store: Callable, authentica
             if task is not None:
                 conns.discard(task)
 
-    server = await asyncio.start_server(on_client, host, port, reuse_address=True,
-                                        ssl=ssl_context if implicit_tls else None, limit=1 << 20)
+    where = listen or {"host": host, "port": port, "reuse_address": True}
+    server = await asyncio.start_server(on_client, **where, ssl=ssl_context if implicit_tls else None, limit=1 << 20)
     server.imap_connections = conns  # type: ignore[attr-defined]
     plain_close = server.close
 
@@ -338,6 +339,7 @@ async def start_for_relay(relay) -> asyncio.Server | None:
     addr = cfg.listen.imap
     if addr is None:
         return None
+    from relay.server import listen_args
     try:
         return await start_imap_server(
             addr.host, addr.port, store=relay.mail_store.user, authenticate=relay.authenticate,
@@ -345,7 +347,7 @@ async def start_for_relay(relay) -> asyncio.Server | None:
             allow_plaintext="loopback" if cfg.auth.allow_plaintext_loopback else False,
             hostname=cfg.hostname, idle_timeout=cfg.limits.idle_timeout, login_timeout=cfg.limits.login_timeout,
             max_literal=cfg.queue.max_message_size, spool_dir=cfg.data_dir,
-            limiter=listener_limiter(cfg, "imap"))
+            limiter=listener_limiter(cfg, "imap"), listen=listen_args(relay, "imap", addr))
     except OSError as e:
         from relay.server import ListenError
         raise ListenError(f"cannot listen for imap on {addr}: {e.strerror or e}"

@@ -30,8 +30,9 @@ async def start_pop3_server(host: str, port: int, *, store: MailStore, authentic
                             allow_plaintext: bool = True, hostname: str = "localhost",
                             idle_timeout: float = 600.0, login_timeout: float = 60.0,
                             limiter: ConnectionLimiter | None = None,
-                            implicit_tls: bool = False) -> asyncio.Server:
-    """Listen for POP3 on host:port (port 0: any free port).
+                            implicit_tls: bool = False, listen: dict | None = None) -> asyncio.Server:
+    """Listen for POP3 on host:port (port 0: any free port), or as ``listen`` says (a worker's
+    inherited socket: relay/server.py listen_args).
 
     ``authenticate(user, password) -> bool`` checks credentials; ``throttle`` (a
     relay.users.AuthThrottle) slows guessing per client IP and account. ``ssl_context``
@@ -69,7 +70,8 @@ async def start_pop3_server(host: str, port: int, *, store: MailStore, authentic
         finally:
             sessions.discard(session)
 
-    server = await asyncio.start_server(handle, host, port, limit=MAX_LINE * 4,
+    where = listen or {"host": host, "port": port}
+    server = await asyncio.start_server(handle, **where, limit=MAX_LINE * 4,
                                         ssl=ssl_context if implicit_tls else None)
     # Closing the listener also ends the open sessions (without UPDATE: nothing is deleted),
     # so RelayServer.stop's generic close() + wait_closed() leaves no session behind.
@@ -261,6 +263,7 @@ async def start_for_relay(relay) -> asyncio.Server | None:
     addr = cfg.listen.pop3
     if addr is None:
         return None
+    from relay.server import listen_args
     try:
         return await start_pop3_server(addr.host, addr.port, store=relay.mail_store,
                                        authenticate=relay.authenticate, ssl_context=relay.ssl_context,
@@ -268,7 +271,8 @@ async def start_for_relay(relay) -> asyncio.Server | None:
                                        allow_plaintext=cfg.auth.allow_plaintext_loopback,
                                        hostname=cfg.hostname, idle_timeout=min(cfg.limits.idle_timeout, 600.0),
                                        login_timeout=cfg.limits.login_timeout,
-                                       limiter=listener_limiter(cfg, "pop3"))
+                                       limiter=listener_limiter(cfg, "pop3"),
+                                       listen=listen_args(relay, "pop3", addr))
     except OSError as e:
         from relay.server import ListenError
         raise ListenError(f"cannot listen for pop3 on {addr}: {e.strerror or e}"

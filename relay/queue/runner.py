@@ -69,6 +69,7 @@ from typing import Protocol
 
 from relay.config import RelayConfig
 from relay.delivery import deliver_batch
+from relay.errors import QueueError
 from relay.events import ChangeBus
 from relay.log import maillog
 from relay.queue import schedule
@@ -172,6 +173,19 @@ class QueueRunner:
         self._schedule(entry)
         self._idle.clear()
         self._kick.set()
+
+    def adopt(self, qid: str) -> bool:
+        """A queue file another process committed (an accept worker's "queued <id>", or the
+        master's periodic spool rescan, relay/workers.py): take it in unless it is known
+        already. A file that is gone (delivered meanwhile) or incomplete is skipped."""
+        if qid in self.entries:
+            return False
+        try:
+            entry = self.spool.load(qid)
+        except QueueError:
+            return False
+        self.add(entry)
+        return True
 
     def kick(self) -> None:
         """Retry everything that is waiting, now (``relay queue flush``); dead destinations
