@@ -252,3 +252,61 @@ def test_second_store_sees_what_the_first_indexed_lazily_and_its_claims(tmp_path
     finally:
         a.close()
         b.close()
+
+
+async def test_pop3_maildrop_lock_holds_across_processes(tmp_path):
+    """RFC 1939's exclusive maildrop lock must hold between workers: a session's lock taken in
+    another process makes this process's POP3 login say [IN-USE], and the lock goes with the
+    process that held it (SIGKILL included)."""
+    import asyncio
+    import poplib
+
+    from relay.pop3 import start_pop3_server
+    from relay.store import MailStore
+
+    mail_dir = tmp_path / "mail"
+
+    async def auth(user: str, password: str) -> bool:
+        return (user, password) == (ADDR, "pw")
+
+    store = MailStore(mail_dir)
+    store.user(ADDR).append("INBOX", b"Subject: one\r\n\r\nx\r\n")
+    server = await start_pop3_server("127.0.0.1", 0, store=store, authenticate=auth,
+                                     ssl_context=None, allow_plaintext=True, hostname="t")
+    port = server.sockets[0].getsockname()[1]
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from pathlib import Path\nfrom relay.store.mailbox import UserStore\n"
+        "u = UserStore(Path(%r), %r)\nlock = u.maildrop_lock()\n"
+        "print('held' if lock else 'refused', flush=True)\nsys.stdin.read()\n")
+        % (str(Path(__file__).resolve().parent.parent), str(mail_dir / ADDR), ADDR)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+
+        def login() -> tuple[int, int] | bytes:
+            c = poplib.POP3("127.0.0.1", port, timeout=10)
+            try:
+                c.user(ADDR)
+                c.pass_("pw")
+            except poplib.error_proto as e:
+                c.close()
+                return e.args[0]
+            st = c.stat()
+            c.quit()
+            return st
+
+        refused = await asyncio.to_thread(login)
+        assert isinstance(refused, bytes) and b"[IN-USE]" in refused
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+        assert await asyncio.to_thread(login) == (1, len(b"Subject: one\r\n\r\nx\r\n"))
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()
+        server.close()
+        await server.wait_closed()
+        store.close()

@@ -97,6 +97,7 @@ class Pop3Session:
         self.idle_timeout, self.login_timeout = idle_timeout, min(login_timeout, idle_timeout)
         self.in_use = in_use
         self.locked: str | None = None
+        self.drop_lock = None           # relay.store.userlock.MaildropLock while logged in
         self.user_store = None
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.ip = peer[0]
@@ -134,6 +135,9 @@ class Pop3Session:
             if self.locked is not None:
                 self.in_use.discard(self.locked)
                 self.locked = None
+            if self.drop_lock is not None:
+                self.drop_lock.release()
+                self.drop_lock = None
             self.writer.close()
             try:
                 await self.writer.wait_closed()
@@ -213,10 +217,19 @@ class Pop3Session:
         self.locked = address
         try:
             self.user_store = await asyncio.to_thread(self.store.user, address)
+            # the in_use set above is this process; the flock is every relay process (workers)
+            self.drop_lock = self.user_store.maildrop_lock()
+            if self.drop_lock is None:
+                self.in_use.discard(address)
+                self.locked = None
+                return self.machine.auth_result(req.user, None, "[IN-USE] maildrop is locked by another session")
             maildrop = await asyncio.to_thread(_load_maildrop, self.user_store)
         except (StoreError, OSError) as e:
             self.in_use.discard(address)
             self.locked = None
+            if self.drop_lock is not None:
+                self.drop_lock.release()
+                self.drop_lock = None
             log.error("pop3 [%s]: cannot open the maildrop of %s: %s", self.ip, address, e)
             return self.machine.auth_result(req.user, None, "[SYS/TEMP] cannot open the maildrop")
         log.info("pop3 [%s]: %s logged in (%s), %d messages", self.ip, address, req.mechanism,

@@ -31,7 +31,7 @@ from relay.store import copyjournal, index, maildir, mime, names
 from relay.store.names import INBOX, SEPARATOR
 from relay.store.types import (SYSTEM_FLAGS, FolderInfo, FolderState, HeaderFields, MessageRecord,
                                StoreError)
-from relay.store.userlock import UserLock
+from relay.store.userlock import MaildropLock, UserLock
 
 log = logging.getLogger("relay.store")
 DEFAULT_FOLDERS = (("INBOX", ""), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
@@ -964,6 +964,11 @@ class UserStore:
         """One header field's raw (unfolded) value, read from the file's header block."""
         data = self.read(folder, uid, 0, 256 * 1024)
         return mime.header_value(mime.header_of(data), name)
+
+    def maildrop_lock(self) -> MaildropLock | None:
+        """POP3's exclusive lock on this maildrop, across processes (None: another session
+        has it); ``release()`` it when the session ends."""
+        return MaildropLock.try_take(self.root)
 
     def locked(self) -> UserLock:
         """The user's lock (re-entrant, and excludes other processes too: userlock.py)."""

@@ -95,3 +95,33 @@ class UserLock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+class MaildropLock:
+    """POP3's exclusive-access lock on a maildrop (RFC 1939 section 8), across processes: an
+    ``flock(LOCK_EX | LOCK_NB)`` on ``tui-mail-pop3.lock`` in the user's directory, held by one
+    session from login to the end of its connection (or of its process: the kernel drops it)."""
+
+    FILENAME = "tui-mail-pop3.lock"
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def try_take(cls, root: Path) -> "MaildropLock | None":
+        """The lock, or None when another session (in any process) holds it."""
+        fd = os.open(root / cls.FILENAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)      # closing the only descriptor drops the flock
+            self._fd = -1
