@@ -8,8 +8,11 @@ sends ``user NUL folder`` (UTF-8) to every other ``feed-*.sock`` in run_dir, the
 listeners as before; a datagram received is published to the local bus only (never passed on,
 so nothing loops). The list of peers is re-read when run_dir's mtime moves (a process bound or
 removed its socket), so a publish costs one stat plus one sendto per peer; a socket whose process
-is gone (ECONNREFUSED) is removed. A datagram is a hint, never the truth: the store holds the
-truth (relay/store/userlock.py) and a session that misses a hint (peer queue full, a peer
+is gone (ECONNREFUSED) is removed. Linux queues only ``net.unix.max_dgram_qlen`` (default 10)
+datagrams per socket, so a burst (a batch of deliveries) can find a peer full: those hints wait in
+the sender (once each: they are idempotent) and are sent again from its event loop every 2 ms
+until there is room. A datagram is a hint, never the truth: the store holds the truth
+(relay/store/userlock.py), and a session that misses a hint (more than MAX_BACKLOG waiting, a peer
 starting) still sees the change at its next command. With no feed (one process, tests) the bus is
 exactly in-process as before.
 
@@ -41,6 +44,8 @@ from relay.events import ChangeBus
 log = logging.getLogger("relay.feed")
 PREFIX, SUFFIX = "feed-", ".sock"
 MAX_DATAGRAM = 4096          # an address (≤ 320) and a folder name (≤ 1000 or so) fit easily
+MAX_BACKLOG = 4096           # distinct hints kept per peer whose queue is full
+RETRY_AFTER = 0.002          # seconds before sending them again
 
 
 class Feed:
@@ -57,6 +62,8 @@ class Feed:
         self._prefix = str(self.run_dir) + "/"      # what socket addresses start with
         self._dirfd = -1
         self._lock = threading.Lock()
+        self._backlog: dict[str, dict[bytes, None]] = {}   # peer → hints waiting for room
+        self._flush_scheduled = False
         self.sent = self.received = self.dropped = 0
 
     async def start(self) -> None:
@@ -123,8 +130,7 @@ class Feed:
 
     def send(self, user: str, folder: str) -> None:
         """Tell every other process's feed that ``folder`` of ``user`` changed (bus.remote)."""
-        out = self._out
-        if out is None:
+        if self._out is None:
             return
         data = f"{user}\0{folder}".encode("utf-8", "surrogateescape")
         if len(data) > MAX_DATAGRAM:
@@ -132,21 +138,69 @@ class Feed:
         with self._lock:
             dead = []
             for peer in self._peer_list():
-                try:
-                    out.sendto(data, peer)
-                    self.sent += 1
-                except (ConnectionRefusedError, FileNotFoundError):
-                    dead.append(peer)             # its process is gone (or going)
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.ENOBUFS):
-                        log.warning("change feed: cannot tell %s: %s", peer, e)
-                    self.dropped += 1             # its queue is full: a hint lost, not mail
-            for peer in dead:        # removing it moves run_dir's mtime: the list is re-read
-                try:
-                    if not _pid_alive(peer):
-                        os.unlink(self.run_dir / os.path.basename(peer))
-                except OSError:
-                    pass
+                waiting = self._backlog.get(peer)
+                if waiting is not None:           # keep its order: queue behind what waits
+                    self._queue(peer, waiting, data)
+                elif self._send_one(peer, data, dead) is False:
+                    self._queue(peer, self._backlog.setdefault(peer, {}), data)
+            self._bury(dead)
+
+    def _send_one(self, peer: str, data: bytes, dead: list[str]) -> bool | None:
+        """True: sent; False: the peer's queue is full (try later); None: the peer is gone."""
+        out = self._out
+        if out is None:
+            return None
+        try:
+            out.sendto(data, peer)
+            self.sent += 1
+            return True
+        except (ConnectionRefusedError, FileNotFoundError):
+            dead.append(peer)                     # its process is gone (or going)
+            return None
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.ENOBUFS):
+                return False
+            log.warning("change feed: cannot tell %s: %s", peer, e)
+            return None
+
+    def _queue(self, peer: str, waiting: dict[bytes, None], data: bytes) -> None:
+        """A full peer (Linux queues only net.unix.max_dgram_qlen = 10 datagrams by default):
+        keep the hint, once (they are idempotent), and retry from the loop shortly."""
+        if data in waiting:
+            return
+        if len(waiting) >= MAX_BACKLOG:
+            self.dropped += 1                     # a hint lost, never mail: see the docstring
+            return
+        waiting[data] = None
+        if not self._flush_scheduled and self._loop is not None and not self._loop.is_closed():
+            self._flush_scheduled = True
+            self._loop.call_soon_threadsafe(self._loop.call_later, RETRY_AFTER, self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled = False
+            dead: list[str] = []
+            for peer, waiting in list(self._backlog.items()):
+                for data in list(waiting):
+                    ok = self._send_one(peer, data, dead)
+                    if ok is False:
+                        break
+                    del waiting[data]             # sent, or the peer is gone
+                if not waiting or peer in dead:
+                    del self._backlog[peer]
+            self._bury(dead)
+            if self._backlog and self._loop is not None and not self._loop.is_closed():
+                self._flush_scheduled = True
+                self._loop.call_later(RETRY_AFTER, self._flush)
+
+    def _bury(self, dead: list[str]) -> None:
+        for peer in dead:        # removing it moves run_dir's mtime: the list is re-read
+            self._backlog.pop(peer, None)
+            try:
+                if not _pid_alive(peer):
+                    os.unlink(self.run_dir / os.path.basename(peer))
+            except OSError:
+                pass
 
     # ------------------------------------------------------------------ receiving (the loop)
     def _readable(self) -> None:
