@@ -3,6 +3,7 @@
     python bench/smtp_accept.py                 # 10 and 50 sessions, 10,000 messages each run
     python bench/smtp_accept.py --quick         # 1,000 messages per run
     python bench/smtp_accept.py --sessions 10 --messages 5000 --no-postfix
+    python bench/smtp_accept.py --workers 1 --workers auto   # one process vs the default, same run
 
 Both servers get the same job: accept 1 KB messages for one local user over N concurrent SMTP
 sessions on 127.0.0.1 (each session sends its share back to back on one connection, MAIL/RCPT/
@@ -10,6 +11,10 @@ DATA pipelined as RFC 2920 allows) and deliver them into a Maildir, with fsync o
 always fsyncs; Postfix fsyncs its queue files and Maildir deliveries by default). Each server
 runs in its own processes under a temp dir on free loopback ports; the load generator is one
 asyncio process using raw sockets so it costs both sides the same.
+
+The relay runs with ``[process] workers`` as given by ``--workers`` (default ``auto``: one
+master owning the queue plus one accept/serve worker per CPU, at most 4; ``1`` is the single
+process of earlier versions); each value is a row of its own, printed as ``workers=N``.
 
 Reported per run: accepted msg/s (first connect → last 250) and delivered msg/s (first connect
 → last message in the Maildir), then the relay/Postfix ratio. Postfix is skipped when
@@ -120,8 +125,13 @@ async def run_load(port: int, sessions: int, total: int, maildir_new: Path, deli
 
 # ---- the relay -------------------------------------------------------------------------------
 
+def toml_workers(w: str) -> str:
+    return w if w.isdigit() else '"auto"'
+
+
 class RelayUnderTest:
     name = "tui-mail relay"
+    workers = "auto"
 
     def __init__(self, root: Path):
         self.root = root
@@ -136,7 +146,8 @@ class RelayUnderTest:
 
     def start(self) -> None:
         self.cfg.write_text(f'hostname = "mx.example.org"\ndomains = ["example.org"]\n[listen]\n'
-                            f'smtp = "127.0.0.1:{self.port}"\nsubmission = ""\nimap = ""\npop3 = ""\n')
+                            f'smtp = "127.0.0.1:{self.port}"\nsubmission = ""\nimap = ""\npop3 = ""\n'
+                            f'[process]\nworkers = {toml_workers(self.workers)}\n')
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         subprocess.run([sys.executable, "-m", "relay", "user", "add", RCPT, "--password-stdin",
                         "--config", str(self.cfg), "--data-dir", str(self.data)],
@@ -294,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="alternate relay and Postfix this many times and keep each one's best run "
                         "(damps noise from other load on the machine)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--workers", action="append",
+                   help='relay [process] workers: "auto" or a number (repeatable; default auto)')
     args = p.parse_args(argv)
     sessions = args.sessions or [10, 50]
     total = 1000 if args.quick else args.messages
@@ -302,30 +315,44 @@ def main(argv: list[str] | None = None) -> int:
     with_postfix = not args.no_postfix and os.access(POSTFIX, os.X_OK)
     if not args.no_postfix and not with_postfix:
         print(f"  ({POSTFIX} not found: Postfix skipped)", file=sys.stderr)
-    relay: dict[int, Result] = {}
+    from relay.config import parse_config
+    from relay.workers import worker_count
+    kinds = []
+    for w in args.workers or ["auto"]:
+        if w != "auto" and not w.isdigit():
+            p.error("--workers: auto or a number")
+        n = worker_count(parse_config(f"[process]\nworkers = {toml_workers(w)}\n", data_dir="/nonexistent"))
+        kinds.append((f"workers={n}", type(f"Relay{n}", (RelayUnderTest,), {"workers": w, "name": f"relay workers={n}"})))
+    relays: dict[str, dict[int, Result]] = {label: {} for label, _ in kinds}
     postfix: dict[int, Result] | None = {} if with_postfix else None
     for _ in range(max(1, args.repeat)):
-        for kind, best in ((RelayUnderTest, relay), (PostfixUnderTest, postfix)):
+        runs = [(kind, relays[label]) for label, kind in kinds] + [(PostfixUnderTest, postfix)]
+        for kind, best in runs:
             if best is None:
                 continue
             for n, r in bench_server(kind, sessions, total).items():
                 if n not in best or r.accepted_per_s > best[n].accepted_per_s:
                     best[n] = r
+    load = os.getloadavg()
     if args.json:
-        print(json.dumps({"messages": total, "relay": {n: vars(r) for n, r in relay.items()},
+        print(json.dumps({"messages": total, "load_average": load,
+                          "relay": {label: {n: vars(r) for n, r in res.items()} for label, res in relays.items()},
                           "postfix": {n: vars(r) for n, r in postfix.items()} if postfix else None}, indent=1))
         return 0
     print()
-    print(f"{'sessions':>8} | {'relay acc/s':>11} | {'postfix acc/s':>13} | {'ratio':>5} | "
+    print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print(f"{'relay':>10} | {'sessions':>8} | {'relay acc/s':>11} | {'postfix acc/s':>13} | {'ratio':>5} | "
           f"{'relay dlv/s':>11} | {'postfix dlv/s':>13} | {'ratio':>5}")
-    print("-" * 84)
-    for n in sessions:
-        r = relay[n]
-        pf = postfix[n] if postfix else None
-        ra = f"{r.accepted_per_s / pf.accepted_per_s:5.2f}" if pf else "  -  "
-        rd = f"{r.delivered_per_s / pf.delivered_per_s:5.2f}" if pf and pf.delivered_per_s else "  -  "
-        print(f"{n:>8} | {r.accepted_per_s:>11.0f} | {(f'{pf.accepted_per_s:.0f}' if pf else '-'):>13} | {ra} | "
-              f"{r.delivered_per_s:>11.0f} | {(f'{pf.delivered_per_s:.0f}' if pf else '-'):>13} | {rd}")
+    print("-" * 97)
+    for label, res in relays.items():
+        for n in sessions:
+            r = res[n]
+            pf = postfix[n] if postfix else None
+            ra = f"{r.accepted_per_s / pf.accepted_per_s:5.2f}" if pf else "  -  "
+            rd = f"{r.delivered_per_s / pf.delivered_per_s:5.2f}" if pf and pf.delivered_per_s else "  -  "
+            print(f"{label:>10} | {n:>8} | {r.accepted_per_s:>11.0f} | "
+                  f"{(f'{pf.accepted_per_s:.0f}' if pf else '-'):>13} | {ra} | "
+                  f"{r.delivered_per_s:>11.0f} | {(f'{pf.delivered_per_s:.0f}' if pf else '-'):>13} | {rd}")
     return 0
 
 

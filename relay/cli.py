@@ -152,7 +152,8 @@ def run_foreground(cfg: RelayConfig, *, stderr_log: bool = True) -> int:
         raise_fd_limit()
         handlers = setup_logging(cfg, foreground=stderr_log)
         try:
-            return asyncio.run(_serve(cfg, announce=stderr_log))
+            from relay.workers import run_loop
+            return run_loop(_serve(cfg, announce=stderr_log))
         finally:
             teardown_logging(handlers)
     finally:

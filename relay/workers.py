@@ -387,6 +387,15 @@ class MasterLink:
             self.writer = None
 
 
+def run_loop(coro):
+    """``asyncio.run(coro)``, on uvloop when ``TUI_MAIL_RELAY_UVLOOP=1`` (experiment)."""
+    if os.environ.get("TUI_MAIL_RELAY_UVLOOP") == "1":
+        import uvloop
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    return asyncio.run(coro)
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM this process when the master dies (PR_SET_PDEATHSIG), so a killed master
     never leaves workers holding its listening sockets. Elsewhere the parent poll does it."""
@@ -417,7 +426,7 @@ def run_worker(cfg: RelayConfig, args) -> int:
     raise_fd_limit()
     handlers = setup_logging(cfg, foreground=args.log_stderr)
     try:
-        return asyncio.run(_serve_worker(cfg, args, sockets, link))
+        return run_loop(_serve_worker(cfg, args, sockets, link))
     finally:
         teardown_logging(handlers)
 
