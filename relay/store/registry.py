@@ -19,18 +19,30 @@ class MailStore:
         self.bus = bus if bus is not None else ChangeBus()
         self._lock = threading.Lock()
         self._users: dict[str, UserStore] = {}
+        self._opening: dict[str, threading.Lock] = {}
 
     def user(self, address: str) -> UserStore:
-        """The store of ``address`` (created with the default folders on first use)."""
+        """The store of ``address`` (created with the default folders on first use). Opening
+        one user waits on that user's lock, which another relay process may hold for a while
+        (the first index of a big Maildir): only callers for that user wait, not everyone."""
         key = address.strip().lower()
         with self._lock:
             store = self._users.get(key)
+            if store is not None:
+                return store
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:
+            with self._lock:
+                store = self._users.get(key)
             if store is None:
                 try:
                     root = maildir_for(self.mail_dir, key)
                 except ValueError as e:
                     raise StoreError(str(e), "CANNOT") from None
-                store = self._users[key] = UserStore(root, key, self.bus)
+                store = UserStore(root, key, self.bus)
+                with self._lock:
+                    self._users[key] = store
+                    self._opening.pop(key, None)
             return store
 
     def close(self) -> None:
