@@ -17,7 +17,7 @@ Usage::
     u = store.user("bob@example.org")           # UserStore; new users get INBOX, Sent, Drafts,
                                                 # Trash, Junk, Archive (SPECIAL-USE) subscribed
 
-UserStore (thread-safe: one RLock per user; every call is synchronous; calls that touch many
+UserStore (thread- and process-safe: one lock per user, see below; every call is synchronous; calls that touch many
 files — append/copy/expunge of many messages, first index of a big folder — belong in a worker
 thread). Folder names use "/" as separator; "inbox" in any case means INBOX. Errors are
 ``StoreError(message, code)`` with code an IMAP response code (NONEXISTENT, TRYCREATE,
@@ -52,7 +52,7 @@ Messages (uids: ascending ints; unknown UIDs are skipped silently)
   read(folder, uid, start=0, length=None, crlf=False) -> bytes   exact bytes as delivered;
       crlf=True turns bare LFs (files from other tools) into CRLF, which is what
       MessageRecord.vsize and the cached BODYSTRUCTURE sizes describe (Dovecot does the same)
-  path(folder, uid) -> Path; locked() -> the user's RLock (hold it while using a path)
+  path(folder, uid) -> Path; locked() -> the user's lock (hold it while using a path)
 Changes (each publishes (address, folder) on the ChangeBus after committing)
   set_flags(folder, uids, mode, flags, unchangedsince=None) -> (changed records, failed uids)
       mode "set" | "add" | "remove"; \\Recent is ignored; unknown \\System flags raise
@@ -66,7 +66,13 @@ while the index exists; if it is lost (or corrupt: it is moved aside) it is rebu
 Maildir with new UIDVALIDITYs (flags and the first 26 keywords per folder survive: they are in
 the file names and dovecot-keywords, as Dovecot keeps them; further keywords are lost).
 
-Limits: one relay process per mail directory (the per-user lock is in-process). Changes other
+Several processes: the relay's master and workers may open the same user at once. Each
+UserStore call holds the user's lock (relay/store/userlock.py: the in-process RLock plus an
+exclusive flock on ``tui-mail-index.lock``, released by the kernel if the holder dies), and on
+taking it notices through SQLite's ``data_version`` whether another process committed, reloading
+what it keeps in memory. UIDs, MODSEQs, UIDVALIDITY and \\Recent claims live in the index, so
+they are right across processes; ``maildrop_lock()`` is POP3's exclusive lock across processes;
+relay/feed.py carries ChangeBus publishes between processes. Changes other
 Maildir tools make in cur/ are noticed through cur/'s mtime, so one landing in the same clock
 tick as our own change may wait for the next change to be seen; new/ is listed on every sync,
 so deliveries are never missed. records()/envelopes()/... read the index as of the last sync;
