@@ -164,7 +164,7 @@ def test_two_processes_and_a_deliverer_hammering_one_user(tmp_path):
 def test_sigkill_mid_write_leaves_a_consistent_store(tmp_path, delay):
     root = tmp_path / "mail" / ADDR
     mine = UserStore(root, ADDR)
-    mine.state("INBOX")
+    validity = {f: mine.state(f).uidvalidity for f in ("INBOX", "Archive", "Trash")}
     p = _start(root, "k", "loop", 0, int(delay * 100))
     # this process keeps writing while the other one works and is killed: it must never wait
     # forever on a lock the dead process held (the kernel drops a dead process's flock)
@@ -212,8 +212,9 @@ def test_sigkill_mid_write_leaves_a_consistent_store(tmp_path, delay):
             mid = f"<m.{j}@main>"
             assert (inbox[mid], trash[mid]) == ((0, 1) if j % 3 == 0 else (1, 0)), mid
         for folder in ("INBOX", "Archive", "Trash"):
-            uids = fresh.state(folder).uids
-            assert uids == sorted(set(uids))
+            st = fresh.state(folder)
+            assert st.uids == sorted(set(st.uids))
+            assert st.uidvalidity == validity[folder]     # the index survived: UIDs stay valid
         _consistent(fresh, root)
         # and it goes on working: a new UID above every old one
         before = fresh.state("INBOX").uidnext
