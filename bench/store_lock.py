@@ -5,7 +5,7 @@
 
 One UserStore over a Maildir of N small messages; each call below is timed (median of many
 repetitions) twice in the same run, interleaved round by round: with the store's real lock
-(RLock + flock(LOCK_EX) on tui-mail-index.lock + PRAGMA data_version) and with a plain
+(RLock + flock(LOCK_EX) on tui-mail-index.lock + one pread of the index generation + PRAGMA data_version) and with a plain
 threading.RLock put in its place (what the store used before it was multi-process). The last
 rows time the same calls when another process committed just before each one (so the staleness
 check finds data_version moved and reloads what the store keeps in memory). Prints the load
@@ -101,7 +101,7 @@ def main() -> None:
         other.wait()
         store.close()
     print(f"\nstore of {a.size} messages; median µs per call (median over {a.rounds} rounds)\n")
-    print(f"| call | RLock only (before) | RLock + flock + data_version | cost |")
+    print(f"| call | RLock only (before) | UserLock (RLock + flock + generation + data_version) | cost |")
     print("|---|---|---|---|")
     for name in calls:
         p = statistics.median(res[name]["plain"]) * 1e6

@@ -311,3 +311,32 @@ async def test_pop3_maildrop_lock_holds_across_processes(tmp_path):
         server.close()
         await server.wait_closed()
         store.close()
+
+
+def test_an_index_rebuilt_by_another_process_is_followed(tmp_path):
+    """Another process found the index unusable and rebuilt it (moved aside, new UIDVALIDITY):
+    a store that still has the old file open must switch to the new one, not go on alone."""
+    root = tmp_path / "mail" / ADDR
+    a = UserStore(root, ADDR)
+    try:
+        a.append("INBOX", b"Subject: one\r\n\r\nx\r\n")
+        old_validity = a.state("INBOX").uidvalidity
+        with a.locked():             # what index.connect does with a corrupt file, under the lock
+            for suffix in ("", "-wal", "-shm"):
+                p = root / ("tui-mail-index.sqlite" + suffix)
+                if p.exists():
+                    p.replace(root / ("tui-mail-index.sqlite" + suffix + ".corrupt"))
+        b = UserStore(root, ADDR)     # rebuilds from the Maildir
+        try:
+            _, uid = b.append("INBOX", b"Subject: two\r\n\r\nx\r\n")
+            st_b = b.state("INBOX")
+            assert st_b.uidvalidity != old_validity and len(st_b.uids) == 2
+            st_a = a.state("INBOX")
+            assert (st_a.uidvalidity, st_a.uids) == (st_b.uidvalidity, st_b.uids)
+            _, uid_a = a.append("INBOX", b"Subject: three\r\n\r\nx\r\n")
+            assert uid_a == uid + 1
+            assert b.state("INBOX").uids == st_b.uids + [uid_a]
+        finally:
+            b.close()
+    finally:
+        a.close()

@@ -141,6 +141,14 @@ class UserStore:
 
     def _open(self) -> None:
         self._db, created = index.connect(self.root)
+        # the index's generation, kept in the lock file: a new index (first open, or rebuilt
+        # after corruption) gets a new one, so other processes notice they hold a stale file
+        ino = os.stat(self.root / index.FILENAME).st_ino
+        gen = self._lock.generation()
+        if created or not gen.startswith(b"%d:" % ino):
+            gen = b"%d:%d" % (ino, time.time_ns())
+            self._lock.set_generation(gen)
+        self._index_gen = gen
         self._closed = False
         # folder id → ((uidnext, highestmodseq), ascending UIDs): SELECT of a big folder need not
         # read every row again. Every change of a folder's membership raises its HIGHESTMODSEQ,
@@ -156,8 +164,16 @@ class UserStore:
     def _check_shared(self) -> None:
         """Run by the lock each time this process takes it: if another process committed to
         the index since we last held it (SQLite's data_version moved), reload what we keep in
-        memory. One PRAGMA (~1 µs); our own commits never move it."""
+        memory: one PRAGMA; our own commits never move it. If another process replaced the
+        index file (found it corrupt and rebuilt it: a new generation in the lock file, one
+        pread), open the new one as a restart would, instead of going on alone with the old.
+        (An index deleted by hand is rebuilt by the next process to open the user.)"""
         if self._closed:
+            return
+        if self._lock.generation() != self._index_gen:
+            log.warning("%s: the index was replaced by another process; reopening it", self.address)
+            self._db.close()
+            self._open()
             return
         v = self._db.execute("PRAGMA data_version").fetchone()[0]
         if v != self._data_version:

@@ -42,6 +42,8 @@ class UserLock:
     cross-process lock is newly taken (never while another process holds it)."""
 
     __slots__ = ("_rlock", "_depth", "_fd", "_on_acquire", "path")
+    # The file's few bytes name the generation of the user's index (its inode and when it was
+    # made): a process that rebuilds the index writes a new one, the others see it in one pread.
 
     def __init__(self, root: Path, on_acquire: Callable[[], None] | None = None) -> None:
         self.path = root / FILENAME
@@ -80,6 +82,15 @@ class UserLock:
         if self._depth == 0 and self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._rlock.release()
+
+    def generation(self) -> bytes:
+        """What the lock file holds: UserStore's index generation (see UserStore._open); one
+        pread, no path lookup. Call while holding the lock."""
+        return os.pread(self._fd, 64, 0) if self._fd >= 0 else b""
+
+    def set_generation(self, value: bytes) -> None:
+        os.pwrite(self._fd, value, 0)
+        os.ftruncate(self._fd, len(value))
 
     def __enter__(self) -> "UserLock":
         self.acquire()
