@@ -5,8 +5,8 @@
 
 One UserStore over a Maildir of N small messages; each call below is timed (median of many
 repetitions) twice in the same run, interleaved round by round: with the store's real lock
-(RLock + flock(LOCK_EX) on tui-mail-index.lock + one pread of the index generation + PRAGMA data_version) and with a plain
-threading.RLock put in its place (what the store used before it was multi-process). The last
+(RLock + flock(LOCK_EX) on tui-mail-index.lock + one pread of the index generation + PRAGMA
+data_version) and with a plain threading.RLock put in its place (what the store used before it was multi-process). The last
 rows time the same calls when another process committed just before each one (so the staleness
 check finds data_version moved and reloads what the store keeps in memory). Prints the load
 average: the machine may be shared.
