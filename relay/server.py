@@ -81,6 +81,7 @@ class RelayServer:
         self.role = role
         self.listen_sockets = dict(listen_sockets or {})
         self.on_queued = on_queued    # worker: called with each committed QueueEntry
+        self.spool_factory = Spool
         self.grace = grace
         self.bus = ChangeBus()
         self.throttle = throttle or AuthThrottle()
@@ -102,7 +103,7 @@ class RelayServer:
         for d in (cfg.data_dir, cfg.queue_dir, cfg.mail_dir):
             private_dir(d)   # 0700: queue files, mailboxes and the log are nobody else's
         self.ssl_context = await asyncio.to_thread(server_context, cfg)
-        self.spool = Spool(cfg.queue_dir)
+        self.spool = self.spool_factory(cfg.queue_dir)
         self.mail_store = MailStore(cfg.mail_dir, self.bus)
         if self.role == "worker":
             await self._start_listeners()

@@ -68,6 +68,7 @@ from relay.config import RelayConfig
 from relay.errors import RelayError
 from relay.log import maillog
 from relay.private import private_dir
+from relay.queue.spool import LoopCommitSpool
 from relay.sharedlimits import SharedTable
 
 log = logging.getLogger("relay.workers")
@@ -388,11 +389,7 @@ class MasterLink:
 
 
 def run_loop(coro):
-    """``asyncio.run(coro)``, on uvloop when ``TUI_MAIL_RELAY_UVLOOP=1`` (experiment)."""
-    if os.environ.get("TUI_MAIL_RELAY_UVLOOP") == "1":
-        import uvloop
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(coro)
+    """``asyncio.run(coro)``. (uvloop was measured here and was not faster: see notes.)"""
     return asyncio.run(coro)
 
 
@@ -443,6 +440,7 @@ async def _serve_worker(cfg: RelayConfig, args, sockets: dict[str, socket.socket
     link = MasterLink(link_sock)
     await link.open()
     server = RelayServer(cfg, role="worker", listen_sockets=sockets, on_queued=link.queued)
+    server.spool_factory = LoopCommitSpool   # group commit in the loop: no thread hand-off
     feed = None
     try:
         await server.start()
