@@ -146,6 +146,8 @@ def run_foreground(cfg: RelayConfig, *, stderr_log: bool = True) -> int:
     from relay.limits import raise_fd_limit
     from relay.private import private_umask
 
+    import logging
+    logging._srcfile = None   # the mail log never shows caller info: skip finding it (logging HOWTO, Optimization)
     old_umask = private_umask()   # queue, mail, log, state: 0600 files in 0700 dirs
     try:
         private_dir(cfg.data_dir)

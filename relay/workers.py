@@ -408,6 +408,7 @@ def run_worker(cfg: RelayConfig, args) -> int:
     from relay.private import private_umask
 
     _die_with_parent()
+    logging._srcfile = None   # the mail log never shows caller info: skip finding it (logging HOWTO, Optimization)
     if os.getppid() != args.master:
         return 0   # the master is gone already
     sockets = {}

@@ -319,9 +319,10 @@ class Spool:
 
         No directory fsync: if the unlink is lost (power failure), the entry comes back with
         its state and local delivery recognises the message it already delivered."""
-        for p in (entry.path, entry.path.with_name(entry.id + ".state")):
+        base = os.fspath(entry.path)
+        for p in (base, base + ".state"):
             try:
-                p.unlink()
+                os.unlink(p)
             except FileNotFoundError:
                 pass
 
@@ -348,11 +349,12 @@ class Spool:
         try:
             with open(path, "rb") as f:
                 head = f.readline()
+                size = os.fstat(f.fileno()).st_size
         except FileNotFoundError:
             raise QueueError(f"no queued message {qid}") from None
         try:
             env = json.loads(head)
-            complete = path.stat().st_size == len(head) + env["size"]
+            complete = size == len(head) + env["size"]
         except (ValueError, KeyError, TypeError, OSError):
             raise QueueError(f"the queue file {path} is damaged (bad envelope line)") from None
         if not complete:

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Callable
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, getaddresses
@@ -54,6 +55,17 @@ _SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-
 
 REJECTS_LOGGED = 3        # RCPT rejections logged one by one per session; the rest as a count
 YIELD_AFTER = 0.002       # seconds of pipelined commands before letting other connections run
+
+
+_DATE: list = [0, ""]
+
+
+def received_date() -> str:
+    """The RFC 5322 date of our Received header, formatted once per second."""
+    now = int(time.time())
+    if _DATE[0] != now:
+        _DATE[0], _DATE[1] = now, formatdate(now, localtime=True)
+    return _DATE[1]
 
 
 def header_senders(data: bytes) -> list[str] | None:
@@ -368,7 +380,7 @@ class RelayHandler(Authenticator):
             helo=session.host_name or "unknown", client_ip=peer[0], client_host=None, by=self.cfg.hostname,
             protocol=policy.protocol_name(esmtp=session.extended_smtp, tls=session.ssl is not None,
                                           authenticated=bool(session.authenticated)),
-            queue_id=qid, recipient=rcpts[0] if len(rcpts) == 1 else None, date=formatdate(localtime=True))
+            queue_id=qid, recipient=rcpts[0] if len(rcpts) == 1 else None, date=received_date())
         meta = {"client": peer[0], "helo": session.host_name, "listener": self.listener}
         if login:
             meta["auth"] = login
