@@ -6,7 +6,8 @@ Opens ``UserStore(ROOT)`` and, for MODE ``mixed``, works through COUNT messages 
 (Message-ID ``<NAME.i@hammer>``) with append, COPY to Archive, MOVE to Trash, \\Deleted +
 EXPUNGE and flag changes, in an order shuffled by SEED, claiming \\Recent in INBOX now and
 then; it prints one JSON line per observation (what the store answered) and ``{"done": ...}``
-at the end. MODE ``loop`` appends and moves batches forever, printing each APPENDUID as soon as
+at the end. MODE ``folders`` races folder create/delete/rename/append with the other process.
+MODE ``loop`` appends and moves batches forever, printing each APPENDUID as soon as
 the store returned it (the test SIGKILLs it mid-write).
 """
 
@@ -90,6 +91,35 @@ def loop(store: UserStore, name: str, seed: int) -> None:
         store.recent("INBOX")
 
 
+def folders(store: UserStore, name: str, count: int, seed: int) -> None:
+    """Folder operations racing the other process: shared names both create and delete, own
+    names created, filled and renamed. Only StoreErrors a client could get are allowed."""
+    from relay.store.types import StoreError
+    rnd = random.Random(seed)
+    allowed = {"ALREADYEXISTS", "NONEXISTENT", "TRYCREATE", "CANNOT"}
+    kept = []
+    for i in range(count):
+        shared = f"Shared/{rnd.randrange(4)}"
+        for op in rnd.sample(["create", "delete", "append", "own"], 4):
+            try:
+                if op == "create":
+                    store.create(shared)
+                elif op == "delete":
+                    store.delete(shared)
+                elif op == "append":
+                    store.append(shared, message(name, i))
+                else:
+                    store.create(f"{name}/{i}")
+                    store.append(f"{name}/{i}", message(name, i))
+                    store.rename(f"{name}/{i}", f"{name}/r{i}")
+                    kept.append(f"{name}/r{i}")
+            except StoreError as e:
+                if e.code not in allowed:
+                    raise
+        store.subscribe(shared, rnd.random() < 0.5)
+    emit(done=True, kept=kept)
+
+
 def main() -> None:
     root, name, mode, count, seed = sys.argv[1:6]
     store = UserStore(Path(root), "u@example.org")
@@ -97,6 +127,8 @@ def main() -> None:
     try:
         if mode == "mixed":
             mixed(store, name, int(count), int(seed))
+        elif mode == "folders":
+            folders(store, name, int(count), int(seed))
         else:
             loop(store, name, int(seed))
     finally:

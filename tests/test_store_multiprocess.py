@@ -340,3 +340,33 @@ def test_an_index_rebuilt_by_another_process_is_followed(tmp_path):
             b.close()
     finally:
         a.close()
+
+
+def test_two_processes_racing_folder_operations(tmp_path):
+    """create/delete/rename/append on shared and own folder names from two processes at once:
+    only the errors a client could get (ALREADYEXISTS, NONEXISTENT, TRYCREATE), and afterwards
+    the index's folders are the Maildir's folders, with every renamed folder and its message."""
+    from relay.store import names
+    root = tmp_path / "mail" / ADDR
+    UserStore(root, ADDR).close()
+    procs = {name: _start(root, name, "folders", 25, seed) for name, seed in (("a", 5), ("b", 6))}
+    kept = []
+    for name, p in procs.items():
+        text, _ = p.communicate(timeout=240)
+        assert p.returncode == 0
+        last = json.loads(text.splitlines()[-1])
+        assert last["done"] is True
+        kept += last["kept"]
+    fresh = UserStore(root, ADDR)
+    try:
+        listed = {f.name for f in fresh.folders() if f.selectable}
+        on_disk = {names.from_dirname(n) for n in os.listdir(root)
+                   if n.startswith(".") and (root / n / "cur").is_dir()} | {"INBOX"}
+        assert listed == on_disk
+        for folder in kept:
+            assert folder in listed
+            mid = _message_ids(fresh, folder)
+            assert len(mid) == 1 and mid[0].startswith(f"<{folder[0]}.")
+        _consistent(fresh, root)
+    finally:
+        fresh.close()
