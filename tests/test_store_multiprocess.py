@@ -370,3 +370,46 @@ def test_two_processes_racing_folder_operations(tmp_path):
         _consistent(fresh, root)
     finally:
         fresh.close()
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "recreated", "renamed"])
+def test_append_writes_its_file_outside_the_lock_and_copes_with_what_happened_meanwhile(
+        tmp_path, monkeypatch, meanwhile):
+    """APPEND writes and fsyncs the file before taking the user's lock; another process may
+    delete, re-create or rename the folder in between (done here by a second store)."""
+    from relay.store import StoreError
+    root = tmp_path / "mail" / ADDR
+    a, b = UserStore(root, ADDR), UserStore(root, ADDR)
+    try:
+        a.create("Box")
+        real = maildir.write_tmp
+        calls = []
+
+        def write_tmp(path, data, mtime=None):
+            out = real(path, data, mtime)
+            calls.append(a.locked()._depth)
+            if len(calls) > 1:
+                return out           # the locked second try after the folder was re-created
+            if meanwhile == "recreated":
+                b.delete("Box")
+                b.create("Box")
+            elif meanwhile == "renamed":
+                b.rename("Box", "Moved")
+            return out
+
+        monkeypatch.setattr(maildir, "write_tmp", write_tmp)
+        data = b"Subject: racing\r\nMessage-ID: <race@x>\r\n\r\nx\r\n"
+        if meanwhile == "renamed":
+            with pytest.raises(StoreError) as e:
+                a.append("Box", data)
+            assert e.value.code == "TRYCREATE"
+            assert b.state("Moved").uids == []
+        else:
+            _, uid = a.append("Box", data)
+            assert b.state("Box").uids == [uid]
+            assert b.read("Box", uid) == data
+            assert [n for n in os.listdir(root / ".Box" / "tmp")] == []
+        assert calls[0] == 0, "the file is written outside the lock"
+    finally:
+        a.close()
+        b.close()

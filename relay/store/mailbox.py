@@ -16,6 +16,7 @@ and stats ``cur/``; only when ``cur/``'s mtime moved does it list ``cur/`` and c
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -1046,23 +1047,51 @@ class UserStore:
         if when.tzinfo is None:
             when = when.astimezone()
         tzo = int(when.utcoffset().total_seconds() // 60)
+        # The file is written and fsynced in tmp/, and the message analysed, before the user's
+        # lock is taken: the user's other sessions and processes wait only for the rename into
+        # cur/ and the index row (the fsync is most of an APPEND). A file left in tmp/ by a
+        # crash is never indexed and is swept after 36 hours.
         with self._lock:
-            f = self._folder(folder, code="TRYCREATE")
-            self._sync(f)
+            path = self._folder(folder, code="TRYCREATE").path
+        try:
+            base, tmp = maildir.write_tmp(path, data, when.timestamp())
+        except FileNotFoundError:      # the folder went meanwhile: the locked path decides
+            base, tmp = maildir.new_unique(), None
+        try:
+            cached = _analysed(data, base)
+            with self._lock:
+                result = self._append_locked(folder, data, want, when, tzo, base, tmp, cached)
+        except BaseException:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
+        self._notify(result[2])
+        return result[:2]
+
+    def _append_locked(self, folder: str, data: bytes, want: set[str], when: _dt.datetime, tzo: int,
+                       base: str, tmp: Path | None, cached: tuple) -> tuple[int, int, str]:
+        """append's part under the lock: the staged file into cur/, the index row."""
+        f = self._folder(folder, code="TRYCREATE")
+        self._sync(f)
+        fn = maildir.cur_name(base, want, self._kwmap(f, want))
+        try:
+            if tmp is None:
+                raise FileNotFoundError
+            os.rename(f.path / "tmp" / base, f.path / "cur" / fn)   # (moved along by a RENAME)
+        except FileNotFoundError:  # the folder was deleted and made again meanwhile
             base, fn = maildir.write_message(f.path, data, want, when.timestamp(),
                                              self._kwmap(f, want))
-            uid, modseq = f.uidnext, f.highestmodseq + 1
-            before = (uid, f.highestmodseq)
-            with self._tx() as db:
-                self._insert_message(db, f.id, uid, base, fn, want, data, int(when.timestamp()),
-                                     tzo, modseq, True)
-                db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, cur_mtime=? WHERE id=?",
-                           (uid + 1, modseq, maildir.mtime_ns(f.path / "cur"), f.id))
-            f.uidnext, f.highestmodseq = uid + 1, modseq
-            self._uid_rekey(f, before, added=[uid])
-            result = (f.uidvalidity, uid)
-        self._notify(f.name)
-        return result
+        uid, modseq = f.uidnext, f.highestmodseq + 1
+        before = (uid, f.highestmodseq)
+        with self._tx() as db:
+            self._insert_message(db, f.id, uid, base, fn, want, data, int(when.timestamp()),
+                                 tzo, modseq, True, cached)
+            db.execute("UPDATE folders SET uidnext=?, highestmodseq=?, cur_mtime=? WHERE id=?",
+                       (uid + 1, modseq, maildir.mtime_ns(f.path / "cur"), f.id))
+        f.uidnext, f.highestmodseq = uid + 1, modseq
+        self._uid_rekey(f, before, added=[uid])
+        return f.uidvalidity, uid, f.name
 
     def copy(self, folder: str, uids: Sequence[int], dest: str, *, move: bool = False
              ) -> tuple[int, list[int], list[int]]:

@@ -95,6 +95,15 @@ def write_message(root: Path, data: bytes, flags, mtime: float | None = None,
                   kwmap: dict[str, int] | None = None) -> tuple[str, str]:
     """Write data to tmp/, set its mtime (INTERNALDATE), rename it into cur/ with flags.
     Returns (unique part, file name in cur/)."""
+    base, tmp = write_tmp(root, data, mtime)
+    name = cur_name(base, flags, kwmap)
+    os.rename(tmp, root / "cur" / name)
+    return base, name
+
+
+def write_tmp(root: Path, data: bytes, mtime: float | None = None) -> tuple[str, Path]:
+    """The first half of write_message: data written and fsynced in tmp/ under a new unique
+    name, mtime set; returns (unique part, path in tmp/). Nothing indexes tmp/."""
     base = new_unique()
     tmp = root / "tmp" / base
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -108,9 +117,7 @@ def write_message(root: Path, data: bytes, flags, mtime: float | None = None,
         os.close(fd)
     if mtime is not None:
         os.utime(tmp, (mtime, mtime))
-    name = cur_name(base, flags, kwmap)
-    os.rename(tmp, root / "cur" / name)
-    return base, name
+    return base, tmp
 
 
 def listing(root: Path, sub: str) -> dict[str, str]:
