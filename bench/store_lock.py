@@ -8,8 +8,9 @@ repetitions) twice in the same run, interleaved round by round: with the store's
 (RLock + flock(LOCK_EX) on tui-mail-index.lock + one pread of the index generation + PRAGMA
 data_version) and with a plain threading.RLock put in its place (what the store used before it was multi-process). The last
 rows time the same calls when another process committed just before each one (so the staleness
-check finds data_version moved and reloads what the store keeps in memory). Prints the load
-average: the machine may be shared.
+check finds data_version moved and reloads what the store keeps in memory). A last table has
+one, then two processes appending to one user at once (how much the user's lock serialises them).
+Prints the load average: the machine may be shared.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=20000)
     ap.add_argument("--reps", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--appends", type=int, default=150,
+                    help="appends per process for the 1-vs-2 appenders table (0: skip it)")
     a = ap.parse_args()
     print(f"load average before: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,7 +112,37 @@ def main() -> None:
         print(f"| {name} | {p:.1f} | {lk:.1f} | +{lk - p:.1f} µs ({lk / p:.2f}×) |")
     print(f"| version(INBOX) right after another process committed | | "
           f"{statistics.median(stale) * 1e6:.1f} | (reload) |")
+    if a.appends:
+        print(f"\n| appenders on one user ({a.appends} appends each) | appends/s |\n|---|---|")
+        for n in (1, 2, 1, 2):
+            print(f"| {n} process{'es' if n > 1 else ''} | {_appenders(n, a.appends):.0f} |")
     print(f"\nload average after: {os.getloadavg()}")
+
+
+def _appenders(nproc: int, count: int) -> float:
+    """``nproc`` processes each appending ``count`` 1 KB messages to one user at once: how far
+    the user's lock lets them overlap (each APPEND's write and fsync happen outside it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "u"
+        UserStore(root, "u@example.org").close()
+        code = ("import sys\nsys.path.insert(0, %r)\nfrom pathlib import Path\n"
+                "from relay.store.mailbox import UserStore\n"
+                "s = UserStore(Path(%r), 'u@example.org')\n"
+                "msg = b'From: a@b.c\\r\\nSubject: hello\\r\\n\\r\\n' + b'line of text\\r\\n' * 70\n"
+                "sys.stdin.readline()\n"
+                "for i in range(%d): s.append('INBOX', msg)\ns.close()\n"
+                % (str(Path(__file__).resolve().parent.parent), str(root), count))
+        ps = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, text=True)
+              for _ in range(nproc)]
+        time.sleep(1.0)             # let them start before the clock does
+        t = time.perf_counter()
+        for p in ps:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in ps:
+            p.stdin.close()
+            p.wait()
+        return nproc * count / (time.perf_counter() - t)
 
 
 if __name__ == "__main__":
