@@ -75,3 +75,24 @@ async def test_loop_commit_spool_reports_a_failed_write(tmp_path):
     with pytest.raises(QueueError, match="cannot write the queue file"):
         await spool.store("s@x", ["r@y"], b"x\r\n", on_committed=got.append)
     assert got == [] and Spool.ids(spool) == []
+
+
+@pytest.mark.parametrize("close_first", [False, True])
+async def test_loop_commit_spool_commits_for_a_cancelled_waiter_even_when_closing(tmp_path, close_first):
+    """A client that vanishes during the fsync gets no 250, but what was committed reaches the
+    master (on_committed), also when the worker is shutting down meanwhile."""
+    spool = LoopCommitSpool(tmp_path / "q")
+    got = []
+    task = asyncio.create_task(spool.store("s@x", ["r@y"], b"Subject: x\r\n\r\nx\r\n", on_committed=got.append))
+    await asyncio.sleep(0)          # queued; the commit starts on the next loop turn
+    task.cancel()
+    if close_first:
+        spool.close()               # the worker stops before the commit started: done in the loop
+    for _ in range(100):
+        if got:
+            break
+        await asyncio.sleep(0.01)
+    spool.close()
+    assert len(got) == 1 and Spool(tmp_path / "q").load(got[0].id).read_message() == b"Subject: x\r\n\r\nx\r\n"
+    with pytest.raises(asyncio.CancelledError):
+        await task

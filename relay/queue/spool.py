@@ -438,6 +438,7 @@ class LoopCommitSpool(Spool):
         self._scheduled = False
         self._committing = False
         self._sync_thread = cf.ThreadPoolExecutor(1, thread_name_prefix="spool-fsync")
+        self._closed = False
         self.batches = 0
 
     async def store(self, sender: str, recipients: list[str], data: bytes, meta: dict | None = None,
@@ -479,6 +480,11 @@ class LoopCommitSpool(Spool):
                     os.unlink(tmp)
         self._committing = True
         self.batches += 1
+        if self._closed:   # shutting down (a cancelled waiter's commit): finish it here, blocking
+            sync = asyncio.get_running_loop().create_future()
+            sync.set_result(_fsync_all(fds, self.active_dir))
+            self._done(batch, errs, sync)
+            return
         sync = asyncio.get_running_loop().run_in_executor(self._sync_thread, _fsync_all, fds, self.active_dir)
         sync.add_done_callback(lambda f: self._done(batch, errs, f))
 
@@ -501,6 +507,8 @@ class LoopCommitSpool(Spool):
             self._start()
 
     def close(self) -> None:
+        """Wait for the fsync in progress; anything committed after this blocks the loop."""
+        self._closed = True
         super().close()
         self._sync_thread.shutdown(wait=True)
 
