@@ -8,6 +8,7 @@
                                                                            # imaptest's output shown
     .venv/bin/python bench/imaptest.py --imaptest PATH --no-scripted --cheap-login \
         --stress-args "search=30 sort=20 thread=20 uidfetch=30 copy=30 noop=20 check=10"
+    .venv/bin/python bench/imaptest.py --imaptest PATH --workers 1 2   # + `relay start`, 2 workers
 
 What it runs:
 
@@ -88,6 +89,64 @@ class RelayUnderTest:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+class RelayProcessesUnderTest:
+    """``tui-mail relay start --foreground`` with ``[process] workers = N`` (issue 14): the
+    master and N worker processes exactly as a user runs them; imaptest's connections are
+    spread over the workers by the kernel, so sessions of one user meet across processes."""
+
+    def __init__(self, root: Path, workers: int) -> None:
+        self.root, self.workers = root, workers
+        self.proc: subprocess.Popen | None = None
+        self._n = 0
+
+    def start(self, users: int = 1) -> "RelayProcessesUnderTest":
+        import json
+        import time
+
+        from relay.users import UserDB
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        cfg = self.root / "relay.toml"
+        cfg.write_text('hostname = "mx.example.org"\ndomains = ["example.org"]\n'
+                       '[listen]\nsmtp = "127.0.0.1:0"\nsubmission = ""\nimap = "127.0.0.1:0"\npop3 = ""\n'
+                       f'[process]\nworkers = {self.workers}\n')
+        data = self.root / "data"
+        self.users = UserDB(data / "users")       # the relay re-reads it: users added later work
+        self.proc = subprocess.Popen([sys.executable, "-m", "relay", "start", "--foreground", "--quiet-stderr",
+                                      "--config", str(cfg), "--data-dir", str(data)],
+                                     cwd=Path(__file__).resolve().parent.parent,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                st = json.loads((data / "relay.state.json").read_text())
+                if st["pid"] == self.proc.pid and len(st.get("workers", [])) == self.workers:
+                    self.host, self.port = st["listeners"]["imap"]
+                    return self
+            except (OSError, ValueError, KeyError):
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError("relay start failed")
+            time.sleep(0.05)
+        raise RuntimeError("the relay's workers did not come up")
+
+    def new_user(self) -> str:
+        self._n += 1
+        user = f"imaptest{self._n}@example.org"
+        self.users.add(user, PASSWORD)
+        return user
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
 
 
 def cheap_login_hashes() -> None:
@@ -241,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                     help='more imaptest settings for the stress run, e.g. "search=30 sort=20 copy=30"')
     ap.add_argument("--cheap-login", action="store_true",
                     help="relay users with scrypt N=16 (LOGIN as cheap as Dovecot's PLAIN bench user)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1], metavar="N",
+                    help="relay worker processes, one column each (1 = the relay in this process, "
+                         "N > 1 = `relay start` with [process] workers = N); default 1")
     ap.add_argument("-v", "--verbose", action="store_true",
                     help="print imaptest's output for files that did not pass, and stress errors")
     args = ap.parse_args(argv)
@@ -273,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="imaptest-bench-"))
     mbox = work / "stress.mbox"
     write_mbox(mbox)
-    targets: list[tuple[str, object]] = [("relay", RelayUnderTest(work / "relay"))]
+    targets: list[tuple[str, object]] = [
+        ("relay", RelayUnderTest(work / "relay")) if n == 1 else
+        (f"relay w={n}", RelayProcessesUnderTest(work / f"relay-w{n}", n)) for n in args.workers]
     if not args.no_dovecot:
         if dovecot_available():
             targets.append(("Dovecot", DovecotUnderTest(work / "dovecot")))
