@@ -31,13 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_store_multiprocess_feed import PASSWORD, USER, Raw, _server, _stop  # noqa: E402
+from test_store_multiprocess_feed import USER, Raw, _server, _stop  # noqa: E402
 
 from relay.events import ChangeBus  # noqa: E402
 from relay.feed import Feed  # noqa: E402
 from relay.store import MailStore  # noqa: E402
-
-_ = PASSWORD
 
 
 async def main() -> None:
