@@ -136,8 +136,13 @@ class Feed:
         if len(data) > MAX_DATAGRAM:
             return
         with self._lock:
-            dead = []
-            for peer in self._peer_list():
+            dead: list[str] = []
+            try:
+                peers = self._peer_list()
+            except OSError as e:          # a hint is never worth failing the change it tells of
+                log.warning("change feed: cannot list %s: %s", self.run_dir, e)
+                return
+            for peer in peers:
                 waiting = self._backlog.get(peer)
                 if waiting is not None:           # keep its order: queue behind what waits
                     self._queue(peer, waiting, data)
