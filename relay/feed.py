@@ -102,12 +102,14 @@ class Feed:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
-        if self._out is not None:
-            self._out.close()
-            self._out = None
-        if self._dirfd >= 0:
-            os.close(self._dirfd)
-            self._dirfd = -1
+        with self._lock:              # not while another thread is sending through them
+            if self._out is not None:
+                self._out.close()
+                self._out = None
+            if self._dirfd >= 0:
+                os.close(self._dirfd)
+                self._dirfd = -1
+            self._backlog.clear()
 
     # ------------------------------------------------------------------ sending (any thread)
     def _peer_list(self) -> list[str]:
