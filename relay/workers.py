@@ -20,9 +20,9 @@ start`` runs a **master** (:class:`Master`) that
   SMTP transactions within the grace time and exits), then stops the runner and removes the
   state file.
 
-**Hand-over of accepted mail.** A worker's SMTP handler writes the queue file exactly as a
-single process does (unique ID, group-committed fsync of file and directory before the 250),
-then writes ``queued <ID>`` on its link to the master, a Unix stream socketpair made per worker
+**Hand-over of accepted mail.** A worker's SMTP handler writes the queue file as a single
+process does (unique ID, fsync of file and directory before the 250; the group commit is driven
+from the worker's loop, relay/queue/spool.py :class:`LoopCommitSpool`), then writes ``queued <ID>`` on its link to the master, a Unix stream socketpair made per worker
 at spawn (one end passed with ``pass_fds``: no path, no permissions to get wrong, no datagram
 queue limit — Linux allows 10 datagrams in a Unix datagram socket's queue by default). The
 master loads the entry (:meth:`QueueRunner.adopt`) and delivers at once. The master also
@@ -44,8 +44,9 @@ and dead-destination state are per relay, so the runner lives in one process onl
 map (relay/sharedlimits.py), so ``max_connections`` and ``max_connections_per_ip`` mean what
 they say for the whole relay. **Per worker** (each has its own copy): the AUTH/LOGIN
 throttle (failed logins slow down the address and account in the worker that saw them); the
-verified-login cache; the in-process ChangeBus (IMAP IDLE learns of other processes' changes
-through relay/feed.py when it is present, else at the session's next sync).
+verified-login cache; the in-process ChangeBus, which relay/feed.py (started in the master and
+in every worker) bridges to the other processes, so IDLE hears of a delivery by the master or a
+change made through another worker at once.
 """
 
 from __future__ import annotations
