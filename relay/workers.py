@@ -362,6 +362,7 @@ class MasterLink:
         self.sock = sock
         self.writer: asyncio.StreamWriter | None = None
         self.lost = 0
+        self._ids: list[str] = []     # queued IDs of this loop turn: one line, one write(2)
 
     async def open(self) -> None:
         _, self.writer = await asyncio.open_connection(sock=self.sock)
@@ -377,9 +378,18 @@ class MasterLink:
             self.lost += 1
 
     def queued(self, entry) -> None:
-        self.send(f"queued {entry.id}")
+        if not self._ids:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._ids.append(entry.id)
+
+    def _flush(self) -> None:
+        ids, self._ids = self._ids, []
+        for i in range(0, len(ids), 200):
+            self.send("queued " + " ".join(ids[i:i + 200]))
 
     async def close(self) -> None:
+        if self._ids:
+            self._flush()
         if self.writer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.writer.drain(), 2)
