@@ -208,9 +208,20 @@ class RelaySMTP(SMTP):
         content = bytes(data)
         del data
         self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
+        # a graceful stop (RelayHandler.drain) waits while in_data: hold it until the reply is
+        # out, or the stop could close the connection in push()'s yield between the end of the
+        # transaction and its 250 (the message queued, the client never told)
+        handler = self.relay_handler
+        handler.in_data += 1
+        handler._idle.clear()
+        try:
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push("250 OK" if status is MISSING else status)
+        finally:
+            handler.in_data -= 1
+            if not handler.in_data:
+                handler._idle.set()
 
     def _hang_up(self) -> None:
         """Close after the last reply without losing it: stop executing commands (the handler
