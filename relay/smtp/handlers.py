@@ -144,9 +144,10 @@ class RelaySMTP(SMTP):
                 self._hang_up()
                 return
         now = self.loop.time()
-        if now - self._last_yield > YIELD_AFTER:
+        if now - self._last_yield > YIELD_AFTER and getattr(self._reader, "_buffer", b""):
             # a client pipelining thousands of commands must not hold the event loop: reading
-            # buffered commands never waits, so take turns every couple of milliseconds
+            # buffered commands never waits, so take turns every couple of milliseconds (with
+            # nothing buffered the next read waits anyway: no extra loop turn per reply)
             await asyncio.sleep(0)
             self._last_yield = self.loop.time()
         await self._push(response)
