@@ -21,8 +21,9 @@ start`` runs a **master** (:class:`Master`) that
   state file.
 
 **Hand-over of accepted mail.** A worker's SMTP handler writes the queue file as a single
-process does (unique ID, fsync of file and directory before the 250; the group commit is driven
-from the worker's loop, relay/queue/spool.py :class:`LoopCommitSpool`), then writes ``queued <ID>`` on its link to the master, a Unix stream socketpair made per worker
+process does (unique ID, fsync of file and directory before the 250; the group commit runs in
+the worker's loop, relay/queue/spool.py :class:`LoopCommitSpool`), then writes ``queued <ID>``
+(one line per commit batch) on its link to the master, a Unix stream socketpair made per worker
 at spawn (one end passed with ``pass_fds``: no path, no permissions to get wrong, no datagram
 queue limit — Linux allows 10 datagrams in a Unix datagram socket's queue by default). The
 master loads the entry (:meth:`QueueRunner.adopt`) and delivers at once. The master also
