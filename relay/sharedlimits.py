@@ -1,4 +1,5 @@
-"""Connection caps counted across the workers of a multi-process relay (relay/workers.py).
+"""Connection caps and failed-login counts shared by the workers of a multi-process relay
+(relay/workers.py).
 
 ``[limits] max_connections`` and ``max_connections_per_ip`` are per listener for the whole
 relay, as in one process. Each worker keeps its own counts in a row of a small shared table
@@ -22,6 +23,7 @@ import zlib
 from pathlib import Path
 
 from relay.limits import ConnectionLimiter
+from relay.users import AuthThrottle, normalize_address
 
 BUCKETS = 16384          # per-address buckets per listener
 MAX_LIMITERS = 8         # listeners per process (smtp, submission, imap, pop3 and the TLS ones)
@@ -125,3 +127,81 @@ class SharedLimiter(ConnectionLimiter):
         if cells[self.mine + b]:
             cells[self.mine + b] -= 1
         super().release(ip)
+
+
+# ---- failed logins, counted across workers -----------------------------------------------------
+
+AUTH_BUCKETS = 16384      # per table (client addresses, accounts)
+_AUTH_CELLS = 2           # per bucket: failures, time of the last one (time.monotonic, system-wide)
+
+
+class SharedAuthThrottle(AuthThrottle):
+    """:class:`~relay.users.AuthThrottle` whose failure counts (per client address and per
+    account) live in a table every worker maps, so a client guessing passwords is slowed by the
+    failures it caused in any worker, as in a single process. What stays per worker: the "one
+    attempt at a time per address" lock, the bounded number of parallel hash checks, and the
+    "this address logged in to this account before" exemption. Addresses and accounts go to one
+    of ``AUTH_BUCKETS`` buckets by CRC-32; two sharing a bucket share their failures (stricter,
+    never looser). ``time.monotonic`` is the system-wide CLOCK_MONOTONIC on Linux, so the times
+    of different processes compare."""
+
+    def __init__(self, path: Path, **kw):
+        super().__init__(**kw)
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        size = 2 * AUTH_BUCKETS * _AUTH_CELLS * 8
+        if os.fstat(self.fd).st_size < size:
+            os.ftruncate(self.fd, size)
+        self.map = mmap.mmap(self.fd, size)
+        self.cells = memoryview(self.map).cast("d")
+
+    @staticmethod
+    def create(path: Path) -> None:
+        """The master: a fresh, zeroed table (replacing a previous run's)."""
+        tmp = path.with_name(path.name + ".new")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, 2 * AUTH_BUCKETS * _AUTH_CELLS * 8)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def _cell(self, table: dict, key: str) -> int:
+        region = 0 if table is self._ips else 1
+        return (region * AUTH_BUCKETS + zlib.crc32(key.encode("utf-8", "replace")) % AUTH_BUCKETS) * _AUTH_CELLS
+
+    def _wait(self, table: dict, key: str, maximum: float) -> float:
+        i = self._cell(table, key)
+        count, last = self.cells[i], self.cells[i + 1]
+        if not count or self._clock() - last > self.forget_after:
+            return 0.0
+        return min(maximum, self.base * 2 ** (count - 1))
+
+    def failed(self, ip: str, user: str | None = None) -> None:
+        now = self._clock()
+        keys = [(self._ips, ip)]
+        account = normalize_address(user or "")[:256]
+        if account:
+            keys.append((self._accounts, account))
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            for table, key in keys:
+                i = self._cell(table, key)
+                count = self.cells[i] if now - self.cells[i + 1] <= self.forget_after else 0.0
+                self.cells[i], self.cells[i + 1] = min(count + 1, 64.0), now
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def succeeded(self, ip: str, user: str | None = None) -> None:
+        i = self._cell(self._ips, ip)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            self.cells[i] = 0.0
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        super().succeeded(ip, user)   # the per-worker trusted (address, account) pairs
+
+    def close(self) -> None:
+        self.cells.release()
+        self.map.close()
+        os.close(self.fd)

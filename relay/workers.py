@@ -41,11 +41,12 @@ about and which deadlocks in practice. A fresh interpreter per worker costs ~0.4
 shares nothing by accident. *One queue owner*: the retry heap, the per-destination windows
 and dead-destination state are per relay, so the runner lives in one process only.
 
-**Shared by all workers**: the ``[limits]`` connection caps, counted in a table all workers
-map (relay/sharedlimits.py), so ``max_connections`` and ``max_connections_per_ip`` mean what
-they say for the whole relay. **Per worker** (each has its own copy): the AUTH/LOGIN
-throttle (failed logins slow down the address and account in the worker that saw them); the
-verified-login cache; the in-process ChangeBus, which relay/feed.py (started in the master and
+**Shared by all workers** (tables all workers map, relay/sharedlimits.py): the ``[limits]``
+connection caps, so ``max_connections`` and ``max_connections_per_ip`` mean what they say for
+the whole relay; the failed-login counts of the AUTH/LOGIN throttle, per client address and per
+account, so guessing through several workers is slowed as through one. **Per worker** (each
+has its own copy): the throttle's one-attempt-at-a-time lock per address and its "logged in
+here before" exemption; the verified-login cache; the in-process ChangeBus, which relay/feed.py (started in the master and
 in every worker) bridges to the other processes, so IDLE hears of a delivery by the master or a
 change made through another worker at once.
 """
@@ -71,7 +72,7 @@ from relay.errors import RelayError
 from relay.log import maillog
 from relay.private import private_dir
 from relay.queue.spool import LoopCommitSpool
-from relay.sharedlimits import SharedTable
+from relay.sharedlimits import SharedAuthThrottle, SharedTable
 
 log = logging.getLogger("relay.workers")
 
@@ -178,6 +179,7 @@ class Master:
         self.sockets = bind_listeners(self.cfg)    # before anything else: "port in use" fails fast
         private_dir(run_dir(self.cfg))
         SharedTable.create(limits_table(self.cfg), self.n)
+        SharedAuthThrottle.create(auth_table(self.cfg))
         self.addresses = {k: tuple(s.getsockname()[:2]) for k, s in self.sockets.items()}
         try:
             await self.core.start()   # TLS certificate made once here, spool recovered, runner, control
@@ -452,7 +454,8 @@ async def _serve_worker(cfg: RelayConfig, args, sockets: dict[str, socket.socket
         loop.add_signal_handler(sig, stop.set)
     link = MasterLink(link_sock)
     await link.open()
-    server = RelayServer(cfg, role="worker", listen_sockets=sockets, on_queued=link.queued)
+    throttle = SharedAuthThrottle(auth_table(cfg))   # failed logins count in every worker
+    server = RelayServer(cfg, role="worker", listen_sockets=sockets, on_queued=link.queued, throttle=throttle)
     server.spool_factory = LoopCommitSpool   # group commit in the loop: no thread hand-off
     feed = None
     try:
@@ -475,6 +478,7 @@ async def _serve_worker(cfg: RelayConfig, args, sockets: dict[str, socket.socket
         if feed is not None:
             feed.close()
         await link.close()
+        throttle.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 0
@@ -498,3 +502,7 @@ def run_dir(cfg: RelayConfig) -> Path:
 
 def limits_table(cfg: RelayConfig) -> Path:
     return run_dir(cfg) / "limits.table"
+
+
+def auth_table(cfg: RelayConfig) -> Path:
+    return run_dir(cfg) / "auth.table"

@@ -346,3 +346,28 @@ def test_process_workers_setting():
     for bad in ("0", "17", '"many"', "true", "2.5"):
         with pytest.raises(ConfigError, match="process.workers"):
             parse_config(f"[process]\nworkers = {bad}\n", data_dir="/x")
+
+
+def test_failed_logins_count_in_every_worker(tmp_path):
+    """The throttle's failure counts are shared: failures recorded by another process (a worker)
+    slow the next attempt here; a success clears the address, not the account."""
+    from relay.sharedlimits import SharedAuthThrottle
+
+    path = tmp_path / "auth.table"
+    SharedAuthThrottle.create(path)
+    here = SharedAuthThrottle(path, base=0.5, maximum=15.0, account_maximum=4.0)
+    assert here.delay("192.0.2.7", "bob@example.org") == 0.0
+    code = ("import sys; from relay.sharedlimits import SharedAuthThrottle as T; "
+            "t = T(sys.argv[1], base=0.5); [t.failed('192.0.2.7', 'bob@example.org') for _ in range(3)]")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=60)
+    assert here.delay("192.0.2.7") == 2.0                       # 0.5 · 2² after three failures
+    assert here.delay("198.51.100.1", "bob@example.org") == 2.0  # the account, from anywhere
+    assert here.delay("198.51.100.1") == 0.0
+    other = SharedAuthThrottle(path, base=0.5)                  # a second worker
+    other.succeeded("192.0.2.7", "bob@example.org")
+    assert here.delay("192.0.2.7") == 0.0
+    assert here.delay("198.51.100.1", "bob@example.org") == 2.0
+    SharedAuthThrottle.create(path)                             # a new master start: forgotten
+    assert SharedAuthThrottle(path).delay("198.51.100.1", "bob@example.org") == 0.0
+    here.close()
+    other.close()
