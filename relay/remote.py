@@ -156,10 +156,7 @@ class SessionFailed(Exception):
 
 
 def timeouts_for(cfg: RelayConfig, command_timeout: float | None = None) -> Timeouts:
-    d = cfg.delivery
-    return Timeouts(connect=d.connect_timeout, greeting=d.greeting_timeout,
-                    command=d.command_timeout if command_timeout is None else command_timeout,
-                    data_init=d.data_timeout, data_block=d.data_block_timeout, data_done=d.data_done_timeout)
+    return Timeouts.from_config(cfg.delivery, command_timeout)
 
 
 class _Session:

@@ -31,21 +31,34 @@ import ssl
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from relay.config import DeliveryConfig
+
 MAX_REPLY_LINES = 100
 MAX_LINE = 2048          # RFC 5321 4.5.3.1.5 says 512 for a reply line; be lenient
 DATA_BLOCK = 64 * 1024   # message data is written (and timed) in blocks of this size
 
 
+_D = DeliveryConfig  # the one place the defaults live (``[delivery]`` in relay.toml)
+
+
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds to wait, defaults from RFC 5321 §4.5.3.2 (connect from relay.toml)."""
+    """Seconds to wait. The defaults are ``[delivery]``'s (relay/config.py
+    :class:`~relay.config.DeliveryConfig`, the RFC 5321 §4.5.3.2 values), never repeated here."""
 
-    connect: float = 30.0
-    greeting: float = 300.0
-    command: float = 300.0
-    data_init: float = 120.0
-    data_block: float = 180.0
-    data_done: float = 600.0
+    connect: float = _D.connect_timeout
+    greeting: float = _D.greeting_timeout
+    command: float = _D.command_timeout
+    data_init: float = _D.data_timeout
+    data_block: float = _D.data_block_timeout
+    data_done: float = _D.data_done_timeout
+
+    @classmethod
+    def from_config(cls, d: DeliveryConfig, command: float | None = None) -> Timeouts:
+        """A relay's configured ``[delivery]`` timeouts (``command`` overrides MAIL/RCPT's)."""
+        return cls(connect=d.connect_timeout, greeting=d.greeting_timeout,
+                   command=d.command_timeout if command is None else command,
+                   data_init=d.data_timeout, data_block=d.data_block_timeout, data_done=d.data_done_timeout)
 
 
 class Reply(NamedTuple):
