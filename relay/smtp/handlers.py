@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, getaddresses
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 REJECTS_LOGGED = 3        # RCPT rejections logged one by one per session; the rest as a count
 YIELD_AFTER = 0.002       # seconds of pipelined commands before letting other connections run
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 
 
 def header_senders(data: bytes) -> list[str] | None:
@@ -96,6 +99,23 @@ class RelaySMTP(SMTP):
             self.transport.close()
             return
         await super()._handle_client()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parsing, with a fast path for the usual ``<local@domain>``
+        (dot-atoms only, then nothing or whitespace and parameters): aiosmtpd runs the email
+        package's RFC 5322 parser (and builds a Protocol class) for every MAIL and RCPT, which
+        was ~13 % of the event loop at 200 msg/s. Anything else (quoted local parts, comments,
+        address literals, the null path) still goes through aiosmtpd; the two agree on every
+        input the fast path takes (tests/test_relay_smtp.py)."""
+        m = _SIMPLE_PATH.match(arg)
+        if m is not None:
+            rest = arg[m.end():]
+            if not rest or (rest[0] in " \t" and "(" not in rest):
+                addr = m.group(1)
+                if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+                    return None, None
+                return addr, rest.lstrip(" \t")
+        return super()._getaddr(arg)
 
     async def push(self, status) -> None:
         if self.closing:
