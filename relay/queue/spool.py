@@ -279,9 +279,15 @@ class Spool:
         vanished during the fsync): a committed message must reach the queue runner."""
         entry, payload = self._prepare(sender, list(recipients), data, meta, qid)
         if self._writer is None:
-            # queue files are self-checking (envelope size vs file size, see load()), so the
-            # writer may rename before fsync and commit data and name in one journal commit
-            self._writer = DurableWriter(sync_before_rename=False)
+            # fsync in tmp/, then rename into active/ (and fsync the directory): a message
+            # appears in the queue only once it is durable, i.e. just before its 250. Renaming
+            # first would commit data and name in one journal commit, but a kill during that
+            # fsync then leaves in active/ a message whose client never got the 250 and sends
+            # it again — and for a sending relay the receiver "has" each message for the whole
+            # fsync, which is most of the time a transaction waits for its 250 (duplicates per
+            # SIGKILL of the sender measured by bench/onward_soak.py, see its docstring). The
+            # second commit costs ~0.3-0.5 ms per group commit on this machine's ext4.
+            self._writer = DurableWriter(sync_before_rename=True)
         afut = asyncio.wrap_future(self._writer.submit([(self.tmp_dir / entry.id, entry.path, payload)]))
         if on_committed is not None:
             def committed(f: asyncio.Future) -> None:
