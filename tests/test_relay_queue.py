@@ -75,6 +75,30 @@ def test_recover_cleans_tmp_and_orphans(tmp_path):
     assert sorted(os.listdir(spool.active_dir)) == [kept.id]
 
 
+def test_an_entry_marked_done_never_comes_back(tmp_path):
+    # the runner marks a finished entry done at once and unlinks it later; a kill in between
+    # must not bring it back (it would be sent again)
+    spool = Spool(tmp_path / "q")
+    done = spool.store_sync("a@x.org", ["b@example.org"], MSG)
+    kept = spool.store_sync("a@x.org", ["c@example.org"], MSG)
+    spool.save_state(done)
+    spool.mark_done(done)
+    assert spool.ids() == [kept.id] and spool.count() == 1  # `relay queue list` of a stopped relay
+    spool.close()  # the process dies here: no unlink happened
+    again = Spool(tmp_path / "q")
+    assert [e.id for e in again.recover()] == [kept.id]
+    assert sorted(os.listdir(again.active_dir)) == [kept.id]
+    assert again.done_file.read_bytes() == b""
+    # the record is emptied only when asked and when it has grown
+    again.mark_done(kept)
+    again.remove(kept)
+    again.compact_done(min_lines=2)
+    assert again.done_file.read_bytes() == kept.id.encode() + b"\n"
+    again.compact_done(min_lines=1)
+    assert again.done_file.read_bytes() == b"" and again.recover() == []
+    again.close()
+
+
 def test_queue_ids_sort_by_arrival():
     ids = [new_queue_id() for _ in range(50)]
     assert len(set(ids)) == 50
@@ -209,6 +233,8 @@ async def test_runner_uses_pluggable_remote_and_removes_finished(parts):
         await runner.wait_idle()
         assert remote.calls == [(e.id, ["carol@far.net", "dave@far.net"])]
         assert spool.count() == 0 and runner.size == 0
+        assert os.listdir(spool.active_dir) == []  # unlinked, not only marked done
+        assert spool.done_ids() == {e.id}  # emptied once 1,000 have gathered
     finally:
         await runner.stop()
 

@@ -417,10 +417,15 @@ class QueueRunner:
         """Make one entry's new state durable (removed when ``done``). Outcomes that complete
         while a commit is running share the next one; nothing waits for unrelated deliveries.
 
-        A removal goes to its own thread at once, never behind state writes: the sooner a
-        sent message leaves the queue, the fewer are sent twice after a crash (unlinks need no
-        fsync to survive a process crash; after a power loss local delivery recognises what it
-        delivered already)."""
+        A finished entry is marked done in the spool at once (one append to the page cache,
+        no journal wait; relay/queue/spool.py ``done``) — from then on a crash does not send it
+        again — and its files are unlinked by a thread of its own, never behind state writes
+        (unlinks need no fsync to survive a process crash; after a power loss local delivery
+        recognises what it delivered already)."""
+        if done:
+            mark = getattr(self.spool, "mark_done", None)
+            if mark is not None:
+                mark(entry)
         lane = self._remove_lane if done else self._state_lane
         fut = asyncio.get_running_loop().create_future()
         lane.pending.append((entry, fut))
@@ -433,6 +438,7 @@ class QueueRunner:
 
     async def _commit_loop(self, lane: _CommitLane, done: bool) -> None:
         loop = asyncio.get_running_loop()
+        failed = False
         try:
             while lane.pending:
                 batch, lane.pending = lane.pending, []
@@ -443,6 +449,7 @@ class QueueRunner:
                     else:
                         await loop.run_in_executor(lane.executor, self._persist, [], entries)
                 except Exception as e:  # noqa: BLE001 - handed to every waiter
+                    failed = True
                     for _, f in batch:
                         if not f.done():
                             f.set_exception(e)
@@ -450,6 +457,10 @@ class QueueRunner:
                 for _, f in batch:
                     if not f.done():
                         f.set_result(None)
+            if done and not failed:  # every entry marked done so far is unlinked: the record can go
+                compact = getattr(self.spool, "compact_done", None)
+                if compact is not None:
+                    compact()
         finally:
             lane.running = False
 

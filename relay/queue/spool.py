@@ -18,6 +18,15 @@ into the next batch — write all, fsync all, rename all, one directory fsync �
 many sessions commit faster than one fsync each, without a thread hand-off per file. State files use the same tmp + fsync + rename +
 dir fsync. A finished entry is removed queue file first, then state, so a crash in between
 leaves only an orphaned ``.state`` (cleaned at start) and never resets progress.
+
+``done`` (beside ``active/``) lists, one per line, the IDs of finished entries whose files may
+not be unlinked yet. The queue runner appends an ID the moment an entry is finished
+(:meth:`Spool.mark_done`: one ``write`` to the page cache, microseconds, survives a SIGKILL),
+and unlinks later in a thread — an unlink waits for the file system's journal while fsyncs run
+(measured 8-16 ms median, up to 100 ms at 200 msg/s). Whatever ``done`` lists is dropped at
+start-up and never listed, so the entry does not go out a second time after a kill; the file
+is emptied whenever every entry it names is unlinked. Like the unlinks it is not fsynced: after
+a power loss an entry may come back, and its recipients may get it twice (never lost).
 """
 
 from __future__ import annotations
@@ -251,6 +260,9 @@ class Spool:
         for d in (self.dir, self.tmp_dir, self.active_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._writer: DurableWriter | None = None
+        self.done_file = self.dir / "done"
+        self._done_fd: int | None = None
+        self._done_lines = 0
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -320,6 +332,28 @@ class Spool:
             if err is not None:
                 raise QueueError(f"cannot write {final}: {err}") from err
 
+    def mark_done(self, entry: QueueEntry) -> None:
+        """Record at once that ``entry`` is finished (see ``done`` in the module doc); the
+        unlinks (:meth:`remove`) may follow later. Only the queue's owner calls this."""
+        if self._done_fd is None:
+            self._done_fd = os.open(self.done_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(self._done_fd, entry.id.encode("ascii") + b"\n")
+        self._done_lines += 1
+
+    def compact_done(self, min_lines: int = 1000) -> None:
+        """Empty ``done`` once it holds ``min_lines`` IDs; call only when every entry it names
+        has been removed (the runner does when its removals are idle)."""
+        if self._done_fd is not None and self._done_lines >= min_lines:
+            os.ftruncate(self._done_fd, 0)
+            self._done_lines = 0
+
+    def done_ids(self) -> set[str]:
+        try:
+            ids = self.done_file.read_text("ascii", "replace").split()
+        except FileNotFoundError:
+            return set()
+        return {i for i in ids if "/" not in i and not i.startswith(".")}
+
     def remove(self, entry: QueueEntry) -> None:
         """Drop a finished entry: queue file first, then its state (see module doc).
 
@@ -374,7 +408,8 @@ class Spool:
         return self._entry_from(env, path, len(head), state)
 
     def ids(self) -> list[str]:
-        return sorted(n for n in os.listdir(self.active_dir) if "." not in n)
+        done = self.done_ids()
+        return sorted(n for n in os.listdir(self.active_dir) if "." not in n and n not in done)
 
     def count(self) -> int:
         return len(self.ids())
@@ -395,6 +430,17 @@ class Spool:
                 (self.tmp_dir / name).unlink()
             except FileNotFoundError:
                 pass
+        done = self.done_ids()
+        for qid in done:  # finished before the last stop, the unlinks had not happened yet
+            for p in (self.active_dir / qid, self.active_dir / (qid + ".state")):
+                try:
+                    p.unlink()
+                except (FileNotFoundError, IsADirectoryError):
+                    pass
+        if done:
+            log.info("queue: %d finished message(s) removed at start-up", len(done))
+        if self.done_file.exists():
+            os.truncate(self.done_file, 0)
         names = set(os.listdir(self.active_dir))
         entries = []
         for name in sorted(names):
@@ -418,3 +464,6 @@ class Spool:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._done_fd is not None:
+            os.close(self._done_fd)
+            self._done_fd = None
