@@ -91,6 +91,22 @@ def imap_date(d: _dt.datetime) -> str:
             f"{sign}{mins // 60:02d}{mins % 60:02d}")
 
 
+_TZS: dict[int, _dt.timezone] = {}
+
+
+def _tz(minutes: int) -> _dt.timezone:
+    tz = _TZS.get(minutes)
+    if tz is None:
+        tz = _TZS[minutes] = _dt.timezone(_dt.timedelta(minutes=minutes))
+    return tz
+
+
+# FETCH items the store's index rows answer alone (Session._fetch_column_lines): the format
+# piece and the index into (seq, uid, flags, modseq, size, envelope, bodystructure, date)
+_COLUMN_ITEMS = {"UID": (b"UID %d", 1), "FLAGS": (b"FLAGS %s", 2), "MODSEQ": (b"MODSEQ (%d)", 3),
+                 "RFC822.SIZE": (b"RFC822.SIZE %d", 4), "ENVELOPE": (b"ENVELOPE %s", 5),
+                 "BODYSTRUCTURE": (b"BODYSTRUCTURE %s", 6), "INTERNALDATE": (b'INTERNALDATE "%s"', 7)}
+
 _FLAG_ORDER = {f: i for i, f in enumerate(SYSTEM_FLAGS)}
 _FLAG_LISTS: dict = {}
 
@@ -155,6 +171,9 @@ class Session:
         self.recent: set[int] = set()          # UIDs this session reports as \Recent
         self.keywords: set[str] = set()        # keywords announced in FLAGS
         self.known_flags: set[str] = set(SYSTEM_FLAGS)
+        # flags text (as the store keeps it) → its FLAGS form, for texts whose flags this
+        # session has announced (known_flags only grows while a mailbox stays selected)
+        self.flag_forms: dict[str, str] = {}
         self.condstore = False
         self.qresync = False                    # RFC 7162: VANISHED instead of EXPUNGE
         self.contexts: dict[str, ES.LiveResult] = {}    # RFC 5267 RETURN (UPDATE), by tag
@@ -375,6 +394,7 @@ class Session:
         kws = getattr(mb, "keywords", None)
         self.keywords = set(await asyncio.to_thread(kws, name)) if kws is not None else set()
         self.known_flags = set(SYSTEM_FLAGS) | self.keywords
+        self.flag_forms = {}
         self._flags_lines()
         self.untagged(f"{len(self.uids)} EXISTS")
         self.untagged(f"{len(self.recent)} RECENT")
@@ -765,11 +785,22 @@ class Session:
             self.sync(expunge=uid_mode)
             self.tagged(tag, "OK", "FETCH completed")
             return
+        if (not sets_seen and getattr(mb, "fetch_rows", None) is not None
+                and all(a.name in _COLUMN_ITEMS for a in atts)):
+            # FETCH 1:* (UID FLAGS ENVELOPE RFC822.SIZE INTERNALDATE)…: index columns, the
+            # ENVELOPE/BODYSTRUCTURE ones already in wire form: one format string per command
+            for start in range(0, len(idx), FLUSH_EVERY * 4):
+                self._fetch_column_lines(idx[start:start + FLUSH_EVERY * 4], atts, changedsince)
+                await self._maybe_flush()
+            self.sync(expunge=uid_mode)
+            self.tagged(tag, "OK", "FETCH completed")
+            return
+        envs_of = getattr(mb, "envelopes_wire", None) or getattr(mb, "envelopes", None)
         for start in range(0, len(idx), FLUSH_EVERY):
             chunk = idx[start:start + FLUSH_EVERY]
             uids = [self.uids[i] for i in chunk]
             recs = {r.uid: r for r in mb.records(folder, uids)}
-            envs = mb.envelopes(folder, uids) if want_env and hasattr(mb, "envelopes") else {}
+            envs = envs_of(folder, uids) if want_env and envs_of is not None else {}
             seen_now: set[int] = set()
             if sets_seen:   # implicit \Seen for the whole chunk in one store transaction
                 unseen = [u for u, r in recs.items() if "\\Seen" not in r.flags]
@@ -814,19 +845,7 @@ class Session:
         if render is None or chunk[-1] - chunk[0] + 1 != len(chunk):
             return False
         lo, hi = self.uids[chunk[0]], self.uids[chunk[-1]]
-        forms: dict[str, str] = {}
-        marked_forms: dict[str, str] = {}
         marked = [u for u in self.recent if lo <= u <= hi] if self.recent else []
-        for text in mb.flag_texts(self.folder, lo, hi):
-            flags = frozenset(text.split())
-            if not flags <= self.known_flags:   # announce new keywords first (* FLAGS)
-                self._flags(MessageRecord(0, flags, 0, None, 0))
-            form = bytes(flag_list(flags))
-            if not form.isascii():
-                return False
-            forms[text] = form.decode()
-            if marked:
-                marked_forms[text] = bytes(flag_list(flags | {"\\Recent"})).decode()
         names = [a.name for a in atts]
         pieces: list = [chunk[0], "* ", 0, " FETCH ("]
         for k, n in enumerate(names):
@@ -841,8 +860,32 @@ class Session:
             else:
                 pieces += ["MODSEQ (", 3, ")"]
         pieces.append(")\r\n")
-        text = mb.render_flag_rows(self.folder, lo, hi, len(chunk), pieces, forms, marked,
-                                   marked_forms, changedsince)
+        forms = self.flag_forms
+        text = None
+        for learn in (False, True):
+            if learn:
+                # a flags text the session has no form for yet: learn the range's texts,
+                # announcing new keywords first (* FLAGS), then once more
+                if len(forms) > 256:
+                    forms.clear()
+                for t in mb.flag_texts(self.folder, lo, hi):
+                    if t in forms:
+                        continue
+                    flags = frozenset(t.split())
+                    if not flags <= self.known_flags:
+                        self._flags(MessageRecord(0, flags, 0, None, 0))
+                    form = bytes(flag_list(flags))
+                    if not form.isascii():
+                        return False
+                    forms[t] = form.decode()
+            if not forms:
+                continue
+            marked_forms = ({t: bytes(flag_list(frozenset(t.split()) | {"\\Recent"})).decode()
+                             for t in forms} if marked else None)
+            text = mb.render_flag_rows(self.folder, lo, hi, len(chunk), pieces, forms, marked,
+                                       marked_forms, changedsince)
+            if text is not None:
+                break
         if text is None:
             return False
         self.out.append(text.encode())
@@ -893,8 +936,60 @@ class Session:
                     memo[text] = (m[0], bytes(flag_list(m[0])))
             out.append(fmt % pick((i + 1, uid, fl, modseq)))
 
+    def _fetch_column_lines(self, chunk: list[int], atts: list[FetchAtt], changedsince: int | None) -> None:
+        """``* n FETCH`` lines for items among _COLUMN_ITEMS (what _fetch_one would give, byte
+        for byte) from the store's index rows: one format string for the whole command, each
+        distinct flag set encoded once, ENVELOPE/BODYSTRUCTURE sent as cached."""
+        uids = [self.uids[i] for i in chunk]
+        names = [a.name for a in atts]
+        parts, order = [], []      # order: indexes into (seq, uid, flags, modseq, size, env, body, date)
+        for n in names:
+            if n == "FLAGS" and self.condstore and "MODSEQ" not in names:   # RFC 7162 3.1.4
+                parts += [b"FLAGS %s", b"MODSEQ (%d)"]
+                order += [2, 3]
+            else:
+                part, k = _COLUMN_ITEMS[n]
+                parts.append(part)
+                order.append(k)
+        rows = self._mb().fetch_rows(self.folder, uids[0], uids[-1], envelope="ENVELOPE" in names,
+                                     body="BODYSTRUCTURE" in names)
+        if len(rows) == len(uids):
+            # the index never holds a UID in this range that the view lacks (new UIDs are
+            # above all others), so as many rows as view UIDs are exactly those messages
+            pairs = zip(chunk, rows)
+        else:
+            by_uid = {r[0]: r for r in rows}
+            pairs = ((i, by_uid.get(u) or u) for i, u in zip(chunk, uids))
+        fmt = b"* %d FETCH (" + b" ".join(parts) + b")\r\n"
+        pick = itemgetter(0, *order)
+        want_date = 7 in order
+        memo: dict[str, tuple[frozenset, bytes | None]] = {}
+        recent, out, known = self.recent, self.out, self.known_flags
+        date = b""
+        for i, r in pairs:
+            if type(r) is int:   # expunged by another session, not reported yet (RFC 2180 4.1.1)
+                if all(n == "UID" for n in names):
+                    out.append(b"* %d FETCH (UID %d)\r\n" % (i + 1, r))
+                continue
+            uid, text, modseq, size, idate, tzo, env, body = r
+            if changedsince is not None and modseq <= changedsince:
+                continue
+            m = memo.get(text)
+            if m is None:
+                flags = frozenset(text.split())
+                m = memo[text] = (flags, bytes(flag_list(flags)) if flags <= known else None)
+            fl = m[1]
+            if fl is None or (recent and uid in recent):   # new keyword or \Recent: the slow way
+                fl = bytes(flag_list(self._flags(MessageRecord(uid, m[0], 0, None, modseq))))
+                known = self.known_flags
+                if m[1] is None and m[0] <= known:
+                    memo[text] = (m[0], bytes(flag_list(m[0])))
+            if want_date:
+                date = imap_date(_dt.datetime.fromtimestamp(idate, _tz(tzo))).encode()
+            out.append(fmt % pick((i + 1, uid, fl, modseq, size, env, body, date)))
+
     def _fetch_one(self, seq: int, rec: MessageRecord, atts: list[FetchAtt], flags_changed: bool,
-                   env: list | None = None) -> bytes:
+                   env: list | bytes | None = None) -> bytes:
         """One ``* n FETCH (…)`` line; ``flags_changed``: this FETCH just set \\Seen (so FLAGS
         is reported even when not asked for, first, as Dovecot does)."""
         mb, folder = self._mb(), self.folder
@@ -922,7 +1017,8 @@ class Session:
                 if env is None:
                     data = data if data is not None else MIME.to_crlf(mb.read(folder, rec.uid))
                     env = MIME.envelope(data)
-                items.append(b"ENVELOPE " + encode_envelope(env))
+                # (bytes: the store's cached wire form, see relay.store.mime.envelope_wire)
+                items.append(b"ENVELOPE " + (env if type(env) is bytes else encode_envelope(env)))
             elif n in ("BODY", "BODYSTRUCTURE") and data is None and hasattr(mb, "bodystructure"):
                 bs = mb.bodystructure(folder, rec.uid)   # cached in the index: no file read
                 if bs is None:

@@ -7,7 +7,8 @@ ENVELOPE and BODYSTRUCTURE are stored twice: as MessagePack (the ``msgpack`` lib
 published, versioned format whose bytes/str/int/nil/array types map one to one onto the nested
 lists of bytes/int/None of relay.store.mime, and whose C decoder loads them back in
 microseconds) and already encoded for the IMAP wire (mime.imap_encode), so a FETCH ENVELOPE over
-100,000 messages need not decode or re-encode anything. Indexes up to schema 6 stored the
+100,000 messages need not decode or re-encode anything (schema 8: in exactly the form the
+server sends, see mime.envelope_wire). Indexes up to schema 6 stored the
 structured columns with ``marshal``, whose format Python does not promise across versions: the
 upgrade to schema 7 re-encodes them on first open; a row whose marshal blob no longer loads gets
 placeholders and its folder is queued for re-analysis from the files (meta ``mime_todo``). The file
@@ -28,7 +29,7 @@ import msgpack
 from relay.store import mime
 
 FILENAME = "tui-mail-index.sqlite"
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _marshal_to_msgpack(db: sqlite3.Connection) -> None:
@@ -48,12 +49,35 @@ def _marshal_to_msgpack(db: sqlite3.Connection) -> None:
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"mime_todo:{folder}", f"1 {uidnext - 1}"))
 
 
+def _wire_forms(db: sqlite3.Connection) -> None:
+    """Schema 8: the wire columns in the exact form the IMAP server sends (mime.envelope_wire,
+    mime.body_wire: no spaces between addresses or between the parts of a multipart), so FETCH
+    ENVELOPE/BODYSTRUCTURE send them as they are; re-encoded from the MessagePack columns,
+    no message file is read. Rows not analysed yet (envelope_wire = x'') stay so."""
+    rows = db.execute("SELECT folder, uid, envelope, bodystructure FROM messages "
+                      "WHERE envelope_wire != x''").fetchall()
+    out = []
+    broken: set[int] = set()
+    for folder, uid, env, body in rows:
+        try:
+            out.append((mime.envelope_wire(unpack(env)), mime.body_wire(unpack(body)), folder, uid))
+        except (ValueError, TypeError, msgpack.UnpackException):
+            broken.add(folder)
+            out.append((mime.envelope_wire([None] * 10), mime.body_wire(mime.bodystructure(b"\r\n")),
+                        folder, uid))
+    db.executemany("UPDATE messages SET envelope_wire=?, body_wire=? WHERE folder=? AND uid=?", out)
+    for folder in broken:   # re-analysed from the files by relay.store.mailbox (mime_todo)
+        (uidnext,) = db.execute("SELECT uidnext FROM folders WHERE id=?", (folder,)).fetchone()
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"mime_todo:{folder}", f"1 {uidnext - 1}"))
+
+
 # older schema version → SQL statements or functions of the connection that bring it to the
 # next one (applied in order on open, in one transaction)
 _UPGRADES = {
     # 6: the References header for THREAD=REFERENCES; NULL = not read yet (filled on first use)
     5: ("ALTER TABLE messages ADD COLUMN hdr_references TEXT",),
     6: (_marshal_to_msgpack,),
+    7: (_wire_forms,),
 }
 
 _SCHEMA = """

@@ -98,8 +98,8 @@ def _analysed(data: bytes, fn: str) -> tuple:
         log.exception("cannot analyse message %s; indexing it as text/plain", fn)
         env, body, h = [None] * 10, mime.bodystructure(b"\r\n" + data), HeaderFields(
             "", "", "", "", "", "", None)
-    return (index.pack(env), index.pack(body), mime.imap_encode(env),
-            mime.imap_encode(body), h.subject, h.from_, h.to, h.cc, h.bcc,
+    return (index.pack(env), index.pack(body), mime.envelope_wire(env),
+            mime.body_wire(body), h.subject, h.from_, h.to, h.cc, h.bcc,
             h.message_id, h.date, h.references)
 
 
@@ -745,6 +745,23 @@ class UserStore:
                                     "uid BETWEEN ? AND ? ORDER BY uid",
                                     (self._folder(folder).id, first, last)).fetchall()
 
+    def fetch_rows(self, folder: str, first: int, last: int, *, envelope: bool = False,
+                   body: bool = False) -> list[tuple[int, str, int, int, int, int, bytes, bytes]]:
+        """(UID, flags text, MODSEQ, RFC822.SIZE, INTERNALDATE as a Unix time, its UTC offset in
+        minutes, ENVELOPE, BODYSTRUCTURE) of every message with ``first`` <= UID <= ``last``,
+        ascending: FETCH of those items as plain column reads. ENVELOPE and BODYSTRUCTURE are
+        in the exact form the server sends (mime.envelope_wire, mime.body_wire), b"" unless
+        asked for; rows a big first sync left unanalysed are analysed first."""
+        with self._lock:
+            f = self._folder(folder)
+            if envelope or body:
+                self._fill(f, range(first, last + 1))
+            return self._db.execute(
+                "SELECT uid, flags, modseq, coalesce(nullif(vsize, 0), size), internaldate, tzoffset, "
+                + ("envelope_wire" if envelope else "x''") + ", " + ("body_wire" if body else "x''")
+                + " FROM messages WHERE folder=? AND uid BETWEEN ? AND ? ORDER BY uid",
+                (f.id, first, last)).fetchall()
+
     def render_flag_rows(self, folder: str, first: int, last: int, count: int, pieces: Sequence,
                          forms: dict[str, str], marked: Sequence[int] = (),
                          marked_forms: dict[str, str] | None = None,
@@ -752,18 +769,28 @@ class UserStore:
         """Text for the messages with ``first`` <= UID <= ``last``, one line each, built by
         SQLite (FETCH (FLAGS) of 100,000 messages without a Python step per message).
         ``pieces``: the first message's sequence number minus one, then literal strings and
-        column codes (0 = sequence number, 1 = UID, 2 = the flags' form, 3 = MODSEQ); ``forms`` maps each distinct flags text (see ``flag_texts``) to its form,
+        column codes (0 = sequence number, 1 = UID, 2 = the flags' form, 3 = MODSEQ);
+        ``forms`` maps flags texts (as stored, see ``flag_texts``) to their form,
         ``marked_forms`` gives the form for the UIDs in ``marked``. None when the range does not
-        hold exactly ``count`` messages (the caller then goes row by row)."""
+        hold exactly ``count`` messages or a message's flags text is not in ``forms`` (the
+        caller then learns the texts or goes row by row). One statement, no count first: the
+        sequence numbers it assumes are right exactly when the count matches."""
         with self._lock:
             f = self._folder(folder)
-            (n,) = self._db.execute("SELECT count(*) FROM messages INDEXED BY messages_flags WHERE "
-                                    "folder=? AND uid BETWEEN ? AND ?", (f.id, first, last)).fetchone()
-            if n != count:
-                return None
             offset, pieces = pieces[0], pieces[1:]
-            table = [(t, v, 0) for t, v in forms.items()]
-            table += [(t, v, 1) for t, v in (marked_forms or {}).items()]
+            if not forms or len(forms) + len(marked_forms or {}) > 500:
+                return None     # (no rows, or too many flag sets for one CASE: row by row)
+            # each flags text → its form by a CASE over the few distinct texts (a join with a
+            # JSON table of them cost SQLite twice the time of the whole printf)
+            form = "CASE m.flags" + " WHEN ? THEN ?" * len(forms) + " END"
+            form_params: list = [x for kv in forms.items() for x in kv]
+            if marked:
+                mforms = marked_forms or {}
+                form = ("CASE WHEN m.uid IN (SELECT value FROM json_each(?)) THEN "
+                        + ("CASE m.flags" + " WHEN ? THEN ?" * len(mforms) + " END" if mforms else "NULL")
+                        + " ELSE " + form + " END")
+                form_params = ([json.dumps(list(marked))] + [x for kv in mforms.items() for x in kv]
+                               + form_params)
             # sequence number: from the UID when the range has no gaps (fresh or never-expunged
             # folders: no window function, half the time), else row_number()
             seq = ("(m.uid + %d)" % (int(offset) + 1 - first) if last - first + 1 == count
@@ -775,23 +802,22 @@ class UserStore:
                     fmt.append(p.replace("%", "%%"))
                 else:
                     fmt.append(("%d", "%d", "%s", "%d")[p])
-                    cols.append((seq, "m.uid", "fm.form", "m.modseq")[p])
-            args: list = ["".join(fmt)]
-            expr = ["printf(?, " + ", ".join(cols) + ")"]
-            sql = ("WITH fm(text, form, marked) AS (SELECT value->>0, value->>1, value->>2 FROM json_each(?)), "
-                   "mk(uid) AS (SELECT value FROM json_each(?)), "
-                   "lines AS (SELECT " + " || ".join(expr) + " AS line, m.modseq AS modseq "
-                   "FROM messages AS m INDEXED BY messages_flags LEFT JOIN fm ON fm.text = m.flags AND "
-                   "fm.marked = (m.uid IN mk) WHERE m.folder=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid) "
+                    cols.append(("seq", "uid", "fm", "modseq")[p])
+            line = "printf(?, " + ", ".join(cols) + ")"
+            params = ["".join(fmt)]
+            if changedsince is not None:    # rows not changed since: counted, not written
+                line = "CASE WHEN modseq > ? THEN " + line + " ELSE '' END"
+                params.insert(0, changedsince)
+            # (printf writes NULL as '': a flags text without a form is counted apart)
+            sql = ("SELECT group_concat(line, ''), sum(bad), count(*) FROM (SELECT " + line
+                   + " AS line, fm IS NULL AS bad FROM (SELECT m.uid AS uid, m.modseq AS modseq, "
+                   + seq + " AS seq, " + form + " AS fm FROM messages AS m INDEXED BY messages_flags "
+                   "WHERE m.folder=? AND m.uid BETWEEN ? AND ? "
                    # (the rows come in UID order from the ordered subquery: SQLite concatenates
                    # in that order; the test compares with the row-by-row answer)
-                   "SELECT group_concat(line, ''), count(*) - count(line) FROM lines"
-                   + (" WHERE modseq > ?" if changedsince is not None else ""))
-            params = [json.dumps(table), json.dumps(list(marked))] + args + [f.id, first, last]
-            if changedsince is not None:
-                params.append(changedsince)
-            text, unformed = self._db.execute(sql, params).fetchone()
-            return None if unformed else (text or "")
+                   "ORDER BY m.uid))")
+            text, unformed, n = self._db.execute(sql, params + form_params + [f.id, first, last]).fetchone()
+            return None if unformed or n != count else (text or "")
 
     def flag_texts(self, folder: str, first: int, last: int) -> list[str]:
         """The distinct flags texts (space-separated, as stored) of the messages in a UID range."""
