@@ -584,6 +584,11 @@ class _DestinationPool:
             if job.msg.id:
                 self.owner._deferred_at[job.msg.id] = self.dests
         if not job.future.done():
+            if job.msg.id and self.owner.on_sent is not None and results \
+                    and all(r.status == "sent" for r in results.values()):
+                # before this connection sends anything more: a pipelined chain writes the next
+                # message's content right after this reply, in the same step of the loop
+                self.owner.on_sent(job.msg.id, job.rcpts)
             job.future.set_result(results)
 
     async def _worker(self) -> None:
@@ -755,6 +760,9 @@ class RemoteDelivery:
         self.closing = False
         self.connections_opened = 0
         self.pipelined = 0  # transactions sent with PIPELINING (RFC 2920)
+        # on_sent(queue ID, recipients): called synchronously the moment a server accepted a
+        # message, before the connection sends anything else (the queue runner records it)
+        self.on_sent: Callable[[str, list[str]], None] | None = None
         self.slots = _Slots(self, cfg.delivery.max_connections)
         self._pools: dict[tuple[Destination, ...], _DestinationPool] = {}
         self._deferred_at: dict[str, tuple[Destination, ...]] = {}  # queue ID -> where it was last deferred

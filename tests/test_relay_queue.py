@@ -31,6 +31,8 @@ async def test_store_load_roundtrip_and_state(tmp_path):
     try:
         e = await spool.store("a@x.org", ["b@example.org", "c@far.net"], MSG, {"client": "127.0.0.1"})
         assert e.read_message() == MSG
+        e.cached = None
+        assert e.read_message() == MSG  # from the file
         assert e.size == len(MSG) and [r.status for r in e.recipients] == ["pending", "pending"]
         assert oct(e.path.stat().st_mode & 0o777) == "0o600"
         # the file is one JSON envelope line followed by the exact message bytes
@@ -209,8 +211,10 @@ async def test_runner_delivers_locally_and_defers_remote_by_default(parts):
     await runner.start()
     try:
         e = await spool.store("a@x.org", ["bob@example.org", "carol@far.net"], MSG)
+        assert e.cached == MSG  # the first attempt does not read the file back
         runner.add(e)
         await runner.wait_idle()
+        assert e.cached is None  # a deferred entry holds no message bytes while it waits
         assert seen == ["INBOX"]
         assert len(os.listdir(cfg.mail_dir / "bob@example.org" / "new")) == 1
         stored = spool.load(e.id)

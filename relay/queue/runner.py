@@ -122,7 +122,7 @@ class QueueRunner:
                  remote: RemoteDeliverer | None = None, notifier: Notifier | None = None,
                  concurrency: int = 4, batch_size: int = 64, max_active: int = 20000, clock=time.time):
         self.cfg, self.spool, self.bus, self.users = cfg, spool, bus, users
-        self.remote: RemoteDeliverer = remote or UnconfiguredRemote()
+        self._remote: RemoteDeliverer = remote or UnconfiguredRemote()
         self.notifier: Notifier = notifier or LogOnlyNotifier()
         self.concurrency = concurrency  # delivery batches in flight
         self.batch_size = batch_size
@@ -148,6 +148,22 @@ class QueueRunner:
         # journal for a concurrent fsync (measured: 10-15 % of the loop's time at 200 msg/s)
         self._state_lane = _CommitLane(ThreadPoolExecutor(1, thread_name_prefix="queue-state"))
         self._remove_lane = _CommitLane(ThreadPoolExecutor(1, thread_name_prefix="queue-remove"))
+        # entries on the wire whose local part went through: queue ID -> onward recipients
+        # not accepted yet (see _sent_now)
+        self._on_wire: dict[str, set[str]] = {}
+        self.remote = self._remote  # wires the scheduler's on_sent hook (see the setter)
+
+    @property
+    def remote(self) -> RemoteDeliverer:
+        return self._remote
+
+    @remote.setter
+    def remote(self, remote: RemoteDeliverer) -> None:
+        """Plug in onward delivery (relay/control.py does, with the SMTP scheduler); one that
+        reports each 250 synchronously (``on_sent``) gets :meth:`_sent_now`."""
+        self._remote = remote
+        if hasattr(remote, "on_sent"):
+            remote.on_sent = self._sent_now
 
     # ---- control -------------------------------------------------------------------------
 
@@ -345,8 +361,30 @@ class QueueRunner:
             self._inflight -= 1
             self._kick.set()
 
+    def _sent_now(self, qid: str, recipients: list[str]) -> None:
+        """The scheduler's synchronous hook: a server just accepted ``recipients`` of ``qid``.
+        When that completes the entry (everything else already delivered), mark it done in
+        the spool right now — before that connection sends its next message, so a crash at
+        any moment resends at most the one message per connection inside SMTP's window
+        (between the peer's commit and this line), not the ones pipelined after it."""
+        waiting = self._on_wire.get(qid)
+        if waiting is None:
+            return
+        waiting.difference_update(recipients)
+        if not waiting:
+            del self._on_wire[qid]
+            entry = self.entries.get(qid)
+            mark = getattr(self.spool, "mark_done", None)
+            if entry is not None and mark is not None:
+                mark(entry)
+
     async def _onward(self, entry: QueueEntry, results: dict[str, DeliveryResult]) -> None:
-        remote = await self._deliver_remote(entry)
+        if all(r.status == "sent" for r in results.values()):  # the local part (if any) is done
+            self._on_wire[entry.id] = {r.address for r in entry.pending if not self._is_local(r.address)}
+        try:
+            remote = await self._deliver_remote(entry)
+        finally:
+            self._on_wire.pop(entry.id, None)
         if self._stopping and remote and all(r.code == 421 and r.enhanced == "4.3.2" for r in remote.values()):
             # never tried: the relay is shutting down; leave the entry as it is on disk
             self._busy.discard(entry.id)
@@ -371,6 +409,7 @@ class QueueRunner:
             self._kick.set()
 
     async def _record(self, entry: QueueEntry, results: dict[str, DeliveryResult]) -> None:
+        entry.cached = None  # a retry reads the queue file: waiting entries hold no message bytes
         now = self.clock()
         newly_failed: list[RecipientState] = []
         for addr, res in results.items():

@@ -49,6 +49,7 @@ from relay.errors import QueueError
 log = logging.getLogger("relay.queue")
 
 PENDING, SENT, DEFERRED, FAILED = "pending", "sent", "deferred", "failed"
+CACHE_MAX = 64 * 1024  # messages up to this size stay in memory for their first delivery attempt
 DONE_STATES = (SENT, FAILED)
 
 
@@ -97,6 +98,9 @@ class QueueEntry:
     attempts: int = 0
     warned: bool = False                     # delay warning sent
     meta: dict = field(default_factory=dict)  # client ip, helo, auth user, protocol
+    # the message bytes as just accepted (small messages only), so the first delivery attempt
+    # does not read back the file it was queued in; the runner drops them after that attempt
+    cached: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def pending(self) -> list[RecipientState]:
@@ -113,6 +117,8 @@ class QueueEntry:
         raise KeyError(address)
 
     def read_message(self) -> bytes:
+        if self.cached is not None:
+            return self.cached
         with open(self.path, "rb") as f:
             f.seek(self.data_offset)
             return f.read()
@@ -290,6 +296,8 @@ class Spool:
         entry is durable, even if the awaiting task was cancelled meanwhile (a client that
         vanished during the fsync): a committed message must reach the queue runner."""
         entry, payload = self._prepare(sender, list(recipients), data, meta, qid)
+        if isinstance(data, bytes) and len(data) <= CACHE_MAX:
+            entry.cached = data
         if self._writer is None:
             # fsync in tmp/, then rename into active/ (and fsync the directory): a message
             # appears in the queue only once it is durable, i.e. just before its 250. Renaming
