@@ -29,9 +29,10 @@ import asyncio
 import base64
 import binascii
 import bisect
+from array import array
 import datetime as _dt
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from operator import itemgetter
 
 import logging
@@ -163,7 +164,11 @@ class Session:
         self.mailbox: Mailbox | None = None
         self.folder: str | None = None
         self.readonly = False
-        self.uids: list[int] = []
+        self.uids: Sequence[int] = []
+        # SELECT shares the store's UID list (never changed once handed out): 100 sessions on a
+        # 100,000-message folder hold one list, not 100; the view gets its own compact copy
+        # (array of 32-bit UIDs) the first time it changes (_own_view)
+        self.uids_own = True
         self.version: object = None
         self.modseq_seen = 0
         self.own_modseqs: set[int] = set()
@@ -383,7 +388,7 @@ class Session:
         version = await asyncio.to_thread(mb.version, name)   # before state: never miss a change
         st = await asyncio.to_thread(mb.state, name)
         self.folder, self.readonly, self.state = name, readonly, "selected"
-        self.uids = list(st.uids)
+        self.uids, self.uids_own = st.uids, False
         self.view_validity = st.uidvalidity
         self.version = version
         self.modseq_seen = st.highestmodseq
@@ -706,6 +711,7 @@ class Session:
     def _close_view(self) -> None:
         self.contexts.clear()
         self.folder, self.uids, self.version, self.recent = None, [], None, set()
+        self.uids_own = True
         self.pending_gone.clear()
 
     async def cmd_CLOSE(self, tag, args):
@@ -1499,6 +1505,12 @@ class Session:
                 self._notify_status(name, items, values)
 
     # ------------------------------------------------------------------ change reporting
+    def _own_view(self) -> None:
+        """Before the view changes: a copy of its own if it still shares the store's list
+        (array('I'): 4 bytes a UID, against 8 for a list's pointer plus the int objects)."""
+        if not self.uids_own:
+            self.uids, self.uids_own = array("I", self.uids), True
+
     def sync(self, *, expunge: bool = True) -> None:
         """Tell the client what changed in the selected mailbox since it last heard.
 
@@ -1533,10 +1545,11 @@ class Session:
             if gone:
                 self.untagged("VANISHED " + format_uid_set(gone))
             gone_set = set(gone)
-            self.uids = [u for u in self.uids if u not in gone_set]
+            self.uids, self.uids_own = array("I", [u for u in self.uids if u not in gone_set]), True
             self.recent -= gone_set
             self.pending_gone.clear()
         if expunge and self.pending_gone:
+            self._own_view()
             # highest first, so no renumbering between the lines (as Dovecot sends them)
             for u in sorted(self.pending_gone, reverse=True):
                 i = bisect.bisect_left(self.uids, u)
@@ -1550,6 +1563,7 @@ class Session:
         last = self.uids[-1] if self.uids else 0
         added = sorted(r.uid for r in recs if r.uid > last)
         if added:
+            self._own_view()
             self.uids.extend(added)
             self.recent |= self._recent_of(self.folder, added)
             self.untagged(f"{len(self.uids)} EXISTS")
