@@ -268,7 +268,7 @@ class Spool:
         self._writer: DurableWriter | None = None
         self.done_file = self.dir / "done"
         self._done_fd: int | None = None
-        self._done_lines = 0
+        self._marked: set[str] = set()  # IDs in ``done`` since it was last emptied
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -343,17 +343,19 @@ class Spool:
     def mark_done(self, entry: QueueEntry) -> None:
         """Record at once that ``entry`` is finished (see ``done`` in the module doc); the
         unlinks (:meth:`remove`) may follow later. Only the queue's owner calls this."""
+        if entry.id in self._marked:
+            return
         if self._done_fd is None:
             self._done_fd = os.open(self.done_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.write(self._done_fd, entry.id.encode("ascii") + b"\n")
-        self._done_lines += 1
+        self._marked.add(entry.id)
 
     def compact_done(self, min_lines: int = 1000) -> None:
         """Empty ``done`` once it holds ``min_lines`` IDs; call only when every entry it names
         has been removed (the runner does when its removals are idle)."""
-        if self._done_fd is not None and self._done_lines >= min_lines:
+        if self._done_fd is not None and len(self._marked) >= min_lines:
             os.ftruncate(self._done_fd, 0)
-            self._done_lines = 0
+            self._marked.clear()
 
     def done_ids(self) -> set[str]:
         try:
