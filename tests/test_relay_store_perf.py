@@ -284,7 +284,7 @@ async def _yes(user, password):
 
 async def test_fetch_from_index_columns_equals_row_by_row(tmp_path, monkeypatch):
     """FETCH of items the index answers alone (UID FLAGS MODSEQ RFC822.SIZE INTERNALDATE
-    ENVELOPE BODYSTRUCTURE) is built from the index rows with the cached wire forms; byte for
+    ENVELOPE BODYSTRUCTURE BODY) is built from the index rows with the cached wire forms; byte for
     byte the row-by-row answer: literals, \\Recent, a keyword another session set (announced
     first), CHANGEDSINCE, a view holding a message another session expunged, a lazily indexed
     folder."""
@@ -314,7 +314,7 @@ async def test_fetch_from_index_columns_equals_row_by_row(tmp_path, monkeypatch)
         assert fetch(fast) == fetch(slow) and fetch(fast)
         return told + fast
 
-    items = "(UID FLAGS MODSEQ RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE)"
+    items = "(UID FLAGS MODSEQ RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE BODY)"
     with MailStore(tmp_path / "mail") as s:
         u = s.user(ADDR)
         for n in range(12):

@@ -103,10 +103,11 @@ def _tz(minutes: int) -> _dt.timezone:
 
 
 # FETCH items the store's index rows answer alone (Session._fetch_column_lines): the format
-# piece and the index into (seq, uid, flags, modseq, size, envelope, bodystructure, date)
+# piece and the index into (seq, uid, flags, modseq, size, envelope, bodystructure, date, BODY)
 _COLUMN_ITEMS = {"UID": (b"UID %d", 1), "FLAGS": (b"FLAGS %s", 2), "MODSEQ": (b"MODSEQ (%d)", 3),
                  "RFC822.SIZE": (b"RFC822.SIZE %d", 4), "ENVELOPE": (b"ENVELOPE %s", 5),
-                 "BODYSTRUCTURE": (b"BODYSTRUCTURE %s", 6), "INTERNALDATE": (b'INTERNALDATE "%s"', 7)}
+                 "BODYSTRUCTURE": (b"BODYSTRUCTURE %s", 6), "INTERNALDATE": (b'INTERNALDATE "%s"', 7),
+                 "BODY": (b"BODY %s", 8)}
 
 _FLAG_ORDER = {f: i for i, f in enumerate(SYSTEM_FLAGS)}
 _FLAG_LISTS: dict = {}
@@ -777,6 +778,7 @@ class Session:
             atts.append(FetchAtt("MODSEQ"))
         sets_seen = not self.readonly and any(a.sets_seen for a in atts)
         want_env = any(a.name == "ENVELOPE" for a in atts)
+        want_body = any(a.name in ("BODY", "BODYSTRUCTURE") for a in atts)
         uid_only = all(a.name == "UID" for a in atts)
         mb, folder = self._mb(), self.folder
         if (not sets_seen and hasattr(mb, "flag_rows")
@@ -787,7 +789,8 @@ class Session:
                 if not self._fetch_flag_text(chunk, atts, changedsince):
                     for sub in range(0, len(chunk), FLUSH_EVERY * 10):
                         self._fetch_flag_lines(chunk[sub:sub + FLUSH_EVERY * 10], atts, changedsince)
-                await self._maybe_flush()
+                if start + FLUSH_EVERY * 40 < len(idx):    # (the last part goes with the OK)
+                    await self._maybe_flush()
             self.sync(expunge=uid_mode)
             self.tagged(tag, "OK", "FETCH completed")
             return
@@ -797,7 +800,8 @@ class Session:
             # ENVELOPE/BODYSTRUCTURE ones already in wire form: one format string per command
             for start in range(0, len(idx), FLUSH_EVERY * 4):
                 self._fetch_column_lines(idx[start:start + FLUSH_EVERY * 4], atts, changedsince)
-                await self._maybe_flush()
+                if start + FLUSH_EVERY * 4 < len(idx):
+                    await self._maybe_flush()
             self.sync(expunge=uid_mode)
             self.tagged(tag, "OK", "FETCH completed")
             return
@@ -807,6 +811,8 @@ class Session:
             uids = [self.uids[i] for i in chunk]
             recs = {r.uid: r for r in mb.records(folder, uids)}
             envs = envs_of(folder, uids) if want_env and envs_of is not None else {}
+            # BODY/BODYSTRUCTURE from the index for the whole chunk, not one store call each
+            bodies = mb.bodystructures(folder, uids) if want_body and hasattr(mb, "bodystructures") else {}
             seen_now: set[int] = set()
             if sets_seen:   # implicit \Seen for the whole chunk in one store transaction
                 unseen = [u for u, r in recs.items() if "\\Seen" not in r.flags]
@@ -827,7 +833,8 @@ class Session:
                 if changedsince is not None and rec.modseq <= changedsince:
                     continue
                 try:
-                    line = self._fetch_one(i + 1, rec, atts, rec.uid in seen_now, envs.get(rec.uid))
+                    line = self._fetch_one(i + 1, rec, atts, rec.uid in seen_now, envs.get(rec.uid),
+                                           bodies.get(rec.uid))
                 except (BackendError, RelayError) as e:
                     # the store says EXPUNGEISSUED when the file went, NONEXISTENT when the
                     # index row went (another session's EXPUNGE between records() and read())
@@ -837,7 +844,8 @@ class Session:
                     # still gets its data and OK (RFC 2180 4.1.2, as Dovecot does)
                     continue
                 self.out.append(line)
-            await self._maybe_flush()
+            if start + FLUSH_EVERY < len(idx):
+                await self._maybe_flush()
         self.sync(expunge=uid_mode)
         self.tagged(tag, "OK", "FETCH completed")
 
@@ -948,7 +956,7 @@ class Session:
         distinct flag set encoded once, ENVELOPE/BODYSTRUCTURE sent as cached."""
         uids = [self.uids[i] for i in chunk]
         names = [a.name for a in atts]
-        parts, order = [], []      # order: indexes into (seq, uid, flags, modseq, size, env, body, date)
+        parts, order = [], []      # order: indexes into (seq, uid, flags, modseq, size, env, body, date, BODY)
         for n in names:
             if n == "FLAGS" and self.condstore and "MODSEQ" not in names:   # RFC 7162 3.1.4
                 parts += [b"FLAGS %s", b"MODSEQ (%d)"]
@@ -957,8 +965,11 @@ class Session:
                 part, k = _COLUMN_ITEMS[n]
                 parts.append(part)
                 order.append(k)
-        rows = self._mb().fetch_rows(self.folder, uids[0], uids[-1], envelope="ENVELOPE" in names,
-                                     body="BODYSTRUCTURE" in names)
+        mb = self._mb()
+        rows = mb.fetch_rows(self.folder, uids[0], uids[-1], envelope="ENVELOPE" in names,
+                             body="BODYSTRUCTURE" in names)
+        want_body = 8 in order      # BODY: the cached structure without its extension data
+        structs = mb.bodystructures(self.folder, uids) if want_body else {}
         if len(rows) == len(uids):
             # the index never holds a UID in this range that the view lacks (new UIDs are
             # above all others), so as many rows as view UIDs are exactly those messages
@@ -969,6 +980,7 @@ class Session:
         fmt = b"* %d FETCH (" + b" ".join(parts) + b")\r\n"
         pick = itemgetter(0, *order)
         want_date = 7 in order
+        plain = b""
         memo: dict[str, tuple[frozenset, bytes | None]] = {}
         recent, out, known = self.recent, self.out, self.known_flags
         date = b""
@@ -992,10 +1004,15 @@ class Session:
                     memo[text] = (m[0], bytes(flag_list(m[0])))
             if want_date:
                 date = imap_date(_dt.datetime.fromtimestamp(idate, _tz(tzo))).encode()
-            out.append(fmt % pick((i + 1, uid, fl, modseq, size, env, body, date)))
+            if want_body:
+                bs = structs.get(uid)
+                if bs is None:      # expunged between the two reads (RFC 2180 4.1.2)
+                    continue
+                plain = encode_body(F.strip_extensions(bs))
+            out.append(fmt % pick((i + 1, uid, fl, modseq, size, env, body, date, plain)))
 
     def _fetch_one(self, seq: int, rec: MessageRecord, atts: list[FetchAtt], flags_changed: bool,
-                   env: list | bytes | None = None) -> bytes:
+                   env: list | bytes | None = None, body: list | None = None) -> bytes:
         """One ``* n FETCH (…)`` line; ``flags_changed``: this FETCH just set \\Seen (so FLAGS
         is reported even when not asked for, first, as Dovecot does)."""
         mb, folder = self._mb(), self.folder
@@ -1026,7 +1043,7 @@ class Session:
                 # (bytes: the store's cached wire form, see relay.store.mime.envelope_wire)
                 items.append(b"ENVELOPE " + (env if type(env) is bytes else encode_envelope(env)))
             elif n in ("BODY", "BODYSTRUCTURE") and data is None and hasattr(mb, "bodystructure"):
-                bs = mb.bodystructure(folder, rec.uid)   # cached in the index: no file read
+                bs = body if body is not None else mb.bodystructure(folder, rec.uid)   # cached: no file read
                 if bs is None:
                     data = MIME.to_crlf(mb.read(folder, rec.uid))
                     bs = MIME.bodystructure(data)
