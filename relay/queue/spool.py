@@ -299,15 +299,15 @@ class Spool:
         if isinstance(data, bytes) and len(data) <= CACHE_MAX:
             entry.cached = data
         if self._writer is None:
-            # fsync in tmp/, then rename into active/ (and fsync the directory): a message
-            # appears in the queue only once it is durable, i.e. just before its 250. Renaming
-            # first would commit data and name in one journal commit, but a kill during that
-            # fsync then leaves in active/ a message whose client never got the 250 and sends
-            # it again — and for a sending relay the receiver "has" each message for the whole
-            # fsync, which is most of the time a transaction waits for its 250 (duplicates per
-            # SIGKILL of the sender measured by bench/onward_soak.py, see its docstring). The
-            # second commit costs ~0.3-0.5 ms per group commit on this machine's ext4.
-            self._writer = DurableWriter(sync_before_rename=True)
+            # queue files are self-checking (envelope size vs file size, see load()), so the
+            # writer may rename before fsync and commit data and name in one journal commit.
+            # Fsync first, rename after would keep a message out of active/ until it is durable
+            # (a kill during the fsync then could not leave an unacknowledged message queued),
+            # at the price of a second journal commit (+0.3-0.5 ms per group commit here); in
+            # bench/onward_soak.py it made no measurable difference to duplicates per kill
+            # (4.0 per sender kill either way) once finished entries were recorded at once
+            # (``done``), so the single commit stays.
+            self._writer = DurableWriter(sync_before_rename=False)
         afut = asyncio.wrap_future(self._writer.submit([(self.tmp_dir / entry.id, entry.path, payload)]))
         if on_committed is not None:
             def committed(f: asyncio.Future) -> None:
