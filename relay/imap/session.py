@@ -1042,8 +1042,10 @@ class Session:
                     env = MIME.envelope(data)
                 # (bytes: the store's cached wire form, see relay.store.mime.envelope_wire)
                 items.append(b"ENVELOPE " + (env if type(env) is bytes else encode_envelope(env)))
-            elif n in ("BODY", "BODYSTRUCTURE") and data is None and hasattr(mb, "bodystructure"):
-                bs = body if body is not None else mb.bodystructure(folder, rec.uid)   # cached: no file read
+            elif n in ("BODY", "BODYSTRUCTURE") and (body is not None or (
+                    data is None and hasattr(mb, "bodystructure"))):
+                # cached in the index: no file read, no MIME parse
+                bs = body if body is not None else mb.bodystructure(folder, rec.uid)
                 if bs is None:
                     data = MIME.to_crlf(mb.read(folder, rec.uid))
                     bs = MIME.bodystructure(data)
@@ -1075,7 +1077,7 @@ class Session:
                     else:
                         items.append(head + BX.wire(F.apply_partial(content, a.partial), decoded))
                 else:  # BODY[section]
-                    if a.part or a.text:   # the whole message needs no MIME parse
+                    if a.part:   # the whole message, its header or text: no MIME parse
                         root = root or F.parse_structure(data)
                     sec = F.section_bytes(data, a, root)
                     if sec is None:
