@@ -364,3 +364,20 @@ async def test_fetch_from_index_columns_equals_row_by_row(tmp_path, monkeypatch)
         assert u._pending
         out = await both(c, f"f FETCH 1:* {items}")
         assert "message 7" in out and not u._pending
+
+
+def test_folders_made_by_other_tools_show_up_despite_the_listing_cache(tmp_path):
+    """folders() reuses the root's listing while its mtime stays; a folder another tool
+    makes (also one whose cur/ comes a moment after the directory) still shows up."""
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        before = {f.name for f in u.folders()}
+        (u.root / ".Made").mkdir()
+        assert {f.name for f in u.folders()} == before          # no cur/ yet: not a folder
+        (u.root / ".Made" / "cur").mkdir()                       # root mtime unchanged
+        (u.root / ".Made" / "new").mkdir()
+        (u.root / ".Made" / "tmp").mkdir()
+        assert {f.name for f in u.folders()} == before | {"Made"}
+        for sub in ("cur", "new", "tmp"):
+            (u.root / ".Other" / sub).mkdir(parents=True)
+        assert {f.name for f in u.folders()} == before | {"Made", "Other"}

@@ -382,12 +382,23 @@ class Session:
             self.state = "auth"
             if self.qresync:
                 self.untagged("OK [CLOSED] Previous mailbox closed")
-        if name not in self._folder_names():
-            raise No("[NONEXISTENT] Mailbox does not exist")
         mb = self._mb()
-        # a new big Maildir is indexed on first use: keep the event loop (other sessions) free
-        version = await asyncio.to_thread(mb.version, name)   # before state: never miss a change
-        st = await asyncio.to_thread(mb.state, name)
+
+        def load():
+            if name not in self._folder_names():
+                return None
+            version = mb.version(name)          # before state: never miss a change
+            st = mb.state(name)
+            # \Recent (RFC 3501 2.3.2): SELECT claims the messages it reports; EXAMINE only looks
+            recent = self._recent_of(name, st.uids, readonly)
+            kws = getattr(mb, "keywords", None)
+            return version, st, recent, set(kws(name)) if kws is not None else set()
+        # one trip to a worker thread (a new big Maildir is indexed on first use: the event
+        # loop, i.e. every other session, stays free meanwhile)
+        got = await asyncio.to_thread(load)
+        if got is None:
+            raise No("[NONEXISTENT] Mailbox does not exist")
+        version, st, self.recent, self.keywords = got
         self.folder, self.readonly, self.state = name, readonly, "selected"
         self.uids, self.uids_own = st.uids, False
         self.view_validity = st.uidvalidity
@@ -395,10 +406,6 @@ class Session:
         self.modseq_seen = st.highestmodseq
         self.own_modseqs.clear()
         self.pending_gone.clear()
-        # \Recent (RFC 3501 2.3.2): SELECT claims the messages it reports; EXAMINE only looks
-        self.recent = await asyncio.to_thread(self._recent_of, name, self.uids)
-        kws = getattr(mb, "keywords", None)
-        self.keywords = set(await asyncio.to_thread(kws, name)) if kws is not None else set()
         self.known_flags = set(SYSTEM_FLAGS) | self.keywords
         self.flag_forms = {}
         self._flags_lines()
@@ -415,10 +422,10 @@ class Session:
         mode = "READ-ONLY" if readonly else "READ-WRITE"
         self.tagged(tag, "OK", f"[{mode}] {'EXAMINE' if readonly else 'SELECT'} completed")
 
-    def _recent_of(self, folder: str, uids: list[int]) -> set[int]:
+    def _recent_of(self, folder: str, uids: Sequence[int], readonly: bool | None = None) -> set[int]:
         """The \\Recent messages among ``uids``, claimed unless the view is read-only."""
         mb = self._mb()
-        if self.readonly:
+        if self.readonly if readonly is None else readonly:
             peek = getattr(mb, "peek_recent", None)
             return set(peek(folder, uids)) if peek is not None else set()
         claim = getattr(mb, "claim_recent", None)
@@ -611,17 +618,21 @@ class Session:
         items = args[1] if isinstance(args[1], list) else [args[1]]
         if not items:
             raise Bad("STATUS needs items")
-        if name not in self._folder_names():
-            raise No("[NONEXISTENT] Mailbox does not exist")
         mb = self._mb()
         status = getattr(mb, "status", None)
-        if status is not None:   # one cheap query; never claims \Recent
-            values = await asyncio.to_thread(status, name)
-        else:
-            st = await asyncio.to_thread(mb.state, name)
-            values = {"MESSAGES": len(st.uids), "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
-                      "HIGHESTMODSEQ": st.highestmodseq, "RECENT": 0,
-                      "UNSEEN": sum(1 for r in mb.records(name, list(st.uids)) if "\\Seen" not in r.flags)}
+
+        def load():     # one trip to a worker thread
+            if name not in self._folder_names():
+                return None
+            if status is not None:   # one cheap query; never claims \Recent
+                return status(name)
+            st = mb.state(name)
+            return {"MESSAGES": len(st.uids), "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
+                    "HIGHESTMODSEQ": st.highestmodseq, "RECENT": 0,
+                    "UNSEEN": sum(1 for r in mb.records(name, list(st.uids)) if "\\Seen" not in r.flags)}
+        values = await asyncio.to_thread(load)
+        if values is None:
+            raise No("[NONEXISTENT] Mailbox does not exist")
         if name == self.folder:
             values = dict(values, RECENT=len(self.recent))
         out = []

@@ -199,14 +199,26 @@ class UserStore:
         self._swept = time.monotonic()
 
     def _disk_folders(self) -> list[str]:
-        out = []
+        """Folder directories in the Maildir root (ones other tools made too). The listing is
+        reused while the root's mtime stays (a directory made or removed in it changes that)
+        and no directory seen was still without its cur/ (made by a tool a moment later)."""
+        mtime = maildir.mtime_ns(self.root)
+        seen = getattr(self, "_disk_seen", None)
+        if seen is not None and seen[0] == mtime and not seen[2]:
+            return seen[1]
+        out, partial = [], False
         with os.scandir(self.root) as it:
             for e in it:
                 if e.name.startswith(".") and e.is_dir(follow_symlinks=False):
                     name = names.from_dirname(e.name)
-                    if name and name != INBOX and os.path.isdir(os.path.join(e.path, "cur")):
-                        out.append(name)
-        return sorted(out)
+                    if name and name != INBOX:
+                        if os.path.isdir(os.path.join(e.path, "cur")):
+                            out.append(name)
+                        else:
+                            partial = True
+        out.sort()
+        self._disk_seen = (mtime, out, partial)
+        return out
 
     # ------------------------------------------------------------------ index helpers
     class _TxCtx:
