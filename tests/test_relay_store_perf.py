@@ -8,6 +8,7 @@ from __future__ import annotations
 import marshal
 import os
 import sqlite3
+from pathlib import Path
 
 from relay.store import MailStore, index, mime
 
@@ -381,3 +382,29 @@ def test_folders_made_by_other_tools_show_up_despite_the_listing_cache(tmp_path)
         for sub in ("cur", "new", "tmp"):
             (u.root / ".Other" / sub).mkdir(parents=True)
         assert {f.name for f in u.folders()} == before | {"Made", "Other"}
+
+
+def test_append_fsyncs_the_file_and_then_cur(tmp_path, monkeypatch):
+    """APPEND: the message file is fsynced before its rename into cur/, and cur/ after it, so
+    the name survives a power loss as well as the bytes."""
+    from relay.store import maildir
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        u.state("INBOX")
+        synced = []
+        real_fsync, real_open = os.fsync, os.open
+        opened: dict[int, str] = {}
+
+        def spy_open(path, flags, *a, **kw):
+            fd = real_open(path, flags, *a, **kw)
+            opened[fd] = str(path)
+            return fd
+
+        def spy_fsync(fd):
+            synced.append(opened.get(fd, "?"))
+            return real_fsync(fd)
+        monkeypatch.setattr(maildir.os, "open", spy_open)
+        monkeypatch.setattr(maildir.os, "fsync", spy_fsync)
+        u.append("INBOX", msg(1))
+        assert len(synced) == 2
+        assert Path(synced[0]).parent == u.root / "tmp" and Path(synced[1]) == u.root / "cur"
