@@ -408,3 +408,61 @@ def test_append_fsyncs_the_file_and_then_cur(tmp_path, monkeypatch):
         u.append("INBOX", msg(1))
         assert len(synced) == 2
         assert Path(synced[0]).parent == u.root / "tmp" and Path(synced[1]) == u.root / "cur"
+
+
+def _scan_status(u, folder):
+    """STATUS figures counted from the rows (what the counts table must equal)."""
+    (fid,) = u._db.execute("SELECT id FROM folders WHERE name=?", (folder,)).fetchone()
+    n, unseen, size = u._db.execute(
+        "SELECT count(*), total(instr(' '||flags||' ', ' \\Seen ') = 0), total(size) FROM messages "
+        "WHERE folder=?", (fid,)).fetchone()
+    return {"MESSAGES": n, "UNSEEN": int(unseen), "SIZE": int(size)}
+
+
+def test_status_counts_kept_by_triggers_match_a_scan(tmp_path, monkeypatch):
+    """STATUS MESSAGES/UNSEEN/SIZE come from counts the index's triggers keep: equal to a scan
+    after appends, flag changes (here and by another tool), copy, move, expunge, a lazy index,
+    and filled once for an index made before the counts existed."""
+    from relay.store import mailbox
+
+    def same(u, *folders):
+        for folder in folders:
+            st = u.status(folder)
+            assert {k: st[k] for k in ("MESSAGES", "UNSEEN", "SIZE")} == _scan_status(u, folder), folder
+
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        for n in range(6):
+            u.append("INBOX", msg(n), ["\\Seen"] if n % 2 else [])
+        same(u, "INBOX")
+        u.set_flags("INBOX", [1, 2], "add", ["\\Seen", "$Work"])
+        u.set_flags("INBOX", [3], "remove", ["\\Seen"])
+        same(u, "INBOX")
+        u.copy("INBOX", [1, 2, 3], "Archive")
+        u.copy("INBOX", [4], "Trash", move=True)
+        same(u, "INBOX", "Archive", "Trash")
+        u.set_flags("INBOX", [5], "add", ["\\Deleted"])
+        u.expunge("INBOX")
+        same(u, "INBOX")
+        cur = u.root / "cur"
+        name = next(p for p in os.listdir(cur) if p.endswith(":2,"))
+        os.rename(cur / name, cur / (name + "S"))                # another tool marks it seen
+        os.unlink(cur / next(p for p in sorted(os.listdir(cur))))  # and deletes one
+        u.state("INBOX")
+        same(u, "INBOX")
+        path = u.root / index.FILENAME
+    db = sqlite3.connect(path)                 # as an index made before the counts table
+    db.execute("DROP TABLE folder_counts")
+    db.execute("DELETE FROM meta WHERE key='counts'")
+    db.commit()
+    db.close()
+    monkeypatch.setattr(mailbox, "LAZY_BATCH", 3)
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        same(u, "INBOX", "Archive", "Trash")
+        for n in range(4):                     # a lazy first index of new files
+            (u.root / "new" / f"{2000 + n}.M{n}P9.h").write_bytes(msg(10 + n))
+        u.state("INBOX")
+        same(u, "INBOX")
+        u.delete("Archive")
+        assert u.status("Trash")["MESSAGES"] == 1

@@ -135,6 +135,28 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (folder, uid)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY);
+-- per-folder MESSAGES / SIZE / UNSEEN kept by triggers in the same transaction as the rows
+-- (STATUS reads one row instead of the folder's rows); created on open, no schema bump:
+-- filled once from messages (meta 'counts') when the table is new
+CREATE TABLE IF NOT EXISTS folder_counts (
+    folder INTEGER PRIMARY KEY, messages INTEGER NOT NULL, size INTEGER NOT NULL,
+    unseen INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS messages_count_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO folder_counts VALUES (NEW.folder, 1, NEW.size, instr(NEW.flags, '\\Seen') = 0)
+    ON CONFLICT (folder) DO UPDATE SET messages = messages + 1, size = size + NEW.size,
+        unseen = unseen + (instr(NEW.flags, '\\Seen') = 0);
+END;
+CREATE TRIGGER IF NOT EXISTS messages_count_delete AFTER DELETE ON messages BEGIN
+    UPDATE folder_counts SET messages = messages - 1, size = size - OLD.size,
+        unseen = unseen - (instr(OLD.flags, '\\Seen') = 0) WHERE folder = OLD.folder;
+END;
+CREATE TRIGGER IF NOT EXISTS messages_count_update AFTER UPDATE OF flags, size ON messages
+WHEN OLD.flags != NEW.flags OR OLD.size != NEW.size BEGIN
+    UPDATE folder_counts SET size = size - OLD.size + NEW.size,
+        unseen = unseen - (instr(OLD.flags, '\\Seen') = 0) + (instr(NEW.flags, '\\Seen') = 0)
+        WHERE folder = OLD.folder;
+END;
 -- keywords ever used in a folder (SELECT's FLAGS lists them, as Dovecot does); created on open
 -- (no schema bump): an index without it is filled once from messages (meta 'keywords')
 CREATE TABLE IF NOT EXISTS keywords (
@@ -194,11 +216,28 @@ def _open(path: Path, existed: bool) -> sqlite3.Connection:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif row[0] != str(SCHEMA_VERSION):
             _upgrade(db, row[0])
+        if db.execute("SELECT 1 FROM meta WHERE key='counts'").fetchone() is None:
+            _fill_counts(db)
         db.execute("SELECT count(*) FROM messages").fetchone()
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _fill_counts(db: sqlite3.Connection) -> None:
+    """folder_counts from the rows, once for an index made before the table (the triggers
+    keep it from then on, whichever relay version writes)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("DELETE FROM folder_counts")
+        db.execute("INSERT INTO folder_counts SELECT folder, count(*), total(size), "
+                   "total(instr(flags, '\\Seen') = 0) FROM messages GROUP BY folder")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('counts', '1')")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _upgrade(db: sqlite3.Connection, version: str) -> None:

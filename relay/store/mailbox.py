@@ -640,9 +640,12 @@ class UserStore:
         with self._lock:
             f = self._folder(folder)
             self._sync(f)
-            n, recent, unseen, size = self._db.execute(
-                "SELECT count(*), total(recent), total(instr(' '||flags||' ', ' \\Seen ') = 0), "
-                "total(size) FROM messages WHERE folder=?", (f.id,)).fetchone()
+            # the counts the index's triggers keep (relay.store.index): no scan of the folder
+            row = self._db.execute("SELECT messages, unseen, size FROM folder_counts WHERE folder=?",
+                                   (f.id,)).fetchone()
+            n, unseen, size = row if row is not None else (0, 0, 0)
+            (recent,) = self._db.execute("SELECT count(*) FROM messages INDEXED BY messages_recent "
+                                         "WHERE folder=? AND recent=1", (f.id,)).fetchone()
             return {"MESSAGES": n, "RECENT": int(recent), "UIDNEXT": f.uidnext,
                     "UIDVALIDITY": f.uidvalidity, "UNSEEN": int(unseen),
                     "HIGHESTMODSEQ": f.highestmodseq, "SIZE": int(size)}
