@@ -331,6 +331,40 @@ async def test_a_burst_goes_as_one_chain_one_round_trip_each(tmp_path):
         await s.stop()
 
 
+async def test_an_accepted_message_is_reported_before_the_next_content_leaves(tmp_path, monkeypatch):
+    # the queue runner records a message as done from on_sent; in a chain the next message's
+    # content follows the 250 at once, so the report must come before that write (otherwise a
+    # crash in between would resend two messages of one connection, not one)
+    from relay.smtp_client import SMTPConnection
+
+    events: list[tuple[str, object]] = []
+    send = SMTPConnection._send
+
+    async def spy(self, data, timeout):
+        events.append(("write", bytes(data)))
+        return await send(self, data, timeout)
+
+    monkeypatch.setattr(SMTPConnection, "_send", spy)
+    s = await ScriptedServer(EHLO="250-scripted\r\n250-PIPELINING\r\n250 SIZE 1000000", hold_dot=1.0).start()
+    try:
+        cfg = cfg_for(tmp_path, {"hamburger.edu": s.port},
+                      "[delivery]\ninitial_concurrency = 1\nmax_connections_per_destination = 1\n")
+        async with RemoteDelivery(cfg) as rd:
+            rd.on_sent = lambda qid, rcpts: events.append(("sent", qid))
+            msgs = [OutboundMessage("a@crepes.fr", MSG.replace(b"Hello Bob.", b"Hello Bob %d." % i), id=f"Q{i}")
+                    for i in range(5)]
+            results = await asyncio.gather(*(rd.deliver_message(m, ["bob@hamburger.edu"]) for m in msgs))
+        assert all(r["bob@hamburger.edu"].status == "sent" for r in results)
+        assert s.next_before_dot.count(True) >= 3  # it was a chain
+        for i in range(4):
+            reported = events.index(("sent", f"Q{i}"))
+            next_content = next(k for k, (kind, data) in enumerate(events)
+                                if kind == "write" and b"Hello Bob %d." % (i + 1) in data)
+            assert reported < next_content, i
+    finally:
+        await s.stop()
+
+
 async def test_a_link_lost_inside_a_chain_loses_nothing(tmp_path):
     # the server takes the first message, then drops the link instead of answering the second
     # one's dot (whose write carried the third envelope): the second's fate is unknown, so
