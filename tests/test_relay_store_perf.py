@@ -464,5 +464,7 @@ def test_status_counts_kept_by_triggers_match_a_scan(tmp_path, monkeypatch):
             (u.root / "new" / f"{2000 + n}.M{n}P9.h").write_bytes(msg(10 + n))
         u.state("INBOX")
         same(u, "INBOX")
+        u.append("INBOX", msg(20))             # the per-row trigger is back after the bulk
+        same(u, "INBOX")
         u.delete("Archive")
         assert u.status("Trash")["MESSAGES"] == 1

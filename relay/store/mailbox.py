@@ -427,7 +427,8 @@ class UserStore:
                     rows.append((f.id, uidnext, base, fn, " ".join(sorted(flags)), size, vsize,
                                  int(mtime), 0, modseq, int(recent)) + PENDING)
                     uidnext += 1
-                db.executemany(_INSERT, rows)
+                index.bulk_insert(db, _INSERT, rows, f.id, sum(r[5] for r in rows),
+                                  sum(1 for r in rows if "\\Seen" not in r[4].split()))
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (f"lazy:{f.id}",))
                 self._pending.add(f.id)
                 changed = True
