@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -468,3 +469,26 @@ def test_status_counts_kept_by_triggers_match_a_scan(tmp_path, monkeypatch):
         same(u, "INBOX")
         u.delete("Archive")
         assert u.status("Trash")["MESSAGES"] == 1
+
+
+async def test_sparse_fetch_after_other_sessions_expunge_answers_the_right_messages(tmp_path):
+    """FETCH 1,6,9 while another session expunged 2,3,4,6,7,8: the index holds three rows in
+    UIDs 1..9 (1, 5, 9), as many as the set names, but not the same ones: sequence 6 is gone
+    (no line), 5 is not asked for."""
+    from tests.test_relay_imap_session import Client
+
+    with MailStore(tmp_path / "mail") as s:
+        u = s.user(ADDR)
+        for n in range(10):
+            u.append("INBOX", msg(n))
+        a, b = Client(None), Client(None)
+        for cl in (a, b):
+            cl.s.open_mailbox = lambda user: u
+            cl.s.authenticate = _yes
+            assert "OK" in await cl("l LOGIN bob x")
+            assert "OK" in await cl("s SELECT INBOX")
+        assert "OK" in await b("st UID STORE 2:4,6:8 +FLAGS (\\Deleted)")
+        assert "OK" in await b("e EXPUNGE")
+        out = await a("f FETCH 1,6,9 (UID FLAGS MODSEQ ENVELOPE)")
+        assert re.findall(r"\* (\d+) FETCH \(UID (\d+)", out) == [("1", "1"), ("9", "9")]
+        assert "message 4" not in out and "message 0" in out and "message 8" in out

@@ -981,9 +981,10 @@ class Session:
                              body="BODYSTRUCTURE" in names)
         want_body = 8 in order      # BODY: the cached structure without its extension data
         structs = mb.bodystructures(self.folder, uids) if want_body else {}
-        if len(rows) == len(uids):
-            # the index never holds a UID in this range that the view lacks (new UIDs are
-            # above all others), so as many rows as view UIDs are exactly those messages
+        if len(rows) == len(uids) and chunk[-1] - chunk[0] + 1 == len(chunk):
+            # a contiguous run of the view: the index never holds a UID in its range that the
+            # view lacks (new UIDs are above all others), so as many rows as view UIDs are
+            # exactly those messages (for 1,6,9 the rows of 1..9 are no such proof)
             pairs = zip(chunk, rows)
         else:
             by_uid = {r[0]: r for r in rows}
