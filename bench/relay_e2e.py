@@ -16,13 +16,20 @@ a watcher polls bob's ``new/`` every 2 ms and matches each file to its submissio
 With ``--postfix`` the same load then goes through two Postfix instances configured under temp
 dirs (tests/postfix_peer.py): the first accepts from loopback without AUTH (mynetworks) and
 relays hamburger.edu to the second by a transport map; the second delivers into bob's Maildir
-(virtual(8)). Both are stock otherwise: no TLS between them (our relays use STARTTLS), up to
-20 parallel deliveries per destination.
+(virtual(8)). Like our relays they speak opportunistic STARTTLS between them
+(``smtp_tls_security_level = may`` / ``smtpd_tls_security_level = may`` with a self-signed
+certificate; ``--postfix-tls none`` for the stock plaintext hop). Stock otherwise: up to 20
+parallel deliveries per destination.
 
-Reported: submitted msg/s (first MAIL → last 250), end-to-end msg/s (first MAIL → last file in
-bob's Maildir), latency from the start of each message's submission to its file appearing
-(p50/p95/max; the 2 ms polling is part of it), and how many SMTP connections crepes.fr opened
-to hamburger.edu (counted from crepes.fr's mail log, one "smtp: connected to" line each).
+Reported side by side (relay | Postfix | ratio): the offered load, submitted msg/s (first MAIL →
+last 250), end-to-end msg/s (first MAIL → last file in bob's Maildir) and its share of the
+submitted rate, latency from the start of each message's submission to its file appearing
+(p50/p95/max; the 2 ms polling is part of it), CPU per message (user+sys of all the processes
+of both hops from /proc — for Postfix the master, its live daemons and the ones it reaped —
+independent of the load others put on the machine), how many SMTP connections the first hop
+opened to the second, and the load average before and after.
+
+Issue 14's goal: at ``--rate 200`` end to end ≥ 0.8× the accept rate and p95 < 1 s.
 """
 
 from __future__ import annotations
@@ -52,6 +59,31 @@ PASSWORD = "bench-password"
 SEQ = re.compile(rb"^X-Bench-Seq: (\d+)\r?$", re.M)
 
 
+def proc_cpu(pid: int, children: bool = False) -> float:
+    """CPU seconds (user+sys) of a process from /proc, plus its reaped children's if asked."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postfix_cpu(masters: list[int]) -> float:
+    """All CPU the Postfix instances used so far: each master with what it reaped, plus its
+    daemons still alive (smtpd, smtp, qmgr, cleanup, virtual, ...)."""
+    total = sum(proc_cpu(m, children=True) for m in masters)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int((Path("/proc") / entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid in masters:
+                total += proc_cpu(int(entry))
+    return total
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,9 +111,13 @@ class Relay:
         UserDB(self.cfg.users_file).add(user, PASSWORD)
         self.proc: subprocess.Popen | None = None
 
+    uvloop = False  # --uvloop: run the relays on uvloop's event loop (a measurement, not a feature)
+
     def start(self) -> None:
+        run = (["-c", "import sys, uvloop; uvloop.install(); from relay.cli import main; sys.exit(main(sys.argv[1:]))"]
+               if self.uvloop else ["-m", "relay"])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay", "start", "--foreground", "--quiet-stderr",
+            [sys.executable, *run, "start", "--foreground", "--quiet-stderr",
              "--config", str(self.config), "--data-dir", str(self.cfg.data_dir)],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "stderr", "wb"))
@@ -176,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=0.0, help="steady offered load in msg/s (default: flat out)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, Maildirs)")
     ap.add_argument("--postfix", action="store_true", help="also run the load through two Postfix instances")
+    ap.add_argument("--uvloop", action="store_true", help="run both relays on uvloop (pip install uvloop)")
+    ap.add_argument("--postfix-tls", choices=("may", "none"), default="may",
+                    help="STARTTLS between the two Postfix instances (may, as our relays) or none (stock)")
     args = ap.parse_args(argv)
     total = 100 if args.quick else args.messages
+    Relay.uvloop = args.uvloop
     tmp = Path(tempfile.mkdtemp(prefix="tui-mail-e2e-"))
     ham_port, crepes_smtp, crepes_sub = free_port(), free_port(), free_port()
     common = '[queue]\nfirst_retry = "1s"\n'
@@ -198,25 +238,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relay e2e: {total} messages of 1 KB, {args.sessions} submission sessions {load}, "
               f"crepes.fr → hamburger.edu on loopback (data in {tmp})")
         cpu0 = crepes.cpu_seconds(), hamburger.cpu_seconds()
+        load = [os.getloadavg()[0]]
         r = asyncio.run(run(total, args.sessions, crepes_sub, maildir, args.rate))
         cpu = crepes.cpu_seconds() - cpu0[0], hamburger.cpu_seconds() - cpu0[1]
+        load.append(os.getloadavg()[0])
     finally:
         crepes.stop()
         hamburger.stop()
     log = crepes.cfg.log_file.read_text(errors="replace") if crepes.cfg.log_file.exists() else ""
-    connections = log.count("smtp: connected to")
-    print(f"  submitted      {r['submitted_rate']:8.1f} msg/s")
-    print(f"  end to end     {r['e2e_rate']:8.1f} msg/s")
-    print(f"  latency        p50 {r['p50']:.1f} ms   p95 {r['p95']:.1f} ms   max {r['max']:.1f} ms")
-    print(f"  onward leg     {connections} SMTP connection(s) from crepes.fr to hamburger.edu")
-    print(f"  cpu per msg    crepes.fr {cpu[0] / total * 1000:.2f} ms   hamburger.edu {cpu[1] / total * 1000:.2f} ms "
-          "(user+sys; independent of other load on the machine)")
-    if args.postfix:
-        p = run_postfix(total, args.sessions, args.rate)
-        print(f"  Postfix pair   submitted {p['submitted_rate']:.1f} msg/s, end to end {p['e2e_rate']:.1f} msg/s, "
-              f"p50 {p['p50']:.1f} ms, p95 {p['p95']:.1f} ms, max {p['max']:.1f} ms")
-        print(f"  ratio          end to end relay/Postfix {r['e2e_rate'] / p['e2e_rate']:.2f}, "
-              f"p95 relay/Postfix {r['p95'] / p['p95']:.2f}")
+    r["connections"] = log.count("smtp: connected to")
+    r["cpu"] = (cpu[0] + cpu[1]) / total * 1000
+    r["cpu_detail"] = f"crepes.fr {cpu[0] / total * 1000:.2f} + hamburger.edu {cpu[1] / total * 1000:.2f}"
+    r["load"] = load
+    p = run_postfix(total, args.sessions, args.rate, args.postfix_tls) if args.postfix else None
+    print_table(r, p, args.rate, args.postfix_tls)
     if not args.keep:
         import shutil
 
@@ -224,9 +259,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_postfix(total: int, sessions: int, rate: float) -> dict:
+def print_table(r: dict, p: dict | None, rate: float, postfix_tls: str) -> None:
+    offered = f"{rate:g} msg/s" if rate else "flat out"
+    rows = [("offered load", offered, offered, None),
+            ("submitted (msg/s)", f"{r['submitted_rate']:.1f}", p and f"{p['submitted_rate']:.1f}",
+             p and r["submitted_rate"] / p["submitted_rate"]),
+            ("end to end (msg/s)", f"{r['e2e_rate']:.1f}", p and f"{p['e2e_rate']:.1f}", p and r["e2e_rate"] / p["e2e_rate"]),
+            ("end to end / submitted", f"{r['e2e_rate'] / r['submitted_rate']:.2f}",
+             p and f"{p['e2e_rate'] / p['submitted_rate']:.2f}", None),
+            ("end to end / Postfix's submitted", p and f"{r['e2e_rate'] / p['submitted_rate']:.2f}", "", None),
+            ("latency p50 (ms)", f"{r['p50']:.1f}", p and f"{p['p50']:.1f}", p and r["p50"] / p["p50"]),
+            ("latency p95 (ms)", f"{r['p95']:.1f}", p and f"{p['p95']:.1f}", p and r["p95"] / p["p95"]),
+            ("latency max (ms)", f"{r['max']:.1f}", p and f"{p['max']:.1f}", p and r["max"] / p["max"]),
+            ("CPU per message, both hops (ms)", f"{r['cpu']:.2f}", p and f"{p['cpu']:.2f}", p and r["cpu"] / p["cpu"]),
+            ("SMTP connections hop 1 → hop 2", str(r["connections"]), p and str(p["connections"]), None),
+            ("load average before → after", "{:.1f} → {:.1f}".format(*r["load"]),
+             p and "{:.1f} → {:.1f}".format(*p["load"]), None)]
+    w = max(len(n) for n, *_ in rows)
+    print(f"  {'':{w}}  {'relay':>14}  {'Postfix':>14}  {'ratio':>6}")
+    for name, ours, theirs, ratio in rows:
+        print(f"  {name:{w}}  {ours or '':>14}  {theirs or ('' if p else 'not run'):>14}  "
+              f"{'' if ratio is None else f'{ratio:.2f}':>6}")
+    print(f"  relay CPU: {r['cpu_detail']} ms per message{' (uvloop)' if Relay.uvloop else ''}; "
+          "the relays use STARTTLS between the hops, "
+          f"Postfix {'too' if postfix_tls == 'may' else 'does not (--postfix-tls none)'}")
+    if rate:
+        ok = r["e2e_rate"] >= 0.8 * r["submitted_rate"] and r["p95"] < 1000
+        print(f"  goal (end to end >= 0.8x submitted, p95 < 1 s at {rate:g} msg/s offered): {'met' if ok else 'NOT met'}")
+
+
+def run_postfix(total: int, sessions: int, rate: float, tls: str = "may") -> dict:
     """The same load through Postfix A (relaying by transport map) → Postfix B (Maildir)."""
-    from tests.postfix_peer import Postfix
+    from tests.postfix_peer import Postfix, make_cert
 
     class RelayingPostfix(Postfix):
         def __init__(self, next_hop: int):
@@ -235,19 +299,39 @@ def run_postfix(total: int, sessions: int, rate: float) -> dict:
 
         def _config(self) -> str:
             return (super()._config().replace("virtual_mailbox_domains = static:all", "virtual_mailbox_domains = crepes.fr")
-                    + f"transport_maps = texthash:{self.conf_dir}/transport\n")
+                    + f"transport_maps = texthash:{self.conf_dir}/transport\n"
+                    + ("smtp_tls_security_level = may\nsmtp_tls_loglevel = 1\n" if tls == "may" else ""))
 
         def start(self, timeout: float = 15.0):
             self.conf_dir.mkdir(parents=True, exist_ok=True)
             (self.conf_dir / "transport").write_text(f"hamburger.edu smtp:[127.0.0.1]:{self.next_hop}\n")
             return super().start(timeout)
 
-    b = Postfix(domain="hamburger.edu", users=("bob",))
+    class TLSPostfix(Postfix):
+        def _config(self) -> str:
+            if tls != "may":
+                return super()._config()
+            cert, key = make_cert(self.conf_dir)
+            return super()._config() + (f"smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {cert}\n"
+                                        f"smtpd_tls_key_file = {key}\n")
+
+    b = TLSPostfix(domain="hamburger.edu", users=("bob",))
     a = RelayingPostfix(b.port)
     try:
         b.start()
         a.start()
-        return asyncio.run(run(total, sessions, a.port, b.maildir("bob") / "new", rate, auth=False))
+        masters = [m for m in (a._master_pid(), b._master_pid()) if m]
+        cpu0, load = postfix_cpu(masters), [os.getloadavg()[0]]
+        r = asyncio.run(run(total, sessions, a.port, b.maildir("bob") / "new", rate, auth=False))
+        r["cpu"] = (postfix_cpu(masters) - cpu0) / total * 1000
+        r["load"] = load + [os.getloadavg()[0]]
+        log = a.log_text()
+        # one "TLS connection established" line per connection (smtp_tls_loglevel = 1); a
+        # plaintext connection leaves no line of its own
+        r["connections"] = log.count("TLS connection established to") or "?"
+        if tls == "may" and r["connections"] == "?":
+            print("  warning: Postfix A's log shows no TLS connection to Postfix B")
+        return r
     finally:
         a.cleanup()
         b.cleanup()

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from relay.config import RelayConfig
 from relay.queue.destinations import DestinationState, RoundRobin
 from relay.routing import Destination, Router, RoutingError
-from relay.smtp_client import LinkError, ReplyError, SMTPConnection, Timeouts
+from relay.smtp_client import Envelope, LinkError, ReplyError, SMTPConnection, Timeouts, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +156,7 @@ class SessionFailed(Exception):
 
 
 def timeouts_for(cfg: RelayConfig, command_timeout: float | None = None) -> Timeouts:
-    d = cfg.delivery
-    return Timeouts(connect=d.connect_timeout, greeting=d.greeting_timeout,
-                    command=d.command_timeout if command_timeout is None else command_timeout,
-                    data_init=d.data_timeout, data_block=d.data_block_timeout, data_done=d.data_done_timeout)
+    return Timeouts.from_config(cfg.delivery, command_timeout)
 
 
 class _Session:
@@ -228,9 +225,8 @@ class _Session:
         except OSError as e:
             raise SessionFailed(deferred(f"{self.dest} dropped the connection at EHLO: {_oneline(e)}")) from None
 
-    async def send(self, msg: OutboundMessage, rcpts: list[str]) -> dict[str, DeliveryResult]:
-        """One MAIL/RCPT/DATA transaction (pipelined when offered). Raises ConnectionError when
-        the link breaks, and SessionFailed(try_next) on a 4xx to MAIL FROM (worth another MX)."""
+    def _prepare(self, msg: OutboundMessage, rcpts: list[str]) -> Envelope | dict[str, DeliveryResult]:
+        """The envelope to send, or every recipient's result when the message cannot go here."""
         conn = self.conn
         assert msg.data is not None
         self.messages += 1
@@ -250,18 +246,20 @@ class _Session:
             options.append("BODY=8BITMIME")
         if utf8:
             options.append("SMTPUTF8")
+        env = Envelope(msg.sender, rcpts, msg.data, options, utf8)
         try:
-            before = conn.pipelined
-            tx = await conn.transaction(msg.sender, rcpts, msg.data, options, utf8=utf8)
-            self.pipelined += conn.pipelined - before
+            env.commands()
         except ValueError as e:  # CR/LF in an address: never sent
             return dict.fromkeys(rcpts, failed(f"bad address: {e}", "5.1.3", 553))
+        return env
+
+    def _judge(self, tx: Transaction, rcpts: list[str]) -> tuple[dict[str, DeliveryResult], bool, DeliveryResult | None]:
+        """(results per recipient, whether the message went through, the 4xx to MAIL FROM
+        that makes another MX worth trying)."""
+        remote = self.remote
         if tx.mail.code // 100 != 2:
-            await self._rset()
             r = result_from_reply(tx.mail.code, tx.mail.text, remote)
-            if r.status == "deferred":
-                raise SessionFailed(r)
-            return dict.fromkeys(rcpts, r)
+            return dict.fromkeys(rcpts, r), False, r if r.status == "deferred" else None
         results: dict[str, DeliveryResult] = {}
         accepted: list[str] = []
         for rcpt, reply in zip(rcpts, tx.rcpts):
@@ -269,14 +267,76 @@ class _Session:
             if reply.code // 100 == 2:
                 accepted.append(rcpt)
         if not accepted or tx.data is None:
-            await self._rset()
-            return results
+            return results, False, None
         r = result_from_reply(tx.data.code, tx.data.text, remote)
-        if r.status != "sent":
-            await self._rset()
         for rcpt in accepted:
             results[rcpt] = r
+        return results, r.status == "sent", None
+
+    async def send(self, msg: OutboundMessage, rcpts: list[str]) -> dict[str, DeliveryResult]:
+        """One MAIL/RCPT/DATA transaction (pipelined when offered). Raises ConnectionError when
+        the link breaks, and SessionFailed(try_next) on a 4xx to MAIL FROM (worth another MX)."""
+        env = self._prepare(msg, rcpts)
+        if isinstance(env, dict):
+            return env
+        before = self.conn.pipelined
+        tx = await self.conn.transaction(env.sender, env.rcpts, env.data, env.options, utf8=env.utf8)
+        self.pipelined += self.conn.pipelined - before
+        results, ok, mail_deferred = self._judge(tx, rcpts)
+        if not ok:
+            await self._rset()
+        if mail_deferred is not None:
+            raise SessionFailed(mail_deferred)
         return results
+
+    async def send_chain(self, outstanding: list[_Job], follow: Callable[[], _Job | None],
+                         finish: Callable[[_Job, dict[str, DeliveryResult]], None]) -> tuple[_Job, DeliveryResult] | None:
+        """``outstanding[0]`` and whatever ``follow()`` hands over while a message is on the
+        wire, back to back with one round trip each (:meth:`SMTPConnection.transactions`).
+        ``finish(job, results)`` as each reply arrives. ``outstanding`` always holds the jobs
+        handed to the wire whose outcome is not known yet (the caller's to settle when the
+        link breaks). Returns the job whose MAIL FROM got a 4xx (worth another MX), if any;
+        the chain stops there."""
+        redo: list[tuple[_Job, DeliveryResult]] = []
+
+        def envelope(job: _Job) -> Envelope | None:
+            env = self._prepare(job.msg, job.rcpts)
+            if isinstance(env, dict):
+                finish(job, env)
+                return None
+            env.tag = job
+            return env
+
+        def nxt() -> Envelope | None:
+            while not redo:
+                job = follow()
+                if job is None:
+                    return None
+                env = envelope(job)
+                if env is not None:
+                    outstanding.append(job)
+                    return env
+            return None
+
+        def done(env: Envelope, tx: Transaction) -> None:
+            job = env.tag
+            outstanding.remove(job)
+            results, _ok, mail_deferred = self._judge(tx, job.rcpts)
+            if mail_deferred is not None:
+                redo.append((job, mail_deferred))
+            else:
+                finish(job, results)
+
+        first = envelope(outstanding[0])
+        if first is None:
+            outstanding.clear()
+            return None
+        before = self.conn.pipelined
+        try:
+            await self.conn.transactions(first, nxt, done)
+        finally:
+            self.pipelined += self.conn.pipelined - before
+        return redo[0] if redo else None
 
     async def _rset(self) -> None:
         if self.conn.connected:
@@ -474,11 +534,43 @@ class _DestinationPool:
                 msg.data = msg.load() if msg.size < INLINE_READ else await asyncio.to_thread(msg.load)
             except OSError as e:
                 return dict.fromkeys(job.rcpts, deferred(f"cannot read the queue file: {e}", "4.3.0"))
+            return self._check_hops(job)
+        return None
+
+    def _check_hops(self, job: _Job) -> dict[str, DeliveryResult] | None:
+        msg = job.msg
+        if msg.data is not None:
             hops = count_received(msg.data)
             if hops > self.owner.cfg.queue.max_hops:
                 return dict.fromkeys(job.rcpts, failed(
                     f"mail loop: the message has passed {hops} hops (limit {self.owner.cfg.queue.max_hops})", "5.4.6", 554))
         return None
+
+    def _follower(self, session: _Session, cap: int) -> Callable[[], _Job | None]:
+        """The next queued message for a chain on ``session``, taken only if it can go at once
+        (its file small enough to read here, the connection under its message cap)."""
+        def take() -> _Job | None:
+            while self.jobs and not self.owner.closing and session.messages < cap:
+                job = self.jobs[0]
+                if job.future.done():  # the caller gave up
+                    self.jobs.popleft()
+                    continue
+                if job.msg.data is None and job.msg.size >= INLINE_READ:
+                    return None  # a big file is read in a thread, by the worker's own loop
+                self.jobs.popleft()
+                if job.msg.data is None:
+                    try:
+                        job.msg.data = job.msg.load()
+                    except OSError as e:
+                        self._finish(job, dict.fromkeys(job.rcpts, deferred(f"cannot read the queue file: {e}", "4.3.0")))
+                        continue
+                    stop = self._check_hops(job)
+                    if stop is not None:
+                        self._finish(job, stop)
+                        continue
+                return job
+            return None
+        return take
 
     def _finish(self, job: _Job, results: dict[str, DeliveryResult], note: bool = True) -> None:
         """Hand a job its results; ``note=False`` for deferrals that only repeat the last error."""
@@ -492,12 +584,19 @@ class _DestinationPool:
             if job.msg.id:
                 self.owner._deferred_at[job.msg.id] = self.dests
         if not job.future.done():
+            if job.msg.id and self.owner.on_sent is not None and results \
+                    and all(r.status == "sent" for r in results.values()):
+                # before this connection sends anything more: a pipelined chain writes the next
+                # message's content right after this reply, in the same step of the loop
+                self.owner.on_sent(job.msg.id, job.rcpts)
             job.future.set_result(results)
 
     async def _worker(self) -> None:
         me = asyncio.current_task()
         session: _Session | None = None
         job: _Job | None = None
+        outstanding: list[_Job] = []  # handed to a pipelined chain, outcome not known yet
+        chain_first: _Job | None = None
         index = 0
         cap = self.owner.cfg.delivery.max_messages_per_connection
         started = True
@@ -545,14 +644,36 @@ class _DestinationPool:
                         continue
                     self.state.connected()
                 try:
-                    results = await session.send(job.msg, job.rcpts)
-                    self.owner.pipelined += session.pipelined
-                    session.pipelined = 0
+                    if session.conn.supports("pipelining"):
+                        # this message and whatever queues up meanwhile, one round trip each
+                        outstanding[:] = [job]
+                        chain_first, job = job, None
+                        redo = await session.send_chain(outstanding, self._follower(session, cap), self._finish)
+                        self.owner.pipelined += session.pipelined
+                        session.pipelined = 0
+                        if redo is None:
+                            self.pump()
+                            continue
+                        job, first = redo
+                        results = await self._via_others(job, index, first)
+                    else:
+                        results = await session.send(job.msg, job.rcpts)
+                        self.owner.pipelined += session.pipelined
+                        session.pipelined = 0
                 except SessionFailed as e:  # 4xx to MAIL FROM: worth trying the other MXes
                     results = await self._via_others(job, index, e.result)
                 except OSError as e:  # LinkError (timeouts, dropped link) is a ConnectionError
                     session.abort()
                     session = None
+                    if outstanding:
+                        # the first one's content may have been sent; the others never were
+                        reused = reused or outstanding[0] is not chain_first
+                        job = outstanding[0]
+                        for later in reversed(outstanding[1:]):
+                            self.jobs.appendleft(later)
+                        outstanding.clear()
+                    if job is None:
+                        continue
                     if reused and not job.retried:  # an idle connection the server had dropped
                         job.retried = True
                         self.jobs.appendleft(job)
@@ -565,16 +686,18 @@ class _DestinationPool:
                 job = None
                 self.pump()  # the window may have grown
         except asyncio.CancelledError:  # cut off by aclose(): the message stays queued
-            if job is not None and not job.future.done():
-                job.future.set_result(dict.fromkeys(job.rcpts, deferred("the relay is shutting down", "4.3.2", 421)))
+            for j in [job, *outstanding] if job is not None else outstanding:
+                if not j.future.done():
+                    j.future.set_result(dict.fromkeys(j.rcpts, deferred("the relay is shutting down", "4.3.2", 421)))
             if session is not None:
                 session.abort()
                 session = None
             raise
         except Exception as e:  # never let a worker die silently with callers waiting
             log.exception("onward delivery worker for %s crashed", self.dests[0])
-            if job is not None and not job.future.done():
-                job.future.set_result(dict.fromkeys(job.rcpts, deferred(f"internal error: {_oneline(e)}", "4.3.0")))
+            for j in [job, *outstanding] if job is not None else outstanding:
+                if not j.future.done():
+                    j.future.set_result(dict.fromkeys(j.rcpts, deferred(f"internal error: {_oneline(e)}", "4.3.0")))
         finally:
             self.workers.discard(me)
             if started:
@@ -637,6 +760,9 @@ class RemoteDelivery:
         self.closing = False
         self.connections_opened = 0
         self.pipelined = 0  # transactions sent with PIPELINING (RFC 2920)
+        # on_sent(queue ID, recipients): called synchronously the moment a server accepted a
+        # message, before the connection sends anything else (the queue runner records it)
+        self.on_sent: Callable[[str, list[str]], None] | None = None
         self.slots = _Slots(self, cfg.delivery.max_connections)
         self._pools: dict[tuple[Destination, ...], _DestinationPool] = {}
         self._deferred_at: dict[str, tuple[Destination, ...]] = {}  # queue ID -> where it was last deferred

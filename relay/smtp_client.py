@@ -28,24 +28,38 @@ import asyncio
 import base64
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from relay.config import DeliveryConfig
 
 MAX_REPLY_LINES = 100
 MAX_LINE = 2048          # RFC 5321 4.5.3.1.5 says 512 for a reply line; be lenient
 DATA_BLOCK = 64 * 1024   # message data is written (and timed) in blocks of this size
 
 
+_D = DeliveryConfig  # the one place the defaults live (``[delivery]`` in relay.toml)
+
+
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds to wait, defaults from RFC 5321 §4.5.3.2 (connect from relay.toml)."""
+    """Seconds to wait. The defaults are ``[delivery]``'s (relay/config.py
+    :class:`~relay.config.DeliveryConfig`, the RFC 5321 §4.5.3.2 values), never repeated here."""
 
-    connect: float = 30.0
-    greeting: float = 300.0
-    command: float = 300.0
-    data_init: float = 120.0
-    data_block: float = 180.0
-    data_done: float = 600.0
+    connect: float = _D.connect_timeout
+    greeting: float = _D.greeting_timeout
+    command: float = _D.command_timeout
+    data_init: float = _D.data_timeout
+    data_block: float = _D.data_block_timeout
+    data_done: float = _D.data_done_timeout
+
+    @classmethod
+    def from_config(cls, d: DeliveryConfig, command: float | None = None) -> Timeouts:
+        """A relay's configured ``[delivery]`` timeouts (``command`` overrides MAIL/RCPT's)."""
+        return cls(connect=d.connect_timeout, greeting=d.greeting_timeout,
+                   command=d.command_timeout if command is None else command,
+                   data_init=d.data_timeout, data_block=d.data_block_timeout, data_done=d.data_done_timeout)
 
 
 class Reply(NamedTuple):
@@ -117,6 +131,29 @@ def path(address: str) -> str:
 
 
 # ---- the connection ----------------------------------------------------------------------
+
+@dataclass(eq=False)
+class Envelope:
+    """One message to send: envelope, raw bytes, MAIL parameters; ``tag`` is the caller's."""
+
+    sender: str
+    rcpts: list[str]
+    data: bytes
+    options: list[str] | tuple = ()
+    utf8: bool = False
+    tag: object = None
+
+    def mail_command(self) -> bytes:
+        return command("MAIL", "FROM:" + path(self.sender), self.options, "utf-8" if self.utf8 else "ascii")
+
+    def rcpt_commands(self) -> list[bytes]:
+        enc = "utf-8" if self.utf8 else "ascii"
+        return [command("RCPT", "TO:" + path(r), (), enc) for r in self.rcpts]
+
+    def commands(self) -> bytes:
+        """MAIL, every RCPT and DATA: one pipelined group (RFC 2920)."""
+        return self.mail_command() + b"".join(self.rcpt_commands()) + b"DATA\r\n"
+
 
 @dataclass
 class Transaction:
@@ -261,36 +298,86 @@ class SMTPConnection:
                           *, utf8: bool = False) -> Transaction:
         """MAIL FROM, RCPT TO for each recipient, DATA and the message; replies as they came.
 
-        Pipelined when the server offers PIPELINING. The message is sent only when MAIL and at
-        least one RCPT were accepted and DATA said 354; otherwise (pipelined DATA already
-        accepted) a lone dot ends the empty message, as RFC 2920 §3.1 asks."""
-        enc = "utf-8" if utf8 else "ascii"
-        mail_cmd = command("MAIL", "FROM:" + path(sender), options, enc)
-        rcpt_cmds = [command("RCPT", "TO:" + path(r), (), enc) for r in rcpts]
+        Pipelined when the server offers PIPELINING (:meth:`transactions` with one message).
+        The message is sent only when MAIL and at least one RCPT were accepted and DATA said
+        354; otherwise (pipelined DATA already accepted) a lone dot ends the empty message, as
+        RFC 2920 §3.1 asks."""
+        env = Envelope(sender, rcpts, data, options, utf8)
         t = self.timeouts
         if self.supports("pipelining"):
-            self.pipelined += 1
-            await self._send(mail_cmd + b"".join(rcpt_cmds) + b"DATA\r\n", t.command)
-            mail = await self._read_reply(t.command, "the MAIL FROM reply")
-            rreplies = [await self._read_reply(t.command, "a RCPT TO reply") for _ in rcpt_cmds]
-            go = await self._read_reply(t.data_init, "the DATA reply")
-            if go.code != 354:
-                return Transaction(mail, rreplies, go)
-            if mail.code // 100 != 2 or not any(r.code // 100 == 2 for r in rreplies):
-                await self._send(b".\r\n", t.data_block)
-                await self._read_reply(t.data_done, "the reply to an empty message")
-                return Transaction(mail, rreplies, None)
-            return Transaction(mail, rreplies, await self._send_data(data))
-        mail = await self.execute(mail_cmd, what="the MAIL FROM reply")
+            out: list[Transaction] = []
+            await self.transactions(env, lambda: None, lambda _e, tx: out.append(tx), rset_after_failure=False)
+            return out[0]
+        mail = await self.execute(env.mail_command(), what="the MAIL FROM reply")
         if mail.code // 100 != 2:
             return Transaction(mail, [], None)
-        rreplies = [await self.execute(c, what="a RCPT TO reply") for c in rcpt_cmds]
+        rreplies = [await self.execute(c, what="a RCPT TO reply") for c in env.rcpt_commands()]
         if not any(r.code // 100 == 2 for r in rreplies):
             return Transaction(mail, rreplies, None)
         go = await self.execute(b"DATA\r\n", t.data_init, "the DATA reply")
         if go.code != 354:
             return Transaction(mail, rreplies, go)
         return Transaction(mail, rreplies, await self._send_data(data))
+
+    async def transactions(self, first: Envelope, follow: Callable[[], Envelope | None],
+                           done: Callable[[Envelope, Transaction], None], *, rset_after_failure: bool = True) -> None:
+        """Several messages back to back on a PIPELINING connection, one round trip each.
+
+        RFC 2920 §3.1 allows the message content to be the *first* command of a group, so the
+        content of one message, its final dot and the next message's MAIL, RCPTs and DATA go
+        out in one write (``follow()`` is asked for the next message while this one's 354 is
+        in hand; None ends the chain), and the server can answer the dot and the next
+        envelope in one write too. ``done(envelope, transaction)`` is called as soon as each
+        message's last reply is read, before anything of the next one is read, so a caller
+        records every outcome at the earliest moment. A transaction that did not end with the
+        reply to its content is followed by RSET (pipelined with the next envelope).
+
+        On a broken link the exception propagates; the messages ``done`` was not called for
+        are not delivered by this connection: the one whose content was sent (if any) is
+        uncertain, as after any lost final reply, the next one was never sent."""
+        t = self.timeouts
+        env = first
+        self.pipelined += 1
+        await self._send(env.commands(), t.command)
+        rset_pending = False
+        while True:
+            if rset_pending:
+                reset = await self._read_reply(t.command, "the RSET reply")
+                if reset.code != 250:
+                    raise LinkError(f"RSET answered {reset.code}")
+            mail = await self._read_reply(t.command, "the MAIL FROM reply")
+            rreplies = [await self._read_reply(t.command, "a RCPT TO reply") for _ in env.rcpts]
+            go = await self._read_reply(t.data_init, "the DATA reply")
+            if go.code != 354:
+                done(env, Transaction(mail, rreplies, go))
+            elif mail.code // 100 != 2 or not any(r.code // 100 == 2 for r in rreplies):
+                await self._send(b".\r\n", t.data_block)
+                await self._read_reply(t.data_done, "the reply to an empty message")
+                done(env, Transaction(mail, rreplies, None))
+            else:
+                nxt = follow()
+                wire = encode_data(env.data)
+                tail = nxt.commands() if nxt is not None else b""
+                for i in range(0, len(wire), DATA_BLOCK):
+                    last = i + DATA_BLOCK >= len(wire)
+                    await self._send(wire[i:i + DATA_BLOCK] + tail if last else wire[i:i + DATA_BLOCK], t.data_block)
+                final = await self._read_reply(t.data_done, "the reply after the message")
+                done(env, Transaction(mail, rreplies, final))
+                if nxt is None:
+                    return
+                self.pipelined += 1
+                env, rset_pending = nxt, False
+                continue
+            # the transaction ended without the message: RSET, pipelined with the next envelope
+            if not rset_after_failure:
+                return
+            nxt = follow()
+            if nxt is None:
+                await self.rset()
+                return
+            self.pipelined += 1
+            await self._send(b"RSET\r\n" + nxt.commands(), t.command)
+            env, rset_pending = nxt, True
 
     async def _send_data(self, data: bytes) -> Reply:
         wire = encode_data(data)

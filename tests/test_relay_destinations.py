@@ -159,6 +159,9 @@ def test_delivery_keys_in_relay_toml():
     assert (cfg.delivery.initial_concurrency, cfg.delivery.max_connections, cfg.delivery.dead_after) == (1, 7, 5)
     t = timeouts_for(cfg)
     assert (t.greeting, t.data_done, t.command, t.connect) == (2.0, 60.0, 300.0, 30.0)
+    # one source for the defaults: the wire's Timeouts() are relay.toml's [delivery] defaults
+    from relay.smtp_client import Timeouts
+    assert Timeouts() == Timeouts.from_config(d) == timeouts_for(parse_config("", None, "/tmp/x"))
     with pytest.raises(ConfigError, match="delivery.greeting_timeout"):
         parse_config('[delivery]\ngreeting_timeout = "soon"\n', None, "/tmp/x")
     with pytest.raises(ConfigError, match="delivery.dead_after"):

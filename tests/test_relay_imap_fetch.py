@@ -110,6 +110,22 @@ def test_sections_simple(spec, expected):
     assert F.section_bytes(SIMPLE, att(spec)) == expected
 
 
+def test_top_level_header_and_text_need_no_mime_parse():
+    """BODY[HEADER], [TEXT], [HEADER.FIELDS (…)] and [HEADER.FIELDS.NOT (…)] of the message
+    itself come from split_header alone: the same bytes as through the MIME tree's root."""
+    from pathlib import Path
+    from relay.imap.parser import FetchAtt
+    corpus = [p.read_bytes() for p in sorted((Path(__file__).parent / "corpus").glob("*.eml"))]
+    for data in [MULTI, b"", b"\r\n", b"Subject: x\r\n", b"Subject: x\n\nbody\n", b"\r\nbody"] + corpus:
+        root = mime.parse_tree(data)
+        for text in ("HEADER", "TEXT", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            att = FetchAtt("BODY[]", (), text, ("SUBJECT", "FROM") if "FIELDS" in text else ())
+            want = {"HEADER": data[root.hs:root.he], "TEXT": data[root.bs:root.be]}.get(text)
+            if want is None:
+                want = F._filter_fields(data[root.hs:root.he], att.fields, text.endswith(".NOT"))
+            assert F.section_bytes(data, att) == want
+
+
 def test_lf_only_message():
     data = b"Subject: x\n\nbody\n"
     assert F.section_bytes(data, att("BODY[HEADER]")) == b"Subject: x\n\n"

@@ -198,8 +198,10 @@ async def test_twenty_messages_share_a_few_connections(relays):
 async def test_hamburger_down_then_flush_delivers(relays_hamburger_down):
     r = relays_hamburger_down
     await submit(r.crepes, message("while you were down"), ["bob@hamburger.edu"])
+    # recorded, not only judged: the state is written and the scheduler told (busy ends last)
     entry = await wait_for(lambda: next((e for e in r.crepes.runner.entries.values()
-                                        if e.recipients[0].status == "deferred"), None), what="deferral")
+                                        if e.recipients[0].status == "deferred" and not r.crepes.runner.busy(e.id)),
+                                        None), what="deferral")
     assert "connect to 127.0.0.1:" in entry.recipients[0].text
 
     rc, out, _ = await asyncio.to_thread(cli, ["--json"], r.crepes_cfg)

@@ -27,19 +27,21 @@ from relay.users import UserDB
 PASSWORD = "crash-test-pw"
 SEQ = re.compile(rb"^X-Seq: (\d+)\r?$", re.M)
 
-# Runs the relay with QueueRunner._record wrapped: SIGKILL after the N-th onward 250.
+# Runs the relay with QueueRunner._sent_now wrapped — the scheduler's synchronous report of a
+# 250, which records the entry as done: SIGKILL after the N-th onward 250, before that record.
+# Pipelining matters here: the connection sends the next message's content right after the
+# 250 (same step of the loop), so a record made any later would put two messages in the window.
 CRASH_HOOK = """
 import os, signal, sys
 from relay.queue import runner
 n, seen = int(sys.argv[1]), [0]
-record = runner.QueueRunner._record
-async def crashing_record(self, entry, results):
-    if any(r.status == "sent" and r.remote_mta not in ("", "local") for r in results.values()):
-        seen[0] += 1
-        if seen[0] == n:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return await record(self, entry, results)
-runner.QueueRunner._record = crashing_record
+sent_now = runner.QueueRunner._sent_now
+def crashing_sent_now(self, qid, recipients):
+    seen[0] += 1
+    if seen[0] == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return sent_now(self, qid, recipients)
+runner.QueueRunner._sent_now = crashing_sent_now
 from relay.cli import main
 sys.exit(main(sys.argv[2:]))
 """

@@ -31,6 +31,8 @@ async def test_store_load_roundtrip_and_state(tmp_path):
     try:
         e = await spool.store("a@x.org", ["b@example.org", "c@far.net"], MSG, {"client": "127.0.0.1"})
         assert e.read_message() == MSG
+        e.cached = None
+        assert e.read_message() == MSG  # from the file
         assert e.size == len(MSG) and [r.status for r in e.recipients] == ["pending", "pending"]
         assert oct(e.path.stat().st_mode & 0o777) == "0o600"
         # the file is one JSON envelope line followed by the exact message bytes
@@ -73,6 +75,31 @@ def test_recover_cleans_tmp_and_orphans(tmp_path):
     assert [e.id for e in entries] == [kept.id] and entries[0].sender == ""
     assert os.listdir(spool.tmp_dir) == []
     assert sorted(os.listdir(spool.active_dir)) == [kept.id]
+
+
+def test_an_entry_marked_done_never_comes_back(tmp_path):
+    # the runner marks a finished entry done at once and unlinks it later; a kill in between
+    # must not bring it back (it would be sent again)
+    spool = Spool(tmp_path / "q")
+    done = spool.store_sync("a@x.org", ["b@example.org"], MSG)
+    kept = spool.store_sync("a@x.org", ["c@example.org"], MSG)
+    spool.save_state(done)
+    spool.mark_done(done)
+    assert spool.ids() == [kept.id] and spool.count() == 1  # `relay queue list` of a stopped relay
+    spool.close()  # the process dies here: no unlink happened
+    again = Spool(tmp_path / "q")
+    assert [e.id for e in again.recover()] == [kept.id]
+    assert sorted(os.listdir(again.active_dir)) == [kept.id]
+    assert again.done_file.read_bytes() == b""
+    # the record is emptied only when asked and when it has grown
+    again.mark_done(kept)
+    again.mark_done(kept)  # once is enough: one line
+    again.remove(kept)
+    again.compact_done(min_lines=2)
+    assert again.done_file.read_bytes() == kept.id.encode() + b"\n"
+    again.compact_done(min_lines=1)
+    assert again.done_file.read_bytes() == b"" and again.recover() == []
+    again.close()
 
 
 def test_queue_ids_sort_by_arrival():
@@ -185,8 +212,10 @@ async def test_runner_delivers_locally_and_defers_remote_by_default(parts):
     await runner.start()
     try:
         e = await spool.store("a@x.org", ["bob@example.org", "carol@far.net"], MSG)
+        assert e.cached == MSG  # the first attempt does not read the file back
         runner.add(e)
         await runner.wait_idle()
+        assert e.cached is None  # a deferred entry holds no message bytes while it waits
         assert seen == ["INBOX"]
         assert len(os.listdir(cfg.mail_dir / "bob@example.org" / "new")) == 1
         stored = spool.load(e.id)
@@ -209,6 +238,8 @@ async def test_runner_uses_pluggable_remote_and_removes_finished(parts):
         await runner.wait_idle()
         assert remote.calls == [(e.id, ["carol@far.net", "dave@far.net"])]
         assert spool.count() == 0 and runner.size == 0
+        assert os.listdir(spool.active_dir) == []  # unlinked, not only marked done
+        assert spool.done_ids() == {e.id}  # emptied once 1,000 have gathered
     finally:
         await runner.stop()
 

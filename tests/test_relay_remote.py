@@ -94,15 +94,22 @@ class Receiver:
 class ScriptedServer:
     """A raw SMTP server that answers from a script and keeps every byte it receives.
 
-    ``replies`` maps a verb (GREETING, EHLO, MAIL, RCPT, DATA, DOT) to the reply line; DATA
-    content is captured exactly as it came over the wire (still dot-stuffed)."""
+    ``replies`` maps a verb (GREETING, EHLO, MAIL, RCPT, DATA, DOT) to the reply line, or to a
+    list of them used in turn (the last one sticks); "DROP" closes the connection instead.
+    DATA content is captured exactly as it came over the wire (still dot-stuffed), read line
+    by line so that whatever the client pipelined after the final dot stays in the stream.
+    ``hold_dot``: before answering a final dot, wait up to that many seconds for the client's
+    next command; ``next_before_dot`` records per message whether it came (the client
+    pipelined its next envelope with the content, RFC 2920 §3.1)."""
 
-    def __init__(self, **replies: str):
+    def __init__(self, hold_dot: float = 0.0, **replies: str | list[str]):
         self.replies = {"GREETING": "220 scripted ESMTP", "EHLO": "250-scripted\r\n250-8BITMIME\r\n250 SIZE 1000000",
                         "MAIL": "250 OK", "RCPT": "250 OK", "DATA": "354 go", "DOT": "250 2.0.0 taken",
                         "RSET": "250 OK", "QUIT": "221 bye", **replies}
         self.wire_data: list[bytes] = []
         self.commands: list[str] = []
+        self.hold_dot = hold_dot
+        self.next_before_dot: list[bool] = []
         self.connections = 0
         self.server = None
         self.port = 0
@@ -125,15 +132,22 @@ class ScriptedServer:
         self.connections += 1
         self._writers.append(writer)
 
-        def say(line: str):
+        def say(line: str | list[str]):
+            if isinstance(line, list):
+                line = line.pop(0) if len(line) > 1 else line[0]
+            if line == "DROP":
+                writer.transport.abort()
+                raise ConnectionResetError("scripted drop")
             writer.write(line.encode() + b"\r\n")
 
+        held: bytes | None = None
         try:
             say(self.replies["GREETING"])
             if not self.replies["GREETING"].startswith("220"):
                 await writer.drain()
                 return
-            while line := await reader.readline():
+            while line := (held if held is not None else await reader.readline()):
+                held = None
                 cmd = line.decode("utf-8", "replace").rstrip("\r\n")
                 self.commands.append(cmd)
                 verb = cmd.split(" ", 1)[0].split(":", 1)[0].upper()
@@ -144,11 +158,17 @@ class ScriptedServer:
                         continue
                     buf = b""
                     while not (buf.endswith(b"\r\n.\r\n") or buf == b".\r\n"):
-                        chunk = await reader.read(65536)
+                        chunk = await reader.readline()
                         if not chunk:
                             return
                         buf += chunk
                     self.wire_data.append(buf)
+                    if self.hold_dot:
+                        try:
+                            held = await asyncio.wait_for(reader.readline(), self.hold_dot) or None
+                        except TimeoutError:
+                            held = None
+                        self.next_before_dot.append(held is not None)
                     say(self.replies["DOT"])
                 elif verb in self.replies:
                     say(self.replies[verb])
@@ -290,6 +310,81 @@ async def test_a_burst_opens_at_most_the_window(tmp_path, receiver):
         assert rd.connections_opened == 1
     assert receiver.connections == 1
     assert sorted(m["data"] for m in receiver.messages) == sorted(m.data for m in msgs)
+
+
+async def test_a_burst_goes_as_one_chain_one_round_trip_each(tmp_path):
+    # queued messages follow each other on the open connection: content + final dot + the
+    # next envelope in one write (the server sees the next MAIL before it answers the dot)
+    s = await ScriptedServer(EHLO="250-scripted\r\n250-PIPELINING\r\n250 SIZE 1000000", hold_dot=1.0).start()
+    try:
+        cfg = cfg_for(tmp_path, {"hamburger.edu": s.port},
+                      "[delivery]\ninitial_concurrency = 1\nmax_connections_per_destination = 1\n")
+        async with RemoteDelivery(cfg) as rd:
+            msgs = [OutboundMessage("alice@crepes.fr", MSG.replace(b"hi", b"hi %d" % i)) for i in range(10)]
+            results = await asyncio.gather(*(rd.deliver_message(m, ["bob@hamburger.edu"]) for m in msgs))
+            assert all(r["bob@hamburger.edu"].status == "sent" for r in results)
+            assert rd.pipelined == 10
+        assert s.connections == 1 and len(s.wire_data) == 10
+        assert s.next_before_dot.count(True) >= 8  # all but the first (sent alone) and the last
+        assert s.next_before_dot[-1] is False
+    finally:
+        await s.stop()
+
+
+async def test_an_accepted_message_is_reported_before_the_next_content_leaves(tmp_path, monkeypatch):
+    # the queue runner records a message as done from on_sent; in a chain the next message's
+    # content follows the 250 at once, so the report must come before that write (otherwise a
+    # crash in between would resend two messages of one connection, not one)
+    from relay.smtp_client import SMTPConnection
+
+    events: list[tuple[str, object]] = []
+    send = SMTPConnection._send
+
+    async def spy(self, data, timeout):
+        events.append(("write", bytes(data)))
+        return await send(self, data, timeout)
+
+    monkeypatch.setattr(SMTPConnection, "_send", spy)
+    s = await ScriptedServer(EHLO="250-scripted\r\n250-PIPELINING\r\n250 SIZE 1000000", hold_dot=1.0).start()
+    try:
+        cfg = cfg_for(tmp_path, {"hamburger.edu": s.port},
+                      "[delivery]\ninitial_concurrency = 1\nmax_connections_per_destination = 1\n")
+        async with RemoteDelivery(cfg) as rd:
+            rd.on_sent = lambda qid, rcpts: events.append(("sent", qid))
+            msgs = [OutboundMessage("a@crepes.fr", MSG.replace(b"Hello Bob.", b"Hello Bob %d." % i), id=f"Q{i}")
+                    for i in range(5)]
+            results = await asyncio.gather(*(rd.deliver_message(m, ["bob@hamburger.edu"]) for m in msgs))
+        assert all(r["bob@hamburger.edu"].status == "sent" for r in results)
+        assert s.next_before_dot.count(True) >= 3  # it was a chain
+        for i in range(4):
+            reported = events.index(("sent", f"Q{i}"))
+            next_content = next(k for k, (kind, data) in enumerate(events)
+                                if kind == "write" and b"Hello Bob %d." % (i + 1) in data)
+            assert reported < next_content, i
+    finally:
+        await s.stop()
+
+
+async def test_a_link_lost_inside_a_chain_loses_nothing(tmp_path):
+    # the server takes the first message, then drops the link instead of answering the second
+    # one's dot (whose write carried the third envelope): the second's fate is unknown, so
+    # it is sent again (SMTP's window); the third was never sent and goes on a new connection
+    s = await ScriptedServer(EHLO="250-scripted\r\n250-PIPELINING\r\n250 SIZE 1000000",
+                             DOT=["250 2.0.0 taken", "DROP", "250 2.0.0 taken"]).start()
+    try:
+        cfg = cfg_for(tmp_path, {"hamburger.edu": s.port},
+                      "[delivery]\ninitial_concurrency = 1\nmax_connections_per_destination = 1\n")
+        async with RemoteDelivery(cfg) as rd:
+            msgs = [OutboundMessage("alice@crepes.fr", MSG.replace(b"hi", b"hi %d" % i)) for i in range(3)]
+            results = await asyncio.gather(*(rd.deliver_message(m, ["bob@hamburger.edu"]) for m in msgs))
+        assert [r["bob@hamburger.edu"].status for r in results] == ["sent"] * 3
+        assert s.connections == 2
+        got = [w.replace(b"\r\n.\r\n", b"\r\n") for w in s.wire_data]
+        # every message arrived; only the one inside the window arrived twice
+        assert sorted(set(got)) == sorted({m.data for m in msgs})
+        assert len(got) == 4 and got.count(msgs[1].data) == 2
+    finally:
+        await s.stop()
 
 
 async def test_messages_per_connection_cap(tmp_path, receiver):

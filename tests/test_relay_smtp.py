@@ -412,3 +412,23 @@ async def test_starttls_command_injection_is_discarded(relay):
         assert (await c.cmd(b"NOOP")).startswith(b"250")
     finally:
         await c.close()
+
+
+def test_fast_address_parsing_agrees_with_aiosmtpd():
+    """RelaySMTP._getaddr's fast path for ``<local@domain>`` gives what aiosmtpd's RFC 5322
+    parser gives, and leaves everything unusual to it."""
+    from aiosmtpd.smtp import SMTP
+
+    from relay.smtp.handlers import RelaySMTP
+
+    ours = object.__new__(RelaySMTP)  # only local_part_limit is read
+    ours.local_part_limit = 64
+    ref = object.__new__(SMTP)
+    ref.local_part_limit = 64
+    cases = ["<alice@crepes.fr>", "<bob@hamburger.edu> SIZE=1024 BODY=8BITMIME", "<a.b+c_d@x-y.example>\tSMTPUTF8",
+             "<o'neil!#$%&*/=?^`{|}~@x.org>", "<a@b>x", "<a@b> (comment) SIZE=1", "<\"quoted local\"@x.org>",
+             "<>", "<> SIZE=10", "<a..b@x.org>", "<.a@x.org>", "<a@[127.0.0.1]>", "<@relay.org:a@x.org>",
+             "a@x.org", " <a@x.org>", "<a@x.org", "<a@-x.org>", "<" + "l" * 65 + "@x.org>", "<" + "l" * 64 + "@x.org>",
+             "<jürgen@x.org>", "<a@x.org>  ", ""]
+    for arg in cases:
+        assert ours._getaddr(arg) == ref._getaddr(arg), arg

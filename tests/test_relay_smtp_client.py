@@ -10,6 +10,7 @@ import time
 import pytest
 
 from relay.smtp_client import (
+    Envelope,
     LinkError,
     ReplyError,
     SMTPConnection,
@@ -89,6 +90,51 @@ async def test_pipelined_all_recipients_refused_ends_with_a_lone_dot():
         assert [r.code for r in tx.rcpts] == [550] and tx.data is None
         assert s.wire_data == [b".\r\n"]  # the message itself never went out
         await conn.rset()  # and the connection is still in step
+        await conn.quit()
+    finally:
+        await s.stop()
+
+
+async def chain(conn: SMTPConnection, envs: list[Envelope]) -> list[tuple[Envelope, object]]:
+    """Run ``envs`` as one chain; (envelope, transaction) in the order ``done`` was called."""
+    later, got = list(envs[1:]), []
+    await conn.transactions(envs[0], lambda: later.pop(0) if later else None, lambda e, tx: got.append((e, tx)))
+    return got
+
+
+async def test_a_chain_sends_the_next_envelope_with_the_content():
+    # the server answers a final dot only once the next command is there (or after 1 s):
+    # a client that waited for the 250 before its next MAIL would show False here
+    s = await ScriptedServer(EHLO=PIPE_EHLO, hold_dot=1.0).start()
+    try:
+        conn = await connected(s)
+        envs = [Envelope("a@crepes.fr", [f"b{i}@h.edu"], f"Subject: {i}\r\n\r\nbody {i}\r\n".encode()) for i in range(3)]
+        got = await chain(conn, envs)
+        assert [e for e, _ in got] == envs and all(tx.data.code == 250 for _, tx in got)
+        assert s.next_before_dot == [True, True, False]
+        assert s.wire_data == [f"Subject: {i}\r\n\r\nbody {i}\r\n.\r\n".encode() for i in range(3)]
+        assert [c for c in s.commands if c.startswith("MAIL")] == ["MAIL FROM:<a@crepes.fr>"] * 3
+        assert conn.pipelined == 3
+        await conn.quit()
+    finally:
+        await s.stop()
+
+
+async def test_a_chain_resets_after_a_message_that_could_not_go():
+    # the second message's only recipient is refused: a lone dot, then RSET pipelined with
+    # the third envelope; the third still goes through on the same connection
+    s = await ScriptedServer(EHLO=PIPE_EHLO, RCPT=["250 OK", "550 5.1.1 no such user", "250 OK"]).start()
+    try:
+        conn = await connected(s)
+        envs = [Envelope("a@crepes.fr", [f"b{i}@h.edu"], f"body {i}\r\n".encode()) for i in range(3)]
+        got = await chain(conn, envs)
+        assert [e for e, _ in got] == envs
+        (_, t0), (_, t1), (_, t2) = got
+        assert t0.data.code == 250 and t1.rcpts[0].code == 550 and t1.data is None and t2.data.code == 250
+        assert s.wire_data == [b"body 0\r\n.\r\n", b".\r\n", b"body 2\r\n.\r\n"]
+        third = s.commands.index("RCPT TO:<b2@h.edu>")
+        assert s.commands[third - 2:third] == ["RSET", "MAIL FROM:<a@crepes.fr>"]
+        assert s.connections == 1
         await conn.quit()
     finally:
         await s.stop()

@@ -431,8 +431,8 @@ def test_wire_forms_are_cached_and_follow_copies(store):
     u.append("INBOX", msg(1))
     u.copy("INBOX", [1], "Archive")
     for folder in ("INBOX", "Archive"):
-        assert u.envelopes_wire(folder) == {1: mime.imap_encode(u.envelope(folder, 1))}
-        assert u.bodystructures_wire(folder, [1]) == {1: mime.imap_encode(u.bodystructure(folder, 1))}
+        assert u.envelopes_wire(folder) == {1: mime.envelope_wire(u.envelope(folder, 1))}
+        assert u.bodystructures_wire(folder, [1]) == {1: mime.body_wire(u.bodystructure(folder, 1))}
 
 
 def test_a_message_that_cannot_be_analysed_is_still_indexed(store, monkeypatch, caplog):
@@ -538,7 +538,7 @@ def test_cached_mime_data_of_an_older_analyser_is_refreshed(tmp_path, monkeypatc
         good = u.envelope("INBOX", 1)
         db = sqlite3.connect(u.root / index.FILENAME)       # as an older relay left it
         db.execute("UPDATE messages SET envelope=?, envelope_wire=?, hdr_to='old'",
-                   (index.pack([None] * 10), mime.imap_encode([None] * 10)))
+                   (index.pack([None] * 10), mime.envelope_wire([None] * 10)))
         db.execute("UPDATE meta SET value='1' WHERE key='mime'")
         db.commit()
         db.close()
@@ -549,7 +549,7 @@ def test_cached_mime_data_of_an_older_analyser_is_refreshed(tmp_path, monkeypatc
         for _ in range(3):
             u.version("INBOX")
         assert all(u.envelope("INBOX", uid) == good for uid in st.uids)
-        assert u.envelopes_wire("INBOX")[5] == mime.imap_encode(good)
+        assert u.envelopes_wire("INBOX")[5] == mime.envelope_wire(good)
         assert u.search_header("INBOX", "to", "d@e.f") == {1, 2, 3, 4, 5}
     with MailStore(tmp_path / "mail") as s:                   # done: nothing left to refresh
         assert s.user(ADDR)._stale == {}

@@ -3,6 +3,8 @@ name helpers: byte strings in, values out."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import email
 import email.policy
 from datetime import datetime, timezone
@@ -155,6 +157,22 @@ def test_imap_wire_encoding_matches_the_imap_encoder():
         assert mime.imap_encode(env) == encode(env)
         assert mime.imap_encode(body) == encode(body)
     assert mime.imap_encode([None, 1, b'a"b\\c', "é"]) == b'(NIL 1 "a\\"b\\\\c" {2}\r\n\xc3\xa9)'
+
+
+def test_cached_wire_forms_are_what_the_server_sends():
+    """The index caches ENVELOPE/BODYSTRUCTURE in exactly the server's form (no spaces between
+    addresses or multipart parts), so FETCH sends the column as it is."""
+    from relay.imap.parser import encode_body, encode_envelope
+    many = (b"From: a@x.org, \"B b\" <b@x.org>\r\nTo: grp: c@x.org, d@x.org;, e@y.org\r\n"
+            b"Cc: f@x.org, g@x.org\r\nSubject: \xc3\xa9 8-bit\r\n\r\nx\r\n")
+    corpus = [p.read_bytes() for p in sorted((Path(__file__).parent / "corpus").glob("*.eml"))]
+    for data in [SIMPLE, MULTI, many, b"", b"\r\n"] + corpus:
+        env, body, _ = mime.analyse(data)
+        assert mime.envelope_wire(env) == encode_envelope(env)
+        assert mime.body_wire(body) == encode_body(body)
+    env = mime.envelope(many)
+    assert b'"x.org")("B b"' in mime.envelope_wire(env)
+    assert b")(" in mime.body_wire(mime.bodystructure(MULTI))
 
 
 def test_garbage_never_breaks_analysis():

@@ -46,7 +46,7 @@ class FolderState:
     uidvalidity: int
     uidnext: int
     highestmodseq: int
-    uids: Sequence[int]             # ascending
+    uids: Sequence[int]             # ascending; never changed once handed out (sessions share it)
     version: object                 # changes whenever anything in the folder changes
 
 

@@ -44,6 +44,15 @@ def section_bytes(data: bytes, att: FetchAtt, root: Part | None = None) -> bytes
     message/rfc822 body is part 1, so BODY[1.HEADER] is the encapsulated header."""
     if not att.part and att.text == "":
         return data
+    if not att.part and att.text in ("HEADER", "TEXT", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        # the message's own header or body: the tree's root spans (0, header end, body
+        # start, end) exactly as split_header finds them, so no MIME parse is needed
+        he, bs = split_header(data)
+        if att.text == "TEXT":
+            return data[bs:]
+        if att.text == "HEADER":
+            return data[:he]
+        return _filter_fields(data[:he], att.fields, att.text == "HEADER.FIELDS.NOT")
     root = root or parse_tree(data)
     p = root
     if att.part:

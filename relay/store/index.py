@@ -7,7 +7,8 @@ ENVELOPE and BODYSTRUCTURE are stored twice: as MessagePack (the ``msgpack`` lib
 published, versioned format whose bytes/str/int/nil/array types map one to one onto the nested
 lists of bytes/int/None of relay.store.mime, and whose C decoder loads them back in
 microseconds) and already encoded for the IMAP wire (mime.imap_encode), so a FETCH ENVELOPE over
-100,000 messages need not decode or re-encode anything. Indexes up to schema 6 stored the
+100,000 messages need not decode or re-encode anything (schema 8: in exactly the form the
+server sends, see mime.envelope_wire). Indexes up to schema 6 stored the
 structured columns with ``marshal``, whose format Python does not promise across versions: the
 upgrade to schema 7 re-encodes them on first open; a row whose marshal blob no longer loads gets
 placeholders and its folder is queued for re-analysis from the files (meta ``mime_todo``). The file
@@ -28,7 +29,7 @@ import msgpack
 from relay.store import mime
 
 FILENAME = "tui-mail-index.sqlite"
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _marshal_to_msgpack(db: sqlite3.Connection) -> None:
@@ -48,12 +49,35 @@ def _marshal_to_msgpack(db: sqlite3.Connection) -> None:
         db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"mime_todo:{folder}", f"1 {uidnext - 1}"))
 
 
+def _wire_forms(db: sqlite3.Connection) -> None:
+    """Schema 8: the wire columns in the exact form the IMAP server sends (mime.envelope_wire,
+    mime.body_wire: no spaces between addresses or between the parts of a multipart), so FETCH
+    ENVELOPE/BODYSTRUCTURE send them as they are; re-encoded from the MessagePack columns,
+    no message file is read. Rows not analysed yet (envelope_wire = x'') stay so."""
+    rows = db.execute("SELECT folder, uid, envelope, bodystructure FROM messages "
+                      "WHERE envelope_wire != x''").fetchall()
+    out = []
+    broken: set[int] = set()
+    for folder, uid, env, body in rows:
+        try:
+            out.append((mime.envelope_wire(unpack(env)), mime.body_wire(unpack(body)), folder, uid))
+        except (ValueError, TypeError, msgpack.UnpackException):
+            broken.add(folder)
+            out.append((mime.envelope_wire([None] * 10), mime.body_wire(mime.bodystructure(b"\r\n")),
+                        folder, uid))
+    db.executemany("UPDATE messages SET envelope_wire=?, body_wire=? WHERE folder=? AND uid=?", out)
+    for folder in broken:   # re-analysed from the files by relay.store.mailbox (mime_todo)
+        (uidnext,) = db.execute("SELECT uidnext FROM folders WHERE id=?", (folder,)).fetchone()
+        db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"mime_todo:{folder}", f"1 {uidnext - 1}"))
+
+
 # older schema version → SQL statements or functions of the connection that bring it to the
 # next one (applied in order on open, in one transaction)
 _UPGRADES = {
     # 6: the References header for THREAD=REFERENCES; NULL = not read yet (filled on first use)
     5: ("ALTER TABLE messages ADD COLUMN hdr_references TEXT",),
     6: (_marshal_to_msgpack,),
+    7: (_wire_forms,),
 }
 
 _SCHEMA = """
@@ -111,12 +135,54 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (folder, uid)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY);
+-- per-folder MESSAGES / SIZE / UNSEEN kept by triggers in the same transaction as the rows
+-- (STATUS reads one row instead of the folder's rows); created on open, no schema bump:
+-- filled once from messages (meta 'counts') when the table is new
+CREATE TABLE IF NOT EXISTS folder_counts (
+    folder INTEGER PRIMARY KEY, messages INTEGER NOT NULL, size INTEGER NOT NULL,
+    unseen INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS messages_count_delete AFTER DELETE ON messages BEGIN
+    UPDATE folder_counts SET messages = messages - 1, size = size - OLD.size,
+        unseen = unseen - (instr(OLD.flags, '\\Seen') = 0) WHERE folder = OLD.folder;
+END;
+CREATE TRIGGER IF NOT EXISTS messages_count_update AFTER UPDATE OF flags, size ON messages
+WHEN OLD.flags != NEW.flags OR OLD.size != NEW.size BEGIN
+    UPDATE folder_counts SET size = size - OLD.size + NEW.size,
+        unseen = unseen - (instr(OLD.flags, '\\Seen') = 0) + (instr(NEW.flags, '\\Seen') = 0)
+        WHERE folder = OLD.folder;
+END;
 -- keywords ever used in a folder (SELECT's FLAGS lists them, as Dovecot does); created on open
 -- (no schema bump): an index without it is filled once from messages (meta 'keywords')
 CREATE TABLE IF NOT EXISTS keywords (
     folder INTEGER NOT NULL, name TEXT NOT NULL, PRIMARY KEY (folder, name)
 ) WITHOUT ROWID;
 """
+
+# (apart from _SCHEMA: a bulk insert drops and re-creates it inside its transaction and adds
+# its rows to folder_counts in one statement, see bulk_insert; per row it costs ~13 µs)
+COUNT_INSERT_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS messages_count_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO folder_counts VALUES (NEW.folder, 1, NEW.size, instr(NEW.flags, '\\Seen') = 0)
+    ON CONFLICT (folder) DO UPDATE SET messages = messages + 1, size = size + NEW.size,
+        unseen = unseen + (instr(NEW.flags, '\\Seen') = 0);
+END;
+"""
+
+
+def bulk_insert(db: sqlite3.Connection, sql: str, rows: list[tuple], folder: int, sizes: int,
+                unseen: int) -> None:
+    """Insert many message rows (``sql``: an INSERT INTO messages) inside the caller's
+    transaction without the per-row count trigger: the folder's counts grow by len(rows),
+    ``sizes`` and ``unseen`` in one statement. Other connections never see the trigger gone
+    (the schema change commits with the rows)."""
+    db.execute("DROP TRIGGER IF EXISTS messages_count_insert")
+    db.executemany(sql, rows)
+    db.execute("INSERT INTO folder_counts VALUES (?, ?, ?, ?) ON CONFLICT (folder) DO UPDATE SET "
+               "messages = messages + excluded.messages, size = size + excluded.size, "
+               "unseen = unseen + excluded.unseen", (folder, len(rows), sizes, unseen))
+    db.execute(COUNT_INSERT_TRIGGER)
+
 
 SEARCH_COLUMNS = {"subject": "hdr_subject", "from": "hdr_from", "to": "hdr_to", "cc": "hdr_cc",
                   "bcc": "hdr_bcc", "message-id": "hdr_message_id"}
@@ -162,7 +228,7 @@ def _open(path: Path, existed: bool) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+        db.executescript(_SCHEMA + COUNT_INSERT_TRIGGER)
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             if existed and db.execute("SELECT count(*) FROM folders").fetchone()[0]:
@@ -170,11 +236,28 @@ def _open(path: Path, existed: bool) -> sqlite3.Connection:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif row[0] != str(SCHEMA_VERSION):
             _upgrade(db, row[0])
+        if db.execute("SELECT 1 FROM meta WHERE key='counts'").fetchone() is None:
+            _fill_counts(db)
         db.execute("SELECT count(*) FROM messages").fetchone()
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _fill_counts(db: sqlite3.Connection) -> None:
+    """folder_counts from the rows, once for an index made before the table (the triggers
+    keep it from then on, whichever relay version writes)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("DELETE FROM folder_counts")
+        db.execute("INSERT INTO folder_counts SELECT folder, count(*), total(size), "
+                   "total(instr(flags, '\\Seen') = 0) FROM messages GROUP BY folder")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('counts', '1')")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _upgrade(db: sqlite3.Connection, version: str) -> None:

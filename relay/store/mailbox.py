@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime as _dt
+import functools
 import json
 import logging
 import os
@@ -102,8 +103,8 @@ def _analysed(data: bytes, fn: str) -> tuple:
         log.exception("cannot analyse message %s; indexing it as text/plain", fn)
         env, body, h = [None] * 10, mime.bodystructure(b"\r\n" + data), HeaderFields(
             "", "", "", "", "", "", None)
-    return (index.pack(env), index.pack(body), mime.imap_encode(env),
-            mime.imap_encode(body), h.subject, h.from_, h.to, h.cc, h.bcc,
+    return (index.pack(env), index.pack(body), mime.envelope_wire(env),
+            mime.body_wire(body), h.subject, h.from_, h.to, h.cc, h.bcc,
             h.message_id, h.date, h.references)
 
 
@@ -113,6 +114,13 @@ LAZY_BATCH = 1000       # a sync finding this many new files indexes them withou
 PENDING = (b"", b"", b"", b"", "", "", "", "", "", "", None, None)
 
 
+@functools.lru_cache(maxsize=4096)
+def _folder_path(root: Path, name: str) -> Path:
+    """A folder's directory (every store call looks its folder up: Path joins cost µs)."""
+    dn = names.to_dirname(name)
+    return root / dn if dn else root
+
+
 class _Folder:
     __slots__ = ("id", "name", "path", "uidvalidity", "uidnext", "highestmodseq",
                  "cur_mtime", "selectable", "special_use")
@@ -120,8 +128,7 @@ class _Folder:
     def __init__(self, row, root: Path) -> None:
         (self.id, self.name, self.special_use, self.selectable, self.uidvalidity, self.uidnext,
          self.highestmodseq, self.cur_mtime) = row
-        dn = names.to_dirname(self.name)
-        self.path = root / dn if dn else root
+        self.path = _folder_path(root, self.name)
 
 
 class UserStore:
@@ -241,14 +248,26 @@ class UserStore:
         self._swept = time.monotonic()
 
     def _disk_folders(self) -> list[str]:
-        out = []
+        """Folder directories in the Maildir root (ones other tools made too). The listing is
+        reused while the root's mtime stays (a directory made or removed in it changes that)
+        and no directory seen was still without its cur/ (made by a tool a moment later)."""
+        mtime = maildir.mtime_ns(self.root)
+        seen = getattr(self, "_disk_seen", None)
+        if seen is not None and seen[0] == mtime and not seen[2]:
+            return seen[1]
+        out, partial = [], False
         with os.scandir(self.root) as it:
             for e in it:
                 if e.name.startswith(".") and e.is_dir(follow_symlinks=False):
                     name = names.from_dirname(e.name)
-                    if name and name != INBOX and os.path.isdir(os.path.join(e.path, "cur")):
-                        out.append(name)
-        return sorted(out)
+                    if name and name != INBOX:
+                        if os.path.isdir(os.path.join(e.path, "cur")):
+                            out.append(name)
+                        else:
+                            partial = True
+        out.sort()
+        self._disk_seen = (mtime, out, partial)
+        return out
 
     # ------------------------------------------------------------------ index helpers
     class _TxCtx:
@@ -457,7 +476,8 @@ class UserStore:
                     rows.append((f.id, uidnext, base, fn, " ".join(sorted(flags)), size, vsize,
                                  int(mtime), 0, modseq, int(recent)) + PENDING)
                     uidnext += 1
-                db.executemany(_INSERT, rows)
+                index.bulk_insert(db, _INSERT, rows, f.id, sum(r[5] for r in rows),
+                                  sum(1 for r in rows if "\\Seen" not in r[4].split()))
                 db.execute("INSERT OR REPLACE INTO meta VALUES (?, '1')", (f"lazy:{f.id}",))
                 self._pending.add(f.id)
                 changed = True
@@ -672,9 +692,12 @@ class UserStore:
         with self._lock:
             f = self._folder(folder)
             self._sync(f)
-            n, recent, unseen, size = self._db.execute(
-                "SELECT count(*), total(recent), total(instr(' '||flags||' ', ' \\Seen ') = 0), "
-                "total(size) FROM messages WHERE folder=?", (f.id,)).fetchone()
+            # the counts the index's triggers keep (relay.store.index): no scan of the folder
+            row = self._db.execute("SELECT messages, unseen, size FROM folder_counts WHERE folder=?",
+                                   (f.id,)).fetchone()
+            n, unseen, size = row if row is not None else (0, 0, 0)
+            (recent,) = self._db.execute("SELECT count(*) FROM messages INDEXED BY messages_recent "
+                                         "WHERE folder=? AND recent=1", (f.id,)).fetchone()
             return {"MESSAGES": n, "RECENT": int(recent), "UIDNEXT": f.uidnext,
                     "UIDVALIDITY": f.uidvalidity, "UNSEEN": int(unseen),
                     "HIGHESTMODSEQ": f.highestmodseq, "SIZE": int(size)}
@@ -796,6 +819,23 @@ class UserStore:
                                     "uid BETWEEN ? AND ? ORDER BY uid",
                                     (self._folder(folder).id, first, last)).fetchall()
 
+    def fetch_rows(self, folder: str, first: int, last: int, *, envelope: bool = False,
+                   body: bool = False) -> list[tuple[int, str, int, int, int, int, bytes, bytes]]:
+        """(UID, flags text, MODSEQ, RFC822.SIZE, INTERNALDATE as a Unix time, its UTC offset in
+        minutes, ENVELOPE, BODYSTRUCTURE) of every message with ``first`` <= UID <= ``last``,
+        ascending: FETCH of those items as plain column reads. ENVELOPE and BODYSTRUCTURE are
+        in the exact form the server sends (mime.envelope_wire, mime.body_wire), b"" unless
+        asked for; rows a big first sync left unanalysed are analysed first."""
+        with self._lock:
+            f = self._folder(folder)
+            if envelope or body:
+                self._fill(f, range(first, last + 1))
+            return self._db.execute(
+                "SELECT uid, flags, modseq, coalesce(nullif(vsize, 0), size), internaldate, tzoffset, "
+                + ("envelope_wire" if envelope else "x''") + ", " + ("body_wire" if body else "x''")
+                + " FROM messages WHERE folder=? AND uid BETWEEN ? AND ? ORDER BY uid",
+                (f.id, first, last)).fetchall()
+
     def render_flag_rows(self, folder: str, first: int, last: int, count: int, pieces: Sequence,
                          forms: dict[str, str], marked: Sequence[int] = (),
                          marked_forms: dict[str, str] | None = None,
@@ -803,18 +843,28 @@ class UserStore:
         """Text for the messages with ``first`` <= UID <= ``last``, one line each, built by
         SQLite (FETCH (FLAGS) of 100,000 messages without a Python step per message).
         ``pieces``: the first message's sequence number minus one, then literal strings and
-        column codes (0 = sequence number, 1 = UID, 2 = the flags' form, 3 = MODSEQ); ``forms`` maps each distinct flags text (see ``flag_texts``) to its form,
+        column codes (0 = sequence number, 1 = UID, 2 = the flags' form, 3 = MODSEQ);
+        ``forms`` maps flags texts (as stored, see ``flag_texts``) to their form,
         ``marked_forms`` gives the form for the UIDs in ``marked``. None when the range does not
-        hold exactly ``count`` messages (the caller then goes row by row)."""
+        hold exactly ``count`` messages or a message's flags text is not in ``forms`` (the
+        caller then learns the texts or goes row by row). One statement, no count first: the
+        sequence numbers it assumes are right exactly when the count matches."""
         with self._lock:
             f = self._folder(folder)
-            (n,) = self._db.execute("SELECT count(*) FROM messages INDEXED BY messages_flags WHERE "
-                                    "folder=? AND uid BETWEEN ? AND ?", (f.id, first, last)).fetchone()
-            if n != count:
-                return None
             offset, pieces = pieces[0], pieces[1:]
-            table = [(t, v, 0) for t, v in forms.items()]
-            table += [(t, v, 1) for t, v in (marked_forms or {}).items()]
+            if not forms or len(forms) + len(marked_forms or {}) > 500:
+                return None     # (no rows, or too many flag sets for one CASE: row by row)
+            # each flags text → its form by a CASE over the few distinct texts (a join with a
+            # JSON table of them cost SQLite twice the time of the whole printf)
+            form = "CASE m.flags" + " WHEN ? THEN ?" * len(forms) + " END"
+            form_params: list = [x for kv in forms.items() for x in kv]
+            if marked:
+                mforms = marked_forms or {}
+                form = ("CASE WHEN m.uid IN (SELECT value FROM json_each(?)) THEN "
+                        + ("CASE m.flags" + " WHEN ? THEN ?" * len(mforms) + " END" if mforms else "NULL")
+                        + " ELSE " + form + " END")
+                form_params = ([json.dumps(list(marked))] + [x for kv in mforms.items() for x in kv]
+                               + form_params)
             # sequence number: from the UID when the range has no gaps (fresh or never-expunged
             # folders: no window function, half the time), else row_number()
             seq = ("(m.uid + %d)" % (int(offset) + 1 - first) if last - first + 1 == count
@@ -826,23 +876,22 @@ class UserStore:
                     fmt.append(p.replace("%", "%%"))
                 else:
                     fmt.append(("%d", "%d", "%s", "%d")[p])
-                    cols.append((seq, "m.uid", "fm.form", "m.modseq")[p])
-            args: list = ["".join(fmt)]
-            expr = ["printf(?, " + ", ".join(cols) + ")"]
-            sql = ("WITH fm(text, form, marked) AS (SELECT value->>0, value->>1, value->>2 FROM json_each(?)), "
-                   "mk(uid) AS (SELECT value FROM json_each(?)), "
-                   "lines AS (SELECT " + " || ".join(expr) + " AS line, m.modseq AS modseq "
-                   "FROM messages AS m INDEXED BY messages_flags LEFT JOIN fm ON fm.text = m.flags AND "
-                   "fm.marked = (m.uid IN mk) WHERE m.folder=? AND m.uid BETWEEN ? AND ? ORDER BY m.uid) "
+                    cols.append(("seq", "uid", "fm", "modseq")[p])
+            line = "printf(?, " + ", ".join(cols) + ")"
+            params = ["".join(fmt)]
+            if changedsince is not None:    # rows not changed since: counted, not written
+                line = "CASE WHEN modseq > ? THEN " + line + " ELSE '' END"
+                params.insert(0, changedsince)
+            # (printf writes NULL as '': a flags text without a form is counted apart)
+            sql = ("SELECT group_concat(line, ''), sum(bad), count(*) FROM (SELECT " + line
+                   + " AS line, fm IS NULL AS bad FROM (SELECT m.uid AS uid, m.modseq AS modseq, "
+                   + seq + " AS seq, " + form + " AS fm FROM messages AS m INDEXED BY messages_flags "
+                   "WHERE m.folder=? AND m.uid BETWEEN ? AND ? "
                    # (the rows come in UID order from the ordered subquery: SQLite concatenates
                    # in that order; the test compares with the row-by-row answer)
-                   "SELECT group_concat(line, ''), count(*) - count(line) FROM lines"
-                   + (" WHERE modseq > ?" if changedsince is not None else ""))
-            params = [json.dumps(table), json.dumps(list(marked))] + args + [f.id, first, last]
-            if changedsince is not None:
-                params.append(changedsince)
-            text, unformed = self._db.execute(sql, params).fetchone()
-            return None if unformed else (text or "")
+                   "ORDER BY m.uid))")
+            text, unformed, n = self._db.execute(sql, params + form_params + [f.id, first, last]).fetchone()
+            return None if unformed or n != count else (text or "")
 
     def flag_texts(self, folder: str, first: int, last: int) -> list[str]:
         """The distinct flags texts (space-separated, as stored) of the messages in a UID range."""
@@ -1066,11 +1115,13 @@ class UserStore:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
             raise
+        with contextlib.suppress(OSError):   # the new name on disk before the OK (power loss),
+            maildir.fsync_dir(result[3] / "cur")   # outside the lock: others need not wait
         self._notify(result[2])
         return result[:2]
 
     def _append_locked(self, folder: str, data: bytes, want: set[str], when: _dt.datetime, tzo: int,
-                       base: str, tmp: Path | None, cached: tuple) -> tuple[int, int, str]:
+                       base: str, tmp: Path | None, cached: tuple) -> tuple[int, int, str, Path]:
         """append's part under the lock: the staged file into cur/, the index row."""
         f = self._folder(folder, code="TRYCREATE")
         self._sync(f)
@@ -1091,7 +1142,7 @@ class UserStore:
                        (uid + 1, modseq, maildir.mtime_ns(f.path / "cur"), f.id))
         f.uidnext, f.highestmodseq = uid + 1, modseq
         self._uid_rekey(f, before, added=[uid])
-        return f.uidvalidity, uid, f.name
+        return f.uidvalidity, uid, f.name, f.path
 
     def copy(self, folder: str, uids: Sequence[int], dest: str, *, move: bool = False
              ) -> tuple[int, list[int], list[int]]:

@@ -10,6 +10,7 @@ detect duplicate deliveries after a crash.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import socket
@@ -93,11 +94,12 @@ def ensure(root: Path) -> None:
 
 def write_message(root: Path, data: bytes, flags, mtime: float | None = None,
                   kwmap: dict[str, int] | None = None) -> tuple[str, str]:
-    """Write data to tmp/, set its mtime (INTERNALDATE), rename it into cur/ with flags.
-    Returns (unique part, file name in cur/)."""
+    """Write data to tmp/ and fsync it, set its mtime (INTERNALDATE), rename it into cur/ with
+    flags, fsync cur/. Returns (unique part, file name in cur/)."""
     base, tmp = write_tmp(root, data, mtime)
     name = cur_name(base, flags, kwmap)
     os.rename(tmp, root / "cur" / name)
+    fsync_dir(root / "cur")     # the new name too is on disk before the caller says OK
     return base, name
 
 
@@ -118,6 +120,19 @@ def write_tmp(root: Path, data: bytes, mtime: float | None = None) -> tuple[str,
     if mtime is not None:
         os.utime(tmp, (mtime, mtime))
     return base, tmp
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so a rename or link into it survives a power loss (a kill -9 never
+    loses one: it is in the kernel as soon as rename() returns)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as e:        # a filesystem that cannot fsync directories: nothing to gain
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
 
 
 def listing(root: Path, sub: str) -> dict[str, str]:

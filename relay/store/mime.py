@@ -767,3 +767,68 @@ def _wire(v, out: bytearray) -> None:
         out += b")"
     else:
         raise TypeError(f"cannot encode {type(v).__name__} for IMAP")
+
+
+def envelope_wire(env: list) -> bytes:
+    """ENVELOPE exactly as the IMAP server sends it: RFC 3501's env-from, env-to… are
+    "(" 1*address ")" with no space between the addresses (Dovecot's form; imap_encode would
+    put spaces). relay.imap.parser.encode_envelope gives the same bytes (checked by tests);
+    the index caches this, so FETCH ENVELOPE is a column read."""
+    out = bytearray(b"(")
+    _envelope_wire(env, out)
+    out += b")"
+    return bytes(out)
+
+
+def _envelope_wire(env: list, out: bytearray) -> None:
+    for i, f in enumerate(env):
+        if i:
+            out += b" "
+        if 2 <= i <= 7 and f is not None:
+            out += b"("
+            for a in f:
+                _wire(a, out)
+            out += b")"
+        else:
+            _wire(f, out)
+
+
+def body_wire(bs: list) -> bytes:
+    """BODYSTRUCTURE exactly as the IMAP server sends it: the parts of a multipart are not
+    separated by spaces (body-type-mpart = 1*body SP media-subtype) and a message/rfc822 part
+    carries its envelope in envelope_wire's form (as relay.imap.parser.encode_body)."""
+    out = bytearray()
+    _body_wire(bs, out)
+    return bytes(out)
+
+
+def _body_wire(bs: list, out: bytearray) -> None:
+    if bs and type(bs[0]) in (list, tuple):
+        out += b"("
+        i = 0
+        while i < len(bs) and type(bs[i]) in (list, tuple):
+            _body_wire(bs[i], out)
+            i += 1
+        for x in bs[i:]:
+            out += b" "
+            _wire(x, out)
+        out += b")"
+        return
+    t0 = bs[0].lower() if bs and isinstance(bs[0], (str, bytes)) else None
+    t1 = bs[1].lower() if len(bs) > 1 and isinstance(bs[1], (str, bytes)) else None
+    if (t0 in ("message", b"message") and t1 in ("rfc822", b"rfc822") and len(bs) >= 10
+            and type(bs[7]) in (list, tuple) and type(bs[8]) in (list, tuple)):
+        out += b"("
+        for x in bs[:7]:
+            _wire(x, out)
+            out += b" "
+        out += b"("
+        _envelope_wire(bs[7], out)
+        out += b") "
+        _body_wire(bs[8], out)
+        for x in bs[9:]:
+            out += b" "
+            _wire(x, out)
+        out += b")"
+        return
+    _wire(bs, out)
