@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 # MAIL FROM:/RCPT TO: in the everyday shape <dot-atom@domain> [params]: parsed by this regex.
 # aiosmtpd's _getaddr builds a typing.Protocol class on every call and runs the email package's
 # full RFC 5322 parser (a fifth of a worker's CPU per message); anything else (quoted local
-# parts, address literals, source routes, <>, UTF-8) still goes through it, so the result is
-# the same as aiosmtpd's for every input (tests/test_relay_workers_smtp.py checks that).
+# parts, address literals, source routes, <>, UTF-8, comments) still goes through it, so the result
+# is the same as aiosmtpd's for every input (tests/test_relay_workers_smtp.py, test_relay_smtp.py).
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+(.*))?", re.S)
 
@@ -115,7 +115,7 @@ class RelaySMTP(SMTP):
         """aiosmtpd's address parsing, with a fast path for the usual ``<local@domain>`` (see
         _SIMPLE_PATH)."""
         m = _SIMPLE_PATH.fullmatch(arg)
-        if m is None:
+        if m is None or "(" in (m.group(2) or ""):   # a comment: aiosmtpd's parser drops it
             return super()._getaddr(arg)
         addr = m.group(1)
         if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
