@@ -20,7 +20,8 @@ client (no client library overhead in the timings):
 
 Targets (issue 4): envelopes within 3x of Dovecot at 100,000; SEARCH SUBJECT < 0.3 s at 100,000;
 IDLE p50 < 50 ms; NOOP O(1). Issue 14: LOGIN+SELECT of an indexed 100,000 ≤ 20 ms, UID FETCH
-FLAGS ≤ 1.2x Dovecot, APPEND ≤ 2x Dovecot, first index of 100,000 ≤ 5 s. The ratio column is
+FLAGS and warm FETCH envelopes ≤ 1.2x Dovecot, APPEND ≤ 2x Dovecot, first index of 100,000
+≤ 5 s. Memory with idle sessions: bench/imap_idle_rss.py. The ratio column is
 relay / Dovecot of the same run (lower is better). The machine may be shared: the load average
 is printed before and after each size.
 """
