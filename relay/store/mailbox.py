@@ -266,7 +266,10 @@ class UserStore:
                         else:
                             partial = True
         out.sort()
-        self._disk_seen = (mtime, out, partial)
+        # a directory changed within the last clock tick may change again with the same
+        # (coarse, ~4 ms) mtime: such a listing is not reused
+        recent = time.time_ns() - mtime < 50_000_000
+        self._disk_seen = (mtime, out, partial or recent)
         return out
 
     # ------------------------------------------------------------------ index helpers
