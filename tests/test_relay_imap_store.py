@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 
 import pytest
 from imapclient import IMAPClient
@@ -56,6 +57,17 @@ async def relay(tmp_path):
 
 def run(fn):
     return asyncio.to_thread(fn)
+
+
+@contextmanager
+def two_sessions(relay: Relay):
+    """Two IMAPClient sessions on the relay, both logged in with INBOX selected."""
+    with IMAPClient("127.0.0.1", port=relay.port, ssl=False) as a, \
+            IMAPClient("127.0.0.1", port=relay.port, ssl=False) as b:
+        for c in (a, b):
+            c.login(USER, "secret")
+            c.select_folder("INBOX")
+        yield a, b
 
 
 async def test_new_user_folders_and_workflow(relay):
@@ -159,11 +171,7 @@ async def test_two_sessions_expunge_and_flags(relay):
         u.append("INBOX", make_message(i), [], None)
 
     def client():
-        with IMAPClient("127.0.0.1", port=relay.port, ssl=False) as a, \
-                IMAPClient("127.0.0.1", port=relay.port, ssl=False) as b:
-            for c in (a, b):
-                c.login(USER, "secret")
-                c.select_folder("INBOX")
+        with two_sessions(relay) as (a, b):
             a.use_uid = b.use_uid = False
             a.delete_messages([2])
             a.expunge()
@@ -408,11 +416,7 @@ async def test_idle_sees_expunge_and_flags_from_another_session(relay):
         u.append("INBOX", make_message(i), [], None)
 
     def client():
-        with IMAPClient("127.0.0.1", port=relay.port, ssl=False) as a, \
-                IMAPClient("127.0.0.1", port=relay.port, ssl=False) as b:
-            for c in (a, b):
-                c.login(USER, "secret")
-                c.select_folder("INBOX")
+        with two_sessions(relay) as (a, b):
             b.idle()
             a.add_flags([1], [b"\\Flagged"])
             got = b.idle_check(timeout=5)
