@@ -14,6 +14,7 @@ import email.policy
 import smtplib
 import threading
 import time
+from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -118,13 +119,22 @@ def imap_store(relay: Relay, cache=None, **kw) -> ImapStore:
                      cache=cache or HeaderCache(":memory:"), timeout=10, **kw)
 
 
+@contextmanager
+def started_store(relay: Relay, **kw):
+    """Start the relay (seed it before) and open an ImapStore on it; closed with its cache after."""
+    relay.start()
+    s = imap_store(relay, **kw)
+    try:
+        yield s
+    finally:
+        s.close()
+        s.cache.close()
+
+
 @pytest.fixture
 def bob(relay):
-    relay.start()
-    s = imap_store(relay)
-    yield s
-    s.close()
-    s.cache.close()
+    with started_store(relay) as s:
+        yield s
 
 
 def wait_for(pred, timeout: float = 5.0, step: float = 0.02):
@@ -145,9 +155,7 @@ def inbox_total(store: ImapStore) -> int:
 
 def test_folders_roles_counts_and_hierarchy(relay):
     relay.seed([make_message(i) for i in range(10)], flags_of=lambda i: ["\\Seen"] if i % 2 else [])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         s.create_folder("Projects/2026")
         folders = {f.name: f for f in s.list_folders()}
         assert folders["INBOX"].role == "inbox"
@@ -157,9 +165,6 @@ def test_folders_roles_counts_and_hierarchy(relay):
             assert folders[name].role == role, name
         assert folders["Projects/2026"].parts == ["Projects", "2026"]
         assert s.folder_for_role("trash") == "Trash"
-    finally:
-        s.close()
-        s.cache.close()
 
 
 def test_create_rename_delete_folder_and_errors(bob):
@@ -192,9 +197,7 @@ def test_non_ascii_folder_names_round_trip(bob, relay):
 
 def test_folder_state_windowing_and_cache(relay):
     relay.seed([make_message(i) for i in range(600)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         lines: list[str] = []
         s.trace = lambda d, line: lines.append(f"{d}: {line}")
         state = s.folder_state("INBOX")
@@ -216,9 +219,6 @@ def test_folder_state_windowing_and_cache(relay):
         assert not [x for x in lines if "FETCH" in x]
         # arrival order and subject order from the server
         assert s.folder_state("INBOX", sort="arrival").uids == tuple(range(1, 601))
-    finally:
-        s.close()
-        s.cache.close()
 
 
 def test_fill_cache_in_chunks_then_condstore_resync(relay):
@@ -253,9 +253,7 @@ def test_sort_keys_reorder_on_the_relay(relay):
     relay.seed([make_message(9 - i, sender=f"{chr(ord('k') - i)} <{chr(ord('k') - i)}@x.org>",
                              subject=f"{'Re: ' if i % 2 else ''}topic {chr(ord('a') + (i * 3) % 10)}")
                 for i in range(10)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         s.connect()
         assert b"ESORT" in s._caps and b"SORT" in s._caps
         assert s.folder_state("INBOX", sort="arrival").uids == tuple(range(1, 11))
@@ -263,9 +261,6 @@ def test_sort_keys_reorder_on_the_relay(relay):
         assert s.folder_state("INBOX", sort="from").uids == tuple(range(10, 0, -1))   # b … k
         # subjects topic a, d, g, j, c, f, i, b, e, h (Re: ignored, RFC 5256 base subject)
         assert s.folder_state("INBOX", sort="subject").uids == (1, 8, 5, 2, 9, 6, 3, 10, 7, 4)
-    finally:
-        s.close()
-        s.cache.close()
 
 
 # --- one message ----------------------------------------------------------------------------
@@ -282,9 +277,7 @@ def _big_message() -> bytes:
 def test_fetch_message_without_large_attachments_and_fetch_part(relay):
     data = _big_message()
     relay.seed([data])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         uid = s.folder_state("INBOX").uids[0]
         summ = s.summaries("INBOX", [uid])[uid]
         assert summ.has_attachment and summ.size == len(data)
@@ -302,18 +295,13 @@ def test_fetch_message_without_large_attachments_and_fetch_part(relay):
             s.fetch_message("INBOX", 999)
         # fetching bodies peeks: the message stays unread
         assert s.summaries("INBOX", [uid])[uid].unread
-    finally:
-        s.close()
-        s.cache.close()
 
 
 # --- changes --------------------------------------------------------------------------------
 
 def test_flags_copy_move_delete_expunge_append(relay):
     relay.seed([make_message(i) for i in range(10)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         uids = s.folder_state("INBOX").uids
         s.summaries("INBOX", uids)
         s.set_flags("INBOX", [1, 2], ["\\Seen", "\\Flagged", "$Forwarded"])
@@ -338,16 +326,11 @@ def test_flags_copy_move_delete_expunge_append(relay):
         got = s.summaries("Drafts", [new_uid])[new_uid]
         assert got.subject == "Message 99 about topic 8" and "\\Draft" in got.flags
         assert s.fetch_message("Drafts", new_uid, full=True) == make_message(99)
-    finally:
-        s.close()
-        s.cache.close()
 
 
 def test_move_without_the_move_extension_uses_copy_and_uid_expunge(relay):
     relay.seed([make_message(i) for i in range(5)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         s.connect()
         s._caps = s._caps - {b"MOVE"}
         lines = []
@@ -355,9 +338,6 @@ def test_move_without_the_move_extension_uses_copy_and_uid_expunge(relay):
         assert s.move("INBOX", [2, 3], "Trash") == {2: 1, 3: 2}
         assert any("UID COPY" in x for x in lines) and any("UID EXPUNGE" in x for x in lines)
         assert s.folder_state("INBOX").uids == (1, 4, 5)
-    finally:
-        s.close()
-        s.cache.close()
 
 
 def test_server_search_with_the_query_language(relay):
@@ -369,9 +349,7 @@ def test_server_search_with_the_query_language(relay):
                                 sender="Ålice <alice@example.com>")
         return make_message(i)
     relay.seed([make(i) for i in range(6)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         s.set_flags("INBOX", [5], ["\\Flagged"])
         assert s.search("INBOX", "from:alice") == [4]
         assert s.search("INBOX", "body:ketchup") == [4]
@@ -381,9 +359,6 @@ def test_server_search_with_the_query_language(relay):
         s.fill_cache("INBOX")
         assert s.local_search("INBOX", "from:alice") == [("INBOX", 4)]
         assert s.local_search("INBOX", "body:ketchup") == [("INBOX", 4)]
-    finally:
-        s.close()
-        s.cache.close()
 
 
 # --- errors, watch, reconnect ---------------------------------------------------------------
@@ -422,9 +397,7 @@ def test_watch_sees_mail_delivered_by_smtp_within_a_second(bob, relay):
 
 def test_reconnects_after_the_relay_restarts(relay):
     relay.seed([make_message(i) for i in range(8)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         state = s.folder_state("INBOX")
         s.summaries("INBOX", state.uids[:2])
         relay.restart()
@@ -436,9 +409,6 @@ def test_reconnects_after_the_relay_restarts(relay):
         relay.stop(settle=False)
         with pytest.raises(ConnectError):
             s.summaries("INBOX", [6])
-    finally:
-        s.close()
-        s.cache.close()
 
 
 # --- POP3 -----------------------------------------------------------------------------------
@@ -667,9 +637,7 @@ def test_uidvalidity_change_after_the_relay_loses_its_index_drops_the_cache(rela
     from relay.store.index import FILENAME
 
     relay.seed([make_message(i) for i in range(20)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         s.fill_cache("INBOX")
         assert s.cache.count("acct", "INBOX") == 20
         uv = s.folder_state("INBOX").uidvalidity
@@ -685,9 +653,6 @@ def test_uidvalidity_change_after_the_relay_loses_its_index_drops_the_cache(rela
         assert s.cache.count("acct", "INBOX") == 0
         assert len(state.uids) == 20
         assert len(s.summaries("INBOX", state.uids[:5])) == 5
-    finally:
-        s.close()
-        s.cache.close()
 
 
 def test_warm_start_from_the_cache_while_the_relay_is_down(relay):
