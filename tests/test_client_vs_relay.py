@@ -20,9 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.imap_store_checks import (check_create_rename_delete_folder_and_errors,
+                                     check_flags_copy_move_delete_expunge_append,
+                                     check_move_without_the_move_extension)
 from tests.peers import make_message
 from tui_mail.demo import RelayHost, free_port
-from tui_mail.errors import AuthError, ConnectError, FolderError, MessageGone
+from tui_mail.errors import AuthError, ConnectError, MessageGone
 from tui_mail.store.base import SEEN, Change
 from tui_mail.store.cache import HeaderCache
 from tui_mail.store.imap import ImapStore
@@ -168,18 +171,7 @@ def test_folders_roles_counts_and_hierarchy(relay):
 
 
 def test_create_rename_delete_folder_and_errors(bob):
-    bob.create_folder("Work")
-    with pytest.raises(FolderError):
-        bob.create_folder("Work")
-    bob.rename_folder("Work", "Job")
-    names = {f.name for f in bob.list_folders(with_counts=False)}
-    assert "Job" in names and "Work" not in names
-    bob.delete_folder("Job")
-    assert "Job" not in {f.name for f in bob.list_folders(with_counts=False)}
-    with pytest.raises(FolderError):
-        bob.folder_state("Nope")
-    with pytest.raises(FolderError):
-        bob.delete_folder("Nope")
+    check_create_rename_delete_folder_and_errors(bob)
 
 
 def test_non_ascii_folder_names_round_trip(bob, relay):
@@ -302,42 +294,13 @@ def test_fetch_message_without_large_attachments_and_fetch_part(relay):
 def test_flags_copy_move_delete_expunge_append(relay):
     relay.seed([make_message(i) for i in range(10)])
     with started_store(relay) as s:
-        uids = s.folder_state("INBOX").uids
-        s.summaries("INBOX", uids)
-        s.set_flags("INBOX", [1, 2], ["\\Seen", "\\Flagged", "$Forwarded"])
-        s.set_flags("INBOX", [2], ["\\Flagged"], add=False)
-        c = s.cached_summaries("INBOX", [1, 2])
-        assert c[1].flags == {"\\Seen", "\\Flagged", "$Forwarded"}
-        assert c[2].flags == {"\\Seen", "$Forwarded"}
-        assert s.copy("INBOX", [1, 2], "Junk") == {1: 1, 2: 2}
-        assert s.move("INBOX", [3, 4], "Sent") == {3: 1, 4: 2}
-        assert 3 not in s.cached_summaries("INBOX", [3])
-        assert s.delete("INBOX", [5]) == {5: 1}              # to Trash
-        assert s.delete("Trash", [1]) == {}                   # in Trash: gone for good
-        s.expunge("INBOX", [6])
-        counts = {f.name: f.total for f in s.list_folders()}
-        assert counts == {"INBOX": 6, "Junk": 2, "Sent": 2, "Trash": 0, "Drafts": 0, "Archive": 0}
-        assert s.folder_state("INBOX").uids == (1, 2, 7, 8, 9, 10)
-        # copied flags travel with the message
-        junk = s.summaries("Junk", [1, 2])
-        assert junk[1].flags == {"\\Seen", "\\Flagged", "$Forwarded"}
-        new_uid = s.append("Drafts", make_message(99), flags=["\\Draft"])
-        assert new_uid == 1
-        got = s.summaries("Drafts", [new_uid])[new_uid]
-        assert got.subject == "Message 99 about topic 8" and "\\Draft" in got.flags
-        assert s.fetch_message("Drafts", new_uid, full=True) == make_message(99)
+        check_flags_copy_move_delete_expunge_append(s, {"Archive": 0})
 
 
 def test_move_without_the_move_extension_uses_copy_and_uid_expunge(relay):
     relay.seed([make_message(i) for i in range(5)])
     with started_store(relay) as s:
-        s.connect()
-        s._caps = s._caps - {b"MOVE"}
-        lines = []
-        s.trace = lambda d, line: lines.append(line)
-        assert s.move("INBOX", [2, 3], "Trash") == {2: 1, 3: 2}
-        assert any("UID COPY" in x for x in lines) and any("UID EXPUNGE" in x for x in lines)
-        assert s.folder_state("INBOX").uids == (1, 4, 5)
+        check_move_without_the_move_extension(s)
 
 
 def test_server_search_with_the_query_language(relay):
