@@ -4,10 +4,15 @@ ImapStore logged in as a user whose mailbox the caller has seeded as the check s
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 import pytest
 
 from tests.peers import make_message
 from tui_mail.errors import FolderError
+from tui_mail.store.base import Change
 from tui_mail.store.imap import ImapStore
 
 
@@ -65,3 +70,39 @@ def check_move_without_the_move_extension(store: ImapStore) -> None:
     assert store.move("INBOX", [2, 3], "Trash") == {2: 1, 3: 2}
     assert any("UID COPY" in x for x in lines) and any("UID EXPUNGE" in x for x in lines)
     assert store.folder_state("INBOX").uids == (1, 4, 5)
+
+
+def new_mail_while_watching(store: ImapStore, deliver: Callable[[], object]) -> tuple[list[Change], float]:
+    """Watch INBOX (in IDLE), call ``deliver`` and wait up to 3 s for an "exists" change; stop
+    the watch and check its thread is gone. Returns the changes and the seconds from delivery
+    to the change."""
+    got: list[Change] = []
+    arrived = threading.Event()
+
+    def cb(change):
+        got.append(change)
+        if change.kind == "exists":
+            arrived.set()
+
+    store.watch("INBOX", cb)
+    time.sleep(0.3)      # the watcher logs in and enters IDLE
+    t0 = time.monotonic()
+    deliver()
+    assert arrived.wait(3), got
+    latency = time.monotonic() - t0
+    store.stop_watch()
+    assert not [t for t in threading.enumerate() if t.name.startswith("imap-watch")]
+    return got, latency
+
+
+def hide_idle(store: ImapStore) -> None:
+    """Every connection ``store`` opens from now on pretends the server has no IDLE (the watch
+    falls back to polling with NOOP)."""
+    orig_open = store._open
+
+    def open_without_idle():
+        c = orig_open()
+        store._caps = store._caps - {b"IDLE"}
+        return c
+
+    store._open = open_without_idle

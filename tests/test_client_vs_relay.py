@@ -12,7 +12,6 @@ from __future__ import annotations
 import email
 import email.policy
 import smtplib
-import threading
 import time
 from contextlib import contextmanager
 from email.message import EmailMessage
@@ -22,7 +21,8 @@ import pytest
 
 from tests.imap_store_checks import (check_create_rename_delete_folder_and_errors,
                                      check_flags_copy_move_delete_expunge_append,
-                                     check_move_without_the_move_extension)
+                                     check_move_without_the_move_extension, hide_idle,
+                                     new_mail_while_watching)
 from tests.peers import make_message
 from tui_mail.demo import RelayHost, free_port
 from tui_mail.errors import AuthError, ConnectError, MessageGone
@@ -338,24 +338,9 @@ def test_watch_sees_mail_delivered_by_smtp_within_a_second(bob, relay):
     relay.deliver(make_message(1))
     assert wait_for(lambda: inbox_total(bob) == 1)
     bob.folder_state("INBOX")
-    got: list[Change] = []
-    arrived = threading.Event()
-
-    def cb(change):
-        got.append(change)
-        if change.kind == "exists":
-            arrived.set()
-
-    bob.watch("INBOX", cb)
-    time.sleep(0.3)      # the watcher logs in and enters IDLE
-    t0 = time.monotonic()
-    relay.deliver(make_message(2))
-    assert arrived.wait(3), got
-    latency = time.monotonic() - t0
+    got, latency = new_mail_while_watching(bob, lambda: relay.deliver(make_message(2)))
     assert latency < 1.0, latency
     assert got[-1] == Change("INBOX", "exists", (2,))
-    bob.stop_watch()
-    assert not [t for t in threading.enumerate() if t.name.startswith("imap-watch")]
 
 
 def test_reconnects_after_the_relay_restarts(relay):
@@ -580,14 +565,7 @@ def _restart_and_expect_new_mail(store, relay, wait: float) -> list[Change]:
 
 def test_watch_without_idle_polls_and_survives_a_relay_restart(bob, relay):
     bob.poll_interval = 0.2
-    orig_open = bob._open
-
-    def open_without_idle():
-        c = orig_open()
-        bob._caps = bob._caps - {b"IDLE"}
-        return c
-
-    bob._open = open_without_idle
+    hide_idle(bob)
     got = _restart_and_expect_new_mail(bob, relay, 5)
     assert [c for c in got if c.kind == "exists"][-1].uids == (1,)
 

@@ -12,7 +12,8 @@ import pytest
 
 from tests.imap_store_checks import (check_create_rename_delete_folder_and_errors,
                                      check_flags_copy_move_delete_expunge_append,
-                                     check_move_without_the_move_extension)
+                                     check_move_without_the_move_extension, hide_idle,
+                                     new_mail_while_watching)
 from tests.peers import Dovecot, dovecot, dovecot_plain_names, dovecot_tls, make_message  # noqa: F401
 from tui_mail.errors import AuthError, ConnectError, MessageGone, TLSError
 from tui_mail.store.base import Cancel, Cancelled, Change
@@ -323,23 +324,9 @@ def test_trace_masks_the_password(dovecot, bob):
 def test_watch_reports_new_mail_within_a_second_and_stops(dovecot, bob):
     dovecot.seed("bob", 3)
     bob.folder_state("INBOX")
-    got: list[Change] = []
-    arrived = threading.Event()
-
-    def cb(change):
-        got.append(change)
-        if change.kind == "exists":
-            arrived.set()
-
-    bob.watch("INBOX", cb)
-    time.sleep(0.3)   # the watcher logs in and enters IDLE
-    t0 = time.monotonic()
-    dovecot.deliver("bob", make_message(50))
-    assert arrived.wait(3), got
-    assert time.monotonic() - t0 < 1.5
+    got, latency = new_mail_while_watching(bob, lambda: dovecot.deliver("bob", make_message(50)))
+    assert latency < 1.5
     assert got[-1] == Change("INBOX", "exists", (4,))
-    bob.stop_watch()
-    assert not [t for t in threading.enumerate() if t.name.startswith("imap-watch")]
 
 
 def test_watch_polls_with_noop_without_idle_and_survives_a_restart(dovecot, bob):
@@ -348,14 +335,7 @@ def test_watch_polls_with_noop_without_idle_and_survives_a_restart(dovecot, bob)
     bob.poll_interval = 0.2
     bob.connect()
     bob._caps = bob._caps - {b"IDLE"}
-    orig_open = bob._open
-
-    def open_without_idle():
-        c = orig_open()
-        bob._caps = bob._caps - {b"IDLE"}
-        return c
-
-    bob._open = open_without_idle
+    hide_idle(bob)
     bob.watch("INBOX", got.append)
     time.sleep(0.4)
     dovecot.restart()
