@@ -13,7 +13,7 @@ import email
 import email.policy
 import smtplib
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -371,10 +371,8 @@ def test_pop3_keep_mode_downloads_once_and_retr_marks_seen_for_imap(relay, tmp_p
     from tui_mail.store.pop3 import Pop3Store
 
     relay.seed([make_message(i) for i in range(5)])
-    relay.start()
-    store = Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="keep"))
-    imap = imap_store(relay)
-    try:
+    with (started_store(relay) as imap,
+          closing(Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="keep"))) as store):
         r = store.sync()
         assert (r.on_server, r.downloaded, r.deleted) == (5, 5, 0) and r.warnings == []
         state = store.folder_state("INBOX", sort="date")
@@ -390,20 +388,14 @@ def test_pop3_keep_mode_downloads_once_and_retr_marks_seen_for_imap(relay, tmp_p
         # RETR marked them seen for IMAP; nothing was deleted
         folders = {f.name: f for f in imap.list_folders()}
         assert (folders["INBOX"].total, folders["INBOX"].unread) == (6, 0)
-    finally:
-        store.close()
-        imap.close()
-        imap.cache.close()
 
 
 def test_pop3_delete_mode_empties_the_server_inbox(relay, tmp_path):
     from tui_mail.store.pop3 import Pop3Store
 
     relay.seed([make_message(i) for i in range(4)])
-    relay.start()
-    store = Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="delete"))
-    imap = imap_store(relay)
-    try:
+    with (started_store(relay) as imap,
+          closing(Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="delete"))) as store):
         r = store.sync()
         assert (r.on_server, r.downloaded, r.deleted) == (4, 4, 4)
         assert len(store.folder_state("INBOX").uids) == 4
@@ -414,10 +406,6 @@ def test_pop3_delete_mode_empties_the_server_inbox(relay, tmp_path):
         assert (r2.on_server, r2.downloaded, r2.deleted) == (1, 1, 1)
         assert len(store.folder_state("INBOX").uids) == 5
         assert inbox_total(imap) == 0
-    finally:
-        store.close()
-        imap.close()
-        imap.cache.close()
 
 
 def test_pop3_wrong_password_is_an_auth_error(relay, tmp_path):
@@ -442,9 +430,7 @@ async def test_outbox_submits_with_auth_and_files_the_sent_copy_in_the_relays_se
     from tui_mail.send.outbox import Outbox
     from tui_mail.send.smtp import SmtpSettings, SmtpSubmitter
 
-    relay.start()
-    imap = imap_store(relay)
-    try:
+    with started_store(relay) as imap:
         m = EmailMessage()
         m["From"] = f"Bob <{BOB}>"
         m["To"] = BOB
@@ -474,9 +460,6 @@ async def test_outbox_submits_with_auth_and_files_the_sent_copy_in_the_relays_se
         inbox = imap.folder_state("INBOX").uids
         got = imap.fetch_message("INBOX", inbox[0], full=True)
         assert b"sent via submission" in got and b"Message-ID: <outbox-1@example.org>" in got
-    finally:
-        imap.close()
-        imap.cache.close()
 
 
 async def test_submission_with_a_wrong_password_fails_the_item_with_the_reply(relay, tmp_path):
@@ -655,10 +638,9 @@ def test_pop3_leave_mode_deletes_after_n_days(relay, tmp_path):
 
     clock = Clock()
     relay.seed([make_message(i) for i in range(3)])
-    relay.start()
-    store = Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="leave", leave_days=2), clock=clock)
-    imap = imap_store(relay)
-    try:
+    with (started_store(relay) as imap,
+          closing(Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="leave", leave_days=2),
+                            clock=clock)) as store):
         r = store.sync()
         assert (r.downloaded, r.deleted) == (3, 0)
         clock.t += 86400
@@ -671,30 +653,20 @@ def test_pop3_leave_mode_deletes_after_n_days(relay, tmp_path):
         assert (r.downloaded, r.deleted) == (0, 3)
         assert inbox_total(imap) == 1
         assert len(store.folder_state("INBOX").uids) == 4
-    finally:
-        store.close()
-        imap.close()
-        imap.cache.close()
 
 
 def test_pop3_uidl_is_stable_when_imap_changes_flags(relay, tmp_path):
     from tui_mail.store.pop3 import Pop3Store
 
     relay.seed([make_message(i) for i in range(3)])
-    relay.start()
-    store = Pop3Store(tmp_path / "pop", pop3_settings(relay))
-    imap = imap_store(relay)
-    try:
+    with (started_store(relay) as imap,
+          closing(Pop3Store(tmp_path / "pop", pop3_settings(relay))) as store):
         assert store.sync().downloaded == 3
         known = store.known()
         imap.set_flags("INBOX", [1, 2, 3], ["\\Flagged", "$Label1"])
         r = store.sync()
         assert (r.on_server, r.downloaded) == (3, 0)
         assert store.known() == known
-    finally:
-        store.close()
-        imap.close()
-        imap.cache.close()
 
 
 async def test_outbox_keeps_the_message_while_the_relay_is_down_then_sends(relay, tmp_path):
