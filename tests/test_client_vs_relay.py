@@ -12,16 +12,20 @@ from __future__ import annotations
 import email
 import email.policy
 import smtplib
-import threading
 import time
+from contextlib import closing, contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
+from tests.imap_store_checks import (check_create_rename_delete_folder_and_errors,
+                                     check_flags_copy_move_delete_expunge_append,
+                                     check_move_without_the_move_extension, hide_idle,
+                                     new_mail_while_watching)
 from tests.peers import make_message
 from tui_mail.demo import RelayHost, free_port
-from tui_mail.errors import AuthError, ConnectError, FolderError, MessageGone
+from tui_mail.errors import AuthError, ConnectError, MessageGone
 from tui_mail.store.base import SEEN, Change
 from tui_mail.store.cache import HeaderCache
 from tui_mail.store.imap import ImapStore
@@ -118,13 +122,22 @@ def imap_store(relay: Relay, cache=None, **kw) -> ImapStore:
                      cache=cache or HeaderCache(":memory:"), timeout=10, **kw)
 
 
+@contextmanager
+def started_store(relay: Relay, **kw):
+    """Start the relay (seed it before) and open an ImapStore on it; closed with its cache after."""
+    relay.start()
+    s = imap_store(relay, **kw)
+    try:
+        yield s
+    finally:
+        s.close()
+        s.cache.close()
+
+
 @pytest.fixture
 def bob(relay):
-    relay.start()
-    s = imap_store(relay)
-    yield s
-    s.close()
-    s.cache.close()
+    with started_store(relay) as s:
+        yield s
 
 
 def wait_for(pred, timeout: float = 5.0, step: float = 0.02):
@@ -145,9 +158,7 @@ def inbox_total(store: ImapStore) -> int:
 
 def test_folders_roles_counts_and_hierarchy(relay):
     relay.seed([make_message(i) for i in range(10)], flags_of=lambda i: ["\\Seen"] if i % 2 else [])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         s.create_folder("Projects/2026")
         folders = {f.name: f for f in s.list_folders()}
         assert folders["INBOX"].role == "inbox"
@@ -157,24 +168,10 @@ def test_folders_roles_counts_and_hierarchy(relay):
             assert folders[name].role == role, name
         assert folders["Projects/2026"].parts == ["Projects", "2026"]
         assert s.folder_for_role("trash") == "Trash"
-    finally:
-        s.close()
-        s.cache.close()
 
 
 def test_create_rename_delete_folder_and_errors(bob):
-    bob.create_folder("Work")
-    with pytest.raises(FolderError):
-        bob.create_folder("Work")
-    bob.rename_folder("Work", "Job")
-    names = {f.name for f in bob.list_folders(with_counts=False)}
-    assert "Job" in names and "Work" not in names
-    bob.delete_folder("Job")
-    assert "Job" not in {f.name for f in bob.list_folders(with_counts=False)}
-    with pytest.raises(FolderError):
-        bob.folder_state("Nope")
-    with pytest.raises(FolderError):
-        bob.delete_folder("Nope")
+    check_create_rename_delete_folder_and_errors(bob)
 
 
 def test_non_ascii_folder_names_round_trip(bob, relay):
@@ -192,9 +189,7 @@ def test_non_ascii_folder_names_round_trip(bob, relay):
 
 def test_folder_state_windowing_and_cache(relay):
     relay.seed([make_message(i) for i in range(600)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         lines: list[str] = []
         s.trace = lambda d, line: lines.append(f"{d}: {line}")
         state = s.folder_state("INBOX")
@@ -216,9 +211,6 @@ def test_folder_state_windowing_and_cache(relay):
         assert not [x for x in lines if "FETCH" in x]
         # arrival order and subject order from the server
         assert s.folder_state("INBOX", sort="arrival").uids == tuple(range(1, 601))
-    finally:
-        s.close()
-        s.cache.close()
 
 
 def test_fill_cache_in_chunks_then_condstore_resync(relay):
@@ -253,9 +245,7 @@ def test_sort_keys_reorder_on_the_relay(relay):
     relay.seed([make_message(9 - i, sender=f"{chr(ord('k') - i)} <{chr(ord('k') - i)}@x.org>",
                              subject=f"{'Re: ' if i % 2 else ''}topic {chr(ord('a') + (i * 3) % 10)}")
                 for i in range(10)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         s.connect()
         assert b"ESORT" in s._caps and b"SORT" in s._caps
         assert s.folder_state("INBOX", sort="arrival").uids == tuple(range(1, 11))
@@ -263,9 +253,6 @@ def test_sort_keys_reorder_on_the_relay(relay):
         assert s.folder_state("INBOX", sort="from").uids == tuple(range(10, 0, -1))   # b … k
         # subjects topic a, d, g, j, c, f, i, b, e, h (Re: ignored, RFC 5256 base subject)
         assert s.folder_state("INBOX", sort="subject").uids == (1, 8, 5, 2, 9, 6, 3, 10, 7, 4)
-    finally:
-        s.close()
-        s.cache.close()
 
 
 # --- one message ----------------------------------------------------------------------------
@@ -282,9 +269,7 @@ def _big_message() -> bytes:
 def test_fetch_message_without_large_attachments_and_fetch_part(relay):
     data = _big_message()
     relay.seed([data])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         uid = s.folder_state("INBOX").uids[0]
         summ = s.summaries("INBOX", [uid])[uid]
         assert summ.has_attachment and summ.size == len(data)
@@ -302,62 +287,20 @@ def test_fetch_message_without_large_attachments_and_fetch_part(relay):
             s.fetch_message("INBOX", 999)
         # fetching bodies peeks: the message stays unread
         assert s.summaries("INBOX", [uid])[uid].unread
-    finally:
-        s.close()
-        s.cache.close()
 
 
 # --- changes --------------------------------------------------------------------------------
 
 def test_flags_copy_move_delete_expunge_append(relay):
     relay.seed([make_message(i) for i in range(10)])
-    relay.start()
-    s = imap_store(relay)
-    try:
-        uids = s.folder_state("INBOX").uids
-        s.summaries("INBOX", uids)
-        s.set_flags("INBOX", [1, 2], ["\\Seen", "\\Flagged", "$Forwarded"])
-        s.set_flags("INBOX", [2], ["\\Flagged"], add=False)
-        c = s.cached_summaries("INBOX", [1, 2])
-        assert c[1].flags == {"\\Seen", "\\Flagged", "$Forwarded"}
-        assert c[2].flags == {"\\Seen", "$Forwarded"}
-        assert s.copy("INBOX", [1, 2], "Junk") == {1: 1, 2: 2}
-        assert s.move("INBOX", [3, 4], "Sent") == {3: 1, 4: 2}
-        assert 3 not in s.cached_summaries("INBOX", [3])
-        assert s.delete("INBOX", [5]) == {5: 1}              # to Trash
-        assert s.delete("Trash", [1]) == {}                   # in Trash: gone for good
-        s.expunge("INBOX", [6])
-        counts = {f.name: f.total for f in s.list_folders()}
-        assert counts == {"INBOX": 6, "Junk": 2, "Sent": 2, "Trash": 0, "Drafts": 0, "Archive": 0}
-        assert s.folder_state("INBOX").uids == (1, 2, 7, 8, 9, 10)
-        # copied flags travel with the message
-        junk = s.summaries("Junk", [1, 2])
-        assert junk[1].flags == {"\\Seen", "\\Flagged", "$Forwarded"}
-        new_uid = s.append("Drafts", make_message(99), flags=["\\Draft"])
-        assert new_uid == 1
-        got = s.summaries("Drafts", [new_uid])[new_uid]
-        assert got.subject == "Message 99 about topic 8" and "\\Draft" in got.flags
-        assert s.fetch_message("Drafts", new_uid, full=True) == make_message(99)
-    finally:
-        s.close()
-        s.cache.close()
+    with started_store(relay) as s:
+        check_flags_copy_move_delete_expunge_append(s, {"Archive": 0})
 
 
 def test_move_without_the_move_extension_uses_copy_and_uid_expunge(relay):
     relay.seed([make_message(i) for i in range(5)])
-    relay.start()
-    s = imap_store(relay)
-    try:
-        s.connect()
-        s._caps = s._caps - {b"MOVE"}
-        lines = []
-        s.trace = lambda d, line: lines.append(line)
-        assert s.move("INBOX", [2, 3], "Trash") == {2: 1, 3: 2}
-        assert any("UID COPY" in x for x in lines) and any("UID EXPUNGE" in x for x in lines)
-        assert s.folder_state("INBOX").uids == (1, 4, 5)
-    finally:
-        s.close()
-        s.cache.close()
+    with started_store(relay) as s:
+        check_move_without_the_move_extension(s)
 
 
 def test_server_search_with_the_query_language(relay):
@@ -369,9 +312,7 @@ def test_server_search_with_the_query_language(relay):
                                 sender="Ålice <alice@example.com>")
         return make_message(i)
     relay.seed([make(i) for i in range(6)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         s.set_flags("INBOX", [5], ["\\Flagged"])
         assert s.search("INBOX", "from:alice") == [4]
         assert s.search("INBOX", "body:ketchup") == [4]
@@ -381,9 +322,6 @@ def test_server_search_with_the_query_language(relay):
         s.fill_cache("INBOX")
         assert s.local_search("INBOX", "from:alice") == [("INBOX", 4)]
         assert s.local_search("INBOX", "body:ketchup") == [("INBOX", 4)]
-    finally:
-        s.close()
-        s.cache.close()
 
 
 # --- errors, watch, reconnect ---------------------------------------------------------------
@@ -400,31 +338,14 @@ def test_watch_sees_mail_delivered_by_smtp_within_a_second(bob, relay):
     relay.deliver(make_message(1))
     assert wait_for(lambda: inbox_total(bob) == 1)
     bob.folder_state("INBOX")
-    got: list[Change] = []
-    arrived = threading.Event()
-
-    def cb(change):
-        got.append(change)
-        if change.kind == "exists":
-            arrived.set()
-
-    bob.watch("INBOX", cb)
-    time.sleep(0.3)      # the watcher logs in and enters IDLE
-    t0 = time.monotonic()
-    relay.deliver(make_message(2))
-    assert arrived.wait(3), got
-    latency = time.monotonic() - t0
+    got, latency = new_mail_while_watching(bob, lambda: relay.deliver(make_message(2)))
     assert latency < 1.0, latency
     assert got[-1] == Change("INBOX", "exists", (2,))
-    bob.stop_watch()
-    assert not [t for t in threading.enumerate() if t.name.startswith("imap-watch")]
 
 
 def test_reconnects_after_the_relay_restarts(relay):
     relay.seed([make_message(i) for i in range(8)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         state = s.folder_state("INBOX")
         s.summaries("INBOX", state.uids[:2])
         relay.restart()
@@ -436,9 +357,6 @@ def test_reconnects_after_the_relay_restarts(relay):
         relay.stop(settle=False)
         with pytest.raises(ConnectError):
             s.summaries("INBOX", [6])
-    finally:
-        s.close()
-        s.cache.close()
 
 
 # --- POP3 -----------------------------------------------------------------------------------
@@ -453,10 +371,8 @@ def test_pop3_keep_mode_downloads_once_and_retr_marks_seen_for_imap(relay, tmp_p
     from tui_mail.store.pop3 import Pop3Store
 
     relay.seed([make_message(i) for i in range(5)])
-    relay.start()
-    store = Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="keep"))
-    imap = imap_store(relay)
-    try:
+    with (started_store(relay) as imap,
+          closing(Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="keep"))) as store):
         r = store.sync()
         assert (r.on_server, r.downloaded, r.deleted) == (5, 5, 0) and r.warnings == []
         state = store.folder_state("INBOX", sort="date")
@@ -472,20 +388,14 @@ def test_pop3_keep_mode_downloads_once_and_retr_marks_seen_for_imap(relay, tmp_p
         # RETR marked them seen for IMAP; nothing was deleted
         folders = {f.name: f for f in imap.list_folders()}
         assert (folders["INBOX"].total, folders["INBOX"].unread) == (6, 0)
-    finally:
-        store.close()
-        imap.close()
-        imap.cache.close()
 
 
 def test_pop3_delete_mode_empties_the_server_inbox(relay, tmp_path):
     from tui_mail.store.pop3 import Pop3Store
 
     relay.seed([make_message(i) for i in range(4)])
-    relay.start()
-    store = Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="delete"))
-    imap = imap_store(relay)
-    try:
+    with (started_store(relay) as imap,
+          closing(Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="delete"))) as store):
         r = store.sync()
         assert (r.on_server, r.downloaded, r.deleted) == (4, 4, 4)
         assert len(store.folder_state("INBOX").uids) == 4
@@ -496,10 +406,6 @@ def test_pop3_delete_mode_empties_the_server_inbox(relay, tmp_path):
         assert (r2.on_server, r2.downloaded, r2.deleted) == (1, 1, 1)
         assert len(store.folder_state("INBOX").uids) == 5
         assert inbox_total(imap) == 0
-    finally:
-        store.close()
-        imap.close()
-        imap.cache.close()
 
 
 def test_pop3_wrong_password_is_an_auth_error(relay, tmp_path):
@@ -524,9 +430,7 @@ async def test_outbox_submits_with_auth_and_files_the_sent_copy_in_the_relays_se
     from tui_mail.send.outbox import Outbox
     from tui_mail.send.smtp import SmtpSettings, SmtpSubmitter
 
-    relay.start()
-    imap = imap_store(relay)
-    try:
+    with started_store(relay) as imap:
         m = EmailMessage()
         m["From"] = f"Bob <{BOB}>"
         m["To"] = BOB
@@ -556,9 +460,6 @@ async def test_outbox_submits_with_auth_and_files_the_sent_copy_in_the_relays_se
         inbox = imap.folder_state("INBOX").uids
         got = imap.fetch_message("INBOX", inbox[0], full=True)
         assert b"sent via submission" in got and b"Message-ID: <outbox-1@example.org>" in got
-    finally:
-        imap.close()
-        imap.cache.close()
 
 
 async def test_submission_with_a_wrong_password_fails_the_item_with_the_reply(relay, tmp_path):
@@ -647,14 +548,7 @@ def _restart_and_expect_new_mail(store, relay, wait: float) -> list[Change]:
 
 def test_watch_without_idle_polls_and_survives_a_relay_restart(bob, relay):
     bob.poll_interval = 0.2
-    orig_open = bob._open
-
-    def open_without_idle():
-        c = orig_open()
-        bob._caps = bob._caps - {b"IDLE"}
-        return c
-
-    bob._open = open_without_idle
+    hide_idle(bob)
     got = _restart_and_expect_new_mail(bob, relay, 5)
     assert [c for c in got if c.kind == "exists"][-1].uids == (1,)
 
@@ -667,9 +561,7 @@ def test_uidvalidity_change_after_the_relay_loses_its_index_drops_the_cache(rela
     from relay.store.index import FILENAME
 
     relay.seed([make_message(i) for i in range(20)])
-    relay.start()
-    s = imap_store(relay)
-    try:
+    with started_store(relay) as s:
         s.fill_cache("INBOX")
         assert s.cache.count("acct", "INBOX") == 20
         uv = s.folder_state("INBOX").uidvalidity
@@ -685,9 +577,6 @@ def test_uidvalidity_change_after_the_relay_loses_its_index_drops_the_cache(rela
         assert s.cache.count("acct", "INBOX") == 0
         assert len(state.uids) == 20
         assert len(s.summaries("INBOX", state.uids[:5])) == 5
-    finally:
-        s.close()
-        s.cache.close()
 
 
 def test_warm_start_from_the_cache_while_the_relay_is_down(relay):
@@ -749,10 +638,9 @@ def test_pop3_leave_mode_deletes_after_n_days(relay, tmp_path):
 
     clock = Clock()
     relay.seed([make_message(i) for i in range(3)])
-    relay.start()
-    store = Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="leave", leave_days=2), clock=clock)
-    imap = imap_store(relay)
-    try:
+    with (started_store(relay) as imap,
+          closing(Pop3Store(tmp_path / "pop", pop3_settings(relay, mode="leave", leave_days=2),
+                            clock=clock)) as store):
         r = store.sync()
         assert (r.downloaded, r.deleted) == (3, 0)
         clock.t += 86400
@@ -765,30 +653,20 @@ def test_pop3_leave_mode_deletes_after_n_days(relay, tmp_path):
         assert (r.downloaded, r.deleted) == (0, 3)
         assert inbox_total(imap) == 1
         assert len(store.folder_state("INBOX").uids) == 4
-    finally:
-        store.close()
-        imap.close()
-        imap.cache.close()
 
 
 def test_pop3_uidl_is_stable_when_imap_changes_flags(relay, tmp_path):
     from tui_mail.store.pop3 import Pop3Store
 
     relay.seed([make_message(i) for i in range(3)])
-    relay.start()
-    store = Pop3Store(tmp_path / "pop", pop3_settings(relay))
-    imap = imap_store(relay)
-    try:
+    with (started_store(relay) as imap,
+          closing(Pop3Store(tmp_path / "pop", pop3_settings(relay))) as store):
         assert store.sync().downloaded == 3
         known = store.known()
         imap.set_flags("INBOX", [1, 2, 3], ["\\Flagged", "$Label1"])
         r = store.sync()
         assert (r.on_server, r.downloaded) == (3, 0)
         assert store.known() == known
-    finally:
-        store.close()
-        imap.close()
-        imap.cache.close()
 
 
 async def test_outbox_keeps_the_message_while_the_relay_is_down_then_sends(relay, tmp_path):

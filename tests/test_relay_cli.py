@@ -28,6 +28,18 @@ pop3 = ""
 """
 
 
+def start_with_bad_config(tmp_path, capsys, text: str) -> str:
+    """``relay start --foreground`` with ``text`` as relay.toml: exit 2 and one line on stderr
+    without a traceback; returns that stderr."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    assert main(["start", "--foreground", "--config", str(bad), "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    return err
+
+
 @pytest.fixture
 def setup(tmp_path):
     cfg = tmp_path / "relay.toml"
@@ -43,12 +55,7 @@ def setup(tmp_path):
     ("domains = [\n", "not valid TOML"),
 ])
 def test_bad_config_is_one_clear_line_and_exit_2(tmp_path, capsys, text, needle):
-    bad = tmp_path / "bad.toml"
-    bad.write_text(text)
-    assert main(["start", "--foreground", "--config", str(bad), "--data-dir", str(tmp_path / "d")]) == 2
-    err = capsys.readouterr().err
-    assert needle in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    assert needle in start_with_bad_config(tmp_path, capsys, text)
     assert not (tmp_path / "d").exists()
 
 

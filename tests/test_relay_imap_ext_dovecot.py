@@ -5,12 +5,10 @@ not installed."""
 
 from __future__ import annotations
 
-import asyncio
 import imaplib
 import time
 
-from relay.imap.server import start_imap_server, stop_imap_server
-from relay.store import MailStore
+from tests.dovecot_oracle import answers_from_both, command
 from tests.peers import dovecot  # noqa: F401  (fixture)
 
 T0 = 1_700_000_000
@@ -102,39 +100,15 @@ def _answers(port: int, user: str) -> dict[str, list[bytes]]:
         typ, _ = c.select("INBOX", readonly=True)
         assert typ == "OK"
         for cmd in COMMANDS:
-            tag = c._new_tag().decode()
-            c.send(f"{tag} {cmd}\r\n".encode())
-            lines = []
-            while True:
-                line = c.readline()
-                if line.startswith(tag.encode() + b" "):
-                    assert line.split()[1] == b"OK", (cmd, line)
-                    break
-                if line.startswith(b"* ") and not line.startswith(b"* OK"):
-                    lines.append(line.rstrip(b"\r\n").replace(tag.encode(), b"TAG"))
-            out[cmd] = lines
+            out[cmd] = [x for x in command(c, cmd)
+                        if x.startswith(b"* ") and not x.startswith(b"* OK")]
     finally:
         c.logout()
     return out
 
 
 async def test_sort_thread_esearch_match_dovecot(dovecot, tmp_path):
-    dovecot.add_user("bob", "pw")
-    theirs = await asyncio.to_thread(_answers, dovecot.imap_port, "bob")
-
-    async def auth(user, password):
-        return password == "pw"
-
-    with MailStore(tmp_path / "mail") as store:
-        store.user("bob@example.org")
-        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth,
-                                         ssl_context=None, allow_plaintext="loopback",
-                                         hostname="test")
-        try:
-            port = server.sockets[0].getsockname()[1]
-            ours = await asyncio.to_thread(_answers, port, "bob@example.org")
-        finally:
-            await stop_imap_server(server)
+    theirs, ours = await answers_from_both(dovecot, tmp_path, _answers)
     assert all(ours[cmd] for cmd in COMMANDS)    # every command answered something
     for cmd in COMMANDS:
         assert (cmd, ours[cmd]) == (cmd, theirs[cmd])
@@ -148,17 +122,6 @@ def _qresync_answers(port: int, user: str) -> dict[str, list[bytes]]:
     """The same QRESYNC dialogue on one server; MODSEQ values (each server counts its own)
     become N, UIDVALIDITY becomes V."""
     import re
-
-    def run(c, cmd):
-        tag = c._new_tag().decode()
-        c.send(f"{tag} {cmd}\r\n".encode())
-        out = []
-        while True:
-            line = c.readline()
-            if line.startswith(tag.encode() + b" "):
-                assert line.split()[1] == b"OK", (cmd, line)
-                return out
-            out.append(line.rstrip(b"\r\n"))
 
     def norm(lines):
         # flag updates may come before or after VANISHED (both legal): compare them as a set,
@@ -175,19 +138,19 @@ def _qresync_answers(port: int, user: str) -> dict[str, list[bytes]]:
             c.login(user, "pw")
         for off, data in MESSAGES[:8]:
             a.append("INBOX", "", None, data)
-        run(a, "ENABLE QRESYNC")
-        sel = b"\n".join(run(a, "SELECT INBOX"))
+        command(a, "ENABLE QRESYNC")
+        sel = b"\n".join(command(a, "SELECT INBOX"))
         uv = int(re.search(rb"UIDVALIDITY (\d+)", sel).group(1))
         h0 = int(re.search(rb"HIGHESTMODSEQ (\d+)", sel).group(1))
-        run(b, "SELECT INBOX")
+        command(b, "SELECT INBOX")
         for step in QRESYNC_STEPS:
-            run(b, step)
-        out["NOOP"] = norm(run(a, "NOOP"))
-        out["SELECT QRESYNC"] = norm(run(a, f"SELECT INBOX (QRESYNC ({uv} {h0}))"))
-        out["SELECT QRESYNC known"] = norm(run(a, f"SELECT INBOX (QRESYNC ({uv} {h0} 1:4))"))
-        out["CHANGEDSINCE VANISHED"] = norm(run(a, f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {h0} VANISHED)"))
-        run(b, "STORE 1 +FLAGS.SILENT (\\Answered)")
-        out["NOOP flags"] = norm(run(a, "NOOP"))
+            command(b, step)
+        out["NOOP"] = norm(command(a, "NOOP"))
+        out["SELECT QRESYNC"] = norm(command(a, f"SELECT INBOX (QRESYNC ({uv} {h0}))"))
+        out["SELECT QRESYNC known"] = norm(command(a, f"SELECT INBOX (QRESYNC ({uv} {h0} 1:4))"))
+        out["CHANGEDSINCE VANISHED"] = norm(command(a, f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {h0} VANISHED)"))
+        command(b, "STORE 1 +FLAGS.SILENT (\\Answered)")
+        out["NOOP flags"] = norm(command(a, "NOOP"))
     finally:
         for c in (a, b):
             c.logout()
@@ -197,21 +160,7 @@ def _qresync_answers(port: int, user: str) -> dict[str, list[bytes]]:
 async def test_qresync_matches_dovecot(dovecot, tmp_path):
     """VANISHED instead of EXPUNGE, SELECT (QRESYNC …) with and without known UIDs, UID FETCH
     (CHANGEDSINCE … VANISHED) and flag updates with UIDs: the same lines as Dovecot."""
-    dovecot.add_user("bob", "pw")
-    theirs = await asyncio.to_thread(_qresync_answers, dovecot.imap_port, "bob")
-
-    async def auth(user, password):
-        return password == "pw"
-
-    with MailStore(tmp_path / "mail") as store:
-        store.user("bob@example.org")
-        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth,
-                                         ssl_context=None, allow_plaintext="loopback", hostname="test")
-        try:
-            ours = await asyncio.to_thread(_qresync_answers, server.sockets[0].getsockname()[1],
-                                           "bob@example.org")
-        finally:
-            await stop_imap_server(server)
+    theirs, ours = await answers_from_both(dovecot, tmp_path, _qresync_answers)
     assert theirs["NOOP"] and theirs["SELECT QRESYNC"]
     for k in theirs:
         assert (k, ours[k]) == (k, theirs[k])
@@ -254,21 +203,7 @@ async def test_binary_matches_dovecot(dovecot, tmp_path):
     """BINARY[part]/BINARY.SIZE: quoted-printable (soft breaks, =XX, trailing spaces),
     base64 (line breaks, spaces, upper-case CTE), 8bit, a message/rfc822 part and its inside,
     partial ranges, and BINARY[] of the whole message: the same bytes as Dovecot."""
-    dovecot.add_user("bob", "pw")
-    theirs = await asyncio.to_thread(_binary_answers, dovecot.imap_port, "bob")
-
-    async def auth(user, password):
-        return password == "pw"
-
-    with MailStore(tmp_path / "mail") as store:
-        store.user("bob@example.org")
-        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth,
-                                         ssl_context=None, allow_plaintext="loopback", hostname="test")
-        try:
-            ours = await asyncio.to_thread(_binary_answers, server.sockets[0].getsockname()[1],
-                                           "bob@example.org")
-        finally:
-            await stop_imap_server(server)
+    theirs, ours = await answers_from_both(dovecot, tmp_path, _binary_answers)
     for cmd in BINARY_FETCHES:
         assert (cmd, ours[cmd]) == (cmd, theirs[cmd])
 
@@ -281,15 +216,6 @@ def _notify_answers(port: int, user: str) -> list[bytes]:
 
     a, b = imaplib.IMAP4("127.0.0.1", port), imaplib.IMAP4("127.0.0.1", port)
     got: list[bytes] = []
-
-    def cmd(c, text):
-        tag = c._new_tag()
-        c.send(tag + b" " + text.encode() + b"\r\n")
-        out = []
-        while not (line := c.readline()).startswith(tag):
-            out.append(line.rstrip(b"\r\n"))
-        assert b" OK " in line, (text, line)
-        return out
 
     def sent_status(lines):
         return [re.sub(rb"(UIDVALIDITY|HIGHESTMODSEQ) \d+", rb"\1 N", x) for x in lines
@@ -308,8 +234,8 @@ def _notify_answers(port: int, user: str) -> list[bytes]:
     try:
         for c in (a, b):
             c.login(user, "pw")
-        cmd(a, "SELECT INBOX")
-        got += sent_status(cmd(a, "NOTIFY SET STATUS (SELECTED (MessageNew MessageExpunge)) "
+        command(a, "SELECT INBOX")
+        got += sent_status(command(a, "NOTIFY SET STATUS (SELECTED (MessageNew MessageExpunge)) "
                                   "(PERSONAL (MessageNew MessageExpunge FlagChange))"))
         b.append("Sent", "", None, MESSAGES[0][1])
         wait_status(b"MESSAGES 1")
@@ -330,23 +256,7 @@ def _notify_answers(port: int, user: str) -> list[bytes]:
 
 
 async def test_notify_status_matches_dovecot(dovecot, tmp_path):
-    dovecot.add_user("bob", "pw")
-    theirs = await asyncio.to_thread(_notify_answers, dovecot.imap_port, "bob")
-
-    async def auth(user, password):
-        return password == "pw"
-
-    from relay.events import ChangeBus
-    bus = ChangeBus()
-    with MailStore(tmp_path / "mail", bus) as store:
-        store.user("bob@example.org")
-        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth, bus=bus,
-                                         ssl_context=None, allow_plaintext="loopback", hostname="test")
-        try:
-            ours = await asyncio.to_thread(_notify_answers, server.sockets[0].getsockname()[1],
-                                           "bob@example.org")
-        finally:
-            await stop_imap_server(server)
+    theirs, ours = await answers_from_both(dovecot, tmp_path, _notify_answers, bus=True)
     assert len(theirs) == 4
     assert ours == theirs
 
@@ -376,13 +286,7 @@ def _list_answers(port: int, user: str) -> dict[str, list[bytes]]:
             typ, _ = c._simple_command(*step.split(" ", 1))
             assert typ == "OK", step
         for cmd in LIST_COMMANDS:
-            tag = c._new_tag()
-            c.send(tag + b" " + cmd.encode() + b"\r\n")
-            lines = []
-            while not (line := c.readline()).startswith(tag):
-                lines.append(line.rstrip(b"\r\n"))
-            assert b" OK " in line, (cmd, line)
-            out[cmd] = sorted(lines)
+            out[cmd] = sorted(command(c, cmd))
     finally:
         c.logout()
     return out
@@ -391,20 +295,6 @@ def _list_answers(port: int, user: str) -> dict[str, list[bytes]]:
 async def test_list_extended_matches_dovecot(dovecot, tmp_path):
     """LIST-EXTENDED selection and return options and LIST-STATUS over a small tree with a
     deleted-but-subscribed mailbox: the same LIST/STATUS lines as Dovecot (order aside)."""
-    dovecot.add_user("bob", "pw")
-    theirs = await asyncio.to_thread(_list_answers, dovecot.imap_port, "bob")
-
-    async def auth(user, password):
-        return password == "pw"
-
-    with MailStore(tmp_path / "mail") as store:
-        store.user("bob@example.org")
-        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth,
-                                         ssl_context=None, allow_plaintext="loopback", hostname="test")
-        try:
-            ours = await asyncio.to_thread(_list_answers, server.sockets[0].getsockname()[1],
-                                           "bob@example.org")
-        finally:
-            await stop_imap_server(server)
+    theirs, ours = await answers_from_both(dovecot, tmp_path, _list_answers)
     for cmd in LIST_COMMANDS:
         assert (cmd, ours[cmd]) == (cmd, theirs[cmd])

@@ -130,26 +130,21 @@ async def test_malformed_input_keeps_session(env):
     def client():
         with socket.create_connection(("127.0.0.1", env.port)) as s:
             f = s.makefile("rwb")
-            assert f.readline().startswith(b"* OK")
-            for line in (b"a (NOOP\r\n", b"\r\n", b"b LOGIN\r\n", b"c FETCH 1 FLAGS\r\n"):
+
+            def say(line: bytes) -> bytes:
+                """Send one line, return the next line the server sends."""
                 f.write(line)
                 f.flush()
-                assert b" BAD " in f.readline()
-            f.write(b"d LOGIN {3}\r\n")
-            f.flush()
-            assert f.readline().startswith(b"+ ")
-            f.write(b"bob {6}\r\n")
-            f.flush()
-            assert f.readline().startswith(b"+ ")
-            f.write(b"secret\r\n")
-            f.flush()
-            assert f.readline().startswith(b"d OK")
-            f.write(b"e APPEND INBOX {999999999}\r\n")
-            f.flush()
-            assert f.readline().startswith(b"e BAD [TOOBIG]")
-            f.write(b"f LOGOUT\r\n")
-            f.flush()
-            assert f.readline().startswith(b"* BYE")
+                return f.readline()
+
+            assert f.readline().startswith(b"* OK")
+            for line in (b"a (NOOP\r\n", b"\r\n", b"b LOGIN\r\n", b"c FETCH 1 FLAGS\r\n"):
+                assert b" BAD " in say(line)
+            assert say(b"d LOGIN {3}\r\n").startswith(b"+ ")
+            assert say(b"bob {6}\r\n").startswith(b"+ ")
+            assert say(b"secret\r\n").startswith(b"d OK")
+            assert say(b"e APPEND INBOX {999999999}\r\n").startswith(b"e BAD [TOOBIG]")
+            assert say(b"f LOGOUT\r\n").startswith(b"* BYE")
             assert f.readline().startswith(b"f OK")
             f.close()
     await run(client)

@@ -9,6 +9,7 @@ import re
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 
 import pytest
 from imapclient import IMAPClient
@@ -56,6 +57,17 @@ async def relay(tmp_path):
 
 def run(fn):
     return asyncio.to_thread(fn)
+
+
+@contextmanager
+def two_sessions(relay: Relay):
+    """Two IMAPClient sessions on the relay, both logged in with INBOX selected."""
+    with IMAPClient("127.0.0.1", port=relay.port, ssl=False) as a, \
+            IMAPClient("127.0.0.1", port=relay.port, ssl=False) as b:
+        for c in (a, b):
+            c.login(USER, "secret")
+            c.select_folder("INBOX")
+        yield a, b
 
 
 async def test_new_user_folders_and_workflow(relay):
@@ -159,11 +171,7 @@ async def test_two_sessions_expunge_and_flags(relay):
         u.append("INBOX", make_message(i), [], None)
 
     def client():
-        with IMAPClient("127.0.0.1", port=relay.port, ssl=False) as a, \
-                IMAPClient("127.0.0.1", port=relay.port, ssl=False) as b:
-            for c in (a, b):
-                c.login(USER, "secret")
-                c.select_folder("INBOX")
+        with two_sessions(relay) as (a, b):
             a.use_uid = b.use_uid = False
             a.delete_messages([2])
             a.expunge()
@@ -187,7 +195,9 @@ class Raw:
         self.f.readline()
         self.n = 0
 
-    def cmd(self, text: bytes) -> list[bytes]:
+    def cmd(self, text: bytes, *, code: bool = False) -> list[bytes]:
+        """The response lines (literals inline), the tagged line cut to its status; ``code``:
+        the status followed by the response code's name, if any (``NO TRYCREATE``)."""
         self.n += 1
         tag = b"t%d" % self.n
         self.sock.sendall(tag + b" " + text + b"\r\n")
@@ -201,13 +211,32 @@ class Raw:
                 line += more
                 m = re.search(rb"\{(\d+)\}\r\n$", more)
             if line.startswith(tag + b" "):
-                lines.append(line.split(b" ", 2)[1])
+                parts = line.split(b" ", 3)
+                named = re.match(rb"\[([A-Z-]+)", parts[2]) if code and len(parts) > 2 else None
+                lines.append(parts[1] + (b" " + named.group(1) if named else b""))
                 return lines
             lines.append(line)
+
+    def append_all(self, messages: list[bytes]) -> None:
+        """APPEND each message to INBOX (non-synchronising literals), answers not kept."""
+        for data in messages:
+            self.sock.sendall(b"a APPEND INBOX {%d+}\r\n" % len(data) + data + b"\r\n")
+            while not self.f.readline().startswith(b"a "):
+                pass
 
     def close(self) -> None:
         self.f.close()
         self.sock.close()
+
+
+async def assert_same_as_dovecot(drive, relay, dovecot) -> None:  # noqa: F811
+    """Run ``drive(port, user)`` against the relay and then Dovecot; each gives a list of tuples
+    (labels…, answer); every tuple must be the same on both."""
+    ours = await run(lambda: drive(relay.port, USER.encode()))
+    theirs = await run(lambda: drive(dovecot.imap_port, b"bob"))
+    diffs = [(o[:-1], o[-1], t[-1]) for o, t in zip(ours, theirs) if o != t]
+    assert not diffs, "\n\n".join(f"{' '.join(map(repr, k))}\n ours:   {a!r}\n dovecot: {b!r}"
+                                   for k, a, b in diffs)
 
 
 def normalise(lines: list[bytes]) -> list[bytes]:
@@ -300,18 +329,12 @@ async def test_same_answers_as_dovecot(relay, dovecot):  # noqa: F811
         try:
             assert c.cmd(b"LOGIN " + user + b" secret")[-1] == b"OK"
             if user == b"bob":
-                for data in APPENDS:
-                    c.sock.sendall(b"a APPEND INBOX {%d+}\r\n" % len(data) + data + b"\r\n")
-                    while not c.f.readline().startswith(b"a "):
-                        pass
+                c.append_all(APPENDS)
             return [(cmd, normalise(c.cmd(cmd))) for cmd in SCRIPT]
         finally:
             c.close()
 
-    ours = await run(lambda: drive(relay.port, USER.encode()))
-    theirs = await run(lambda: drive(dovecot.imap_port, b"bob"))
-    diffs = [(cmd, a, b) for (cmd, a), (_, b) in zip(ours, theirs) if a != b]
-    assert not diffs, "\n\n".join(f"{cmd!r}\n ours:   {a!r}\n dovecot: {b!r}" for cmd, a, b in diffs)
+    await assert_same_as_dovecot(drive, relay, dovecot)
 
 
 _ = shutil
@@ -379,39 +402,12 @@ async def test_folder_commands_same_as_dovecot(relay, dovecot):  # noqa: F811
         c = Raw(port)
         try:
             assert c.cmd(b"LOGIN " + user + b" secret")[-1] == b"OK"
-            for data in msgs:
-                c.sock.sendall(b"a APPEND INBOX {%d+}\r\n" % len(data) + data + b"\r\n")
-                while not c.f.readline().startswith(b"a "):
-                    pass
-            out = []
-            for cmd in FOLDER_SCRIPT:
-                n = c.n + 1
-                c.n = n
-                c.sock.sendall(b"t%d " % n + cmd + b"\r\n")
-                lines = []
-                while True:
-                    line = c.f.readline()
-                    m = re.search(rb"\{(\d+)\}\r\n$", line)
-                    while m:
-                        line += c.f.read(int(m.group(1)))
-                        more = c.f.readline()
-                        line += more
-                        m = re.search(rb"\{(\d+)\}\r\n$", more)
-                    if line.startswith(b"t%d " % n):
-                        parts = line.split(b" ", 3)
-                        code = re.match(rb"\[([A-Z-]+)", parts[2]) if len(parts) > 2 else None
-                        lines.append(parts[1] + (b" " + code.group(1) if code else b""))
-                        break
-                    lines.append(line)
-                out.append((cmd, normalise_codes(lines)))
-            return out
+            c.append_all(msgs)
+            return [(cmd, normalise_codes(c.cmd(cmd, code=True))) for cmd in FOLDER_SCRIPT]
         finally:
             c.close()
 
-    ours = await run(lambda: drive(relay.port, USER.encode()))
-    theirs = await run(lambda: drive(dovecot.imap_port, b"bob"))
-    diffs = [(cmd, a, b) for (cmd, a), (_, b) in zip(ours, theirs) if a != b]
-    assert not diffs, "\n\n".join(f"{cmd!r}\n ours:   {a!r}\n dovecot: {b!r}" for cmd, a, b in diffs)
+    await assert_same_as_dovecot(drive, relay, dovecot)
 
 
 async def test_idle_sees_expunge_and_flags_from_another_session(relay):
@@ -420,11 +416,7 @@ async def test_idle_sees_expunge_and_flags_from_another_session(relay):
         u.append("INBOX", make_message(i), [], None)
 
     def client():
-        with IMAPClient("127.0.0.1", port=relay.port, ssl=False) as a, \
-                IMAPClient("127.0.0.1", port=relay.port, ssl=False) as b:
-            for c in (a, b):
-                c.login(USER, "secret")
-                c.select_folder("INBOX")
+        with two_sessions(relay) as (a, b):
             b.idle()
             a.add_flags([1], [b"\\Flagged"])
             got = b.idle_check(timeout=5)
@@ -495,10 +487,7 @@ async def test_concurrent_sessions_same_as_dovecot(relay, dovecot):  # noqa: F81
         try:
             for c in (a, b):
                 assert c.cmd(b"LOGIN " + user + b" secret")[-1] == b"OK"
-            for data in msgs:
-                a.sock.sendall(b"x APPEND INBOX {%d+}\r\n" % len(data) + data + b"\r\n")
-                while not a.f.readline().startswith(b"x "):
-                    pass
+            a.append_all(msgs)
             a.cmd(b"SELECT INBOX")
             b.cmd(b"SELECT INBOX")
             return [(who, cmd, normalise({"a": a, "b": b}[who].cmd(cmd))) for who, cmd in steps]
@@ -506,7 +495,4 @@ async def test_concurrent_sessions_same_as_dovecot(relay, dovecot):  # noqa: F81
             a.close()
             b.close()
 
-    ours = await run(lambda: drive(relay.port, USER.encode()))
-    theirs = await run(lambda: drive(dovecot.imap_port, b"bob"))
-    diffs = [(w, cmd, x, y) for (w, cmd, x), (_, _, y) in zip(ours, theirs) if x != y]
-    assert not diffs, "\n\n".join(f"{w} {cmd!r}\n ours:   {x!r}\n dovecot: {y!r}" for w, cmd, x, y in diffs)
+    await assert_same_as_dovecot(drive, relay, dovecot)

@@ -29,13 +29,16 @@ class Tarpit:
         self.open = 0
         self.writers: list[asyncio.StreamWriter] = []
 
+    async def talk(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up
+
     async def start(self) -> Tarpit:
         async def client(reader, writer):
             self.connections += 1
             self.open += 1
             self.writers.append(writer)
             try:
-                await reader.read()  # until the client gives up
+                await self.talk(reader, writer)
             except ConnectionError:
                 pass
             finally:
@@ -56,25 +59,11 @@ class Tarpit:
 class SlowTalker(Tarpit):
     """Greets (and would answer) at one byte per second."""
 
-    async def start(self) -> SlowTalker:
-        async def client(reader, writer):
-            self.connections += 1
-            self.open += 1
-            self.writers.append(writer)
-            try:
-                for b in b"220 slow.test ESMTP at one byte per second\r\n":
-                    writer.write(bytes([b]))
-                    await writer.drain()
-                    await asyncio.sleep(1.0)
-            except ConnectionError:
-                pass
-            finally:
-                self.open -= 1
-                writer.close()
-
-        self.server = await asyncio.start_server(client, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
+    async def talk(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for b in b"220 slow.test ESMTP at one byte per second\r\n":
+            writer.write(bytes([b]))
+            await writer.drain()
+            await asyncio.sleep(1.0)
 
 
 def crepes_cfg(root, routes: dict[str, int], delivery: str):

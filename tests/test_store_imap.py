@@ -10,8 +10,12 @@ from email.message import EmailMessage
 
 import pytest
 
+from tests.imap_store_checks import (check_create_rename_delete_folder_and_errors,
+                                     check_flags_copy_move_delete_expunge_append,
+                                     check_move_without_the_move_extension, hide_idle,
+                                     new_mail_while_watching)
 from tests.peers import Dovecot, dovecot, dovecot_plain_names, dovecot_tls, make_message  # noqa: F401
-from tui_mail.errors import AuthError, ConnectError, FolderError, MessageGone, TLSError
+from tui_mail.errors import AuthError, ConnectError, MessageGone, TLSError
 from tui_mail.store.base import Cancel, Cancelled, Change
 from tui_mail.store.cache import HeaderCache
 from tui_mail.store.imap import ImapStore, parse_copyuid, parse_sequence_set, uid_ranges
@@ -76,18 +80,7 @@ def test_roles_fall_back_to_common_names_and_config_overrides(dovecot_plain_name
 
 
 def test_create_rename_delete_folder_and_errors(bob):
-    bob.create_folder("Work")
-    with pytest.raises(FolderError):
-        bob.create_folder("Work")
-    bob.rename_folder("Work", "Job")
-    names = {f.name for f in bob.list_folders(with_counts=False)}
-    assert "Job" in names and "Work" not in names
-    bob.delete_folder("Job")
-    assert "Job" not in {f.name for f in bob.list_folders(with_counts=False)}
-    with pytest.raises(FolderError):
-        bob.folder_state("Nope")
-    with pytest.raises(FolderError):
-        bob.delete_folder("Nope")
+    check_create_rename_delete_folder_and_errors(bob)
 
 
 # --- lists, cache, windows ---------------------------------------------------------------
@@ -260,36 +253,12 @@ def test_fetch_message_leaves_out_large_attachments_unless_full_and_fetch_part(d
 
 def test_flags_copy_move_delete_expunge_append(dovecot, bob):
     dovecot.seed("bob", 10)
-    uids = bob.folder_state("INBOX").uids
-    bob.summaries("INBOX", uids)
-    bob.set_flags("INBOX", [1, 2], ["\\Seen", "\\Flagged", "$Forwarded"])
-    bob.set_flags("INBOX", [2], ["\\Flagged"], add=False)
-    c = bob.cached_summaries("INBOX", [1, 2])
-    assert c[1].flags == {"\\Seen", "\\Flagged", "$Forwarded"} and c[2].flags == {"\\Seen", "$Forwarded"}
-
-    assert bob.copy("INBOX", [1, 2], "Junk") == {1: 1, 2: 2}
-    assert bob.move("INBOX", [3, 4], "Sent") == {3: 1, 4: 2}
-    assert 3 not in bob.cached_summaries("INBOX", [3])
-    assert bob.delete("INBOX", [5]) == {5: 1}                 # to Trash
-    assert bob.delete("Trash", [1]) == {}                       # in Trash: gone for good
-    bob.expunge("INBOX", [6])
-    counts = {f.name: f.total for f in bob.list_folders()}
-    assert counts == {"INBOX": 6, "Junk": 2, "Sent": 2, "Trash": 0, "Drafts": 0}
-    new_uid = bob.append("Drafts", make_message(99), flags=["\\Draft"])
-    assert new_uid == 1
-    got = bob.summaries("Drafts", [new_uid])[new_uid]
-    assert got.subject == "Message 99 about topic 8" and "\\Draft" in got.flags
+    check_flags_copy_move_delete_expunge_append(bob, {})
 
 
 def test_move_without_the_move_extension_uses_copy_and_uid_expunge(dovecot, bob):
     dovecot.seed("bob", 5)
-    bob.connect()
-    bob._caps = bob._caps - {b"MOVE"}
-    lines = []
-    bob.trace = lambda d, line: lines.append(line)
-    assert bob.move("INBOX", [2, 3], "Trash") == {2: 1, 3: 2}
-    assert any("UID COPY" in x for x in lines) and any("UID EXPUNGE" in x for x in lines)
-    assert bob.folder_state("INBOX").uids == (1, 4, 5)
+    check_move_without_the_move_extension(bob)
 
 
 # --- errors, TLS, reconnect -----------------------------------------------------------------
@@ -355,23 +324,9 @@ def test_trace_masks_the_password(dovecot, bob):
 def test_watch_reports_new_mail_within_a_second_and_stops(dovecot, bob):
     dovecot.seed("bob", 3)
     bob.folder_state("INBOX")
-    got: list[Change] = []
-    arrived = threading.Event()
-
-    def cb(change):
-        got.append(change)
-        if change.kind == "exists":
-            arrived.set()
-
-    bob.watch("INBOX", cb)
-    time.sleep(0.3)   # the watcher logs in and enters IDLE
-    t0 = time.monotonic()
-    dovecot.deliver("bob", make_message(50))
-    assert arrived.wait(3), got
-    assert time.monotonic() - t0 < 1.5
+    got, latency = new_mail_while_watching(bob, lambda: dovecot.deliver("bob", make_message(50)))
+    assert latency < 1.5
     assert got[-1] == Change("INBOX", "exists", (4,))
-    bob.stop_watch()
-    assert not [t for t in threading.enumerate() if t.name.startswith("imap-watch")]
 
 
 def test_watch_polls_with_noop_without_idle_and_survives_a_restart(dovecot, bob):
@@ -380,14 +335,7 @@ def test_watch_polls_with_noop_without_idle_and_survives_a_restart(dovecot, bob)
     bob.poll_interval = 0.2
     bob.connect()
     bob._caps = bob._caps - {b"IDLE"}
-    orig_open = bob._open
-
-    def open_without_idle():
-        c = orig_open()
-        bob._caps = bob._caps - {b"IDLE"}
-        return c
-
-    bob._open = open_without_idle
+    hide_idle(bob)
     bob.watch("INBOX", got.append)
     time.sleep(0.4)
     dovecot.restart()
