@@ -104,6 +104,9 @@ class MailApp(OrderedKeys, App[None]):
 
         self.main_screen = MainScreen(self.accounts)
         self.push_screen(self.main_screen)
+        from tui_mail.ui import startup
+
+        self.set_timer(startup.RELEASE_AFTER, startup.release)
         self.load_contacts()
         self.set_timer(CONTACTS_FIRST_BUILD, self.rebuild_contacts)
         self.set_interval(CONTACTS_REBUILD, self.rebuild_contacts)

@@ -7,12 +7,15 @@ it. ``can_replace`` lets floods (progress, new-mail bursts) collapse in the queu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
-from tui_mail.mail.parse import MessageView
 from tui_mail.store.base import Change, FolderInfo, FolderState, MessageSummary
 from tui_mail.ui.undo import Entry
+
+if TYPE_CHECKING:
+    from tui_mail.mail.parse import MessageView
 
 
 @dataclass

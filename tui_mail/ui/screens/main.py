@@ -9,6 +9,7 @@ changes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 from textual import on, work
@@ -20,7 +21,6 @@ from textual.widgets import Input
 from textual.worker import Worker, get_current_worker
 
 from tui_mail.errors import MailError
-from tui_mail.mail.parse import parse_message
 from tui_mail.store.base import (FLAGGED, SEEN, Cancel, Cancelled, Change, FolderInfo, MailStore,
                                  MessageSummary, Progress)
 from tui_mail.ui.keys import MAIN_KEYS, bindings
@@ -42,6 +42,7 @@ from tui_mail.ui.widgets.preview import Preview
 from tui_mail.ui.widgets.status_bar import StatusBar
 
 FIRST_WINDOW = 120
+WARM_PAINT_WAIT = 1.0         # seconds the first login waits for the cached rows' first frame
 OUTBOX_RETRY_SECONDS = 30.0   # how often mail waiting in an Outbox is tried again
 COUNTS_REFRESH_SECONDS = 15.0  # how often folder counts are asked for (STATUS) while the app runs
 MESSAGE_ACTIONS = {"open_message", "reply", "reply_all", "forward", "forward_attachment", "delete", "move", "copy",
@@ -51,6 +52,7 @@ FOLDER_ACTIONS = {"rename_folder", "delete_folder"}
 
 class MainScreen(ReportsWorkerFailures, Screen[None]):
     BINDINGS = bindings(MAIN_KEYS)
+    AUTO_FOCUS = "MessageList"      # focused once, before the first frame (no second restyle)
 
     def __init__(self, accounts: list[Account]):
         super().__init__()
@@ -72,9 +74,14 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self._fresh: set[tuple[str, str]] = set()     # folders loaded from the server
         self._warm: set[tuple[str, str, str]] = set()  # (account, folder, sort) painted from the cache
         self._read_timer: Timer | None = None
+        self._warm_painted = threading.Event()         # the cached rows' first frame is out
+        self._first_warm = False                       # on_mount posted the inbox from the cache
 
     # --- layout -------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        # the layout class before the children get their styles: set on the first Resize
+        # instead, it restyled every widget once more before the first frame (~15 ms)
+        self.set_class(self.app.size.width < 140, "-narrow", update=False)
         with Horizontal(id="panes"):
             yield FolderTree(id="folders")
             with Vertical(id="center"):
@@ -105,6 +112,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.query_one("#search").display = False
         self.query_one("#search", Input).cursor_blink = self.app.settings.cursor_blink
         self.preview.display = self.app.settings.preview
+        # the first account's inbox from the header cache, read here (~5 ms for 100,000
+        # messages: the order blob and one window of summaries) so that the first frame the
+        # terminal gets already has its rows; the server is asked after that frame
+        self._first_warm = self.account is not None and self._read_warm(self.account)
         for account in self.accounts.values():
             self.tree.add_account(account.name)
             self.connect_account(account)
@@ -115,6 +126,15 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < 140, "-narrow")
+
+    def _warm_painted_out(self) -> None:
+        from tui_mail.ui import startup
+
+        startup.release()               # the garbage collector, held since start
+        self._warm_painted.set()        # connect_account goes on
+
+    def on_unmount(self) -> None:
+        self._warm_painted.set()      # a connect_account still waiting goes on (and finds the app gone)
 
     # --- store resolution -----------------------------------------------------------------
     def store_for(self, account: Account, folder: str) -> tuple[MailStore, str]:
@@ -127,9 +147,11 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     @work(thread=True, group="connect", exit_on_error=False)
     def connect_account(self, account: Account) -> None:
         self.post_message(ConnectionChanged(account.name, "connecting"))
-        if account is self.account:
-            # Warm start: paint the inbox from the local cache before the server answers.
-            self._post_warm(account, "INBOX", self.sort, None)
+        if account is self.account and (self._first_warm or self._post_warm(account, "INBOX", self.sort, None)):
+            # Warm start: the inbox painted from the local cache before the server is asked.
+            # The login, SELECT and their parsing would share the interpreter with that first
+            # frame, so they start once it is on screen (or after WARM_PAINT_WAIT at worst).
+            self._warm_painted.wait(WARM_PAINT_WAIT)
         try:
             account.store.connect()
             if account.outbox is not None:
@@ -252,16 +274,25 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self._folder_hold = self.app.hold_keys("folder")
         self.load_folder(account, folder, self.sort, keep)
 
-    def _post_warm(self, account: Account, folder: str, sort: str, keep: int | None) -> None:
+    def _read_warm(self, account: Account) -> bool:
+        try:
+            return self._post_warm(account, "INBOX", self.sort, None)
+        except MailError:          # an unreadable cache: the worker's server answer paints
+            return False
+
+    def _post_warm(self, account: Account, folder: str, sort: str, keep: int | None) -> bool:
+        """Post the folder's rows from the local cache; whether there were any."""
         shown = self._loaded is not None and self._loaded[:2] == (account.name, folder)
         if shown and (account.name, folder, sort) in self._warm:
-            return       # on screen from the cache already (warm start): the server's answer is next
+            return False  # on screen from the cache already (warm start): the server's answer is next
         self._warm.add((account.name, folder, sort))
         store, real = self.store_for(account, folder)
         warm = store.cached_folder_state(real, sort)
-        if warm is not None and warm.uids:
-            cached = store.cached_summaries(real, warm.uids[-FIRST_WINDOW:])
-            self.post_message(FolderLoaded(account.name, folder, warm, cached, keep, warm=True))
+        if warm is None or not warm.uids:
+            return False
+        cached = store.cached_summaries(real, warm.uids[-FIRST_WINDOW:])
+        self.post_message(FolderLoaded(account.name, folder, warm, cached, keep, warm=True))
+        return True
 
     @work(thread=True, exclusive=True, group="folder", exit_on_error=False)
     def load_folder(self, account: Account, folder: str, sort: str, keep: int | None) -> None:
@@ -294,6 +325,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         else:
             summaries, keep = event.summaries, event.keep
         ml.set_rows(rows, summaries, keep=keep)
+        if event.warm and not self._warm_painted.is_set():
+            self.call_after_refresh(self._warm_painted_out)
         self.status.account, self.status.folder = event.account, event.folder
         if self.status.note.startswith("opening "):
             self.status.note = ""
@@ -476,6 +509,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     def fetch_message(self, account: Account, folder: str, uid: int, purpose: str) -> None:
         store, real = self.store_for(account, folder)
         raw = store.fetch_message(real, uid)
+        from tui_mail.mail.parse import parse_message
+
         view = parse_message(raw)
         if not get_current_worker().is_cancelled:
             self.post_message(MessageFetched(account.name, folder, uid, view, purpose))
@@ -955,6 +990,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     @work(thread=True, exclusive=True, group="compose-fetch", exit_on_error=False)
     def fetch_for_compose(self, account: Account, folder: str, uid: int, purpose: str) -> None:
         store, real = self.store_for(account, folder)
+        from tui_mail.mail.parse import parse_message
+
         view = parse_message(store.fetch_message(real, uid, full=True))
         self.post_message(MessageFetched(account.name, folder, uid, view, purpose))
 
