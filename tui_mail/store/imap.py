@@ -884,6 +884,18 @@ class ImapStore(MailStore):
     def local_search(self, folder: str | None, query: str) -> list[tuple[str, int]]:
         return self.cache.search(query, account=self.account, folder=folder)
 
+    def find_message_id(self, folder: str, message_id: str) -> int | None:
+        wanted = message_id.strip()
+        if not wanted:
+            return None
+
+        def run(c: IMAPClient):
+            return c.search([b"HEADER", b"Message-ID", wanted.encode("utf-8")],
+                            charset=None if wanted.isascii() else "UTF-8")
+
+        hits = self._call(run, folder, what="looking for the original message")
+        return max(hits) if hits else None
+
     # --- new mail ----------------------------------------------------------------------
     def watch(self, folder: str, callback: Callable[[Change], None]) -> None:
         self.stop_watch()

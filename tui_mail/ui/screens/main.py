@@ -995,7 +995,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         view = parse_message(store.fetch_message(real, uid, full=True))
         self.post_message(MessageFetched(account.name, folder, uid, view, purpose))
 
-    def origin_of(self, account: Account, folder: str, uid: int, purpose: str):
+    def origin_of(self, account: Account, folder: str, uid: int, purpose: str, view=None):
         """What sending a reply/forward of ``uid`` flags (None for new mail and drafts)."""
         from tui_mail.ui.screens.compose import ORIGIN_FLAG, Origin
 
@@ -1003,7 +1003,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if flag is None or folder == OUTBOX:
             return None
         store, real = self.store_for(account, folder)
-        return Origin(store, folder, real, uid, flag)
+        return Origin(store, folder, real, uid, flag, getattr(view, "message_id", "") or "")
 
     def open_composer(self, account: Account, folder: str, uid: int, purpose: str, view) -> None:
         """The composer for a reply/forward/recalled draft of ``uid`` in ``folder``."""
@@ -1013,7 +1013,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             if isinstance(account.store, VirtualStore):
                 account = self.accounts.get(account.store.account_of(uid), account)
         self.app.open_composer_for(account, purpose, view,
-                                   origin=self.origin_of(account, folder, uid, purpose),
+                                   origin=self.origin_of(account, folder, uid, purpose, view),
                                    draft_uid=uid if purpose == "draft" else None)
 
     def action_back(self) -> None:
