@@ -301,6 +301,8 @@ class ImapStore(MailStore):
         self._partial_orders: set[str] = set()   # folders sorted on the client before fully cached
         self._watcher: _Watcher | None = None
         self._folders_cache: list[FolderInfo] | None = None
+        # folder → (UIDVALIDITY, highest UID) as of the last folder_state: the caller's list
+        self._listed: dict[str, tuple[int, int | None]] = {}
 
     # --- connection ----------------------------------------------------------------
     @property
@@ -551,6 +553,8 @@ class ImapStore(MailStore):
             hms = info.get(b"HIGHESTMODSEQ")
             hms = int(hms) if hms is not None else None
             exists = int(info.get(b"EXISTS", 0))
+            # what the caller is about to show: a watch started after this reports any UID above
+            self._listed[folder] = (uv, int(info[b"UIDNEXT"]) - 1 if info.get(b"UIDNEXT") else None)
             # no new mail (same UIDNEXT) and no expunge (same EXISTS): the saved order holds
             stamp = f"{uv}/{info.get(b'UIDNEXT')}/{exists}" if info.get(b"UIDNEXT") else None
             if stamp is not None:
@@ -936,8 +940,15 @@ class _Watcher:
                 self._client = self.store._open()
                 info = self._client.select_folder(self.folder, readonly=True)
                 self._max_uid = int(info.get(b"UIDNEXT", 1)) - 1
+                listed = self.store._listed.get(self.folder)
                 if reconnected:
                     self._emit(Change(self.folder, "reconnected"))
+                elif (listed is not None and listed[1] is not None and listed[1] < self._max_uid
+                      and listed[0] == int(info.get(b"UIDVALIDITY", 0))):
+                    # mail that came between the caller's listing and this SELECT (the watch is
+                    # started after the folder is shown): reported now, not silently taken as known
+                    self._max_uid = listed[1]
+                    self._report(self._client, [(1, b"EXISTS")])
                 backoff = 0.5
                 if b"IDLE" in self.store._caps:
                     self._idle_loop()

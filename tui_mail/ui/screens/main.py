@@ -76,6 +76,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self._read_timer: Timer | None = None
         self._warm_painted = threading.Event()         # the cached rows' first frame is out
         self._first_warm = False                       # on_mount posted the inbox from the cache
+        self._watching: tuple[str, str] | None = None  # (account, folder) the watcher reports on
 
     # --- layout -------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -341,7 +342,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if event.warm:
             return
         account = self.accounts[event.account]
-        self.watch_folder(account, event.folder)
+        watching = (account.name, event.folder)
+        if self._watching != watching:     # a reload of the watched folder keeps its watcher
+            self._watching = watching       # (a new one meant a new login per new message)
+            self.watch_folder(account, event.folder)
         if all(u in ml.summaries for u in ml.visible_uids()):
             self.fill_cache(account, event.folder)
         else:   # cold: the visible window first; the background fill shares the connection
