@@ -175,3 +175,48 @@ def test_the_first_frame_shows_cached_rows_before_any_network_or_heavy_import(tm
     assert seen["subjects"] == ["Cached subject 500", "Cached subject 499", "Cached subject 498"]
     assert seen["loaded"] == [] and seen["client"] is False     # no imapclient: no connect tried yet
     assert seen["gc_on"] is False and seen["gc_later"] is True      # held until the rows were out
+
+
+async def test_a_big_folder_is_threaded_by_the_server_when_it_offers_thread(tmp_path, monkeypatch):
+    """Dovecot offers THREAD=REFERENCES: from SERVER_THREADS_FROM messages on (lowered here)
+    `t` asks the server (UID THREAD in the protocol trace) and shows the same rows and
+    indents as threading on the client does."""
+    import pytest
+
+    from peers import Dovecot, dovecot_available, make_message
+    from test_ui_relay_undo import until
+    from tui_mail.store.imap import ImapStore
+    from tui_mail.ui.app import MailApp, UISettings
+    from tui_mail.ui.screens import main as main_screen
+    from tui_mail.ui.services import Account
+
+    if not dovecot_available():
+        pytest.skip("dovecot not installed")
+    dc = Dovecot(tmp_path / "dovecot")
+    dc.add_user("bob", "secret")
+    parents = {2: [1], 4: [1, 2], 5: [3], 7: [1, 2, 4], 8: [6]}
+    for i in range(1, 10):
+        refs = " ".join(f"<msg{p}@example.com>" for p in parents.get(i, []))
+        extra = f"References: {refs}\r\nIn-Reply-To: <msg{parents[i][-1]}@example.com>\r\n" if refs else ""
+        dc.deliver("bob", make_message(i, subject=f"Topic {i}" if i not in parents else "Re: x", extra_headers=extra))
+    dc.start()
+    monkeypatch.setattr(main_screen, "SERVER_THREADS_FROM", 1)
+    store = ImapStore("bob", "127.0.0.1", dc.imap_port, "bob", "secret", security="none")
+    app = MailApp([Account("bob", store, "bob@example.org")], UISettings(mark_read="never"))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: len(mlist(app).rows) == 9 and app.main_screen.status.connection == "online")
+            flat = tuple(mlist(app).rows)
+            await until(pilot, lambda: all(u in mlist(app).summaries for u in flat))
+            await pilot.press("t")
+            await until(pilot, lambda: tuple(mlist(app).rows) != flat)
+            server_order, server_depth = list(mlist(app).rows), dict(mlist(app).depth)
+            assert any("THREAD REFERENCES" in line.text for line in app.trace_buffer.since(0))
+            local = thread_order(flat, {f.uid: f for f in store.thread_fields("INBOX", list(flat))})
+            assert (server_order, server_depth) == (list(local[0]), local[1])
+            subject = {u: s.subject for u, s in mlist(app).summaries.items()}
+            assert [subject[u] for u in server_order[:3]] == ["Topic 9", "Topic 6", "Re: x"]  # newest first
+            assert sorted(server_depth.values()) == [1, 1, 1, 2, 3]
+    finally:
+        store.close()
+        dc.cleanup()

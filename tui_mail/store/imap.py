@@ -888,6 +888,30 @@ class ImapStore(MailStore):
     def local_search(self, folder: str | None, query: str) -> list[tuple[str, int]]:
         return self.cache.search(query, account=self.account, folder=folder)
 
+    def server_threads(self, folder: str) -> list[list[tuple[int, int]]] | None:
+        """The folder threaded by the server (``UID THREAD REFERENCES``, RFC 5256): one list
+        of ``(depth, uid)`` per thread (tui_mail.store.imap_thread), or None when the server
+        does not offer THREAD=REFERENCES (the caller threads on the client)."""
+        if not self._has(b"THREAD=REFERENCES"):
+            return None
+        from tui_mail.store.imap_thread import ThreadSyntaxError, parse_threads
+
+        def run(c: IMAPClient):
+            try:
+                tag = c._imap._command("UID", "THREAD", "REFERENCES", "UTF-8", "ALL")
+                typ, data = c._imap._command_complete("THREAD", tag)
+            except c._imap.error as e:     # e.g. an answer line over imaplib's 1 MB limit
+                raise ProtocolError(f"{self.where}: THREAD failed: {e}") from None
+            c._checkok("thread", typ, data)
+            typ, data = c._imap._untagged_response(typ, data, "THREAD")
+            return b" ".join(d for d in data if isinstance(d, bytes))
+
+        raw = self._call(run, folder, what=f"threading {folder!r}")
+        try:
+            return parse_threads(raw)
+        except ThreadSyntaxError as e:
+            raise ProtocolError(f"{self.where}: {e}") from None
+
     def find_message_id(self, folder: str, message_id: str) -> int | None:
         wanted = message_id.strip()
         if not wanted:

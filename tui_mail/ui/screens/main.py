@@ -42,6 +42,7 @@ from tui_mail.ui.widgets.preview import Preview
 from tui_mail.ui.widgets.status_bar import StatusBar
 
 FIRST_WINDOW = 120
+SERVER_THREADS_FROM = 5000    # messages: from here the server threads the folder when it can
 WARM_PAINT_WAIT = 1.0         # seconds the first login waits for the cached rows' first frame
 OUTBOX_RETRY_SECONDS = 30.0   # how often mail waiting in an Outbox is tried again
 COUNTS_REFRESH_SECONDS = 15.0  # how often folder counts are asked for (STATUS) while the app runs
@@ -929,6 +930,21 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
 
         worker = get_current_worker()
         store, real = self.store_for(account, folder)
+        server_threads = getattr(store, "server_threads", None)
+        if server_threads is not None and len(rows) >= SERVER_THREADS_FROM:
+            # a big folder: the server's THREAD=REFERENCES (Dovecot, our relay) is faster and
+            # needs no References of 100k messages in memory; local threading if it cannot
+            try:
+                threads = server_threads(real)
+            except MailError:
+                threads = None
+            if threads is not None:
+                from tui_mail.ui.threads import order_of_threads
+
+                order, depth = order_of_threads(rows, threads)
+                if not worker.is_cancelled:
+                    self.post_message(ThreadsReady(account.name, folder, rows, tuple(order), depth))
+                return
         missing = [u for u in rows if u not in known]
         fields = {f.uid: f for f in store.thread_fields(real, missing)} if missing else {}
         fields.update(known)
