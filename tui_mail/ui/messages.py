@@ -32,6 +32,7 @@ class FolderLoaded(Message):
     summaries: dict[int, MessageSummary]
     keep: int | None = None        # keep the cursor on this uid (a reload of the same folder)
     warm: bool = False             # from the local cache only; the server's answer follows
+    first: bool = False            # the start-up inbox, before the folder list: shown if nothing else is
 
 
 @dataclass
