@@ -367,3 +367,18 @@ def test_compose_then_parse_round_trip(subject, body, to, cc, data):
     back = draft_from_bytes(draft_to_bytes(d, now=NOW))
     assert parse_addresses(back.to) == to_addrs
     assert back.parts == d.parts
+
+
+def test_a_draft_remembers_the_message_it_answers_and_never_sends_it():
+    from tui_mail.mail import compose as mc
+
+    d = mc.Draft(from_="a@x.org", to="b@y.org", subject="Re: hi", body="x", in_reply_to="<1@x>",
+                 origin_flag="\\Answered", origin_id="<1@x>", origin_folder="Ärchiv/2026")
+    back = mc.draft_from_bytes(mc.draft_to_bytes(d))
+    assert (back.origin_flag, back.origin_id, back.origin_folder) == ("\\Answered", "<1@x>", "Ärchiv/2026")
+    assert b"X-tui-mail" not in mc.build_message(back).data
+    # a message in Drafts written by anyone cannot ask for another flag (\Deleted, \Seen …)
+    raw = mc.draft_to_bytes(mc.Draft(from_="a@x.org", to="b@y.org", subject="s", body="x"))
+    raw = raw.replace(b"MIME-Version", b"X-tui-mail-Origin: \\Deleted <1@x>\r\nMIME-Version", 1)
+    hostile = mc.draft_from_bytes(raw)
+    assert (hostile.origin_flag, hostile.origin_id) == ("", "")

@@ -434,3 +434,29 @@ def test_window_first_without_bodies_then_fill_indexes_them(dovecot, bob):
     hits = bob.cache.query("m.rowid IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?)",
                            ["body:word1"], account="acct", folder="INBOX")
     assert {u for _, u in hits} == {u for u in state.uids if (u - 1) % 7 == 1}
+
+
+def test_a_watch_started_after_the_listing_reports_mail_that_came_in_between(dovecot, bob):
+    """The UI lists a folder, shows it, then starts the watch: a message delivered in that gap
+    used to become the watcher's starting point (UIDNEXT at its own SELECT) and was never
+    reported — no "new mail", the list stale until the next count check."""
+    dovecot.seed("bob", 3)
+    listed = bob.folder_state("INBOX")
+    dovecot.deliver("bob", make_message(50, subject="In the gap"))
+    got: list[Change] = []
+    arrived = threading.Event()
+
+    def cb(change: Change) -> None:
+        got.append(change)
+        if change.kind == "exists" and change.uids:
+            arrived.set()
+
+    bob.watch("INBOX", cb)
+    try:
+        assert arrived.wait(10), got
+        new = [c for c in got if c.kind == "exists"][0].uids
+        assert len(new) == 1 and new[0] > max(listed.uids)
+        assert new[0] in bob.folder_state("INBOX").uids          # the reload the UI then does
+        assert bob.summaries("INBOX", list(new))[new[0]].subject == "In the gap"
+    finally:
+        bob.stop_watch()

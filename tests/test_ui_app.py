@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from textual.worker import WorkerCancelled
 
 from test_ui_fakestore import NOW, FakeStore, make_message, seeded_store
 from tui_mail.store.base import FLAGGED, SEEN
@@ -34,7 +35,10 @@ async def settle(pilot, app: MailApp, until=lambda: True, timeout: float = 5.0) 
     end = loop.time() + timeout
     while True:
         await pilot.pause()
-        await app.workers.wait_for_complete()
+        try:
+            await app.workers.wait_for_complete()
+        except WorkerCancelled:     # an exclusive worker replaced by a newer one (a reload): done too
+            pass
         await pilot.pause()
         if until():
             return

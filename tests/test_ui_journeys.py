@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from email import message_from_bytes, policy
 
+import pytest
+
 from keyburst import burst, typed
 from test_ui_app import mlist, settle
+from test_ui_relay_undo import until
+from peers import dovecot_available
 from test_ui_real import NOW, SIZE, local_app, smtp_sink  # noqa: F401  (fixture)
 from tui_mail.store.base import ANSWERED, DRAFT, FORWARDED, SEEN
 from tui_mail.ui.app import MailApp, UISettings
@@ -118,3 +122,94 @@ async def test_moving_the_cursor_never_marks_read_the_preview_does_after_the_del
         second = ml.current_uid
         burst(app, "enter")
         await settle(pilot, app, lambda: SEEN in store.summaries("INBOX", [second])[second].flags)
+
+
+def _server_flags(port: int, folder: str, uid: int) -> str:
+    """FLAGS of one message as Dovecot itself reports them (imaplib, not the app's store)."""
+    import imaplib
+
+    with imaplib.IMAP4("127.0.0.1", port) as imap:
+        imap.login("bob", "secret")
+        imap.select(folder, readonly=True)
+        typ, data = imap.uid("FETCH", str(uid), "(FLAGS)")
+        assert typ == "OK", data
+        return b" ".join(d if isinstance(d, bytes) else d[0] for d in data if d).decode()
+
+
+def draft_saved(app) -> bool:
+    """The composer on screen saved its draft on purpose (Ctrl+D) and nothing changed since."""
+    return isinstance(app.screen, ComposeScreen) and app.screen.keep_draft and not app.screen.dirty
+
+
+async def on_imap_message(pilot, app, subject: str) -> int:
+    await until(pilot, lambda: any(s.subject == subject for s in mlist(app).summaries.values()))
+    uid = uid_of(app, subject)
+    mlist(app).set_cursor(mlist(app).row_of(uid))
+    await pilot.pause()
+    return uid
+
+
+async def _recall_and_send(pilot, app, smtp_sink, sent_before: int, extra: str) -> None:
+    """Open Drafts, Enter on the (only) draft, type ``extra`` and send it."""
+    main = app.main_screen
+    main.tree.select_folder("bob", "Drafts")
+    await until(pilot, lambda: main.folder == "Drafts" and mlist(app).current_uid is not None, timeout=10)
+    burst(app, "enter", *typed(extra), "ctrl+s")
+    await until(pilot, lambda: len(smtp_sink.messages) == sent_before + 1 and app.screen is main,
+                 timeout=15)
+
+
+@pytest.mark.skipif(not dovecot_available(), reason="dovecot not installed")
+async def test_a_recalled_reply_or_forward_flags_the_original_on_dovecot(tmp_path, smtp_sink):  # noqa: F811
+    """The draft of a reply remembers its original (X-tui-mail-Origin, never sent): sent after
+    being recalled from Drafts it sets \\Answered on Dovecot; a recalled forward $Forwarded."""
+    from peers import Dovecot
+    from tui_mail.accounts import sent_copy_to, submit_via
+    from tui_mail.send.outbox import Outbox
+    from tui_mail.send.smtp import SmtpSettings, SmtpSubmitter
+    from tui_mail.store.imap import ImapStore
+    from tui_mail.ui.services import Account
+
+    dc = Dovecot(tmp_path / "dovecot", idle_interval=1)
+    dc.add_user("bob", "secret")
+    dc.seed("bob", 6)
+    dc.start()
+    outbox = None
+    try:
+        store = ImapStore("bob", "127.0.0.1", dc.imap_port, "bob", "secret", security="none", poll_interval=1)
+        submitter = SmtpSubmitter(SmtpSettings("127.0.0.1", smtp_sink.port, security="none"))
+        outbox = Outbox(tmp_path / "outbox", send=submitter.send, sent_copy=sent_copy_to(store)).open()
+        app = MailApp([Account("bob", store, "bob@example.org", submit=submit_via(outbox), outbox=outbox.store)],
+                      UISettings(mark_read="never"), clock=lambda: NOW)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: mlist(app).current_summary is not None, timeout=10)
+            # reply, save as a draft (Ctrl+D), leave: the original is not answered yet
+            uid = await on_imap_message(pilot, app, "Message 3 about topic 3")
+            burst(app, "r", *typed("Will answer properly."), "ctrl+d")
+            await until(pilot, lambda: draft_saved(app), timeout=10)
+            burst(app, "escape")
+            await until(pilot, lambda: app.screen is app.main_screen)
+            assert "\\Answered" not in _server_flags(dc.imap_port, "INBOX", uid)
+            # recall it from Drafts and send: now the original is \Answered on the server
+            await _recall_and_send(pilot, app, smtp_sink, 0, " Done.")
+            await until(pilot, lambda: "\\Answered" in _server_flags(dc.imap_port, "INBOX", uid), timeout=10)
+            sent = message_from_bytes(smtp_sink.messages[0][2], policy=policy.default)
+            assert sent["In-Reply-To"] == "<msg3@example.com>" and sent["Subject"] == "Re: Message 3 about topic 3"
+            assert not any(k.lower().startswith("x-tui-mail") for k in sent.keys())   # stays private
+            # the same for a forward: $Forwarded once the recalled draft goes out
+            app.main_screen.tree.select_folder("bob", "INBOX")
+            await until(pilot, lambda: app.main_screen.folder == "INBOX" and mlist(app).current_uid, timeout=10)
+            fuid = await on_imap_message(pilot, app, "Message 5 about topic 5")
+            burst(app, "f", *typed("dave@x.org"), "ctrl+d")
+            await until(pilot, lambda: draft_saved(app), timeout=10)
+            burst(app, "escape")
+            await until(pilot, lambda: app.screen is app.main_screen)
+            assert "$Forwarded" not in _server_flags(dc.imap_port, "INBOX", fuid)
+            await _recall_and_send(pilot, app, smtp_sink, 1, "")
+            await until(pilot, lambda: "$Forwarded" in _server_flags(dc.imap_port, "INBOX", fuid), timeout=10)
+            assert smtp_sink.messages[1][1] == ["dave@x.org"]
+            assert "\\Answered" not in _server_flags(dc.imap_port, "INBOX", fuid)
+    finally:
+        if outbox is not None:
+            outbox.close()
+        dc.cleanup()

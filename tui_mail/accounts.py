@@ -15,6 +15,7 @@ import asyncio
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tui_mail.config import cache_dir, data_dir
 from tui_mail.errors import MailError, SendError
@@ -22,7 +23,9 @@ from tui_mail.send.outbox import Outbox
 from tui_mail.send.smtp import SmtpSettings, SmtpSubmitter
 from tui_mail.store.base import SEEN, MailStore, TraceSink
 from tui_mail.store.local import LocalStore
-from tui_mail.store.pop3 import Pop3Settings, Pop3Store
+
+if TYPE_CHECKING:
+    from tui_mail.store.pop3 import Pop3Settings, Pop3Store
 
 PasswordFor = Callable[[object, str], str | None]
 """``password_for(account, "imap"|"pop3"|"smtp")`` → the password (or None: no login)."""
@@ -74,6 +77,8 @@ def pop3_settings(account, password) -> Pop3Settings:
 
 
 def _pop3_settings(account, password) -> Pop3Settings:
+    from tui_mail.store.pop3 import Pop3Settings    # POP3 accounts only (poplib, the guards)
+
     p = account.pop3
     return Pop3Settings(host=p.host, port=_server_port("pop3", p), security=p.security,
                         user=getattr(p, "user", None) or account.address, password=password,
@@ -86,6 +91,8 @@ def _pop3_settings(account, password) -> Pop3Settings:
 def local_store(account, password_for: PasswordFor) -> Pop3Store:
     """The POP3 account's store (its local Maildir + sync); the password is looked up only
     when the server is contacted."""
+    from tui_mail.store.pop3 import Pop3Store
+
     settings = pop3_settings(account, lambda: password_for(account, "pop3"))
     store = Pop3Store(account_dir(account.name) / "mail", settings,
                       roles=dict(getattr(account, "roles", None) or {}))

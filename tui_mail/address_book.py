@@ -21,7 +21,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tui_mail.mail.contacts import (Contact, Seen, matches, observations, parse_command_output,
@@ -163,7 +163,7 @@ class AddressBook:
         return out
 
 
-def contact_rows(store, folder: str) -> list[tuple]:
+def contact_rows(store, folder: str) -> Iterable[tuple]:
     """``(from_name, from_addr, to, cc, unix_date)`` of every message of ``folder`` the store
     has locally (its header cache; never the network), for the contacts index."""
     cache = getattr(store, "cache", None)
@@ -176,19 +176,19 @@ def contact_rows(store, folder: str) -> list[tuple]:
             state = store.folder_state(folder)
         except Exception:  # noqa: BLE001 - a folder we cannot list adds no contacts
             return []
-    rows = []
-    uids = list(state.uids)
+    return _summary_rows(store, folder, list(state.uids))
+
+
+def _summary_rows(store, folder: str, uids: list[int]) -> Iterator[tuple]:
     for i in range(0, len(uids), 2000):
         for s in store.cached_summaries(folder, uids[i:i + 2000]).values():
-            rows.append((s.from_name, s.from_addr, s.to, s.cc, s.date.timestamp() if s.date else None))
-    return rows
+            yield (s.from_name, s.from_addr, s.to, s.cc, s.date.timestamp() if s.date else None)
 
 
-def observations_of(store, received: Iterable[str], sent: Iterable[str]) -> list[Seen]:
-    """Every address seen in the ``received`` folders (senders) and ``sent`` folders (recipients)."""
-    out: list[Seen] = []
+def observations_of(store, received: Iterable[str], sent: Iterable[str]) -> Iterator[Seen]:
+    """Every address seen in the ``received`` folders (senders) and ``sent`` folders
+    (recipients), as they are read (rank() folds them in one by one: nothing is held)."""
     for folders, is_sent in ((received, False), (sent, True)):
         for folder in folders:
             for from_name, from_addr, to, cc, when in contact_rows(store, folder):
-                out.extend(observations(from_name or "", from_addr or "", to or "", cc or "", when, is_sent))
-    return out
+                yield from observations(from_name or "", from_addr or "", to or "", cc or "", when, is_sent)

@@ -31,6 +31,7 @@ USER_AGENT = "tui-mail"
 MAX_REFERENCES = 20
 
 _DRAFT_PREFIX = "X-tui-mail-"
+ORIGIN_FLAGS = ("\\Answered", "$Forwarded")    # the only flags a draft's Origin header may set
 _BAD_HEADER_CHARS = re.compile(r"[\r\n\x00]")
 
 
@@ -68,6 +69,13 @@ class Draft:
     in_reply_to: str = ""
     references: tuple[str, ...] = ()
     identity: str = ""                                             # account name
+    # What the draft answers or forwards, so sending it (even recalled from Drafts later)
+    # flags the original: the flag (\\Answered or $Forwarded), the original's Message-ID
+    # and the folder it was in. Kept in X-tui-mail-Origin* headers of the saved draft, never
+    # sent (build_message writes only the fields above).
+    origin_flag: str = ""
+    origin_id: str = ""
+    origin_folder: str = ""
 
 
 @dataclass(frozen=True)
@@ -424,7 +432,8 @@ def draft_to_bytes(draft: Draft, now: datetime | None = None) -> bytes:
     """Store a draft as an RFC 5322 message (for the Drafts folder). Incomplete drafts are
     fine: address fields that do not parse are kept verbatim in X-tui-mail-* headers; the
     identity is kept in X-tui-mail-Identity. Raises ComposeError only for CR/LF in headers."""
-    for name in ("from_", "to", "cc", "bcc", "subject", "in_reply_to", "identity"):
+    for name in ("from_", "to", "cc", "bcc", "subject", "in_reply_to", "identity", "origin_flag",
+                 "origin_id", "origin_folder"):
         check_header_value(name.rstrip("_"), getattr(draft, name))
     for ref in draft.references:
         check_header_value("references", ref)
@@ -455,6 +464,9 @@ def draft_to_bytes(draft: Draft, now: datetime | None = None) -> bytes:
         msg["References"] = " ".join(draft.references)
     if draft.identity:
         msg[_DRAFT_PREFIX + "Identity"] = draft.identity
+    if draft.origin_flag and draft.origin_id:
+        msg[_DRAFT_PREFIX + "Origin"] = f"{draft.origin_flag} {draft.origin_id}"
+        msg[_DRAFT_PREFIX + "Origin-Folder"] = draft.origin_folder
     msg["MIME-Version"] = "1.0"
     msg["User-Agent"] = USER_AGENT
     _body(msg, draft.body)
@@ -485,9 +497,15 @@ def draft_from_bytes(raw: bytes) -> Draft:
     parts = [AttachedData(a.filename, a.content_type, view.part_bytes(a.part_id))
              for a in view.attachments]
     body = view.text
+    flag, _, origin_id = view.header(_DRAFT_PREFIX + "Origin").strip().partition(" ")
+    if flag not in ORIGIN_FLAGS or not origin_id.strip():   # any other flag: a draft cannot ask for it
+        flag, origin_id = "", ""
     return Draft(subject=view.subject, body=body, parts=parts,
                  in_reply_to=view.in_reply_to, references=view.references,
-                 identity=view.header(_DRAFT_PREFIX + "Identity"), **fields)
+                 identity=view.header(_DRAFT_PREFIX + "Identity"),
+                 origin_flag=flag, origin_id=origin_id.strip(),
+                 origin_folder=view.header(_DRAFT_PREFIX + "Origin-Folder").strip() if flag else "",
+                 **fields)
 
 
 __all__ = [

@@ -18,15 +18,16 @@ import asyncio
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email import policy
-from email.message import EmailMessage, Message
-from email.parser import BytesParser
 from email.utils import getaddresses
-
-import aiosmtplib
+from typing import TYPE_CHECKING
 
 from tui_mail.errors import AuthError, MailError, SendError
-from tui_mail.mail.addresses import envelope_address
+from tui_mail.lazy_import import on_first_use
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage, Message
+
+aiosmtplib = on_first_use("aiosmtplib")       # with email.policy: only when a message goes out
 
 SECURITY = ("tls", "starttls", "none")
 
@@ -91,6 +92,9 @@ def envelope_of(msg: Message) -> tuple[str, list[str]]:
 
 def wire_bytes(msg: Message) -> bytes:
     """The bytes to transmit: the message with CRLF line ends and without its Bcc header."""
+    from email import policy
+    from email.parser import BytesParser
+
     out = BytesParser(policy=policy.SMTPUTF8).parsebytes(msg.as_bytes(policy=policy.SMTPUTF8))
     del out["Bcc"]
     return out.as_bytes(policy=policy.SMTPUTF8)
@@ -119,9 +123,12 @@ def strip_bcc(data: bytes) -> bytes:
 
 def prepare(message: bytes | EmailMessage) -> tuple[str, list[str], bytes]:
     """(sender, recipients, bytes to send) for a message given as bytes or EmailMessage."""
-    if isinstance(message, Message):
+    if not isinstance(message, (bytes, bytearray)):      # an EmailMessage
         sender, rcpts = envelope_of(message)
         return sender, rcpts, wire_bytes(message)
+    from email import policy
+    from email.parser import BytesParser
+
     sender, rcpts = envelope_of(BytesParser(policy=policy.SMTPUTF8).parsebytes(message, headersonly=True))
     return sender, rcpts, strip_bcc(message)
 
@@ -282,6 +289,8 @@ class SmtpSubmitter:
             recipients = recipients if recipients is not None else env_to
         else:
             data = strip_bcc(message) if isinstance(message, bytes) else wire_bytes(message)
+        from tui_mail.mail.addresses import envelope_address
+
         sender = envelope_address(sender)        # IDNA 2008: straße.de is not strasse.de
         recipients = [envelope_address(r) for r in recipients]
 

@@ -200,6 +200,17 @@ class MailStore(abc.ABC):
             out.extend(self.cached_summaries(folder, uids[i:i + 5000]).values())
         return out
 
+    def find_message_id(self, folder: str, message_id: str) -> int | None:
+        """The UID of the message whose Message-ID is ``message_id`` in ``folder`` (the newest
+        when several), or None. This default looks through what the store has indexed; a
+        store with a server asks it (IMAP SEARCH HEADER)."""
+        wanted = message_id.strip()
+        if not wanted:
+            return None
+        uids = self.folder_state(folder).uids
+        hits = [f.uid for f in self.thread_fields(folder, uids) if (f.message_id or "").strip() == wanted]
+        return max(hits) if hits else None
+
     @abc.abstractmethod
     def summaries(self, folder: str, uids: Sequence[int]) -> dict[int, MessageSummary]:
         """Summaries for these UIDs: from the cache, fetching what is missing (and caching it)."""

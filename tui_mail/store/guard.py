@@ -17,8 +17,6 @@ from __future__ import annotations
 import socket
 import threading
 
-from imapclient import imap4, tls
-
 from tui_mail.errors import ConnectError, ProtocolError
 
 DEFAULT_MAX_LITERAL = 64 * 1024 * 1024     # bytes; the relay's own limit is 25 MiB
@@ -102,7 +100,8 @@ def check_literal(size: int, limit: int, where: str) -> None:
 
 
 class _Guarded:
-    """Mixed into imaplib classes: literal cap in ``read``, socket handed to the deadline."""
+    """Mixed into imaplib classes (tui_mail.store.imap_client): literal cap in ``read``,
+    socket handed to the deadline."""
 
     max_literal = DEFAULT_MAX_LITERAL
     where = "the IMAP server"
@@ -118,18 +117,3 @@ class _Guarded:
         limit = getattr(deadline, "max_literal", None) or self.max_literal
         check_literal(size, limit, deadline.where if deadline is not None else self.where)
         return super().read(size)
-
-
-class GuardedIMAP4(_Guarded, imap4.IMAP4WithTimeout):
-    pass
-
-
-class GuardedIMAP4TLS(_Guarded, tls.IMAP4_TLS):
-    def _create_socket(self, timeout: float | None = None) -> socket.socket:
-        # as imapclient's, but the plain socket is handed to the deadline before the TLS
-        # handshake, so a server dripping its handshake is cut off too
-        sock = socket.create_connection((self.host, self.port), timeout=timeout or self._timeout)
-        deadline = current()
-        if deadline is not None:
-            deadline.attach(sock)
-        return tls.wrap_socket(sock, self.ssl_context, self.host)

@@ -27,10 +27,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 
-from imapclient import IMAPClient
-from imapclient import exceptions as imapx
-from imapclient.response_parser import parse_fetch_response
+from typing import TYPE_CHECKING
 
+from tui_mail.lazy_import import on_first_use
 from tui_mail.errors import (AuthError, ConnectError, FolderError, MailError, MessageGone,
                              ProtocolError, TLSError)
 from tui_mail.mail import charsets
@@ -39,8 +38,14 @@ from tui_mail.store.base import (DELETED, Cancel, Change, FolderInfo, FolderStat
 from tui_mail.store.cache import HeaderCache
 from tui_mail.store.sorting import local_order
 from tui_mail.store.guard import (DEFAULT_COMMAND_DEADLINE, DEFAULT_LOGIN_DEADLINE, DEFAULT_MAX_LITERAL, Deadline,
-                                  GuardedIMAP4, GuardedIMAP4TLS, ResponseTooLarge)
+                                  ResponseTooLarge)
 from tui_mail.store.trace import attach_imaplib
+
+if TYPE_CHECKING:
+    from imapclient import IMAPClient
+
+
+imapx = on_first_use("imapclient.exceptions")   # ~20 ms: imported on the first connect
 
 # common names when the server has no SPECIAL-USE (compared case-insensitively, last segment)
 ROLE_NAMES = {
@@ -66,21 +71,16 @@ PART_LIMIT = 256 * 1024       # bigger non-text parts are left out unless full=T
 RANGE_CHUNK = 1000            # UIDs per FETCH
 
 log = logging.getLogger(__name__)
-_DROPPED = (imapx.IMAPClientAbortError, ConnectionError, EOFError, socket.timeout, ssl.SSLEOFError)
+
+
+def _dropped() -> tuple[type[BaseException], ...]:
+    """What a dropped connection raises (imapclient's abort error among them)."""
+    return (imapx.IMAPClientAbortError, ConnectionError, EOFError, socket.timeout, ssl.SSLEOFError)
+
+
 # What a malformed server answer makes imapclient/imaplib raise besides their own errors
 # (STATUS without data: IndexError; a non-number where a number belongs: ValueError; …).
 _ANOMALY = (IndexError, KeyError, ValueError, TypeError, AttributeError, UnicodeError, AssertionError)
-
-
-class _GuardedClient(IMAPClient):
-    """IMAPClient over the guarded imaplib classes (tui_mail.store.guard): a cap on literals
-    from the first byte of the greeting, and sockets a Deadline can cut."""
-
-    def _create_IMAP4(self):
-        connect_timeout = getattr(self._timeout, "connect", None)
-        if self.ssl:
-            return GuardedIMAP4TLS(self.host, self.port, self.ssl_context, connect_timeout)
-        return GuardedIMAP4(self.host, self.port, connect_timeout)
 
 
 # --- pure helpers --------------------------------------------------------------------------
@@ -301,6 +301,8 @@ class ImapStore(MailStore):
         self._partial_orders: set[str] = set()   # folders sorted on the client before fully cached
         self._watcher: _Watcher | None = None
         self._folders_cache: list[FolderInfo] | None = None
+        # folder → (UIDVALIDITY, highest UID) as of the last folder_state: the caller's list
+        self._listed: dict[str, tuple[int, int | None]] = {}
 
     # --- connection ----------------------------------------------------------------
     @property
@@ -326,8 +328,10 @@ class ImapStore(MailStore):
 
     def _open_guarded(self, deadline: Deadline) -> IMAPClient:
         try:
-            c = _GuardedClient(self.host, self.port, ssl=self.security == "tls",
-                               ssl_context=self.ssl_context, timeout=self.timeout)
+            from tui_mail.store.imap_client import GuardedClient
+
+            c = GuardedClient(self.host, self.port, ssl=self.security == "tls",
+                              ssl_context=self.ssl_context, timeout=self.timeout)
         except ssl.SSLError as e:
             raise TLSError(f"TLS with {self.where} failed: {e.reason or e}") from None
         except (socket.timeout, TimeoutError):
@@ -369,7 +373,7 @@ class ImapStore(MailStore):
                 raise TLSError(f"TLS with {self.where} failed: {e.reason or e}") from None
             if deadline.expired:
                 raise deadline.error() from None
-            if isinstance(e, _DROPPED + (OSError,)):
+            if isinstance(e, _dropped() + (OSError,)):
                 raise ConnectError(f"the connection to {self.where} dropped during login") from None
             if isinstance(e, imapx.IMAPClientError) and not isinstance(e, MailError):
                 raise ProtocolError(f"{self.where}: {_server_text(e)}") from None
@@ -441,7 +445,7 @@ class ImapStore(MailStore):
                         raise
                 except MailError:
                     raise
-                except _DROPPED + (BrokenPipeError, ConnectionResetError) as e:
+                except _dropped() + (BrokenPipeError, ConnectionResetError) as e:
                     self._discard()
                     if attempt:
                         raise ConnectError(f"lost the connection to {self.where} ({e or type(e).__name__})") from None
@@ -549,6 +553,8 @@ class ImapStore(MailStore):
             hms = info.get(b"HIGHESTMODSEQ")
             hms = int(hms) if hms is not None else None
             exists = int(info.get(b"EXISTS", 0))
+            # what the caller is about to show: a watch started after this reports any UID above
+            self._listed[folder] = (uv, int(info[b"UIDNEXT"]) - 1 if info.get(b"UIDNEXT") else None)
             # no new mail (same UIDNEXT) and no expunge (same EXISTS): the saved order holds
             stamp = f"{uv}/{info.get(b'UIDNEXT')}/{exists}" if info.get(b"UIDNEXT") else None
             if stamp is not None:
@@ -882,6 +888,42 @@ class ImapStore(MailStore):
     def local_search(self, folder: str | None, query: str) -> list[tuple[str, int]]:
         return self.cache.search(query, account=self.account, folder=folder)
 
+    def server_threads(self, folder: str) -> list[list[tuple[int, int]]] | None:
+        """The folder threaded by the server (``UID THREAD REFERENCES``, RFC 5256): one list
+        of ``(depth, uid)`` per thread (tui_mail.store.imap_thread), or None when the server
+        does not offer THREAD=REFERENCES (the caller threads on the client)."""
+        if not self._has(b"THREAD=REFERENCES"):
+            return None
+        from tui_mail.store.imap_thread import ThreadSyntaxError, parse_threads
+
+        def run(c: IMAPClient):
+            try:
+                tag = c._imap._command("UID", "THREAD", "REFERENCES", "UTF-8", "ALL")
+                typ, data = c._imap._command_complete("THREAD", tag)
+            except c._imap.error as e:     # e.g. an answer line over imaplib's 1 MB limit
+                raise ProtocolError(f"{self.where}: THREAD failed: {e}") from None
+            c._checkok("thread", typ, data)
+            typ, data = c._imap._untagged_response(typ, data, "THREAD")
+            return b" ".join(d for d in data if isinstance(d, bytes))
+
+        raw = self._call(run, folder, what=f"threading {folder!r}")
+        try:
+            return parse_threads(raw)
+        except ThreadSyntaxError as e:
+            raise ProtocolError(f"{self.where}: {e}") from None
+
+    def find_message_id(self, folder: str, message_id: str) -> int | None:
+        wanted = message_id.strip()
+        if not wanted:
+            return None
+
+        def run(c: IMAPClient):
+            return c.search([b"HEADER", b"Message-ID", wanted.encode("utf-8")],
+                            charset=None if wanted.isascii() else "UTF-8")
+
+        hits = self._call(run, folder, what="looking for the original message")
+        return max(hits) if hits else None
+
     # --- new mail ----------------------------------------------------------------------
     def watch(self, folder: str, callback: Callable[[Change], None]) -> None:
         self.stop_watch()
@@ -922,8 +964,15 @@ class _Watcher:
                 self._client = self.store._open()
                 info = self._client.select_folder(self.folder, readonly=True)
                 self._max_uid = int(info.get(b"UIDNEXT", 1)) - 1
+                listed = self.store._listed.get(self.folder)
                 if reconnected:
                     self._emit(Change(self.folder, "reconnected"))
+                elif (listed is not None and listed[1] is not None and listed[1] < self._max_uid
+                      and listed[0] == int(info.get(b"UIDVALIDITY", 0))):
+                    # mail that came between the caller's listing and this SELECT (the watch is
+                    # started after the folder is shown): reported now, not silently taken as known
+                    self._max_uid = listed[1]
+                    self._report(self._client, [(1, b"EXISTS")])
                 backoff = 0.5
                 if b"IDLE" in self.store._caps:
                     self._idle_loop()
@@ -1038,6 +1087,8 @@ def uid_fetch(c: IMAPClient, uids: str | Iterable[int], items: Sequence, modifie
     typ, data = c._imap._command_complete("FETCH", tag)
     c._checkok("fetch", typ, data)
     typ, data = c._imap._untagged_response(typ, data, "FETCH")
+    from imapclient.response_parser import parse_fetch_response
+
     return parse_fetch_response(data, c.normalise_times, True)
 
 
@@ -1057,6 +1108,8 @@ def uid_store(c: IMAPClient, uids: str, op: str, flags: Sequence[bytes]) -> dict
     flaglist = b"(" + b" ".join(flags) + b")"
     typ, data = c._imap.uid("STORE", uids, op, flaglist.decode("utf-8"))
     c._checkok("store", typ, data)
+    from imapclient.response_parser import parse_fetch_response
+
     return {u: _flags(d) for u, d in parse_fetch_response(data, c.normalise_times, True).items()
             if b"FLAGS" in d}
 

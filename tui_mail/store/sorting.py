@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from tui_mail.mail.compose import base_subject
-
 Row = tuple[int, "int | float | None", "str | None", "str | None", "int | None"]
 LOCAL_SORTS = ("date", "from", "subject", "size")
 
 
-def _key(sort: str, row: Row) -> tuple:
+def _key(sort: str, row: Row, base_subject=None) -> tuple:
     uid, date, from_addr, subject, size = row
     when = date or 0
     if sort == "from":
@@ -33,5 +31,8 @@ def local_order(uids: Sequence[int], rows: Iterable[Row], sort: str) -> list[int
     """``uids`` in ascending ``sort`` order using ``rows`` (any subset of them, any order)."""
     if sort not in LOCAL_SORTS:
         raise ValueError(f"unknown sort {sort!r}")
-    keys = {row[0]: _key(sort, row) for row in rows}
+    base_subject = None
+    if sort == "subject":       # imported here: email parsing is not on the way to the first screen
+        from tui_mail.mail.compose import base_subject
+    keys = {row[0]: _key(sort, row, base_subject) for row in rows}
     return sorted(uids, key=lambda u: keys.get(u) or (1, 0, 0, u))

@@ -7,12 +7,15 @@ it. ``can_replace`` lets floods (progress, new-mail bursts) collapse in the queu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
-from tui_mail.mail.parse import MessageView
 from tui_mail.store.base import Change, FolderInfo, FolderState, MessageSummary
 from tui_mail.ui.undo import Entry
+
+if TYPE_CHECKING:
+    from tui_mail.mail.parse import MessageView
 
 
 @dataclass
@@ -29,6 +32,7 @@ class FolderLoaded(Message):
     summaries: dict[int, MessageSummary]
     keep: int | None = None        # keep the cursor on this uid (a reload of the same folder)
     warm: bool = False             # from the local cache only; the server's answer follows
+    first: bool = False            # the start-up inbox, before the folder list: shown if nothing else is
 
 
 @dataclass

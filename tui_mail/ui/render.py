@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.style import Style
 from rich.text import Text
 
-from tui_mail.mail.parse import MessageView
 from tui_mail.ui.rows import size_cell
 from tui_mail.ui.safe_text import shown, shown_block
+
+if TYPE_CHECKING:
+    from tui_mail.mail.parse import MessageView
 
 #: Characters of body (or raw source) put in the reader's Static: Textual lays out 100,000 in
 #: ~0.4 s and 1,000,000 in ~4 s, so longer text is cut here and the cut is said on screen.

@@ -24,6 +24,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tui_mail.ui import startup
+
+    startup.hold()        # no garbage collection until the first screen is out
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     from tui_mail.errors import MailError
     from tui_mail.ui.trace import TraceBuffer

@@ -24,6 +24,7 @@ from textual.suggester import Suggester
 from textual.widgets import Footer, Input, Label, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
+from tui_mail.errors import MailError
 from tui_mail.mail import compose as mc
 from tui_mail.mail.addresses import check_addresses
 from tui_mail.mail.parse import MessageView
@@ -50,6 +51,7 @@ class Origin:
     real: str            # the folder in ``store``
     uid: int
     flag: str
+    message_id: str = ""   # kept in a saved draft, to find the original again when it is recalled
 
 
 def draft_for(account: Account, purpose: str, view: MessageView | None) -> mc.Draft:
@@ -229,7 +231,27 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
         return mc.Draft(from_=value("from"), to=value("to"), cc=value("cc"), bcc=value("bcc"),
                         subject=value("subject"), body=self.query_one(TextArea).text,
                         attachments=list(self.attachments), parts=list(d.parts),
-                        in_reply_to=d.in_reply_to, references=d.references, identity=d.identity)
+                        in_reply_to=d.in_reply_to, references=d.references, identity=d.identity,
+                        **self._origin_fields())
+
+    def _origin_fields(self) -> dict[str, str]:
+        """What a saved draft remembers of the message it answers or forwards."""
+        o, d = self.origin, self.draft
+        if o is not None and o.message_id and o.store is self.account.store:   # not a virtual folder's
+            return dict(origin_flag=o.flag, origin_id=o.message_id, origin_folder=o.real)
+        return dict(origin_flag=d.origin_flag, origin_id=d.origin_id, origin_folder=d.origin_folder)
+
+    def _recalled_origin(self) -> Origin | None:
+        """A recalled draft's original (blocking: the store may ask the server), else None."""
+        d = self.draft
+        if not (d.origin_flag and d.origin_id):
+            return None
+        store, folder = self.account.store, d.origin_folder or "INBOX"
+        try:
+            uid = store.find_message_id(folder, d.origin_id)
+        except MailError:                  # the folder is gone: nothing to flag
+            return None
+        return Origin(store, folder, folder, uid, d.origin_flag, d.origin_id) if uid else None
 
     @on(Input.Changed)
     def input_changed(self, event: Input.Changed) -> None:
@@ -368,7 +390,7 @@ class ComposeScreen(ReportsWorkerFailures, Screen[None]):
         if self.saved_uid is not None:
             drafts = self._drafts_folder()
             self.account.store.expunge(drafts, [self.saved_uid])
-        origin = self.origin
+        origin = self.origin or self._recalled_origin()
         if origin is not None:
             origin.store.set_flags(origin.real, [origin.uid], [origin.flag], add=True)
             main = getattr(self.app, "main_screen", None)

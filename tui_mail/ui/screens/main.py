@@ -9,6 +9,7 @@ changes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 from textual import on, work
@@ -20,7 +21,6 @@ from textual.widgets import Input
 from textual.worker import Worker, get_current_worker
 
 from tui_mail.errors import MailError
-from tui_mail.mail.parse import parse_message
 from tui_mail.store.base import (FLAGGED, SEEN, Cancel, Cancelled, Change, FolderInfo, MailStore,
                                  MessageSummary, Progress)
 from tui_mail.ui.keys import MAIN_KEYS, bindings
@@ -42,6 +42,8 @@ from tui_mail.ui.widgets.preview import Preview
 from tui_mail.ui.widgets.status_bar import StatusBar
 
 FIRST_WINDOW = 120
+SERVER_THREADS_FROM = 5000    # messages: from here the server threads the folder when it can
+WARM_PAINT_WAIT = 1.0         # seconds the first login waits for the cached rows' first frame
 OUTBOX_RETRY_SECONDS = 30.0   # how often mail waiting in an Outbox is tried again
 COUNTS_REFRESH_SECONDS = 15.0  # how often folder counts are asked for (STATUS) while the app runs
 MESSAGE_ACTIONS = {"open_message", "reply", "reply_all", "forward", "forward_attachment", "delete", "move", "copy",
@@ -51,6 +53,7 @@ FOLDER_ACTIONS = {"rename_folder", "delete_folder"}
 
 class MainScreen(ReportsWorkerFailures, Screen[None]):
     BINDINGS = bindings(MAIN_KEYS)
+    AUTO_FOCUS = "MessageList"      # focused once, before the first frame (no second restyle)
 
     def __init__(self, accounts: list[Account]):
         super().__init__()
@@ -72,9 +75,16 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self._fresh: set[tuple[str, str]] = set()     # folders loaded from the server
         self._warm: set[tuple[str, str, str]] = set()  # (account, folder, sort) painted from the cache
         self._read_timer: Timer | None = None
+        self._warm_painted = threading.Event()         # the cached rows' first frame is out
+        self._first_warm = False                       # on_mount posted the inbox from the cache
+        self._watching: tuple[str, str] | None = None  # (account, folder) the watcher reports on
+        self._tree_placed: set[str] = set()            # accounts whose tree cursor was put on the folder
 
     # --- layout -------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
+        # the layout class before the children get their styles: set on the first Resize
+        # instead, it restyled every widget once more before the first frame (~15 ms)
+        self.set_class(self.app.size.width < 140, "-narrow", update=False)
         with Horizontal(id="panes"):
             yield FolderTree(id="folders")
             with Vertical(id="center"):
@@ -105,6 +115,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self.query_one("#search").display = False
         self.query_one("#search", Input).cursor_blink = self.app.settings.cursor_blink
         self.preview.display = self.app.settings.preview
+        # the first account's inbox from the header cache, read here (~5 ms for 100,000
+        # messages: the order blob and one window of summaries) so that the first frame the
+        # terminal gets already has its rows; the server is asked after that frame
+        self._first_warm = self.account is not None and self._read_warm(self.account)
         for account in self.accounts.values():
             self.tree.add_account(account.name)
             self.connect_account(account)
@@ -115,6 +129,15 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < 140, "-narrow")
+
+    def _warm_painted_out(self) -> None:
+        from tui_mail.ui import startup
+
+        startup.release()               # the garbage collector, held since start
+        self._warm_painted.set()        # connect_account goes on
+
+    def on_unmount(self) -> None:
+        self._warm_painted.set()      # a connect_account still waiting goes on (and finds the app gone)
 
     # --- store resolution -----------------------------------------------------------------
     def store_for(self, account: Account, folder: str) -> tuple[MailStore, str]:
@@ -127,9 +150,11 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     @work(thread=True, group="connect", exit_on_error=False)
     def connect_account(self, account: Account) -> None:
         self.post_message(ConnectionChanged(account.name, "connecting"))
-        if account is self.account:
-            # Warm start: paint the inbox from the local cache before the server answers.
-            self._post_warm(account, "INBOX", self.sort, None)
+        if account is self.account and (self._first_warm or self._post_warm(account, "INBOX", self.sort, None)):
+            # Warm start: the inbox painted from the local cache before the server is asked.
+            # The login, SELECT and their parsing would share the interpreter with that first
+            # frame, so they start once it is on screen (or after WARM_PAINT_WAIT at worst).
+            self._warm_painted.wait(WARM_PAINT_WAIT)
         try:
             account.store.connect()
             if account.outbox is not None:
@@ -138,7 +163,21 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.post_message(ConnectionChanged(account.name, "offline", str(e)))
             raise
         self.post_message(ConnectionChanged(account.name, "online"))
+        if account is self.account and self.folder in (None, "INBOX") and (account.name, "INBOX") not in self._fresh:
+            self._load_first(account)
         self._list_folders(account)
+
+    def _load_first(self, account: Account) -> None:
+        """The inbox from the server right after the login, before the folder list: LIST with
+        STATUS of every folder took 100-300 ms on the 100k bench before the inbox was even
+        asked for (a cold start's first screen waited for it; a warm one's check too)."""
+        store, real = self.store_for(account, "INBOX")
+        try:
+            state = store.folder_state(real, self.sort)
+            cached = store.cached_summaries(real, state.uids[-FIRST_WINDOW:])
+        except MailError:
+            return                  # no INBOX here: the folder list opens the first folder
+        self.post_message(FolderLoaded(account.name, "INBOX", state, cached, first=True))
 
     def _list_folders(self, account: Account) -> None:
         folders = account.store.list_folders(with_counts=True)
@@ -211,6 +250,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             return                           # in:all results: not a folder tree entry
         self.tree.set_folders(event.account, event.folders)
         current = self.account is not None and event.account == self.account.name
+        if current and self.folder is not None and event.account not in self._tree_placed:
+            self.tree.select_folder(event.account, self.folder, announce=False)   # once: then it is the user's
+        if current:
+            self._tree_placed.add(event.account)
         if current and (self.folder is None or (event.account, self.folder) not in self._fresh):
             inbox = next((f.name for f in event.folders if f.role == "inbox"), None)
             inbox = inbox or (event.folders[0].name if event.folders else None)
@@ -252,16 +295,25 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         self._folder_hold = self.app.hold_keys("folder")
         self.load_folder(account, folder, self.sort, keep)
 
-    def _post_warm(self, account: Account, folder: str, sort: str, keep: int | None) -> None:
+    def _read_warm(self, account: Account) -> bool:
+        try:
+            return self._post_warm(account, "INBOX", self.sort, None)
+        except MailError:          # an unreadable cache: the worker's server answer paints
+            return False
+
+    def _post_warm(self, account: Account, folder: str, sort: str, keep: int | None) -> bool:
+        """Post the folder's rows from the local cache; whether there were any."""
         shown = self._loaded is not None and self._loaded[:2] == (account.name, folder)
         if shown and (account.name, folder, sort) in self._warm:
-            return       # on screen from the cache already (warm start): the server's answer is next
+            return False  # on screen from the cache already (warm start): the server's answer is next
         self._warm.add((account.name, folder, sort))
         store, real = self.store_for(account, folder)
         warm = store.cached_folder_state(real, sort)
-        if warm is not None and warm.uids:
-            cached = store.cached_summaries(real, warm.uids[-FIRST_WINDOW:])
-            self.post_message(FolderLoaded(account.name, folder, warm, cached, keep, warm=True))
+        if warm is None or not warm.uids:
+            return False
+        cached = store.cached_summaries(real, warm.uids[-FIRST_WINDOW:])
+        self.post_message(FolderLoaded(account.name, folder, warm, cached, keep, warm=True))
+        return True
 
     @work(thread=True, exclusive=True, group="folder", exit_on_error=False)
     def load_folder(self, account: Account, folder: str, sort: str, keep: int | None) -> None:
@@ -275,8 +327,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             self.post_message(FolderLoaded(account.name, folder, state, cached, keep))
 
     def on_folder_loaded(self, event: FolderLoaded) -> None:
-        if event.warm and self.folder is None and self.account and self.account.name == event.account:
-            self.folder = event.folder                  # the warm start, before the folder list
+        if (event.warm or event.first) and self.folder is None and self.account and self.account.name == event.account:
+            self.folder = event.folder                  # the start-up inbox, before the folder list
             self.status.account, self.status.folder = event.account, event.folder
         if not self._is_current(event.account, event.folder):
             return
@@ -294,6 +346,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         else:
             summaries, keep = event.summaries, event.keep
         ml.set_rows(rows, summaries, keep=keep)
+        if event.warm and not self._warm_painted.is_set():
+            self.call_after_refresh(self._warm_painted_out)
         self.status.account, self.status.folder = event.account, event.folder
         if self.status.note.startswith("opening "):
             self.status.note = ""
@@ -308,7 +362,10 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if event.warm:
             return
         account = self.accounts[event.account]
-        self.watch_folder(account, event.folder)
+        watching = (account.name, event.folder)
+        if self._watching != watching:     # a reload of the watched folder keeps its watcher
+            self._watching = watching       # (a new one meant a new login per new message)
+            self.watch_folder(account, event.folder)
         if all(u in ml.summaries for u in ml.visible_uids()):
             self.fill_cache(account, event.folder)
         else:   # cold: the visible window first; the background fill shares the connection
@@ -476,6 +533,8 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     def fetch_message(self, account: Account, folder: str, uid: int, purpose: str) -> None:
         store, real = self.store_for(account, folder)
         raw = store.fetch_message(real, uid)
+        from tui_mail.mail.parse import parse_message
+
         view = parse_message(raw)
         if not get_current_worker().is_cancelled:
             self.post_message(MessageFetched(account.name, folder, uid, view, purpose))
@@ -890,6 +949,21 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
 
         worker = get_current_worker()
         store, real = self.store_for(account, folder)
+        server_threads = getattr(store, "server_threads", None)
+        if server_threads is not None and len(rows) >= SERVER_THREADS_FROM:
+            # a big folder: the server's THREAD=REFERENCES (Dovecot, our relay) is faster and
+            # needs no References of 100k messages in memory; local threading if it cannot
+            try:
+                threads = server_threads(real)
+            except MailError:
+                threads = None
+            if threads is not None:
+                from tui_mail.ui.threads import order_of_threads
+
+                order, depth = order_of_threads(rows, threads)
+                if not worker.is_cancelled:
+                    self.post_message(ThreadsReady(account.name, folder, rows, tuple(order), depth))
+                return
         missing = [u for u in rows if u not in known]
         fields = {f.uid: f for f in store.thread_fields(real, missing)} if missing else {}
         fields.update(known)
@@ -955,10 +1029,12 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
     @work(thread=True, exclusive=True, group="compose-fetch", exit_on_error=False)
     def fetch_for_compose(self, account: Account, folder: str, uid: int, purpose: str) -> None:
         store, real = self.store_for(account, folder)
+        from tui_mail.mail.parse import parse_message
+
         view = parse_message(store.fetch_message(real, uid, full=True))
         self.post_message(MessageFetched(account.name, folder, uid, view, purpose))
 
-    def origin_of(self, account: Account, folder: str, uid: int, purpose: str):
+    def origin_of(self, account: Account, folder: str, uid: int, purpose: str, view=None):
         """What sending a reply/forward of ``uid`` flags (None for new mail and drafts)."""
         from tui_mail.ui.screens.compose import ORIGIN_FLAG, Origin
 
@@ -966,7 +1042,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
         if flag is None or folder == OUTBOX:
             return None
         store, real = self.store_for(account, folder)
-        return Origin(store, folder, real, uid, flag)
+        return Origin(store, folder, real, uid, flag, getattr(view, "message_id", "") or "")
 
     def open_composer(self, account: Account, folder: str, uid: int, purpose: str, view) -> None:
         """The composer for a reply/forward/recalled draft of ``uid`` in ``folder``."""
@@ -976,7 +1052,7 @@ class MainScreen(ReportsWorkerFailures, Screen[None]):
             if isinstance(account.store, VirtualStore):
                 account = self.accounts.get(account.store.account_of(uid), account)
         self.app.open_composer_for(account, purpose, view,
-                                   origin=self.origin_of(account, folder, uid, purpose),
+                                   origin=self.origin_of(account, folder, uid, purpose, view),
                                    draft_uid=uid if purpose == "draft" else None)
 
     def action_back(self) -> None:

@@ -93,7 +93,6 @@ class MessageList(ScrollView, can_focus=True):
         self.depth: dict[int, int] = {}
         self.summaries: dict[int, MessageSummary] = {}
         self.selection: set[int] = set()
-        self._index: dict[int, int] | None = None
         self._requested: set[int] = set()
         self._request_pending = False
         self._now = self.clock()
@@ -130,11 +129,11 @@ class MessageList(ScrollView, can_focus=True):
         """Show ``rows`` (UIDs in display order); keep the cursor on ``keep`` when present."""
         self.rows = rows
         self.depth = depth or {}
-        self._index = None
         self._requested.clear()
         if summaries is not None:
             self.summaries = dict(summaries)
-        self.selection &= set(rows) if len(rows) < 200_000 else self.selection
+        if self.selection and len(rows) < 200_000:     # (a set of 100k rows costs ~4 ms)
+            self.selection &= set(rows)
         self.virtual_size = Size(self.size.width, len(rows))
         target = self.row_of(keep) if keep is not None else None
         self.set_cursor(target if target is not None else 0, scroll="center" if target else "top")
@@ -157,15 +156,17 @@ class MessageList(ScrollView, can_focus=True):
             self.summaries.pop(u, None)
         self.selection -= gone
         self.rows = rows
-        self._index = None
         self.virtual_size = Size(self.size.width, len(rows))
         self.set_cursor(min(current, max(0, len(rows) - 1)))
         self.refresh()
 
     def row_of(self, uid: int) -> int | None:
-        if self._index is None:
-            self._index = {u: i for i, u in enumerate(self.rows)}
-        return self._index.get(uid)
+        """The row showing ``uid``, or None: a scan in C (~1 ms for 100,000 rows, only on a
+        user's action), not a uid → row dict, which held ~8 MB for a 100k folder."""
+        try:
+            return self.rows.index(uid)
+        except ValueError:
+            return None
 
     @property
     def current_uid(self) -> int | None:
@@ -188,8 +189,10 @@ class MessageList(ScrollView, can_focus=True):
         return self.rows[top: top + max(1, self.scrollable_content_region.height)]
 
     def refresh_uids(self, uids: Iterable[int]) -> None:
+        top = int(self.scroll_y)                  # only rows on screen need painting again
+        shown = {u: top + i for i, u in enumerate(self.visible_uids())}
         for uid in uids:
-            row = self.row_of(uid)
+            row = shown.get(uid)
             if row is not None:
                 self.refresh_line(row)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from tui_mail.mail.parse import MessageView
 from tui_mail.ui.keys import PREVIEW_KEYS, bindings
 from tui_mail.ui.render import message_text
+
+if TYPE_CHECKING:
+    from tui_mail.mail.parse import MessageView
 
 
 class Preview(VerticalScroll, can_focus=True):
