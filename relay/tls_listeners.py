@@ -52,6 +52,7 @@ async def start_implicit_tls(relay: RelayServer) -> None:
 
 
 async def _imaps(relay, addr, start):
+    from relay.server import listen_args
     cfg = relay.cfg
     return await start(addr.host, addr.port, store=relay.mail_store.user, authenticate=relay.authenticate,
                        ssl_context=relay.ssl_context, bus=relay.bus, throttle=relay.throttle,
@@ -63,6 +64,7 @@ async def _imaps(relay, addr, start):
 
 
 async def _pop3s(relay, addr, start):
+    from relay.server import listen_args
     cfg = relay.cfg
     return await start(addr.host, addr.port, store=relay.mail_store, authenticate=relay.authenticate,
                        ssl_context=relay.ssl_context, throttle=relay.throttle,
