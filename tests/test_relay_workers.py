@@ -371,3 +371,50 @@ def test_failed_logins_count_in_every_worker(tmp_path):
     assert SharedAuthThrottle(path).delay("198.51.100.1", "bob@example.org") == 0.0
     here.close()
     other.close()
+
+
+TLS_CONFIG = CONFIG.replace('pop3 = ""\n', 'pop3 = ""\nimaps = "127.0.0.1:0"\npop3s = "127.0.0.1:0"\n'
+                            'submissions = "127.0.0.1:0"\n')
+
+
+async def test_implicit_tls_listeners_are_served_by_the_workers(tmp_path):
+    """[listen] submissions/imaps/pop3s with workers: mail submitted over implicit TLS is read back
+    over IMAPS (several connections, so both workers serve some) and POP3S."""
+    import imaplib
+    import poplib
+    import smtplib
+    import ssl
+
+    relay = Relay(tmp_path, TLS_CONFIG)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        await relay.start()
+        lst = relay.state["listeners"]
+
+        def session() -> list:
+            with smtplib.SMTP_SSL(*lst["submissions"], context=ctx, timeout=20) as s:
+                s.login("bob@example.org", "pw")
+                s.sendmail("bob@example.org", ["alice@example.org"],
+                           b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: over TLS\r\n\r\nhi\r\n")
+            deadline = time.monotonic() + 20
+            while not relay.delivered("alice@example.org") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seen = []
+            for _ in range(4):
+                m = imaplib.IMAP4_SSL(*lst["imaps"], ssl_context=ctx, timeout=20)
+                m.login("alice@example.org", "pw")
+                assert m.select("INBOX") == ("OK", [b"1"])
+                seen.append(m.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1])
+                m.logout()
+            p = poplib.POP3_SSL(*lst["pop3s"], context=ctx, timeout=20)
+            p.user("alice@example.org")
+            p.pass_("pw")
+            seen.append(p.stat()[0])
+            p.quit()
+            return seen
+
+        seen = await asyncio.to_thread(session)
+        assert seen == [b"Subject: over TLS\r\n\r\n"] * 4 + [1]
+    finally:
+        relay.stop()
