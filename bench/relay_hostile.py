@@ -50,11 +50,24 @@ pop3 = "127.0.0.1:0"
 """
 
 
-def rss_kb(pid: int, field: str = "VmRSS") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
+def _one_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
     return 0
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """``field`` of the relay: its master plus every worker process (the children of ``pid``;
+    for VmHWM the sum of each process's own peak, an upper bound)."""
+    try:
+        kids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        kids = []
+    return _one_kb(pid, field) + sum(_one_kb(k, field) for k in kids)
 
 
 class Relay:

@@ -154,8 +154,7 @@ def run_foreground(cfg: RelayConfig, *, stderr_log: bool = True) -> int:
         raise_fd_limit()
         handlers = setup_logging(cfg, foreground=stderr_log)
         try:
-            from relay.workers import run_loop
-            return run_loop(_serve(cfg, announce=stderr_log))
+            return asyncio.run(_serve(cfg, announce=stderr_log))
         finally:
             teardown_logging(handlers)
     finally:
@@ -320,16 +319,8 @@ def worker_line(w: dict) -> str:
     except (OSError, ValueError, IndexError):
         pass
     extra = "" if cpu is None else f"  cpu {cpu:.1f}s  rss {rss:.0f} MB"
-    return (f"worker {w.get('index')}  pid {pid}  up {_duration(up)}  restarts {w.get('restarts', 0)}{extra}")
-
-
-def _duration(sec: float) -> str:
-    sec = int(sec)
-    if sec < 120:
-        return f"{sec}s"
-    if sec < 7200:
-        return f"{sec // 60}m"
-    return f"{sec // 3600}h{sec % 3600 // 60:02d}m"
+    from relay.queue_cli import human_age
+    return (f"worker {w.get('index')}  pid {pid}  up {human_age(up)}  restarts {w.get('restarts', 0)}{extra}")
 
 
 # ---- users -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ for the same two operations.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
@@ -30,6 +31,26 @@ MAX_LIMITERS = 8         # listeners per process (smtp, submission, imap, pop3 a
 _CELL = 4                # uint32
 _SLOT = (1 + BUCKETS) * _CELL          # one limiter of one worker: total, then the buckets
 _ROW = MAX_LIMITERS * _SLOT            # one worker
+
+
+def _fresh_file(path: Path, size: int) -> None:
+    """A zeroed file of ``size`` bytes at ``path``, put in place at once (os.replace)."""
+    tmp = path.with_name(path.name + ".new")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _flocked(fd: int):
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 class SharedTable:
@@ -51,24 +72,10 @@ class SharedTable:
     @staticmethod
     def create(path: Path, workers: int) -> None:
         """The master: a fresh, zeroed table (a previous run's counts mean nothing)."""
-        tmp = path.with_name(path.name + ".new")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.ftruncate(fd, workers * _ROW)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        _fresh_file(path, workers * _ROW)
 
     def locked(self):
-        table = self
-
-        class _Lock:
-            def __enter__(self):
-                fcntl.flock(table.fd, fcntl.LOCK_EX)
-
-            def __exit__(self, *exc):
-                fcntl.flock(table.fd, fcntl.LOCK_UN)
-        return _Lock()
+        return _flocked(self.fd)
 
     def limiter(self, name: str, *, total: int, per_ip: int) -> SharedLimiter:
         if self._made >= MAX_LIMITERS:
@@ -158,13 +165,7 @@ class SharedAuthThrottle(AuthThrottle):
     @staticmethod
     def create(path: Path) -> None:
         """The master: a fresh, zeroed table (replacing a previous run's)."""
-        tmp = path.with_name(path.name + ".new")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.ftruncate(fd, 2 * AUTH_BUCKETS * _AUTH_CELLS * 8)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        _fresh_file(path, 2 * AUTH_BUCKETS * _AUTH_CELLS * 8)
 
     def _cell(self, table: dict, key: str) -> int:
         region = 0 if table is self._ips else 1
@@ -183,22 +184,16 @@ class SharedAuthThrottle(AuthThrottle):
         account = normalize_address(user or "")[:256]
         if account:
             keys.append((self._accounts, account))
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
+        with _flocked(self.fd):
             for table, key in keys:
                 i = self._cell(table, key)
                 count = self.cells[i] if now - self.cells[i + 1] <= self.forget_after else 0.0
                 self.cells[i], self.cells[i + 1] = min(count + 1, 64.0), now
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def succeeded(self, ip: str, user: str | None = None) -> None:
         i = self._cell(self._ips, ip)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        try:
+        with _flocked(self.fd):
             self.cells[i] = 0.0
-        finally:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
         super().succeeded(ip, user)   # the per-worker trusted (address, account) pairs
 
     def close(self) -> None:

@@ -284,7 +284,7 @@ class Master:
         if runner is None or self.core.spool is None:
             return 0
         ids = await asyncio.to_thread(self.core.spool.ids)
-        n = sum(1 for qid in ids if qid not in runner.entries and runner.adopt(qid))
+        n = sum(1 for qid in ids if runner.adopt(qid))
         if n:
             self.rescued += n
             maillog().info("queue: %d message(s) taken in by the spool rescan", n)
@@ -426,11 +426,6 @@ class MasterLink:
             self.writer = None
 
 
-def run_loop(coro):
-    """``asyncio.run(coro)``. (uvloop was measured here and was not faster: see notes.)"""
-    return asyncio.run(coro)
-
-
 def _die_with_parent() -> None:
     """Linux: SIGTERM this process when the master dies (PR_SET_PDEATHSIG), so a killed master
     never leaves workers holding its listening sockets. Elsewhere the parent poll does it."""
@@ -462,7 +457,7 @@ def run_worker(cfg: RelayConfig, args) -> int:
     raise_fd_limit()
     handlers = setup_logging(cfg, foreground=args.log_stderr)
     try:
-        return run_loop(_serve_worker(cfg, args, sockets, link))
+        return asyncio.run(_serve_worker(cfg, args, sockets, link))   # (uvloop measured: not faster)
     finally:
         teardown_logging(handlers)
 
@@ -509,18 +504,16 @@ async def _serve_worker(cfg: RelayConfig, args, sockets: dict[str, socket.socket
 
 
 async def _start_feed(cfg: RelayConfig, bus):
-    """The cross-process change feed (relay/feed.py, helper storemp) when it exists."""
-    try:
-        from relay.feed import Feed
-    except ImportError:
-        return None
+    """The cross-process change feed (relay/feed.py) of this process, started."""
+    from relay.feed import Feed
+
     feed = Feed(run_dir(cfg), bus)
     await feed.start()
     return feed
 
 
 def run_dir(cfg: RelayConfig) -> Path:
-    """``<data_dir>/run``: the shared limits table and storemp's feed sockets (0700)."""
+    """``<data_dir>/run``: the shared limits and login tables and the feed sockets (0700)."""
     return cfg.data_dir / "run"
 
 

@@ -388,9 +388,8 @@ class QueueRunner:
         if not waiting:
             del self._on_wire[qid]
             entry = self.entries.get(qid)
-            mark = getattr(self.spool, "mark_done", None)
-            if entry is not None and mark is not None:
-                mark(entry)
+            if entry is not None:
+                self.spool.mark_done(entry)
 
     async def _onward(self, entry: QueueEntry, results: dict[str, DeliveryResult]) -> None:
         if all(r.status == "sent" for r in results.values()):  # the local part (if any) is done
@@ -476,9 +475,7 @@ class QueueRunner:
         (unlinks need no fsync to survive a process crash; after a power loss local delivery
         recognises what it delivered already)."""
         if done:
-            mark = getattr(self.spool, "mark_done", None)
-            if mark is not None:
-                mark(entry)
+            self.spool.mark_done(entry)
         lane = self._remove_lane if done else self._state_lane
         fut = asyncio.get_running_loop().create_future()
         lane.pending.append((entry, fut))
@@ -511,9 +508,7 @@ class QueueRunner:
                     if not f.done():
                         f.set_result(None)
             if done and not failed:  # every entry marked done so far is unlinked: the record can go
-                compact = getattr(self.spool, "compact_done", None)
-                if compact is not None:
-                    compact()
+                self.spool.compact_done()
         finally:
             lane.running = False
 
