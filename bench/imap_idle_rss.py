@@ -22,7 +22,6 @@ The machine may be shared: the load average is printed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import multiprocessing as mp
 import os
 import shutil
@@ -34,30 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from imap_server import USER, Raw, write_maildir  # noqa: E402
-
-
-def _relay_process(mail: str, conn) -> None:
-    """The relay's IMAP server (as bench/imap_server.py runs it), until told to stop."""
-    from relay.events import ChangeBus
-    from relay.imap.server import start_imap_server, stop_imap_server
-    from relay.store.registry import MailStore
-
-    async def main() -> None:
-        bus = ChangeBus()
-        store = MailStore(Path(mail), bus)
-
-        async def auth(u, p):
-            return p == "secret"
-
-        server = await start_imap_server("127.0.0.1", 0, store=store.user, authenticate=auth, bus=bus,
-                                         allow_plaintext=True)
-        conn.send(server.sockets[0].getsockname()[1])
-        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-        await stop_imap_server(server)
-        store.close()
-
-    asyncio.run(main())
+from imap_server import USER, Raw, _relay_process, write_maildir  # noqa: E402
 
 
 def _status_kb(pid: int, key: str) -> int:
