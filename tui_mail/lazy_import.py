@@ -13,7 +13,6 @@ Hand-written: importlib.util.LazyLoader imports the parent package eagerly for a
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 
 class on_first_use:   # noqa: N801 - reads like the function it stands in for
@@ -21,10 +20,6 @@ class on_first_use:   # noqa: N801 - reads like the function it stands in for
 
     def __init__(self, name: str):
         self._name = name
-
-    @property
-    def module(self) -> ModuleType:
-        return importlib.import_module(self._name)
 
     def __getattr__(self, attr: str):
         return getattr(importlib.import_module(self._name), attr)
