@@ -39,6 +39,7 @@ import logging
 
 from relay.imap import fetch as F
 from relay.store import mime as MIME
+from relay.store.types import offset_tz
 from relay.imap.backend import BackendError, Mailbox, MessageRecord
 from relay.imap.parser import MAX_LITERAL
 from relay.imap.parser import (
@@ -92,14 +93,6 @@ def imap_date(d: _dt.datetime) -> str:
             f"{sign}{mins // 60:02d}{mins % 60:02d}")
 
 
-_TZS: dict[int, _dt.timezone] = {}
-
-
-def _tz(minutes: int) -> _dt.timezone:
-    tz = _TZS.get(minutes)
-    if tz is None:
-        tz = _TZS[minutes] = _dt.timezone(_dt.timedelta(minutes=minutes))
-    return tz
 
 
 # FETCH items the store's index rows answer alone (Session._fetch_column_lines): the format
@@ -1015,7 +1008,7 @@ class Session:
                 if m[1] is None and m[0] <= known:
                     memo[text] = (m[0], bytes(flag_list(m[0])))
             if want_date:
-                date = imap_date(_dt.datetime.fromtimestamp(idate, _tz(tzo))).encode()
+                date = imap_date(_dt.datetime.fromtimestamp(idate, offset_tz(tzo))).encode()
             if want_body:
                 bs = structs.get(uid)
                 if bs is None:      # expunged between the two reads (RFC 2180 4.1.2)

@@ -32,7 +32,7 @@ from relay.events import ChangeBus
 from relay.store import copyjournal, index, maildir, mime, names
 from relay.store.names import INBOX, SEPARATOR
 from relay.store.types import (SYSTEM_FLAGS, FolderInfo, FolderState, HeaderFields, MessageRecord,
-                               StoreError)
+                               StoreError, offset_tz)
 from relay.store.userlock import MaildropLock, UserLock
 
 log = logging.getLogger("relay.store")
@@ -41,14 +41,6 @@ DEFAULT_FOLDERS = (("INBOX", ""), ("Sent", "\\Sent"), ("Drafts", "\\Drafts"),
 SPECIAL_USES = frozenset(s for _, s in DEFAULT_FOLDERS if s) | {"\\All", "\\Flagged"}
 UIDVALIDITY_FILE = "tui-mail-uidvalidity"
 _ROW = "uid, flags, size, internaldate, tzoffset, modseq, base, vsize"
-_TZ_CACHE: dict[int, _dt.timezone] = {}
-
-
-def _tz(minutes: int) -> _dt.timezone:
-    tz = _TZ_CACHE.get(minutes)
-    if tz is None:
-        tz = _TZ_CACHE[minutes] = _dt.timezone(_dt.timedelta(minutes=minutes))
-    return tz
 
 
 _FLAGSETS: dict[str, frozenset[str]] = {}
@@ -67,7 +59,7 @@ def _flagset(text: str) -> frozenset[str]:
 def _record(row) -> MessageRecord:
     uid, flags, size, idate, tzo, modseq, base, vsize = row
     return MessageRecord(uid, _flagset(flags), size,
-                         _dt.datetime.fromtimestamp(idate, _tz(tzo)), modseq, base, vsize)
+                         _dt.datetime.fromtimestamp(idate, offset_tz(tzo)), modseq, base, vsize)
 
 
 def _check_flags(flags: Iterable[str]) -> set[str]:

@@ -9,6 +9,17 @@ from typing import NamedTuple
 
 from relay.errors import RelayError
 
+_TZS: dict[int, _dt.timezone] = {}
+
+
+def offset_tz(minutes: int) -> _dt.timezone:
+    """The fixed-offset timezone of ``minutes`` east of UTC, made once per offset (INTERNALDATEs
+    are stored as a timestamp and an offset; most mail has one of a few)."""
+    tz = _TZS.get(minutes)
+    if tz is None:
+        tz = _TZS[minutes] = _dt.timezone(_dt.timedelta(minutes=minutes))
+    return tz
+
 SYSTEM_FLAGS = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
 
 
