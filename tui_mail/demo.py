@@ -46,17 +46,25 @@ BULK_FOLDER = "Lists/crepe-lovers"
 _current_relay: contextvars.ContextVar[str] = contextvars.ContextVar("tui_mail_demo_relay", default="")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A free port below Linux's ephemeral range (32768-60999 by default), so no outgoing
-    connection can take it between this check and the relay's bind."""
+    connection can take it between this check and the relay's bind; never one this process
+    handed out before (a demo picks eight ports before its relays bind any: two picks of one
+    number made the second relay fail with "address already in use")."""
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(20000, 32000)
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # crowded: let the kernel pick
         s.bind((host, 0))
